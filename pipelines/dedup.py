@@ -1,0 +1,175 @@
+"""Dedup: exact (normalised-content hash) then MinHash near-duplicates (datatrove's 4 stages).
+
+Every removed duplicate is recorded with the id of the document that was kept:
+- exact: polars hashes each document's normalised text (lowercase, whitespace collapsed) and
+  keeps the first of each group in corpus order. datatrove's ExactDedup stages are not used
+  because they do not report which document was kept.
+- near: datatrove MinhashDedupSignature -> Buckets -> Cluster(save_cluster_id) -> Filter
+  (load_cluster_ids); removed documents are joined to the kept member of their cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datatrove.data import Document
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.dedup.minhash import (
+    MinhashConfig,
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
+from datatrove.pipeline.writers import ParquetWriter
+
+from mixforge.config import MixforgeConfig, section_hash
+from mixforge.ledger import parquet_files, shard_counts
+from mixforge.pipelines.executor import default_workers, run_pipeline
+from mixforge.pipelines.records import REMOVED_SCHEMA, RouteRemoved, docs_reader, docs_writer, mark_removed, removed_writer
+from mixforge.stage_runner import StageResult, run_stage
+from mixforge.workspace import Workspace
+
+EXACT = "exact_duplicate"
+NEAR = "near_duplicate"
+
+
+def find_exact_duplicates(files: list[Path]) -> dict[str, str]:
+    """id of each exact duplicate -> id of the first document with the same normalised text."""
+    frames = []
+    for f in files:
+        frame = pl.read_parquet(f, columns=["id", "text"])
+        frames.append(
+            frame.select(
+                "id",
+                pl.col("text").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().hash(seed=0).alias("h"),
+            )
+        )
+    if not frames:
+        return {}
+    table = pl.concat(frames).with_row_index("order")
+    first = table.group_by("h").agg(pl.col("id").sort_by("order").first().alias("kept_id"), pl.col("order").min().alias("first"))
+    dups = table.join(first, on="h").filter(pl.col("order") != pl.col("first"))
+    return dict(zip(dups["id"].to_list(), dups["kept_id"].to_list()))
+
+
+class MarkExactDuplicates(PipelineStep):
+    """Tags exact duplicates for removal (or drops them from the stream with drop=True, for the
+    MinHash signature pass, which must see exactly the documents the final pass keeps)."""
+
+    name = "🫂 Exact duplicates"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, duplicates: dict[str, str], drop: bool = False):
+        super().__init__()
+        self.duplicates, self.drop = duplicates, drop
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        for doc in data:
+            kept = self.duplicates.get(doc.id)
+            if kept is None:
+                yield doc
+            elif not self.drop:
+                detail = f"{doc.metadata.get('origin')}: same normalised text as {kept}"
+                yield mark_removed(doc, EXACT, detail, kept_id=kept)
+
+
+class RecordClusterIds(PipelineStep):
+    """Writes (id, MinHash cluster) of kept documents that belong to a cluster, so removed
+    near-duplicates can name the document that was kept."""
+
+    name = "🫂 Cluster ids"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        ids, clusters = [], []
+        for doc in data:
+            cluster = doc.metadata.pop("minhash_cluster_id", -1)
+            if cluster >= 0:
+                ids.append(doc.id)
+                clusters.append(cluster)
+            yield doc
+        _write_parquet(Path(self.folder) / f"{rank:05d}.parquet", pa.table({"id": ids, "cluster": clusters}))
+
+
+def _near_row(writer, doc: Document) -> dict:
+    return {"id": doc.id, "cluster": int(doc.metadata.get("minhash_cluster_id", -1))}
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
+    """Deduplicate `filter/docs` into `dedup/docs`."""
+    ws = Workspace(cfg.workspace_dir)
+    in_dir = Path(upstream.docs_dir)
+    d = cfg.dedup
+    fingerprint = section_hash(upstream.fingerprint, d.model_dump())
+    files = parquet_files(in_dir)
+    workers = default_workers(cfg.workers)
+    sizes = [shard_counts([f])[0] for f in files]
+    mh = MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket, seed=d.seed)
+
+    def body(partial: Path) -> None:
+        exact = find_exact_duplicates(files) if d.exact else {}
+        work, logs = partial / "work", partial / "logs"
+        pipeline = [docs_reader(str(in_dir)), MarkExactDuplicates(exact), RouteRemoved(removed_writer(str(partial / "removed"), "dedup"))]
+        if d.minhash and files:
+            unique = [docs_reader(str(in_dir)), MarkExactDuplicates(exact, drop=True)]
+            run_pipeline(unique + [MinhashDedupSignature(str(work / "sigs"), config=mh)], len(files), workers, logs / "mh1", "dedup: minhash signatures", sizes)
+            run_pipeline([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mh)], mh.num_buckets, workers, logs / "mh2", "dedup: minhash buckets")
+            run_pipeline([MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=mh, save_cluster_id=True)], 1, 1, logs / "mh3", "dedup: minhash clusters")
+            _complete_cluster_files(work / "remove", len(files))
+            near_writer = ParquetWriter(str(work / "near"), output_filename="${rank}.parquet", adapter=_near_row, compression=None)
+            pipeline += [
+                MinhashDedupFilter(str(work / "remove"), exclusion_writer=near_writer, load_cluster_ids=True),
+                RecordClusterIds(str(work / "kept_clusters")),
+            ]
+        pipeline.append(docs_writer(str(partial / "docs"), cfg.shard_mb))
+        run_pipeline(pipeline, len(files), workers, logs / "final", "dedup: write", sizes)
+        if d.minhash and files:
+            _write_near_duplicates(in_dir, work, partial / "removed" / NEAR)
+
+    return run_stage(ws, "dedup", fingerprint, body, lambda _: shard_counts(files), force, strict, d.model_dump())
+
+
+def _complete_cluster_files(folder: Path, tasks: int) -> None:
+    """MinhashDedupFilter reads cluster ids only for tasks that have a .remove file, and fails
+    when a task has a .remove but no .clusters file: give every task both (empty if need be)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for rank in range(tasks):
+        for suffix in ("remove", "clusters"):
+            (folder / f"{rank:06d}.{suffix}").touch(exist_ok=True)
+
+
+def _write_near_duplicates(in_dir: Path, work: Path, out_dir: Path) -> None:
+    """Removed near-duplicates as full removed rows, each with the id of its cluster's kept document."""
+    near_files = parquet_files(work / "near")
+    if not near_files:
+        return
+    near = pl.concat([pl.read_parquet(f) for f in near_files])
+    kept = pl.concat([pl.read_parquet(f) for f in parquet_files(work / "kept_clusters")]).rename({"id": "kept_id"})
+    docs = pl.scan_parquet(parquet_files(in_dir)).join(near.lazy(), on="id", how="semi").collect()
+    rows = (
+        docs.join(near, on="id")
+        .join(kept, on="cluster", how="left")
+        .sort("id")
+        .with_columns(
+            pl.lit(NEAR).alias("reason"),
+            pl.format("{}: near-duplicate of {} (MinHash cluster {})", "origin", "kept_id", "cluster").alias("detail"),
+        )
+        .select(REMOVED_SCHEMA.names)
+    )
+    _write_parquet(out_dir / "dedup-00000.parquet", rows.to_arrow().cast(REMOVED_SCHEMA))

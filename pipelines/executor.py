@@ -1,0 +1,131 @@
+"""Running datatrove pipelines: datatrove's LocalPipelineExecutor (task completion markers give
+resume-by-task), datatrove's chatty logs sent to per-task files, and a progress bar with rates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+# datatrove logs task failures with loguru's variable dumps; keep tracebacks short
+os.environ.setdefault("LOGURU_DIAGNOSE", "NO")
+
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.utils.logging import logger
+
+
+def default_workers(workers: int) -> int:
+    return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+class QuietExecutor(LocalPipelineExecutor):
+    """LocalPipelineExecutor whose tasks log to their files only (errors still reach stderr)."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        # datatrove prints INFO to stderr for local_rank 0 only; every other rank logs errors only
+        try:
+            return super()._run_for_rank(rank, local_rank=1, node_rank=node_rank)
+        finally:
+            quiet_logs()  # datatrove re-adds a DEBUG stderr sink after each task
+
+
+def quiet_logs() -> None:
+    logger.remove()
+    logger.add(sys.stderr, level="ERROR")
+
+
+def run_pipeline(
+    pipeline: list,
+    tasks: int,
+    workers: int,
+    logging_dir: Path,
+    description: str,
+    task_sizes: list[int] | None = None,
+    unit: str = "docs",
+) -> None:
+    """Run `pipeline` as `tasks` datatrove tasks. Finished tasks (completion markers under
+    `logging_dir`) are skipped, so an interrupted stage resumes where it stopped.
+
+    `task_sizes` (work per task, in `unit`) drives the progress bar's rate.
+    """
+    if tasks <= 0:
+        return
+    quiet_logs()
+    workers = min(default_workers(workers), tasks)
+    executor = QuietExecutor(
+        pipeline=pipeline,
+        tasks=tasks,
+        workers=workers,
+        logging_dir=str(logging_dir),
+        start_method="forkserver" if workers > 1 else "spawn",
+    )
+    sizes = task_sizes or [1] * tasks
+    with _TaskProgress(logging_dir / "completions", sizes, description, unit):
+        executor.run()
+
+
+class _TaskProgress:
+    """Polls datatrove's completion markers and shows tasks done and throughput."""
+
+    def __init__(self, completions: Path, sizes: list[int], description: str, unit: str):
+        self.completions, self.sizes, self.description, self.unit = completions, sizes, description, unit
+        self._stop = threading.Event()
+
+    def _done(self) -> tuple[int, int]:
+        if not self.completions.exists():
+            return 0, 0
+        ranks = [int(p.name) for p in self.completions.iterdir() if p.name.isdigit()]
+        return len(ranks), sum(self.sizes[r] for r in ranks if r < len(self.sizes))
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            transient=False,
+            disable=os.environ.get("MIXFORGE_PROGRESS", "1") == "0",
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.description, total=len(self.sizes), rate="")
+        self.already = self._done()[1]  # work finished by an earlier, interrupted run
+        self.start = time.perf_counter()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _update(self) -> None:
+        n, work = self._done()
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = (work - self.already) / elapsed
+        self.progress.update(self.task, completed=n, rate=f"{rate:,.0f} {self.unit}/s")
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            self._update()
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+        self._update()
+        self.progress.stop()
+        return False
+
+
+def stat_total(logging_dir: Path, step_name: str, key: str) -> int:
+    """Sum one counter of one step over all finished tasks (datatrove's stats/<rank>.json)."""
+    total = 0
+    for path in sorted((logging_dir / "stats").glob("*.json")):
+        for step in json.loads(path.read_text()):
+            if not step["name"].endswith(step_name):  # stored as "<type>: <name>"
+                continue
+            value = step["stats"].get(key, 0)
+            total += value["total"] if isinstance(value, dict) else value
+    return int(total)

