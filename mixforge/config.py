@@ -281,8 +281,9 @@ def section_hash(*parts: Any) -> str:
 # ---------------------------------------------------------------- loading with precise errors
 
 
-def load_config(path: str | Path) -> MixforgeConfig:
-    """Read and validate a config file. Raises ConfigError naming file, line, field and value."""
+def load_config(path: str | Path, workspace: str | None = None) -> MixforgeConfig:
+    """Read and validate a config file (optionally overriding its workspace).
+    Raises ConfigError naming file, line, field and value."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -298,6 +299,8 @@ def load_config(path: str | Path) -> MixforgeConfig:
     except ValidationError as e:
         raise ConfigError(_describe_validation_error(path, text, e)) from None
     cfg._base_dir = path.resolve().parent
+    if workspace is not None:
+        cfg.workspace = workspace
     return cfg
 
 

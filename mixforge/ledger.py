@@ -83,3 +83,12 @@ def removed_counts(files: list[Path]) -> dict[str, dict[str, int]]:
 
 def parquet_files(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.parquet")) if folder.exists() else []
+
+
+def docs_per_source(folder: Path) -> dict[str, int]:
+    """Kept documents per source label in a folder of normalised shards."""
+    counts: dict[str, int] = defaultdict(int)
+    for f in parquet_files(folder):
+        for label in pq.read_table(f, columns=["source"])["source"].to_pylist():
+            counts[label] += 1
+    return dict(counts)

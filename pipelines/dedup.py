@@ -97,7 +97,7 @@ class RecordClusterIds(PipelineStep):
                 ids.append(doc.id)
                 clusters.append(cluster)
             yield doc
-        _write_parquet(Path(self.folder) / f"{rank:05d}.parquet", pa.table({"id": ids, "cluster": clusters}))
+        _write_parquet(Path(self.folder) / f"{rank:05d}.parquet", pa.table({"id": pa.array(ids, pa.string()), "cluster": pa.array(clusters, pa.int64())}))
 
 
 def _near_row(writer, doc: Document) -> dict:
@@ -111,12 +111,16 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
+def dedup_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
+    return section_hash(upstream_fingerprint, cfg.dedup.model_dump())
+
+
 def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
     """Deduplicate `filter/docs` into `dedup/docs`."""
     ws = Workspace(cfg.workspace_dir)
     in_dir = Path(upstream.docs_dir)
     d = cfg.dedup
-    fingerprint = section_hash(upstream.fingerprint, d.model_dump())
+    fingerprint = dedup_fingerprint(cfg, upstream.fingerprint)
     files = parquet_files(in_dir)
     workers = default_workers(cfg.workers)
     sizes = [shard_counts([f])[0] for f in files]

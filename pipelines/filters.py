@@ -158,12 +158,21 @@ def find_duplicate_ids(docs_dir: Path) -> dict[str, str]:
     }
 
 
+def filters_by_source(cfg: MixforgeConfig) -> dict[str, FiltersConfig]:
+    """Resolved filter settings per source key."""
+    return {source_key(cfg, i): cfg.source_filters(s) for i, s in enumerate(cfg.sources)}
+
+
+def filter_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
+    return section_hash(upstream_fingerprint, {k: v.model_dump() for k, v in filters_by_source(cfg).items()})
+
+
 def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
     """Filter `ingest/docs` into `filter/docs`."""
     ws = Workspace(cfg.workspace_dir)
     in_dir = Path(upstream.docs_dir)
-    per_source = {source_key(cfg, i): cfg.source_filters(s) for i, s in enumerate(cfg.sources)}
-    fingerprint = section_hash(upstream.fingerprint, {k: v.model_dump() for k, v in per_source.items()})
+    per_source = filters_by_source(cfg)
+    fingerprint = filter_fingerprint(cfg, upstream.fingerprint)
     files = parquet_files(in_dir)
     workers = default_workers(cfg.workers)
 

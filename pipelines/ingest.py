@@ -75,13 +75,16 @@ def plan_work(cfg: MixforgeConfig) -> list[WorkItem]:
     return items
 
 
-def pack_tasks(items: list[WorkItem], shard_mb: int, workers: int) -> list[list[WorkItem]]:
-    """Greedy packing into tasks of about `shard_mb` (at least `workers` tasks when possible).
-    Deterministic: the same inputs always give the same tasks and shard names."""
+MIN_TASKS = 8  # enough tasks to keep 8 workers busy on a small corpus
+
+
+def pack_tasks(items: list[WorkItem], shard_mb: int) -> list[list[WorkItem]]:
+    """Greedy packing into tasks of about `shard_mb` (at least MIN_TASKS when there are enough
+    files). Independent of the worker count, so shards and ids never depend on the machine."""
     if not items:
         return []
     total = sum(it.bytes for it in items)
-    n_tasks = min(len(items), max(math.ceil(total / (shard_mb * 2**20)), workers))
+    n_tasks = min(len(items), max(math.ceil(total / (shard_mb * 2**20)), MIN_TASKS))
     tasks: list[list[WorkItem]] = [[] for _ in range(n_tasks)]
     loads = [0] * n_tasks
     for it in sorted(items, key=lambda it: (-it.bytes, it.source, it.relative)):
@@ -101,6 +104,10 @@ def input_fingerprint(cfg: MixforgeConfig, items: list[WorkItem]) -> str:
         stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
         files.append(stats)
     return section_hash([s.model_dump(exclude={"filters", "kind"}) for s in cfg.sources], cfg.shard_mb, files)
+
+
+def ingest_fingerprint(cfg: MixforgeConfig) -> str:
+    return input_fingerprint(cfg, plan_work(cfg))
 
 
 class SourcesReader(PipelineStep):
@@ -160,7 +167,7 @@ def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False) -
     ws = Workspace(cfg.workspace_dir)
     items = plan_work(cfg)
     workers = default_workers(cfg.workers)
-    tasks = pack_tasks(items, cfg.shard_mb, workers)
+    tasks = pack_tasks(items, cfg.shard_mb)
     fingerprint = input_fingerprint(cfg, items)
 
     def body(partial: Path) -> None:

@@ -90,30 +90,36 @@ class LenientJsonlReader(JsonlReader):
         import orjson
 
         adapter: RecordAdapter = self.adapter.__func__
-        with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
-            for li, raw in enumerate(f):
-                if not raw.strip():
+        # text mode with surrogateescape: works for every compression (zstd streams have no
+        # binary readline) and keeps invalid bytes recoverable for the error report
+        opened = self.data_folder.open(
+            filepath, "rt", compression=self.compression, encoding="utf-8", errors="surrogateescape", newline="\n"
+        )
+        with opened as f:
+            for li, line in enumerate(f):
+                if not line.strip():
                     continue  # blank lines separate nothing and hold no record
                 try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield self._bad(adapter, li, "invalid_utf8", f"invalid UTF-8 at byte {e.start}", raw)
+                    line.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raw = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    yield self._bad(adapter, li, "invalid_utf8", f"invalid UTF-8 at character {e.start}", raw)
                     continue
                 try:
                     data = orjson.loads(line)
                 except orjson.JSONDecodeError as e:
-                    yield self._bad(adapter, li, "invalid_json", f"invalid JSON: {e}", raw)
+                    yield self._bad(adapter, li, "invalid_json", f"invalid JSON: {e}", line)
                     continue
                 if not isinstance(data, dict):
-                    yield self._bad(adapter, li, "not_an_object", f"expected a JSON object, got {type(data).__name__}", raw)
+                    yield self._bad(adapter, li, "not_an_object", f"expected a JSON object, got {type(data).__name__}", line)
                     continue
                 document = self.get_document_from_dict(data, filepath, li)
                 if document:
                     yield document
 
-    def _bad(self, adapter: RecordAdapter, li: int, kind: str, message: str, raw: bytes) -> Document:
+    def _bad(self, adapter: RecordAdapter, li: int, kind: str, message: str, raw: str) -> Document:
         where = f"{adapter.display_path}:{li + 1}"
-        record = malformed_record(adapter.doc_id(li + 1), where, kind, message, raw.decode("utf-8", "replace"))
+        record = malformed_record(adapter.doc_id(li + 1), where, kind, message, raw)
         return Document(**record)
 
 

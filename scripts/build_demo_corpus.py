@@ -252,11 +252,7 @@ def read_corpus():
     return corpus
 
 
-def spread(docs, n):
-    return [docs[i * len(docs) // n] for i in range(n)] if len(docs) > n else list(docs)
-
-
-def make_slice(per_label=16, max_chars=5000):
+def make_slice(per_label=16, max_chars=4000):
     """Small fixture: ~16 short documents per label, spread across it; legal keeps exact duplicates."""
     SLICE.mkdir(parents=True, exist_ok=True)
     for label, docs in read_corpus().items():
@@ -269,8 +265,8 @@ def make_slice(per_label=16, max_chars=5000):
                 groups.setdefault(hashlib.sha1(d["text"].encode()).hexdigest(), []).append(d)
             for group in [g for g in groups.values() if len(g) > 1][:4]:
                 picked += group
-        rest = [d for d in small if d not in picked]
-        picked += spread(rest, per_label - len(picked))
+        rest, n = [d for d in small if d not in picked], per_label - len(picked)
+        picked += [rest[i * len(rest) // n] for i in range(n)] if len(rest) > n else rest  # evenly spread
         picked.sort(key=docs.index)
         with open(SLICE / f"{label}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in picked)

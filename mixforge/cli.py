@@ -1,0 +1,195 @@
+"""The `mixforge` command line. Heavy libraries (torch, datatrove, prefect) load inside the
+commands that need them, so `mixforge --help` stays instant."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mixforge.errors import MixforgeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Filter, deduplicate and mix pretraining data.")
+console = Console(stderr=True)
+DEMO_WORKSPACE = "mixforge-demo"
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except MixforgeError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: rerun the same command to resume where it stopped")
+        sys.exit(130)
+    except (typer.Abort, typer.Exit) as e:
+        sys.exit(getattr(e, "exit_code", 1))
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+@app.command()
+def init(
+    source: List[str] = typer.Option([], "--source", "-s", help="Input file, folder or glob (repeatable)."),
+    workspace: str = typer.Option("./mixforge-work", help="Workspace folder for all outputs."),
+    out: Path = typer.Option(Path("mixforge.yaml"), help="Config file to write."),
+    label_field: Optional[str] = typer.Option(None, help="Take each record's label from this field (default: file name)."),
+    force: bool = typer.Option(False, help="Overwrite an existing config file."),
+) -> None:
+    """Write a commented default config that reads the given sources."""
+    from mixforge.config_template import default_config, render_config
+    from mixforge.workspace import atomic_write_text
+
+    if out.exists() and not force:
+        raise MixforgeError(f"{out} exists; pass --force to overwrite it")
+    if not source:
+        raise MixforgeError("give at least one --source PATH")
+    base = out.resolve().parent
+    missing = [s for s in source if not any(Path(p).exists() for p in [s]) and "*" not in s]
+    if missing:
+        raise MixforgeError(f"--source not found: {', '.join(missing)}")
+    cfg = default_config([str(Path(s).resolve()) for s in source], workspace, label_field, base)
+    atomic_write_text(out, render_config(cfg))
+    console.print(f"wrote {out} ({len(source)} source(s)); next: mixforge build {out}")
+
+
+@app.command()
+def build(
+    config: Optional[Path] = typer.Argument(None, help="Config file (see `mixforge init`)."),
+    demo: bool = typer.Option(False, help="Build the built-in demo corpus (config ignored)."),
+    workspace: Optional[str] = typer.Option(None, help="Override the config's workspace."),
+    force: bool = typer.Option(False, help="Redo every stage even if its inputs are unchanged."),
+    strict: bool = typer.Option(False, help="Fail on the first malformed record instead of counting it."),
+) -> None:
+    """Run the data build (ingest -> filter -> dedup) as a Prefect flow."""
+    config_path = _config_path(config, demo, workspace)
+    _quiet_prefect()
+    from mixforge.config import load_config
+    from mixforge.pipelines.ingest import plan_work
+
+    workspace = str(Path(workspace).resolve()) if workspace and not demo else None
+    cfg = load_config(config_path, workspace=workspace)
+    plan_work(cfg)  # fail fast on missing sources, before Prefect starts
+    from mixforge.flows.build import build_flow
+
+    results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict)
+    _print_summary(cfg, results)
+
+
+@app.command()
+def status(
+    config: Path = typer.Argument(..., help="Config file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Show each stage (done / stale / missing) and the ledger."""
+    from mixforge.config import load_config
+    from mixforge.pipelines.build import stage_states
+    from mixforge.workspace import Workspace, read_json
+
+    cfg = load_config(config)
+    states = stage_states(cfg)
+    ws = Workspace(cfg.workspace_dir)
+    ledger = read_json(ws.ledger_path) or {}
+    if as_json:
+        payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s)} for s, st in states.items()}}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    out = Console()
+    out.print(f"workspace: {ws.root}")
+    out.print(_ledger_table(states, ledger))
+    if ledger:
+        out.print(_reasons_table(ledger))
+
+
+def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -> Path:
+    if demo:
+        from mixforge.demo import write_demo_config
+
+        return write_demo_config(Path(workspace or DEMO_WORKSPACE))
+    if config is None:
+        raise MixforgeError("give a config file (mixforge init writes one) or --demo")
+    return config
+
+
+def _quiet_prefect() -> None:
+    """Prefect's run logs (and the tracebacks it logs for failed tasks) stay out of the terminal;
+    mixforge prints its own progress and errors."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _ledger_table(states: dict[str, str], ledger: dict) -> Table:
+    table = Table(title="ledger: documents (characters)")
+    for col in ("stage", "state", "in", "out", "removed", "chars in", "chars out", "chars trimmed"):
+        table.add_column(col, justify="left" if col in ("stage", "state") else "right")
+    for stage, state in states.items():
+        row = ledger.get(stage)
+        if row is None:
+            table.add_row(stage, state, *[""] * 6)
+            continue
+        table.add_row(
+            stage, state, f"{row['docs_in']:,}", f"{row['docs_out']:,}", f"{row['docs_removed']:,}",
+            f"{row['chars_in']:,}", f"{row['chars_out']:,}", f"{row['chars_trimmed']:,}",
+        )
+    return table
+
+
+def _reasons_table(ledger: dict) -> Table:
+    table = Table(title="removed, by reason (kept under removed/<reason>/)")
+    for col in ("stage", "reason", "docs", "chars"):
+        table.add_column(col, justify="left" if col in ("stage", "reason") else "right")
+    for stage, row in ledger.items():
+        for reason, v in sorted(row["removed"].items(), key=lambda kv: -kv[1]["docs"]):
+            table.add_row(stage, reason, f"{v['docs']:,}", f"{v['chars']:,}")
+    return table
+
+
+def _sources_table(first_docs: Path, last_docs: Path) -> Table:
+    from mixforge.ledger import docs_per_source
+
+    before, after = docs_per_source(first_docs), docs_per_source(last_docs)
+    table = Table(title="kept per source label")
+    for col in ("source", "ingested", "kept", "kept %"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for label, n in sorted(before.items()):
+        k = after.get(label, 0)
+        table.add_row(label, f"{n:,}", f"{k:,}", f"{k / max(n, 1):.0%}")
+    return table
+
+
+def _print_summary(cfg, results) -> None:
+    from mixforge.workspace import Workspace
+
+    ws = Workspace(cfg.workspace_dir)
+    out = Console()
+    states = {r.stage: ("done" if r.status == "ran" else "unchanged") for r in results}
+    ledger = {r.stage: r.counts for r in results}
+    out.print(_ledger_table(states, ledger))
+    out.print(_reasons_table(ledger))
+    out.print(_sources_table(Path(results[0].docs_dir), Path(results[-1].docs_dir)))
+    first, last = results[0].counts, results[-1].counts
+    kept = last["docs_out"]
+    out.print(
+        f"kept {kept:,} of {first['docs_in']:,} records ({kept / max(first['docs_in'], 1):.1%}), "
+        f"{last['chars_out']:,} characters"
+    )
+    out.print(f"documents: {results[-1].docs_dir}")
+    out.print(f"removed (by reason): {ws.removed_dir}")
+    out.print(f"ledger: {ws.ledger_path}")
+
+
+if __name__ == "__main__":
+    main()

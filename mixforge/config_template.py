@@ -1,0 +1,58 @@
+"""Writes a config as commented YAML: every key preceded by its field description, so the
+file `mixforge init` writes documents itself and stays in step with the models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+
+from mixforge.config import MixforgeConfig, SourceConfig
+
+HEADER = """\
+# mixforge config. Reference: README.md#config-reference.
+# Relative paths are relative to this file. Unknown keys are errors.
+"""
+
+
+def render_config(cfg: MixforgeConfig) -> str:
+    return HEADER + "\n".join(_render_model(cfg, indent=0)) + "\n"
+
+
+def _scalar(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
+
+
+def _render_model(model: BaseModel, indent: int, comments: bool = True) -> list[str]:
+    pad = " " * indent
+    lines: list[str] = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if comments and field.description:
+            lines.append(f"{pad}# {field.description}")
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:")
+            lines += _render_model(value, indent + 2, comments)
+        elif name == "sources":
+            lines.append(f"{pad}{name}:")
+            for i, source in enumerate(value):
+                body = _render_model(source, indent + 4, comments=comments and i == 0)
+                first = next(k for k, line in enumerate(body) if not line.lstrip().startswith("#"))
+                body[first] = f"{pad}  - " + body[first].lstrip()
+                lines += body
+        else:
+            lines.append(f"{pad}{name}: {_scalar(value)}")
+    return lines
+
+
+def default_config(sources: list[str], workspace: str, label_field: str | None = None, base: Path | None = None) -> MixforgeConfig:
+    """The config `mixforge init` writes: defaults, with the given sources (paths kept as typed,
+    relative to `base` when they lie under it)."""
+    entries = []
+    for s in sources:
+        path = Path(s)
+        if base is not None and path.is_absolute() and path.is_relative_to(base):
+            path = path.relative_to(base)
+        entries.append(SourceConfig(path=str(path), label_field=label_field))
+    return MixforgeConfig(workspace=workspace, sources=entries)
