@@ -269,7 +269,7 @@ class MixforgeConfig(Section):
         try:
             return FiltersConfig.model_validate(merged)
         except ValidationError as e:
-            raise ConfigError(f"source {source.path!r} filters: {e}") from None
+            raise ConfigError(f"source {source.path!r}: " + "; ".join(_error_lines(e))) from None
 
 
 def section_hash(*parts: Any) -> str:
@@ -299,26 +299,33 @@ def load_config(path: str | Path, workspace: str | None = None) -> MixforgeConfi
     except ValidationError as e:
         raise ConfigError(_describe_validation_error(path, text, e)) from None
     cfg._base_dir = path.resolve().parent
+    for i, source in enumerate(cfg.sources):
+        try:
+            cfg.source_filters(source)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: sources.{i}.filters: {e}") from None
     if workspace is not None:
         cfg.workspace = workspace
     return cfg
 
 
 def _describe_validation_error(path: Path, text: str, error: ValidationError) -> str:
-    lines = [f"{path}: invalid config ({error.error_count()} problem(s))"]
-    root = yaml.compose(text)
+    header = f"{path}: invalid config ({error.error_count()} problem(s))"
+    return "\n".join([header] + [f"  {line}" for line in _error_lines(error, yaml.compose(text))])
+
+
+def _error_lines(error: ValidationError, root: yaml.Node | None = None) -> list[str]:
+    """One line per problem: [line N, ]field `a.b.c`: message (got value)."""
+    lines = []
     for err in error.errors():
         loc = [p for p in err["loc"] if not str(p).startswith("function-after")]
         field = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line_of(root, loc)
+        line = _line_of(root, loc) if root is not None else None
         where = f"line {line}, " if line else ""
         value = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        else:
-            msg = err["msg"]
-        lines.append(f"  {where}field `{field}`: {msg}{value}")
-    return "\n".join(lines)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}field `{field}`: {msg}{value}")
+    return lines
 
 
 def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:

@@ -11,9 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-# datatrove logs task failures with loguru's variable dumps; keep tracebacks short
-os.environ.setdefault("LOGURU_DIAGNOSE", "NO")
-
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.utils.logging import logger
 

@@ -121,7 +121,7 @@ class FilterChain(PipelineStep):
                 passed, rule = (verdict, None) if isinstance(verdict, bool) else verdict
                 if not passed:
                     doc.text = original  # C4 trims lines in place: keep the removed document whole
-                    rule = rule or _default_rule(name, doc)
+                    rule = rule or _default_rule(name, filt, doc)
                     self.stat_update(f"{name}/{rule}")
                     yield mark_removed(doc, f"{name}/{rule}", _detail(name, rule, doc))
                     break
@@ -129,8 +129,11 @@ class FilterChain(PipelineStep):
                 yield doc
 
 
-def _default_rule(name: str, doc: Document) -> str:
-    return "other_language" if name == "language" else "rejected"
+def _default_rule(name: str, filt: BaseFilter, doc: Document) -> str:
+    if name != "language":
+        return "rejected"
+    # datatrove's LanguageFilter says only False: tell a wrong language from an unsure prediction
+    return "low_confidence" if doc.metadata.get("language") in (filt.languages or []) else "other_language"
 
 
 def _detail(name: str, rule: str, doc: Document) -> str:

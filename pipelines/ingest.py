@@ -8,9 +8,13 @@ Each task writes its own shard(s); bad records go to removed/malformed/<kind>/.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import zstandard
+from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader
 
@@ -23,10 +27,15 @@ from mixforge.pipelines.readers import (
     LenientJsonlReader,
     RecordAdapter,
     TextFileReader,
+    malformed_record,
     detect_format,
     source_files,
 )
 from mixforge.pipelines.records import RouteRemoved, docs_writer, removed_writer
+
+
+# What reading a damaged or inaccessible file raises (truncated gzip/zstd, bad Parquet, I/O errors)
+UNREADABLE = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)
 
 
 @dataclass(frozen=True)
@@ -122,9 +131,19 @@ class SourcesReader(PipelineStep):
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         for item in self.tasks[rank]:
-            for doc in self._read(item):
+            read = 0
+            try:
+                for doc in self._read(item):
+                    read += 1
+                    self.stat_update("records")
+                    yield doc
+            except UNREADABLE as e:
+                # a corrupt or unreadable file: what was read is kept, the rest is one recorded loss
+                where = f"{item.path}:{read + 1}"
+                message = f"cannot read the file from record {read + 1} on: {type(e).__name__}: {e}"
+                key = f"{self.keys[item.source]}/{item.relative}"
                 self.stat_update("records")
-                yield doc
+                yield Document(**malformed_record(f"{key}:unreadable", where, "unreadable_file", message, ""))
 
     def _read(self, item: WorkItem):
         src = SourceConfig.model_validate(self.sources[item.source])

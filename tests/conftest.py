@@ -1,0 +1,49 @@
+"""Shared fixtures: real fixture data, configs written to tmp folders, Prefect kept local."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+SLICE = FIXTURES / "slice"
+
+# Prefect: a project-local home, no analytics, generous start-up for 2-core CI machines.
+os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MIXFORGE_PROGRESS", "0")
+
+# The slice's sources, with the demo's kinds (see mixforge/demo/demo.yaml).
+SLICE_KINDS = {
+    "bible": "prose", "quotes": "prose", "manuals": "reference", "legal": "reference",
+    "dictionary": "reference", "python_docs": "reference", "man_pages": "reference", "code": "code",
+}
+
+
+def write_config(folder: Path, sources: list[dict], **top) -> Path:
+    """A config file in `folder` with a workspace beside it."""
+    data = {"workspace": str(folder / "ws"), "workers": 2, "sources": sources, **top}
+    path = folder / "mixforge.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def slice_config(tmp_path: Path) -> Path:
+    """The committed demo slice (8 labels, 128 real documents) as a config."""
+    data = tmp_path / "data"
+    shutil.copytree(SLICE, data)
+    sources = [{"path": f"data/{label}.jsonl", "label": label, "kind": kind} for label, kind in SLICE_KINDS.items()]
+    return write_config(tmp_path, sources)
+
+
+def mixforge_cmd() -> list[str]:
+    return [sys.executable, "-m", "mixforge.cli"]
