@@ -16,7 +16,7 @@ from rich.table import Table
 from mixforge.errors import MixforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Filter, deduplicate and mix pretraining data.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never break paths in messages
 DEMO_WORKSPACE = "mixforge-demo"
 
 
@@ -71,11 +71,12 @@ def build(
     demo: bool = typer.Option(False, help="Build the built-in demo corpus (config ignored)."),
     workspace: Optional[str] = typer.Option(None, help="Override the config's workspace."),
     force: bool = typer.Option(False, help="Redo every stage even if its inputs are unchanged."),
-    strict: bool = typer.Option(False, help="Fail on the first malformed record instead of counting it."),
+    strict: bool = typer.Option(False, help="Fail on malformed records instead of counting them."),
+    verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
     """Run the data build (ingest -> filter -> dedup) as a Prefect flow."""
     config_path = _config_path(config, demo, workspace)
-    _quiet_prefect()
+    _quiet_prefect(verbose)
     from mixforge.config import load_config
     from mixforge.pipelines.ingest import plan_work
 
@@ -123,10 +124,11 @@ def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -
     return config
 
 
-def _quiet_prefect() -> None:
-    """Prefect's run logs (and the tracebacks it logs for failed tasks) stay out of the terminal;
-    mixforge prints its own progress and errors."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect's run logs (and the tracebacks it logs for failed tasks) stay out of the terminal
+    unless --verbose; mixforge prints its own progress and errors."""
+    if not verbose:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "CRITICAL"
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 

@@ -1,0 +1,102 @@
+"""Small helpers shared by the benchmarks: where we ran, how long it took, one result line.
+
+Project rule: every benchmark times ours and the baseline a user would otherwise pick side by
+side in ONE run (same machine, same data, same moment), so the ratio is meaningful even when
+absolute times drift between machines or runs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+OUT_DIR = BENCH_DIR / "out"  # git-ignored
+RESULTS = OUT_DIR / "results.jsonl"
+
+
+def device_info() -> str:
+    """'<CPU model>, <n> cores[, <GPU name>]'. torch is imported lazily: it is slow to import
+    and a benchmark must still run where it is missing."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = f"{cpu}, {cores} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", {torch.cuda.get_device_name(0)}"
+        else:
+            text += ", no GPU"
+    except Exception:  # torch absent or broken: the CPU part is still true
+        text += ", no GPU (torch not importable)"
+    return text
+
+
+def git_commit() -> str:
+    """Short commit of the checkout, with '+dirty' when tracked files differ from it."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=BENCH_DIR, capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> dict:
+    """Run `fn` `repeat` times; best and median wall seconds, every time, and the last result.
+    Best is the usual headline (least disturbed by other load); median shows the spread."""
+    times, result = [], None
+    for _ in range(max(repeat, 1)):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return {"best": min(times), "median": statistics.median(times), "times": times, "result": result}
+
+
+def report(name: str, ours_s: float, baseline_s: float, extra: dict | None = None) -> dict:
+    """Print one table line (ours, baseline, ratio baseline/ours, our overhead) and append the
+    same as a JSON line to bench/out/results.jsonl."""
+    extra = dict(extra or {})
+    ratio = baseline_s / ours_s if ours_s > 0 else float("inf")
+    overhead = (ours_s / baseline_s - 1) * 100 if baseline_s > 0 else float("inf")
+    row = {
+        "name": name,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "device": device_info(),
+        "ours_s": round(ours_s, 3),
+        "baseline_s": round(baseline_s, 3),
+        "ratio": round(ratio, 3),
+        "overhead_pct": round(overhead, 1),
+        **extra,
+    }
+    print(
+        f"{name:<28} ours {ours_s:8.2f} s | baseline {baseline_s:8.2f} s | "
+        f"ratio baseline/ours {ratio:5.2f}x | our overhead {overhead:+6.1f}%"
+    )
+    print(f"{'':<28} device: {row['device']} | commit {row['commit']}")
+    if extra:
+        print(f"{'':<28} " + ", ".join(f"{k}={v}" for k, v in extra.items()))
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+    return row
