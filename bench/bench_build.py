@@ -13,6 +13,7 @@ MinHash stages, run with LocalPipelineExecutor.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import shutil
@@ -26,8 +27,9 @@ import pyarrow.parquet as pq
 import yaml
 import zstandard
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # datatrove's MinHash stages draw tqdm bars
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import OUT_DIR, device_info, report, timed  # noqa: E402
+from harness import device_info, report, timed  # noqa: E402
 
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
@@ -87,6 +89,37 @@ def run_ours(config: Path, workspace: Path, workers: int) -> dict:
     cfg.workers = workers
     results = build(cfg, force=True)
     return {r.stage: r for r in results}
+
+
+def profile_ours() -> dict[str, float]:
+    """Wrap the helpers mixforge's stages call in this process with timers: where ours spends
+    time outside datatrove (the polars passes) vs. inside it (each executor run)."""
+    import mixforge.pipelines.dedup as dedup
+    import mixforge.pipelines.filters as filters
+    import mixforge.pipelines.ingest as ingest
+
+    spent: dict[str, float] = {}
+
+    def wrap(module, name: str, label):
+        original = getattr(module, name)
+
+        @functools.wraps(original)
+        def timed_call(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                key = label(a, kw) if callable(label) else label
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+
+        setattr(module, name, timed_call)
+
+    for module in (ingest, filters, dedup):  # each imported run_pipeline by name
+        wrap(module, "run_pipeline", lambda a, kw: "datatrove: " + (a[4] if len(a) > 4 else kw["description"]))
+    wrap(filters, "find_duplicate_ids", "polars: duplicate ids")
+    wrap(dedup, "find_exact_duplicates", "polars: exact dedup")
+    wrap(dedup, "_write_near_duplicates", "polars: near-duplicate join")
+    return spent
 
 
 # ---------------------------------------------------------------- baseline: bare datatrove
@@ -191,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"workers {args.workers}, device: {device_info()}")
         if not args.no_warmup:  # first run pays forkserver start and cold caches: not timed
             ours(), base()
+        spent = profile_ours()  # a few timer calls per stage; installed after the warm-up
         t_ours, t_base = timed(ours, args.repeat), timed(base, args.repeat)
 
         stages = t_ours["result"]
@@ -199,6 +233,9 @@ def main(argv: list[str] | None = None) -> dict:
         filtered = {"ours": stages["filter"].counts["docs_out"], "baseline": parquet_rows(base_root / "filtered")}
         print("  ours, seconds per stage:     " + ", ".join(f"{s} {r.seconds:.2f}" for s, r in stages.items()))
         print("  baseline, seconds per step:  " + ", ".join(f"{s} {v:.2f}" for s, v in t_base["result"].items()))
+        spent["rest (planning, counting, ledger, publish)"] = sum(t_ours["times"]) - sum(spent.values())
+        profile = {k: round(v / args.repeat, 2) for k, v in spent.items()}
+        print("  ours, where the time goes (s/run): " + ", ".join(f"{k} {v:.2f}" for k, v in profile.items()))
         print(f"  after filter: ours {filtered['ours']}, baseline {filtered['baseline']} "
               f"(difference {filtered['ours'] - filtered['baseline']:+d})")
         print(f"  after dedup:  ours {kept['ours']}, baseline {kept['baseline']} "
@@ -224,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "baseline_exact": "datatrove" if exact else "none",
                 "ours_stage_s": {s: round(r.seconds, 2) for s, r in stages.items()},
                 "baseline_step_s": {s: round(v, 2) for s, v in t_base["result"].items()},
+                "ours_profile_s": profile,
             },
         )
     finally:
