@@ -13,7 +13,6 @@ MinHash stages, run with LocalPipelineExecutor.
 from __future__ import annotations
 
 import argparse
-import functools
 import io
 import os
 import shutil
@@ -23,6 +22,7 @@ import time
 from itertools import groupby
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 import yaml
 import zstandard
@@ -33,14 +33,8 @@ from harness import device_info, report, timed  # noqa: E402
 
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
-from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig, ExactDedupFilter, ExactDedupSignature, ExactFindDedups  # noqa: E402
-from datatrove.pipeline.dedup.minhash import (  # noqa: E402
-    MinhashConfig,
-    MinhashDedupBuckets,
-    MinhashDedupCluster,
-    MinhashDedupFilter,
-    MinhashDedupSignature,
-)
+from datatrove.pipeline.dedup import exact_dedup as ed  # noqa: E402
+from datatrove.pipeline.dedup import minhash as mh  # noqa: E402
 from datatrove.pipeline.readers import JsonlReader, ParquetReader  # noqa: E402
 from datatrove.pipeline.writers import ParquetWriter  # noqa: E402
 from datatrove.utils.logging import logger  # noqa: E402
@@ -61,8 +55,6 @@ def make_input(folder: Path, copies: int) -> tuple[Path, int, int]:
     demo = yaml.safe_load((DEMO_DIR / "demo.yaml").read_text())
     folder.mkdir(parents=True)
     n_docs = n_bytes = 0
-    import orjson
-
     for source in demo["sources"]:
         raw = zstandard.ZstdDecompressor().stream_reader(open(DEMO_DIR / source["path"], "rb")).read()
         records = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
@@ -92,8 +84,8 @@ def run_ours(config: Path, workspace: Path, workers: int) -> dict:
 
 
 def profile_ours() -> dict[str, float]:
-    """Wrap the helpers mixforge's stages call in this process with timers: where ours spends
-    time outside datatrove (the polars passes) vs. inside it (each executor run)."""
+    """Put timers around what mixforge's stages call from this process: each datatrove executor
+    run, and mixforge's own polars passes outside datatrove. Returns the running totals."""
     import mixforge.pipelines.dedup as dedup
     import mixforge.pipelines.filters as filters
     import mixforge.pipelines.ingest as ingest
@@ -103,19 +95,18 @@ def profile_ours() -> dict[str, float]:
     def wrap(module, name: str, label):
         original = getattr(module, name)
 
-        @functools.wraps(original)
         def timed_call(*a, **kw):
             t0 = time.perf_counter()
             try:
                 return original(*a, **kw)
             finally:
-                key = label(a, kw) if callable(label) else label
+                key = label if isinstance(label, str) else "datatrove: " + (a[4] if len(a) > 4 else kw["description"])
                 spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
 
         setattr(module, name, timed_call)
 
     for module in (ingest, filters, dedup):  # each imported run_pipeline by name
-        wrap(module, "run_pipeline", lambda a, kw: "datatrove: " + (a[4] if len(a) > 4 else kw["description"]))
+        wrap(module, "run_pipeline", None)
     wrap(filters, "find_duplicate_ids", "polars: duplicate ids")
     wrap(dedup, "find_exact_duplicates", "polars: exact dedup")
     wrap(dedup, "_write_near_duplicates", "polars: near-duplicate join")
@@ -180,26 +171,23 @@ def run_baseline(cfg, input_dir: Path, root: Path, workers: int, exact: bool) ->
 
     n_files = len(list((root / "filtered").glob("*.parquet")))
     d = cfg.dedup
-    mh = MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket, seed=d.seed)
+    mc = mh.MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket, seed=d.seed)
     filtered = lambda: [ParquetReader(str(root / "filtered"))]  # noqa: E731
     if exact:  # datatrove's 3 exact stages; their filter step joins both MinHash passes below
-        ex = ExactDedupConfig(content_getter=normalised_text)
-        run("exact: signatures", filtered() + [ExactDedupSignature(str(root / "ex_sigs"), config=ex)], n_files)
-        run("exact: find", [ExactFindDedups(str(root / "ex_sigs"), str(root / "ex_dups"), config=ex)], 1)
-        filtered = lambda: [ParquetReader(str(root / "filtered")), ExactDedupFilter(str(root / "ex_dups"), config=ex)]  # noqa: E731
-    run("minhash: signatures", filtered() + [MinhashDedupSignature(str(root / "sigs"), config=mh)], n_files)
-    run("minhash: buckets", [MinhashDedupBuckets(str(root / "sigs"), str(root / "buckets"), config=mh)], mh.num_buckets)
-    run("minhash: clusters", [MinhashDedupCluster(str(root / "buckets"), str(root / "remove"), config=mh)], 1)
-    final = [MinhashDedupFilter(str(root / "remove")), ParquetWriter(str(root / "deduped"))]
+        ex = ed.ExactDedupConfig(content_getter=normalised_text)
+        run("exact: signatures", filtered() + [ed.ExactDedupSignature(str(root / "ex_sigs"), config=ex)], n_files)
+        run("exact: find", [ed.ExactFindDedups(str(root / "ex_sigs"), str(root / "ex_dups"), config=ex)], 1)
+        filtered = lambda: [ParquetReader(str(root / "filtered")), ed.ExactDedupFilter(str(root / "ex_dups"), config=ex)]  # noqa: E731
+    run("minhash: signatures", filtered() + [mh.MinhashDedupSignature(str(root / "sigs"), config=mc)], n_files)
+    run("minhash: buckets", [mh.MinhashDedupBuckets(str(root / "sigs"), str(root / "buckets"), config=mc)], mc.num_buckets)
+    run("minhash: clusters", [mh.MinhashDedupCluster(str(root / "buckets"), str(root / "remove"), config=mc)], 1)
+    final = [mh.MinhashDedupFilter(str(root / "remove")), ParquetWriter(str(root / "deduped"))]
     run("minhash: filter+write", filtered() + final, n_files)
     return times
 
 
 def parquet_rows(folder: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.rglob("*.parquet"))
-
-
-# ---------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -227,43 +215,32 @@ def main(argv: list[str] | None = None) -> dict:
         spent = profile_ours()  # a few timer calls per stage; installed after the warm-up
         t_ours, t_base = timed(ours, args.repeat), timed(base, args.repeat)
 
-        stages = t_ours["result"]
-        base_root = max(tmp.glob("base-*"), key=lambda p: int(p.name.split("-")[1]))
-        kept = {"ours": stages["dedup"].counts["docs_out"], "baseline": parquet_rows(base_root / "deduped")}
-        filtered = {"ours": stages["filter"].counts["docs_out"], "baseline": parquet_rows(base_root / "filtered")}
-        print("  ours, seconds per stage:     " + ", ".join(f"{s} {r.seconds:.2f}" for s, r in stages.items()))
-        print("  baseline, seconds per step:  " + ", ".join(f"{s} {v:.2f}" for s, v in t_base["result"].items()))
+        stages, steps = t_ours["result"], t_base["result"]
+        base_root = max(tmp.glob("base-*"), key=lambda p: int(p.name.split("-")[1]))  # last timed run
+        counts = {  # kept documents: equal when both sides really run the same settings
+            "after filter": (stages["filter"].counts["docs_out"], parquet_rows(base_root / "filtered")),
+            "after dedup": (stages["dedup"].counts["docs_out"], parquet_rows(base_root / "deduped")),
+        }
         spent["rest (planning, counting, ledger, publish)"] = sum(t_ours["times"]) - sum(spent.values())
         profile = {k: round(v / args.repeat, 2) for k, v in spent.items()}
-        print("  ours, where the time goes (s/run): " + ", ".join(f"{k} {v:.2f}" for k, v in profile.items()))
-        print(f"  after filter: ours {filtered['ours']}, baseline {filtered['baseline']} "
-              f"(difference {filtered['ours'] - filtered['baseline']:+d})")
-        print(f"  after dedup:  ours {kept['ours']}, baseline {kept['baseline']} "
-              f"(difference {kept['ours'] - kept['baseline']:+d})")
-        print(f"  exact dedup: ours polars pass; baseline {'datatrove ExactDedup stages' if exact else 'none (MinHash only)'}")
-        return report(
-            f"build x{args.copies} w{args.workers}",
-            t_ours["best"],
-            t_base["best"],
-            {
-                "docs": n_docs,
-                "mb": round(n_bytes / 1e6, 1),
-                "workers": args.workers,
-                "repeat": args.repeat,
-                "ours_docs_per_s": round(n_docs / t_ours["best"], 1),
-                "baseline_docs_per_s": round(n_docs / t_base["best"], 1),
-                "ours_median_s": round(t_ours["median"], 2),
-                "baseline_median_s": round(t_base["median"], 2),
-                "kept_ours": kept["ours"],
-                "kept_baseline": kept["baseline"],
-                "filtered_ours": filtered["ours"],
-                "filtered_baseline": filtered["baseline"],
-                "baseline_exact": "datatrove" if exact else "none",
-                "ours_stage_s": {s: round(r.seconds, 2) for s, r in stages.items()},
-                "baseline_step_s": {s: round(v, 2) for s, v in t_base["result"].items()},
-                "ours_profile_s": profile,
-            },
-        )
+        print("  ours, seconds per stage:    " + ", ".join(f"{s} {r.seconds:.2f}" for s, r in stages.items()))
+        print("  ours, where the time goes:  " + ", ".join(f"{k} {v:.2f}" for k, v in profile.items()))
+        print("  baseline, seconds per step: " + ", ".join(f"{s} {v:.2f}" for s, v in steps.items()))
+        for where, (a, b) in counts.items():
+            print(f"  docs kept {where}: ours {a}, baseline {b} (difference {a - b:+d})")
+        print(f"  exact dedup: ours = polars pass; baseline = {'datatrove ExactDedup stages' if exact else 'none (MinHash only)'}")
+        return report(f"build x{args.copies} w{args.workers}", t_ours["best"], t_base["best"], {
+            "docs": n_docs, "mb": round(n_bytes / 1e6, 1), "workers": args.workers, "repeat": args.repeat,
+            "ours_docs_per_s": round(n_docs / t_ours["best"], 1),
+            "baseline_docs_per_s": round(n_docs / t_base["best"], 1),
+            "ours_median_s": round(t_ours["median"], 2), "baseline_median_s": round(t_base["median"], 2),
+            "kept_ours": counts["after dedup"][0], "kept_baseline": counts["after dedup"][1],
+            "baseline_exact": "datatrove" if exact else "none",
+            "ours_stage_s": {s: round(r.seconds, 2) for s, r in stages.items()},
+            "ours_profile_s": profile,
+            "baseline_step_s": {s: round(v, 2) for s, v in steps.items()},
+            "counts": {k: list(v) for k, v in counts.items()},
+        })
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

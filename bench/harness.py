@@ -94,8 +94,9 @@ def report(name: str, ours_s: float, baseline_s: float, extra: dict | None = Non
         f"ratio baseline/ours {ratio:5.2f}x | our overhead {overhead:+6.1f}%"
     )
     print(f"{'':<28} device: {row['device']} | commit {row['commit']}")
-    if extra:
-        print(f"{'':<28} " + ", ".join(f"{k}={v}" for k, v in extra.items()))
+    flat = {k: v for k, v in extra.items() if not isinstance(v, (dict, list))}  # nested: JSON only
+    if flat:
+        print(f"{'':<28} " + ", ".join(f"{k}={v}" for k, v in flat.items()))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row, default=str) + "\n")

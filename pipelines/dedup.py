@@ -2,10 +2,11 @@
 
 Every removed duplicate is recorded with the id of the document that was kept:
 - exact: polars hashes each document's normalised text (lowercase, whitespace collapsed) and
-  keeps the first of each group in corpus order. datatrove's ExactDedup stages are not used
+  keeps the first of each group in corpus order (the rest never reach MinHash). datatrove's ExactDedup stages are not used
   because they do not report which document was kept.
 - near: datatrove MinhashDedupSignature -> Buckets -> Cluster(save_cluster_id) -> Filter
-  (load_cluster_ids); removed documents are joined to the kept member of their cluster.
+  (load_cluster_ids); removed documents are joined to the kept member of their cluster, which
+  datatrove's union-by-size picks (deterministic for the data, not always the earliest).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from datatrove.pipeline.writers import ParquetWriter
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.executor import default_workers, run_pipeline
-from mixforge.pipelines.records import REMOVED_SCHEMA, RouteRemoved, docs_reader, docs_writer, mark_removed, removed_writer
+from mixforge.pipelines.records import REMOVED_SCHEMA, docs_reader, docs_writer
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace
 
@@ -57,25 +58,23 @@ def find_exact_duplicates(files: list[Path]) -> dict[str, str]:
     return dict(zip(dups["id"].to_list(), dups["kept_id"].to_list()))
 
 
-class MarkExactDuplicates(PipelineStep):
-    """Tags exact duplicates for removal (or drops them from the stream with drop=True, for the
-    MinHash signature pass, which must see exactly the documents the final pass keeps)."""
+class SkipIds(PipelineStep):
+    """Drops the given documents from the stream (exact duplicates: their removed rows are
+    written afterwards, once near-duplicates are known, see `_write_duplicates`)."""
 
-    name = "🫂 Exact duplicates"
+    name = "🫂 Skip exact duplicates"
     type = "🫂 - DEDUP"
 
-    def __init__(self, duplicates: dict[str, str], drop: bool = False):
+    def __init__(self, ids: set[str]):
         super().__init__()
-        self.duplicates, self.drop = duplicates, drop
+        self.ids = ids
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         for doc in data:
-            kept = self.duplicates.get(doc.id)
-            if kept is None:
-                yield doc
-            elif not self.drop:
-                detail = f"{doc.metadata.get('origin')}: same normalised text as {kept}"
-                yield mark_removed(doc, EXACT, detail, kept_id=kept)
+            if doc.id in self.ids:
+                self.stat_update("skipped")
+                continue
+            yield doc
 
 
 class RecordClusterIds(PipelineStep):
@@ -129,9 +128,9 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
     def body(partial: Path) -> None:
         exact = find_exact_duplicates(files) if d.exact else {}
         work, logs = partial / "work", partial / "logs"
-        pipeline = [docs_reader(str(in_dir)), MarkExactDuplicates(exact), RouteRemoved(removed_writer(str(partial / "removed"), "dedup"))]
+        unique = [docs_reader(str(in_dir)), SkipIds(set(exact))]
+        pipeline = list(unique)
         if d.minhash and files:
-            unique = [docs_reader(str(in_dir)), MarkExactDuplicates(exact, drop=True)]
             run_pipeline(unique + [MinhashDedupSignature(str(work / "sigs"), config=mh)], len(files), workers, logs / "mh1", "dedup: minhash signatures", sizes)
             run_pipeline([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mh)], mh.num_buckets, workers, logs / "mh2", "dedup: minhash buckets")
             run_pipeline([MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=mh, save_cluster_id=True)], 1, 1, logs / "mh3", "dedup: minhash clusters")
@@ -143,8 +142,7 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
             ]
         pipeline.append(docs_writer(str(partial / "docs"), cfg.shard_mb))
         run_pipeline(pipeline, len(files), workers, logs / "final", "dedup: write", sizes)
-        if d.minhash and files:
-            _write_near_duplicates(in_dir, work, partial / "removed" / NEAR)
+        _write_duplicates(in_dir, exact, _near_duplicates(work), partial / "removed")
 
     return run_stage(ws, "dedup", fingerprint, body, lambda _: shard_counts(files), force, strict, d.model_dump())
 
@@ -158,22 +156,34 @@ def _complete_cluster_files(folder: Path, tasks: int) -> None:
             (folder / f"{rank:06d}.{suffix}").touch(exist_ok=True)
 
 
-def _write_near_duplicates(in_dir: Path, work: Path, out_dir: Path) -> None:
-    """Removed near-duplicates as full removed rows, each with the id of its cluster's kept document."""
+def _near_duplicates(work: Path) -> dict[str, tuple[str, int]]:
+    """id of each removed near-duplicate -> (id of the kept member of its cluster, cluster)."""
     near_files = parquet_files(work / "near")
     if not near_files:
-        return
+        return {}
     near = pl.concat([pl.read_parquet(f) for f in near_files])
     kept = pl.concat([pl.read_parquet(f) for f in parquet_files(work / "kept_clusters")]).rename({"id": "kept_id"})
-    docs = pl.scan_parquet(parquet_files(in_dir)).join(near.lazy(), on="id", how="semi").collect()
-    rows = (
-        docs.join(near, on="id")
-        .join(kept, on="cluster", how="left")
-        .sort("id")
-        .with_columns(
-            pl.lit(NEAR).alias("reason"),
-            pl.format("{}: near-duplicate of {} (MinHash cluster {})", "origin", "kept_id", "cluster").alias("detail"),
-        )
-        .select(REMOVED_SCHEMA.names)
-    )
-    _write_parquet(out_dir / "dedup-00000.parquet", rows.to_arrow().cast(REMOVED_SCHEMA))
+    rows = near.join(kept, on="cluster", how="left")
+    return {i: (k, c) for i, k, c in zip(rows["id"], rows["kept_id"], rows["cluster"])}
+
+
+def _write_duplicates(in_dir: Path, exact: dict[str, str], near: dict[str, tuple[str, int]], removed: Path) -> None:
+    """Removed duplicates as full rows, each naming a document that was kept. An exact copy of a
+    document that MinHash then removed points on to that document's kept cluster member."""
+    rows = []
+    for doc_id, kept in exact.items():
+        if kept in near:
+            kept, cluster = near[kept]
+            rows.append((doc_id, EXACT, kept, f"same normalised text as a near-duplicate (MinHash cluster {cluster}) of {kept}"))
+        else:
+            rows.append((doc_id, EXACT, kept, f"same normalised text as {kept}"))
+    rows += [(doc_id, NEAR, kept, f"near-duplicate of {kept} (MinHash cluster {cluster})") for doc_id, (kept, cluster) in near.items()]
+    if not rows:
+        return
+    marks = pl.DataFrame(rows, schema=["id", "reason", "kept_id", "why"], orient="row")
+    docs = pl.scan_parquet(parquet_files(in_dir)).join(marks.lazy(), on="id", how="inner").collect()
+    docs = docs.with_columns(pl.format("{}: {}", "origin", "why").alias("detail")).sort("id")
+    for reason in (EXACT, NEAR):
+        part = docs.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
+        if part.height:
+            _write_parquet(removed / reason / "dedup-00000.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
