@@ -1,0 +1,65 @@
+"""Kill `mixforge build` part-way (SIGKILL to the whole process group, datatrove workers
+included), rerun, and check the outputs are byte-identical to an uninterrupted build."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import mixforge_cmd
+
+# Points in a build to kill at, as predicates on the workspace (checked every 20 ms).
+KILL_POINTS = {
+    "ingest started": lambda ws: (ws / "ingest.partial").exists(),
+    "filter task done": lambda ws: any((ws / "filter.partial" / "logs" / "completions").glob("*")),
+    "minhash started": lambda ws: (ws / "dedup.partial" / "logs" / "mh1").exists(),
+    "dedup writing": lambda ws: (ws / "dedup.partial" / "logs" / "final").exists(),
+}
+
+
+def _outputs(ws: Path) -> dict[str, str]:
+    """sha256 of every published output (stage records hold timestamps, so they are left out)."""
+    files = [p for p in ws.rglob("*") if p.is_file() and ".partial" not in str(p)]
+    keep = [p for p in files if p.suffix == ".parquet" and "/logs/" not in str(p)] + [ws / "ledger.json"]
+    return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest() for p in keep}
+
+
+def _run_until(config: Path, ws: Path, predicate, timeout: float = 180) -> bool:
+    """Start a build; kill its process group as soon as `predicate(ws)` holds. True if killed."""
+    proc = subprocess.Popen(mixforge_cmd() + ["build", str(config)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if predicate(ws):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.02)
+        assert proc.poll() == 0, proc.stderr.read().decode()[-3000:]
+        return False
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_killed_build_resumes_to_identical_outputs(tmp_path, slice_config):
+    clean = tmp_path / "clean.yaml"
+    clean.write_text(slice_config.read_text().replace(str(tmp_path / "ws"), str(tmp_path / "clean_ws")))
+    subprocess.run(mixforge_cmd() + ["build", str(clean)], check=True, timeout=300, capture_output=True)
+    expected = _outputs(tmp_path / "clean_ws")
+    assert any("dedup/docs" in k for k in expected) and any(k.startswith("removed/") for k in expected)
+
+    ws = tmp_path / "ws"
+    killed = [name for name, predicate in KILL_POINTS.items() if _run_until(slice_config, ws, predicate)]
+    assert len(killed) >= 3, f"the build was killed only at {killed}"
+    run = subprocess.run(mixforge_cmd() + ["build", str(slice_config)], timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _outputs(ws) == expected
+    assert not list(ws.glob("*.partial"))
