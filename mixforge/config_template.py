@@ -56,3 +56,29 @@ def default_config(sources: list[str], workspace: str, label_field: str | None =
             path = path.relative_to(base)
         entries.append(SourceConfig(path=str(path), label_field=label_field))
     return MixforgeConfig(workspace=workspace, sources=entries)
+
+
+def config_reference() -> str:
+    """Markdown tables of every config key with its default and description (for the README;
+    a test keeps the README in step with the models)."""
+    out: list[str] = []
+
+    def table(title: str, model_cls: type[BaseModel], instance: BaseModel | None) -> None:
+        out.append(f"**`{title}`**: {(model_cls.__doc__ or '').strip().splitlines()[0]}\n")
+        out.append("| key | default | meaning |\n|---|---|---|")
+        nested = []
+        for name, field in model_cls.model_fields.items():
+            value = getattr(instance, name) if instance is not None else field.get_default(call_default_factory=True)
+            if isinstance(value, BaseModel):
+                nested.append((f"{title}.{name}" if title != "(top level)" else name, type(value), value))
+                out.append(f"| `{name}` | see below | {field.description} |")
+                continue
+            default = "required" if field.is_required() else f"`{_scalar(value)}`"
+            out.append(f"| `{name}` | {default} | {field.description} |")
+        out.append("")
+        for args in nested:
+            table(*args)
+
+    table("(top level)", MixforgeConfig, MixforgeConfig(sources=[SourceConfig(path="x")]))
+    table("sources[]", SourceConfig, None)
+    return "\n".join(out)
