@@ -84,3 +84,12 @@ def test_demo_corpus_is_real_multi_domain_and_large_enough():
         assert info["licence"] and info["origins"], label
         assert (DEMO_DIR / "corpus" / f"{label}.jsonl.zst").exists()
     assert (ROOT / "data_cards" / "demo_corpus.md").exists()
+
+
+def test_readme_config_reference_is_current():
+    from mixforge.config_template import config_reference
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- config-reference:start -->\n", 1)[1].split("\n<!-- config-reference:end -->", 1)[0]
+    assert block == config_reference(), "regenerate the README's config reference"
+    assert "make demo" in readme and "make test" in readme
