@@ -57,7 +57,7 @@ def init(
     if not source:
         raise MixforgeError("give at least one --source PATH")
     base = out.resolve().parent
-    missing = [s for s in source if not any(Path(p).exists() for p in [s]) and "*" not in s]
+    missing = [s for s in source if "*" not in s and not Path(s).exists()]
     if missing:
         raise MixforgeError(f"--source not found: {', '.join(missing)}")
     cfg = default_config([str(Path(s).resolve()) for s in source], workspace, label_field, base)

@@ -79,6 +79,7 @@ class _TaskProgress:
         return len(ranks), sum(self.sizes[r] for r in ranks if r < len(self.sizes))
 
     def __enter__(self):
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
@@ -88,6 +89,7 @@ class _TaskProgress:
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             transient=False,
+            console=Console(stderr=True),  # stdout stays for results
             disable=os.environ.get("MIXFORGE_PROGRESS", "1") == "0",
         )
         self.progress.start()
