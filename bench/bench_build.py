@@ -5,9 +5,7 @@ Both sides: the demo corpus (optionally concatenated --copies times), the same p
 objects (built by mixforge's own `build_filters`, so settings cannot drift), the same
 MinhashConfig, the same task counts and --workers. The baseline uses datatrove's JsonlReader,
 its filters, ParquetWriter, its exact-dedup stages (unless --no-baseline-exact) and its four
-MinHash stages, run with LocalPipelineExecutor.
-
-    python bench/bench_build.py --copies 3 --workers 2 --repeat 1
+MinHash stages, run with LocalPipelineExecutor. E.g.: bench_build.py --copies 3 --repeat 2
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ import zstandard
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # datatrove's MinHash stages draw tqdm bars
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import device_info, report, timed  # noqa: E402
+from harness import device_info, report, timed_pair  # noqa: E402
 
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
@@ -43,9 +41,6 @@ from mixforge.config import load_config  # noqa: E402
 from mixforge.demo import DEMO_DIR  # noqa: E402
 from mixforge.pipelines.build import build  # noqa: E402
 from mixforge.pipelines.filters import build_filters, filters_by_source  # noqa: E402
-
-
-# ---------------------------------------------------------------- input and config
 
 
 def make_input(folder: Path, copies: int) -> tuple[Path, int, int]:
@@ -73,14 +68,16 @@ def make_input(folder: Path, copies: int) -> tuple[Path, int, int]:
     return config, n_docs, n_bytes
 
 
-# ---------------------------------------------------------------- ours
-
-
-def run_ours(config: Path, workspace: Path, workers: int) -> dict:
+def run_ours(config: Path, workspace: Path, workers: int, spent: dict) -> tuple[dict, dict]:
+    """One build into a fresh workspace: its stage results and where its time went."""
+    spent.clear()
+    t0 = time.perf_counter()
     cfg = load_config(config, workspace=str(workspace))
     cfg.workers = workers
     results = build(cfg, force=True)
-    return {r.stage: r for r in results}
+    profile = {k: round(v, 2) for k, v in spent.items()}
+    profile["rest (planning, counting, ledger, publish)"] = round(time.perf_counter() - t0 - sum(spent.values()), 2)
+    return {r.stage: r for r in results}, profile
 
 
 def profile_ours() -> dict[str, float]:
@@ -93,7 +90,9 @@ def profile_ours() -> dict[str, float]:
     spent: dict[str, float] = {}
 
     def wrap(module, name: str, label):
-        original = getattr(module, name)
+        original = getattr(module, name, None)
+        if original is None:  # renamed or gone in this version: profile the rest
+            return
 
         def timed_call(*a, **kw):
             t0 = time.perf_counter()
@@ -109,7 +108,8 @@ def profile_ours() -> dict[str, float]:
         wrap(module, "run_pipeline", None)
     wrap(filters, "find_duplicate_ids", "polars: duplicate ids")
     wrap(dedup, "find_exact_duplicates", "polars: exact dedup")
-    wrap(dedup, "_write_near_duplicates", "polars: near-duplicate join")
+    wrap(dedup, "_near_duplicates", "polars: near-duplicate join")
+    wrap(dedup, "_write_duplicates", "polars: removed-duplicate rows")
     return spent
 
 
@@ -154,8 +154,8 @@ def normalised_text(doc) -> str:
     return " ".join(doc.text.lower().split())
 
 
-def run_baseline(cfg, input_dir: Path, root: Path, workers: int, exact: bool) -> dict:
-    """The hand-written pipeline. Returns seconds per step."""
+def run_baseline(cfg, input_dir: Path, root: Path, workers: int, exact: bool) -> tuple[dict, Path]:
+    """The hand-written pipeline. Returns seconds per step and its output folder."""
     times: dict[str, float] = {}
 
     def run(step: str, pipeline: list, tasks: int) -> None:
@@ -183,7 +183,7 @@ def run_baseline(cfg, input_dir: Path, root: Path, workers: int, exact: bool) ->
     run("minhash: clusters", [mh.MinhashDedupCluster(str(root / "buckets"), str(root / "remove"), config=mc)], 1)
     final = [mh.MinhashDedupFilter(str(root / "remove")), ParquetWriter(str(root / "deduped"))]
     run("minhash: filter+write", filtered() + final, n_files)
-    return times
+    return times, root
 
 
 def parquet_rows(folder: Path) -> int:
@@ -194,35 +194,34 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--copies", type=int, default=1, help="concatenate the demo corpus this many times")
     ap.add_argument("--workers", type=int, default=2, help="worker processes on both sides")
-    ap.add_argument("--repeat", type=int, default=1, help="timed runs per side (best is reported)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs per side, interleaved (best is reported)")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed first run of each side")
     ap.add_argument("--no-baseline-exact", action="store_true", help="baseline: MinHash only, no exact dedup")
     args = ap.parse_args(argv)
     os.environ.setdefault("MIXFORGE_PROGRESS", "0")  # no progress bars in benchmark output
     exact = not args.no_baseline_exact
 
+    load = os.getloadavg()[0]  # other work on a shared machine skews both sides: record it
     tmp = Path(tempfile.mkdtemp(prefix="bench-build-", dir=os.environ.get("BENCH_TMP")))
     try:
         config, n_docs, n_bytes = make_input(tmp / "input", args.copies)
         cfg = load_config(config)
-        runs = iter(range(10_000))
-        ours = lambda: run_ours(config, tmp / f"ours-{next(runs)}", args.workers)  # noqa: E731
+        runs, spent = iter(range(10_000)), profile_ours()
+        ours = lambda: run_ours(config, tmp / f"ours-{next(runs)}", args.workers, spent)  # noqa: E731
         base = lambda: run_baseline(cfg, tmp / "input", tmp / f"base-{next(runs)}", args.workers, exact)  # noqa: E731
-        print(f"build: {n_docs} docs, {n_bytes / 1e6:.1f} MB (demo corpus x{args.copies}), "
-              f"workers {args.workers}, device: {device_info()}")
+        print(f"build: {n_docs} docs, {n_bytes / 1e6:.1f} MB (demo corpus x{args.copies}), workers {args.workers}, "
+              f"load average before {load:.2f}, device: {device_info()}")
         if not args.no_warmup:  # first run pays forkserver start and cold caches: not timed
             ours(), base()
-        spent = profile_ours()  # a few timer calls per stage; installed after the warm-up
-        t_ours, t_base = timed(ours, args.repeat), timed(base, args.repeat)
+        t_ours, t_base = timed_pair(ours, base, args.repeat)
 
-        stages, steps = t_ours["result"], t_base["result"]
-        base_root = max(tmp.glob("base-*"), key=lambda p: int(p.name.split("-")[1]))  # last timed run
+        (stages, profile), (steps, base_root) = t_ours["result"], t_base["result"]  # of each side's best run
         counts = {  # kept documents: equal when both sides really run the same settings
             "after filter": (stages["filter"].counts["docs_out"], parquet_rows(base_root / "filtered")),
             "after dedup": (stages["dedup"].counts["docs_out"], parquet_rows(base_root / "deduped")),
         }
-        spent["rest (planning, counting, ledger, publish)"] = sum(t_ours["times"]) - sum(spent.values())
-        profile = {k: round(v / args.repeat, 2) for k, v in spent.items()}
+        print("  all runs (s): ours " + " ".join(f"{t:.2f}" for t in t_ours["times"])
+              + " | baseline " + " ".join(f"{t:.2f}" for t in t_base["times"]))
         print("  ours, seconds per stage:    " + ", ".join(f"{s} {r.seconds:.2f}" for s, r in stages.items()))
         print("  ours, where the time goes:  " + ", ".join(f"{k} {v:.2f}" for k, v in profile.items()))
         print("  baseline, seconds per step: " + ", ".join(f"{s} {v:.2f}" for s, v in steps.items()))
@@ -231,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  exact dedup: ours = polars pass; baseline = {'datatrove ExactDedup stages' if exact else 'none (MinHash only)'}")
         return report(f"build x{args.copies} w{args.workers}", t_ours["best"], t_base["best"], {
             "docs": n_docs, "mb": round(n_bytes / 1e6, 1), "workers": args.workers, "repeat": args.repeat,
+            "load_before": round(load, 2),
             "ours_docs_per_s": round(n_docs / t_ours["best"], 1),
             "baseline_docs_per_s": round(n_docs / t_base["best"], 1),
             "ours_median_s": round(t_ours["median"], 2), "baseline_median_s": round(t_base["median"], 2),

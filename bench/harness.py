@@ -48,7 +48,10 @@ def device_info() -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the checkout, with '+dirty' when tracked files differ from it."""
+    """Short commit of the checkout, with '+dirty' when tracked files differ from it
+    (BENCH_COMMIT overrides: for runs from an exported snapshot of a commit)."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, check=True
@@ -62,14 +65,33 @@ def git_commit() -> str:
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> dict:
-    """Run `fn` `repeat` times; best and median wall seconds, every time, and the last result.
-    Best is the usual headline (least disturbed by other load); median shows the spread."""
-    times, result = [], None
+    """Run `fn` `repeat` times: best and median wall seconds, every time, and the result of the
+    best run (so a breakdown it returns belongs to the headline time)."""
+    runs = []
     for _ in range(max(repeat, 1)):
         t0 = time.perf_counter()
         result = fn()
-        times.append(time.perf_counter() - t0)
-    return {"best": min(times), "median": statistics.median(times), "times": times, "result": result}
+        runs.append((time.perf_counter() - t0, result))
+    times = [t for t, _ in runs]
+    best = min(runs, key=lambda r: r[0])
+    return {"best": best[0], "median": statistics.median(times), "times": times, "result": best[1]}
+
+
+def timed_pair(ours: Callable[[], object], baseline: Callable[[], object], repeat: int = 1) -> tuple[dict, dict]:
+    """`timed` for both sides, interleaved (ours, baseline, baseline, ours, ...) so that load from
+    other processes on a shared machine hits both sides alike instead of one block of runs."""
+    a, b = [], []
+    for i in range(max(repeat, 1)):
+        order = [(ours, a), (baseline, b)] if i % 2 == 0 else [(baseline, b), (ours, a)]
+        for fn, sink in order:
+            sink.append(timed(fn, 1))
+    merge = lambda rs: {  # noqa: E731
+        "best": min(r["best"] for r in rs),
+        "median": statistics.median(r["best"] for r in rs),
+        "times": [r["best"] for r in rs],
+        "result": min(rs, key=lambda r: r["best"])["result"],
+    }
+    return merge(a), merge(b)
 
 
 def report(name: str, ours_s: float, baseline_s: float, extra: dict | None = None) -> dict:

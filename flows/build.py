@@ -11,25 +11,16 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from mixforge.config import load_config
-from mixforge.pipelines.dedup import run_dedup
-from mixforge.pipelines.filters import run_filter
-from mixforge.pipelines.ingest import run_ingest
+from mixforge.pipelines.build import STAGE_FUNCTIONS, build
 from mixforge.stage_runner import StageResult
 
-_task = task(cache_policy=NO_CACHE, persist_result=False, retries=0)
-
-ingest_task = _task(run_ingest, name="ingest")
-filter_task = _task(run_filter, name="filter")
-dedup_task = _task(run_dedup, name="dedup")
+TASKS = {stage: task(fn, name=stage, cache_policy=NO_CACHE, persist_result=False) for stage, fn in STAGE_FUNCTIONS.items()}
 
 
 @flow(name="mixforge-build", persist_result=False, log_prints=False)
 def build_flow(
-    config_path: str, workspace: str | None = None, force: bool = False, strict: bool = False
+    config_path: str, workspace: str | None = None, force: bool = False, strict: bool = False, until: str | None = None
 ) -> list[StageResult]:
-    """ingest -> filter -> dedup for one config file (optionally into another workspace)."""
+    """ingest -> filter -> dedup -> embed -> cluster -> quality -> prune -> components."""
     cfg = load_config(config_path, workspace=workspace)
-    ingested = ingest_task(cfg, force, strict)
-    filtered = filter_task(cfg, ingested, force, strict)
-    deduped = dedup_task(cfg, filtered, force, strict)
-    return [ingested, filtered, deduped]
+    return build(cfg, force, strict, until, run=lambda stage, *args: TASKS[stage](*args))

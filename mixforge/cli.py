@@ -72,9 +72,11 @@ def build(
     workspace: Optional[str] = typer.Option(None, help="Override the config's workspace."),
     force: bool = typer.Option(False, help="Redo every stage even if its inputs are unchanged."),
     strict: bool = typer.Option(False, help="Fail on malformed records instead of counting them."),
+    until: Optional[str] = typer.Option(None, help="Stop after this stage (e.g. dedup)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
-    """Run the data build (ingest -> filter -> dedup) as a Prefect flow."""
+    """Run the data build as a Prefect flow: ingest, filter, dedup, embed, cluster, quality,
+    prune, components. Finished stages are skipped."""
     config_path = _config_path(config, demo, workspace)
     _quiet_prefect(verbose)
     from mixforge.config import load_config
@@ -82,10 +84,13 @@ def build(
 
     workspace = str(Path(workspace).resolve()) if workspace and not demo else None
     cfg = load_config(config_path, workspace=workspace)
-    plan_work(cfg)  # fail fast on missing sources, before Prefect starts
+    plan_work(cfg)  # fail fast on missing sources and bad options, before Prefect starts
+    from mixforge.pipelines.build import check_until
+
+    check_until(until)
     from mixforge.flows.build import build_flow
 
-    results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict)
+    results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict, until=until)
     _print_summary(cfg, results)
 
 
@@ -104,7 +109,8 @@ def status(
     ws = Workspace(cfg.workspace_dir)
     ledger = read_json(ws.ledger_path) or {}
     if as_json:
-        payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s)} for s, st in states.items()}}
+        payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s),
+                   "summary": (ws.stage_record(s) or {}).get("counts") if s not in ledger else None} for s, st in states.items()}}
         typer.echo(json.dumps(payload, indent=2))
         return
     out = Console()
@@ -112,6 +118,47 @@ def status(
     out.print(_ledger_table(states, ledger))
     if ledger:
         out.print(_reasons_table(ledger))
+
+
+@app.command()
+def clusters(
+    config: Path = typer.Argument(..., help="Config file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Show the components (merged clusters): size, quality, top terms, source mix."""
+    from mixforge.config import load_config
+    from mixforge.pipelines.components import load_components
+    from mixforge.workspace import Workspace
+
+    cfg = load_config(config)
+    ws = Workspace(cfg.workspace_dir)
+    data = load_components(ws)
+    if data is None:
+        raise MixforgeError(f"no components in {ws.root} yet: run `mixforge build {config}` first")
+    if as_json:
+        keys = ("component", "documents", "tokens", "quality_mean", "top_terms", "sources")
+        payload = {"summary": data["summary"], "components": [{k: c[k] for k in keys} for c in data["components"]]}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    out = Console()
+    out.print(_components_table(data))
+    out.print(f"report: {ws.stage_dir('components') / 'extra' / 'report.md'}")
+
+
+def _components_table(data: dict) -> Table:
+    summary = data["summary"]
+    title = f"{summary['components']} components from {summary['clusters']} clusters"
+    agreement = summary.get("vs_source_labels")
+    if agreement:
+        title += f" (vs source labels: NMI {agreement['components']['nmi']:.2f}, purity {agreement['components']['purity']:.2f})"
+    table = Table(title=title)
+    for col in ("component", "docs", "tokens", "quality", "top terms", "sources"):
+        table.add_column(col, justify="right" if col in ("docs", "tokens", "quality") else "left")
+    for c in data["components"]:
+        quality = "" if c["quality_mean"] is None else f"{c['quality_mean']:.2f}"
+        sources = ", ".join(f"{k} {v}" for k, v in list(c["sources"].items())[:3])
+        table.add_row(c["component"], f"{c['documents']:,}", f"{c['tokens']:,}", quality, " ".join(c["top_terms"][:5]), sources)
+    return table
 
 
 def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -> Path:
@@ -173,22 +220,27 @@ def _sources_table(first_docs: Path, last_docs: Path) -> Table:
 
 
 def _print_summary(cfg, results) -> None:
-    from mixforge.workspace import Workspace
+    from mixforge.pipelines.components import load_components
+    from mixforge.workspace import DOC_STAGES, Workspace
 
     ws = Workspace(cfg.workspace_dir)
     out = Console()
-    states = {r.stage: ("done" if r.status == "ran" else "unchanged") for r in results}
-    ledger = {r.stage: r.counts for r in results}
+    doc_results = [r for r in results if r.stage in DOC_STAGES]
+    states = {r.stage: ("done" if r.status == "ran" else "unchanged") for r in doc_results}
+    ledger = {r.stage: r.counts for r in doc_results}
     out.print(_ledger_table(states, ledger))
     out.print(_reasons_table(ledger))
-    out.print(_sources_table(Path(results[0].docs_dir), Path(results[-1].docs_dir)))
-    first, last = results[0].counts, results[-1].counts
+    out.print(_sources_table(Path(doc_results[0].docs_dir), Path(doc_results[-1].docs_dir)))
+    if results[-1].stage == "components":
+        out.print(_components_table(load_components(ws)))
+        out.print(f"cluster report: {ws.stage_dir('components') / 'extra' / 'report.md'}")
+    first, last = doc_results[0].counts, doc_results[-1].counts
     kept = last["docs_out"]
     out.print(
         f"kept {kept:,} of {first['docs_in']:,} records ({kept / max(first['docs_in'], 1):.1%}), "
         f"{last['chars_out']:,} characters"
     )
-    out.print(f"documents: {results[-1].docs_dir}")
+    out.print(f"documents: {doc_results[-1].docs_dir}")
     out.print(f"removed (by reason): {ws.removed_dir}")
     out.print(f"ledger: {ws.ledger_path}")
 

@@ -178,25 +178,55 @@ class DedupConfig(Section):
 class EmbedConfig(Section):
     """Document embeddings (CLIMB step 1)."""
 
-    model: str = Field("all-MiniLM-L6-v2", description="Packaged default or a local sentence-transformers path.")
-    max_tokens: int = Field(256, ge=8, description="Tokens embedded per document (first N).")
-    batch_size: int = Field(64, ge=1, description="Documents per encode batch.")
+    model: str = Field("all-MiniLM-L6-v2", description="Packaged all-MiniLM-L6-v2, or a local sentence-transformers folder.")
+    max_tokens: int = Field(256, ge=8, description="Tokens embedded per document (per chunk with mean_chunks).")
+    pooling: Literal["first", "mean_chunks"] = Field(
+        "first", description="first: the first max_tokens; mean_chunks: mean of up to max_chunks chunks."
+    )
+    max_chunks: int = Field(8, ge=1, description="Chunks averaged per document with pooling: mean_chunks.")
+    batch_size: int | Literal["auto"] = Field("auto", description="Texts per forward pass; auto: 64 on CPU, 512 on GPU.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    backend: Literal["transformer", "static"] = Field(
+        "transformer", description="static: CPU fast path, a model2vec model distilled locally from `model`."
+    )
 
 
 class ClusterConfig(Section):
-    """k-means over embeddings and merging into components."""
+    """k-means over embeddings (faiss), then merging clusters into components (super-clusters)."""
 
-    n_clusters: int | Literal["auto"] = Field("auto", description="k-means centroids; auto scales with the corpus.")
-    n_components: int | None = Field(None, description="Target count of super-clusters (components).")
-    components: Literal["clusters", "sources"] = Field("clusters", description="What a mixture weighs.")
+    n_clusters: int | Literal["auto"] = Field(
+        "auto", description="k-means centroids; auto: sqrt(documents), at most 1000 (CLIMB's count for 1T tokens)."
+    )
+    iterations: int = Field(20, ge=1, description="k-means iterations.")
+    sample_per_centroid: int = Field(256, ge=8, description="Training sample size per centroid (faiss's default).")
+    components: Literal["clusters", "sources"] = Field(
+        "clusters", description="What a mixture weighs: merged clusters, or the source labels."
+    )
+    n_components: int | None = Field(20, ge=1, description="Target count of super-clusters (CLIMB used 21).")
+    merge_distance: float | None = Field(
+        None, gt=0, description="Instead of a count: merge centroids closer than this Euclidean distance."
+    )
+    semdedup: bool = Field(False, description="Remove within-cluster near-duplicates by cosine (SemDeDup).")
+    semdedup_threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity at which a later document is a duplicate.")
+
+    @model_validator(mode="after")
+    def _one_merge_rule(self) -> "ClusterConfig":
+        if self.merge_distance is not None:
+            self.__dict__["n_components"] = None  # the distance rule replaces the count
+        return self
 
 
 class QualityConfig(Section):
-    """Quality scoring and cluster pruning."""
+    """Quality scores (1 to 5) and pruning of low-quality clusters."""
 
-    reference: list[str] = Field(default_factory=list, description="Paths of high-quality reference texts.")
-    min_cluster_score: float | None = Field(None, description="Clusters with a lower mean score are pruned.")
+    reference: list[str] = Field(
+        default_factory=list, description="High-quality or target examples (JSONL with `text`, or .txt files) for the classifier."
+    )
+    classifier: Literal["logistic", "lightgbm"] = Field("logistic", description="Classifier on embeddings: reference vs corpus.")
+    negatives: int = Field(2000, ge=10, description="Corpus documents sampled as the classifier's negatives.")
+    min_cluster_score: float | None = Field(
+        None, ge=1, le=5, description="Clusters whose mean score is lower are pruned (CLIMB: 3.0); null keeps all."
+    )
 
 
 class ProxyConfig(Section):

@@ -55,15 +55,7 @@ def run_stage(
     if not force and record and record.get("fingerprint") == fingerprint:
         return StageResult(stage, "skipped", fingerprint, str(ws.docs_dir(stage)), record["counts"], 0.0)
 
-    partial = ws.partial_dir(stage)
-    started = read_json(partial / PARTIAL_FINGERPRINT) or {}
-    if force or started.get("fingerprint") != fingerprint:
-        # new inputs or settings: nothing of an earlier attempt or an older result is reusable
-        shutil.rmtree(partial, ignore_errors=True)
-        ws.clear_stage(stage)
-        partial.mkdir(parents=True)
-        atomic_write_json(partial / PARTIAL_FINGERPRINT, {"fingerprint": fingerprint})
-
+    partial = _prepare_partial(ws, stage, fingerprint, force)
     ready = read_json(partial / PARTIAL_RECORD)
     if ready is None:
         body(partial)
@@ -71,18 +63,35 @@ def run_stage(
         counts.check()
         if strict:
             _fail_on_malformed(partial)
-        ready = {
-            "stage": stage,
-            "fingerprint": fingerprint,
-            "counts": counts.to_dict(),
-            "settings": settings or {},
-            "mixforge_version": __version__,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        ready = _record(stage, fingerprint, counts.to_dict(), settings)
         atomic_write_json(partial / PARTIAL_RECORD, ready)
     ws.publish(stage, ready)
     _update_ledger(ws, stage, ready["counts"])
     return StageResult(stage, "ran", fingerprint, str(ws.docs_dir(stage)), ready["counts"], time.perf_counter() - t0)
+
+
+def _prepare_partial(ws: Workspace, stage: str, fingerprint: str, force: bool) -> Path:
+    """The stage's partial folder: reused when it was started for the same fingerprint (resume),
+    else emptied along with the stage's old outputs (they are for other inputs or settings)."""
+    partial = ws.partial_dir(stage)
+    started = read_json(partial / PARTIAL_FINGERPRINT) or {}
+    if force or started.get("fingerprint") != fingerprint:
+        shutil.rmtree(partial, ignore_errors=True)
+        ws.clear_stage(stage)
+        partial.mkdir(parents=True)
+        atomic_write_json(partial / PARTIAL_FINGERPRINT, {"fingerprint": fingerprint})
+    return partial
+
+
+def _record(stage: str, fingerprint: str, counts: dict, settings: dict | None) -> dict:
+    return {
+        "stage": stage,
+        "fingerprint": fingerprint,
+        "counts": counts,
+        "settings": settings or {},
+        "mixforge_version": __version__,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _count(stage: str, partial: Path, count_input) -> StageCounts:
@@ -109,3 +118,29 @@ def _update_ledger(ws: Workspace, stage: str, counts: dict) -> None:
     ledger = read_json(ws.ledger_path) or {}
     ledger[stage] = counts
     atomic_write_json(ws.ledger_path, ledger)
+
+
+def run_side_stage(
+    ws: Workspace,
+    stage: str,
+    fingerprint: str,
+    body: Callable[[Path], dict],
+    docs_dir: str,
+    force: bool = False,
+    settings: dict | None = None,
+) -> StageResult:
+    """A stage that adds attributes (vectors, cluster ids, scores) to documents without removing
+    any: `body(partial)` writes under `partial/extra/` and returns a summary for the record.
+    Resumable and atomic like `run_stage`; `docs_dir` names the documents it describes."""
+    t0 = time.perf_counter()
+    record = ws.stage_record(stage)
+    if not force and record and record.get("fingerprint") == fingerprint:
+        return StageResult(stage, "skipped", fingerprint, docs_dir, record["counts"], 0.0)
+    partial = _prepare_partial(ws, stage, fingerprint, force)
+    ready = read_json(partial / PARTIAL_RECORD)
+    if ready is None:
+        summary = body(partial)
+        ready = _record(stage, fingerprint, summary, settings)
+        atomic_write_json(partial / PARTIAL_RECORD, ready)
+    ws.publish(stage, ready)
+    return StageResult(stage, "ran", fingerprint, docs_dir, ready["counts"], time.perf_counter() - t0)

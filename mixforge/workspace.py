@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STAGES = ["ingest", "filter", "dedup"]
+STAGES = ["ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components"]
+DOC_STAGES = ["ingest", "filter", "dedup", "prune"]  # stages that keep or remove documents (the ledger)
 STAGE_RECORD = "_stage.json"
 
 
@@ -42,6 +43,27 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_parquet(path: Path, table) -> None:
+    """A pyarrow Table or polars DataFrame, written atomically."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table.to_arrow() if hasattr(table, "to_arrow") else table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_write_npy(path: Path, array) -> None:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_json(path: Path) -> Any | None:

@@ -6,32 +6,79 @@ done / stale / missing without running anything.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from mixforge.config import MixforgeConfig
+from mixforge.errors import MixforgeError
+from mixforge.pipelines.cluster import cluster_fingerprint, run_cluster
+from mixforge.pipelines.components import components_fingerprint, run_components
 from mixforge.pipelines.dedup import dedup_fingerprint, run_dedup
+from mixforge.pipelines.embed import embed_fingerprint, run_embed
 from mixforge.pipelines.filters import filter_fingerprint, run_filter
 from mixforge.pipelines.ingest import ingest_fingerprint, run_ingest
+from mixforge.pipelines.prune import prune_fingerprint, run_prune
+from mixforge.pipelines.quality import quality_fingerprint, run_quality
 from mixforge.stage_runner import StageResult
 from mixforge.workspace import STAGES, Workspace
 
 
-def build(cfg: MixforgeConfig, force: bool = False, strict: bool = False) -> list[StageResult]:
-    """ingest -> filter -> dedup, each skipped when already done for its inputs and settings."""
-    ingested = run_ingest(cfg, force, strict)
-    filtered = run_filter(cfg, ingested, force, strict)
-    deduped = run_dedup(cfg, filtered, force, strict)
-    return [ingested, filtered, deduped]
+def check_until(until: str | None) -> str:
+    if until is None:
+        return STAGES[-1]
+    if until not in STAGES:
+        raise MixforgeError(f"--until {until!r}: not a stage; stages: {', '.join(STAGES)}")
+    return until
+
+
+STAGE_FUNCTIONS = {
+    "ingest": run_ingest,
+    "filter": run_filter,
+    "dedup": run_dedup,
+    "embed": run_embed,
+    "cluster": run_cluster,
+    "quality": run_quality,
+    "prune": run_prune,
+    "components": run_components,
+}
+
+
+def _arguments(stage: str, cfg: MixforgeConfig, done: dict[str, StageResult], force: bool, strict: bool) -> tuple:
+    previous = list(done.values())[-1] if done else None
+    if stage == "ingest":
+        return cfg, force, strict
+    if stage in ("filter", "dedup"):
+        return cfg, previous, force, strict
+    if stage == "prune":  # prunes the dedup output with what the side stages learned about it
+        return cfg, previous, done["dedup"], force, strict
+    return cfg, previous, force
+
+
+def build(
+    cfg: MixforgeConfig, force: bool = False, strict: bool = False, until: str | None = None, run: Callable | None = None
+) -> list[StageResult]:
+    """Every stage in order up to `until`, each skipped when done for its inputs and settings.
+    `run(stage, *args)` calls the stage function (the Prefect flow passes its tasks here)."""
+    run = run or (lambda stage, *args: STAGE_FUNCTIONS[stage](*args))
+    done: dict[str, StageResult] = {}
+    for stage in STAGES[: STAGES.index(check_until(until)) + 1]:
+        done[stage] = run(stage, *_arguments(stage, cfg, done, force, strict))
+    return list(done.values())
 
 
 def stage_fingerprints(cfg: MixforgeConfig) -> dict[str, str]:
     """What each stage's fingerprint would be now (from the inputs and the config)."""
     fps = {"ingest": ingest_fingerprint(cfg)}
-    fps["filter"] = filter_fingerprint(cfg, fps["ingest"])
-    fps["dedup"] = dedup_fingerprint(cfg, fps["filter"])
+    chain = [("filter", filter_fingerprint), ("dedup", dedup_fingerprint), ("embed", embed_fingerprint),
+             ("cluster", cluster_fingerprint), ("quality", quality_fingerprint), ("prune", prune_fingerprint),
+             ("components", components_fingerprint)]
+    previous = fps["ingest"]
+    for stage, fingerprint in chain:
+        fps[stage] = previous = fingerprint(cfg, previous)
     return fps
 
 
 def stage_states(cfg: MixforgeConfig) -> dict[str, str]:
-    """done / stale / missing per stage. A stage whose upstream is not done is stale at best."""
+    """done / stale / missing per stage."""
     ws = Workspace(cfg.workspace_dir)
     fps = stage_fingerprints(cfg)
     return {stage: ws.stage_state(stage, fps[stage]) for stage in STAGES}

@@ -11,12 +11,10 @@ Every removed duplicate is recorded with the id of the document that was kept:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.minhash import (
@@ -33,7 +31,7 @@ from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.executor import default_workers, run_pipeline
 from mixforge.pipelines.records import REMOVED_SCHEMA, docs_reader, docs_writer
 from mixforge.stage_runner import StageResult, run_stage
-from mixforge.workspace import Workspace
+from mixforge.workspace import Workspace, atomic_write_parquet
 
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
@@ -96,18 +94,11 @@ class RecordClusterIds(PipelineStep):
                 ids.append(doc.id)
                 clusters.append(cluster)
             yield doc
-        _write_parquet(Path(self.folder) / f"{rank:05d}.parquet", pa.table({"id": pa.array(ids, pa.string()), "cluster": pa.array(clusters, pa.int64())}))
+        atomic_write_parquet(Path(self.folder) / f"{rank:05d}.parquet", pa.table({"id": pa.array(ids, pa.string()), "cluster": pa.array(clusters, pa.int64())}))
 
 
 def _near_row(writer, doc: Document) -> dict:
     return {"id": doc.id, "cluster": int(doc.metadata.get("minhash_cluster_id", -1))}
-
-
-def _write_parquet(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def dedup_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
@@ -186,4 +177,4 @@ def _write_duplicates(in_dir: Path, exact: dict[str, str], near: dict[str, tuple
     for reason in (EXACT, NEAR):
         part = docs.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
         if part.height:
-            _write_parquet(removed / reason / "dedup-00000.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
+            atomic_write_parquet(removed / reason / "dedup-00000.parquet", part.to_arrow().cast(REMOVED_SCHEMA))

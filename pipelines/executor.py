@@ -14,6 +14,8 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.utils.logging import logger
 
+from mixforge.progress import progress_bar
+
 
 def default_workers(workers: int) -> int:
     return workers if workers > 0 else (os.cpu_count() or 1)
@@ -79,19 +81,7 @@ class _TaskProgress:
         return len(ranks), sum(self.sizes[r] for r in ranks if r < len(self.sizes))
 
     def __enter__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            transient=False,
-            console=Console(stderr=True),  # stdout stays for results
-            disable=os.environ.get("MIXFORGE_PROGRESS", "1") == "0",
-        )
+        self.progress = progress_bar()
         self.progress.start()
         self.task = self.progress.add_task(self.description, total=len(self.sizes), rate="")
         self.already = self._done()[1]  # work finished by an earlier, interrupted run

@@ -18,6 +18,7 @@ from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader
 
+from mixforge import __version__
 from mixforge.config import MixforgeConfig, SourceConfig, section_hash
 from mixforge.errors import ConfigError
 from mixforge.stage_runner import StageResult, run_stage
@@ -112,7 +113,9 @@ def input_fingerprint(cfg: MixforgeConfig, items: list[WorkItem]) -> str:
         p = Path(it.path)
         stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
         files.append(stats)
-    return section_hash([s.model_dump(exclude={"filters", "kind"}) for s in cfg.sources], cfg.shard_mb, files)
+    # the mixforge version is part of the root fingerprint: an upgrade rebuilds every stage
+    sources = [s.model_dump(exclude={"filters", "kind"}) for s in cfg.sources]
+    return section_hash(__version__, sources, cfg.shard_mb, files)
 
 
 def ingest_fingerprint(cfg: MixforgeConfig) -> str:

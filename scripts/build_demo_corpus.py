@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Build mixforge's demo corpus from real, freely redistributable text in Debian packages.
 
-    python scripts/build_demo_corpus.py            # download, build corpus + test slice
-    python scripts/build_demo_corpus.py --slice    # only re-cut tests/fixtures/slice from the corpus
+    python scripts/build_demo_corpus.py              # download, build corpus + reference set + test slice
+    python scripts/build_demo_corpus.py --slice      # only re-cut tests/fixtures/slice from the corpus
+    python scripts/build_demo_corpus.py --reference  # only rebuild the classifier's reference set
+                                                     # (scripts/build_demo_reference.py)
 
 Needs a Debian (bookworm) machine with apt lists (`apt-get update`), dpkg-deb, man-db and gzip.
 The text is kept as it is: judging its quality is the pipeline's job, not this script's.
@@ -215,6 +217,13 @@ def build_sources(debs):
         yield "legal", docs_from("legal", pkg, root, [root / f"usr/share/doc/{pkg}/copyright"])
 
 
+def write_zst(path, docs):
+    """JSONL, zstd at a fixed level (same docs, same bytes); returns the uncompressed size."""
+    jsonl = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
+    path.write_bytes(zstandard.ZstdCompressor(level=19).compress(jsonl))
+    return len(jsonl)
+
+
 def build(work):
     debs = Debs(work)
     corpus = {}  # label -> docs, in source order
@@ -227,12 +236,11 @@ def build(work):
     for label in sorted(corpus):
         docs = corpus[label]
         path = CORPUS / f"{label}.jsonl.zst"
-        jsonl = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs).encode("utf-8")
-        path.write_bytes(zstandard.ZstdCompressor(level=19).compress(jsonl))  # fixed level: same bytes
+        jsonl_bytes = write_zst(path, docs)
         origins = sorted({d["origin"] for d in docs})
         prov["labels"][label] = {
             "documents": len(docs), "characters": sum(len(d["text"]) for d in docs),
-            "bytes": sum(len(d["text"].encode("utf-8")) for d in docs), "jsonl_bytes": len(jsonl),
+            "bytes": sum(len(d["text"].encode("utf-8")) for d in docs), "jsonl_bytes": jsonl_bytes,
             "compressed_bytes": path.stat().st_size,
             "origins": {p: debs.versions[p] for p in origins}, "licence": LICENCES[label]}
     prov["total"] = {k: sum(v[k] for v in prov["labels"].values())
@@ -274,23 +282,32 @@ def make_slice(per_label=16, max_chars=4000):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--slice", action="store_true", help="only re-cut tests/fixtures/slice from the corpus")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--slice", action="store_true", help="only re-cut tests/fixtures/slice from the corpus")
+    only.add_argument("--reference", action="store_true",
+                      help="only rebuild mixforge/demo/reference.jsonl.zst (needs the corpus, to avoid overlap)")
     ap.add_argument("--workdir", help="keep downloads here (default: a temp dir, removed afterwards)")
     args = ap.parse_args()
     if not args.slice:
-        missing = [t for t in ("apt-get", "dpkg-deb", "man", "gzip") if not shutil.which(t)]
+        tools = ("apt-get", "dpkg-deb") if args.reference else ("apt-get", "dpkg-deb", "man", "gzip")
+        missing = [t for t in tools if not shutil.which(t)]
         if missing:
             raise SystemExit(f"needs a Debian machine with {missing} (man: apt-get install man-db)")
+        from build_demo_reference import build_reference  # it imports this script's helpers
+
         work = args.workdir or tempfile.mkdtemp(prefix="mixforge-demo-")
         try:
-            prov = build(work)
+            if not args.reference:
+                prov = build(work)
+                for name, info in [*prov["labels"].items(), ("total", prov["total"])]:
+                    print(f"{name:12} {info['documents']:5} docs {info['bytes']:>10,} B text "
+                          f"{info['compressed_bytes']:>10,} B zst")
+            build_reference(work)  # after the corpus: it must not overlap it
         finally:
             if not args.workdir:
                 shutil.rmtree(work, ignore_errors=True)
-        for name, info in [*prov["labels"].items(), ("total", prov["total"])]:
-            print(f"{name:12} {info['documents']:5} docs {info['bytes']:>10,} B text "
-                  f"{info['compressed_bytes']:>10,} B zst")
-    make_slice()
+    if not args.reference:
+        make_slice()
 
 
 if __name__ == "__main__":

