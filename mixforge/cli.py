@@ -156,7 +156,8 @@ def _components_table(data: dict) -> Table:
         table.add_column(col, justify="right" if col in ("docs", "tokens", "quality") else "left")
     for c in data["components"]:
         quality = "" if c["quality_mean"] is None else f"{c['quality_mean']:.2f}"
-        sources = ", ".join(f"{k} {v}" for k, v in list(c["sources"].items())[:3])
+        top = sorted(c["sources"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]  # JSON keeps keys sorted by name
+        sources = ", ".join(f"{k} {v}" for k, v in top)
         table.add_row(c["component"], f"{c['documents']:,}", f"{c['tokens']:,}", quality, " ".join(c["top_terms"][:5]), sources)
     return table
 

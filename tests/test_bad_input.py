@@ -48,7 +48,7 @@ def _removed(ws: Path) -> pl.DataFrame:
 
 def test_each_planted_record_is_reported_counted_and_kept(tmp_path):
     cfg = load_config(_bad_config(tmp_path))
-    ingest, filtered, deduped = build(cfg)
+    ingest, filtered, deduped = build(cfg, until="dedup")
     removed = _removed(tmp_path / "ws")
     src = str(tmp_path / "records.jsonl")
     for line, reason in EXPECTED.items():
@@ -77,7 +77,7 @@ def test_each_planted_record_is_reported_counted_and_kept(tmp_path):
 def test_strict_fails_naming_file_and_line(tmp_path):
     cfg = load_config(_bad_config(tmp_path))
     with pytest.raises(InputError) as e:
-        build(cfg, strict=True)
+        build(cfg, strict=True, until="dedup")
     assert f"{tmp_path / 'records.jsonl'}:2: invalid JSON" in str(e.value)
     assert not (tmp_path / "ws" / "ingest" / "_stage.json").exists()
 

@@ -17,7 +17,7 @@ def _legal() -> list[dict]:
 def _run(tmp_path: Path, rows: list[dict], **dedup) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = load_config(write_config(tmp_path, [{"path": "docs.jsonl", "filters": NO_FILTERS}], dedup=dedup))
-    *_, deduped = build(cfg)
+    *_, deduped = build(cfg, until="dedup")
     kept = pl.read_parquet(sorted((tmp_path / "ws" / "dedup" / "docs").glob("*.parquet")))
     files = sorted((tmp_path / "ws" / "removed").rglob("dedup-*.parquet"))
     removed = pl.read_parquet(files) if files else pl.DataFrame(schema={"id": pl.String, "reason": pl.String, "kept_id": pl.String})

@@ -33,7 +33,7 @@ def test_language_filter_runs_offline_and_names_the_language(tmp_path):
     (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     only_language = {k: {"enabled": False} for k in ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")}
     cfg = load_config(write_config(tmp_path, [{"path": "mixed.jsonl", "filters": only_language}]))
-    build(cfg)
+    build(cfg, until="dedup")
     removed = _frame(tmp_path / "ws", "removed")
     assert removed["reason"].to_list() == ["language/other_language"] * 2
     assert sorted(d.rsplit("predicted ", 1)[1][:2] for d in removed["detail"]) == ["de", "fr"]
@@ -43,11 +43,11 @@ def test_language_filter_runs_offline_and_names_the_language(tmp_path):
 def test_code_source_skips_prose_filters(tmp_path):
     name = _copy(tmp_path, "code")
     (tmp_path / "p").mkdir()
-    build(load_config(write_config(tmp_path / "p", [{"path": str(tmp_path / name)}])))
+    build(load_config(write_config(tmp_path / "p", [{"path": str(tmp_path / name)}])), until="dedup")
     as_prose = _frame(tmp_path / "p" / "ws", "removed")
     assert as_prose["reason"].str.contains("gopher|c4|fineweb|language").sum() >= 8  # prose rules reject code
     code = load_config(write_config(tmp_path, [{"path": name, "kind": "code"}]))
-    build(code)
+    build(code, until="dedup")
     as_code = _frame(tmp_path / "ws", "removed")
     assert as_code.is_empty() or as_code["reason"].str.starts_with("length/").all()
 
@@ -55,7 +55,7 @@ def test_code_source_skips_prose_filters(tmp_path):
 def test_removed_documents_are_kept_whole_and_trimming_is_counted(tmp_path):
     name = _copy(tmp_path, "bible")
     cfg = load_config(write_config(tmp_path, [{"path": name, "filters": {"c4_quality": {"min_num_sentences": 20}}}]))
-    _, filtered, _ = build(cfg)
+    _, filtered, _ = build(cfg, until="dedup")
     removed = _frame(tmp_path / "ws", "removed")
     c4 = removed.filter(pl.col("reason") == "c4_quality/too_few_sentences")
     assert c4.height > 0
@@ -69,7 +69,7 @@ def test_removed_documents_are_kept_whole_and_trimming_is_counted(tmp_path):
 def test_thresholds_are_configurable(tmp_path):
     name = _copy(tmp_path, "bible")
     cfg = load_config(write_config(tmp_path, [{"path": name}], filters={"gopher_quality": {"min_doc_words": 1_000_000}}))
-    _, filtered, _ = build(cfg)
+    _, filtered, _ = build(cfg, until="dedup")
     assert filtered.counts["docs_out"] == 0
     assert "gopher_quality/gopher_short_doc" in filtered.counts["removed"]
 

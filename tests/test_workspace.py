@@ -37,25 +37,36 @@ def test_ledger_invariant_violation_stops_the_stage(tmp_path):
 
 
 def test_rerun_skips_changed_settings_rerun_downstream_and_force_redoes(tmp_path):
-    (tmp_path / "q.jsonl").write_text((SLICE / "quotes.jsonl").read_text())
-    path = write_config(tmp_path, [{"path": "q.jsonl"}])
-    cfg = load_config(path)
-    assert stage_states(cfg) == {"ingest": "missing", "filter": "missing", "dedup": "missing"}
-    first = build(cfg)
-    assert [r.status for r in first] == ["ran", "ran", "ran"]
-    assert stage_states(cfg) == {"ingest": "done", "filter": "done", "dedup": "done"}
-    assert [r.status for r in build(cfg)] == ["skipped", "skipped", "skipped"]
+    (tmp_path / "b.jsonl").write_text((SLICE / "bible.jsonl").read_text())
+    cfg = load_config(write_config(tmp_path, [{"path": "b.jsonl"}]))
+    stages = ["ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components"]
 
-    cfg.filters.gopher_quality.min_doc_words = 10  # a filter setting: filter and dedup are stale
-    assert stage_states(cfg) == {"ingest": "done", "filter": "stale", "dedup": "stale"}
-    assert [r.status for r in build(cfg)] == ["skipped", "ran", "ran"]
-    assert [r.status for r in build(cfg, force=True)] == ["ran", "ran", "ran"]
+    def statuses(**kw):
+        return dict(zip(stages, (r.status for r in build(cfg, **kw))))
+
+    def ran(result):
+        return [s for s, v in result.items() if v == "ran"]
+
+    assert set(stage_states(cfg).values()) == {"missing"}
+    first = build(cfg)
+    assert [r.status for r in first] == ["ran"] * 8
+    assert set(stage_states(cfg).values()) == {"done"}
+    assert ran(statuses()) == []
+
+    cfg.filters.gopher_quality.min_doc_words = 10  # a filter setting: everything downstream is stale
+    assert stage_states(cfg)["ingest"] == "done" and stage_states(cfg)["components"] == "stale"
+    assert ran(statuses()) == stages[1:]
+    cfg.cluster.n_components = 2  # only the merge changes
+    assert ran(statuses()) == ["components"]
+    cfg.quality.min_cluster_score = 1.5  # pruning and what follows
+    assert ran(statuses()) == ["prune", "components"]
+    assert ran(statuses(force=True)) == stages
 
     # new input data makes everything stale
-    with (tmp_path / "q.jsonl").open("a") as f:
-        f.write(json.dumps({"text": "One more line of quotations appended by hand."}) + "\n")
+    with (tmp_path / "b.jsonl").open("a") as f:
+        f.write(json.dumps({"text": "One more line appended by hand to the Bible slice."}) + "\n")
     assert stage_states(cfg)["ingest"] == "stale"
-    again = build(cfg)
+    again = build(cfg, until="ingest")
     assert again[0].status == "ran" and again[0].counts["docs_in"] == first[0].counts["docs_in"] + 1
 
 
