@@ -57,7 +57,7 @@ def train_kmeans(sample: np.ndarray, k: int, iterations: int, seed: int, sample_
     use_gpu = faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
     km = faiss.Kmeans(
         sample.shape[1], k, niter=iterations, seed=seed, spherical=True, gpu=use_gpu,
-        max_points_per_centroid=sample_per_centroid, verbose=False,
+        max_points_per_centroid=sample_per_centroid, min_points_per_centroid=1, verbose=False,
     )
     km.train(np.ascontiguousarray(sample))
     return km.centroids, ("cuda" if use_gpu else "cpu")

@@ -54,7 +54,7 @@ def run_pipeline(
     if tasks <= 0:
         return
     quiet_logs()
-    workers = min(default_workers(workers), tasks)
+    workers = min(default_workers(workers), tasks) if _workers_can_start() else 1
     executor = QuietExecutor(
         pipeline=pipeline,
         tasks=tasks,
@@ -65,6 +65,14 @@ def run_pipeline(
     sizes = task_sizes or [1] * tasks
     with _TaskProgress(logging_dir / "completions", sizes, description, unit):
         executor.run()
+
+
+def _workers_can_start() -> bool:
+    """Worker processes re-import the main script; one read from stdin (`python - <<EOF`) cannot
+    be, and the pool would hang. Such runs use one in-process worker instead."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.exists(path)
 
 
 class _TaskProgress:
