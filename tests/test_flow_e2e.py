@@ -50,23 +50,32 @@ def test_init_build_status_end_to_end(tmp_path):
 
     ws = tmp_path / "work"
     ledger = json.loads((ws / "ledger.json").read_text())
-    for stage in ("ingest", "filter", "dedup"):
+    for stage in ("ingest", "filter", "dedup", "prune"):
         row = ledger[stage]
         assert row["docs_in"] == row["docs_out"] + sum(r["docs"] for r in row["removed"].values())
     assert ledger["ingest"]["docs_in"] == 64
     # every input document is either kept or removed (with a reason), never both, never lost
-    kept, removed = _ids(ws / "dedup" / "docs"), _ids(ws / "removed")
+    kept, removed = _ids(ws / "prune" / "docs"), _ids(ws / "removed")
     ingested = _ids(ws / "ingest" / "docs")
     assert len(ingested) == 64 and len(set(kept)) == len(kept)
     assert set(kept) | set(removed) == set(ingested) and not set(kept) & set(removed)
-    assert ledger["dedup"]["docs_out"] == len(kept) > 20
+    assert ledger["prune"]["docs_out"] == len(kept) > 20
     assert "exact_duplicate" in ledger["dedup"]["removed"]  # the slice's licence copies
-    docs = pl.read_parquet(sorted((ws / "dedup" / "docs").glob("*.parquet")))
+    docs = pl.read_parquet(sorted((ws / "prune" / "docs").glob("*.parquet")))
     assert set(docs["source"]) == {"bible", "quotes", "legal", "code"}
 
     status = json.loads(_cli("status", str(config), "--json").stdout)
-    assert {s: v["state"] for s, v in status["stages"].items()} == {"ingest": "done", "filter": "done", "dedup": "done"}
-    assert status["stages"]["dedup"]["ledger"]["docs_out"] == len(kept)
+    assert set(status["stages"]) == {"ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components"}
+    assert {v["state"] for v in status["stages"].values()} == {"done"}
+    assert status["stages"]["prune"]["ledger"]["docs_out"] == len(kept)
+    assert status["stages"]["embed"]["summary"]["documents"] == len(kept)
+
+    clusters = json.loads(_cli("clusters", str(config), "--json").stdout)
+    comps = clusters["components"]
+    assert sum(c["documents"] for c in comps) == len(kept)
+    assert all(set(c) == {"component", "documents", "tokens", "quality_mean", "top_terms", "sources"} for c in comps)
+    assert {label for c in comps for label in c["sources"]} == {"bible", "quotes", "legal", "code"}
+    assert "component" in _cli("clusters", str(config)).stdout
     table = _cli("status", str(config)).stdout
     assert "ingest" in table and "done" in table and "exact_duplicate" in table
 

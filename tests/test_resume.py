@@ -18,13 +18,15 @@ KILL_POINTS = {
     "filter task done": lambda ws: any((ws / "filter.partial" / "logs" / "completions").glob("*")),
     "minhash started": lambda ws: (ws / "dedup.partial" / "logs" / "mh1").exists(),
     "dedup writing": lambda ws: (ws / "dedup.partial" / "logs" / "final").exists(),
+    "embedding": lambda ws: (ws / "embed.partial").exists(),
+    "merging components": lambda ws: (ws / "components.partial").exists(),
 }
 
 
 def _outputs(ws: Path) -> dict[str, str]:
-    """sha256 of every published output (stage records hold timestamps, so they are left out)."""
-    files = [p for p in ws.rglob("*") if p.is_file() and ".partial" not in str(p)]
-    keep = [p for p in files if p.suffix == ".parquet" and "/logs/" not in str(p)] + [ws / "ledger.json"]
+    """sha256 of every published output (stage records and summaries hold timings: left out)."""
+    files = [p for p in ws.rglob("*") if p.is_file() and ".partial" not in str(p) and "/logs/" not in str(p)]
+    keep = [p for p in files if p.suffix in (".parquet", ".npy") or p.name in ("report.md", "ledger.json")]
     return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest() for p in keep}
 
 
@@ -58,7 +60,7 @@ def test_killed_build_resumes_to_identical_outputs(tmp_path, slice_config):
 
     ws = tmp_path / "ws"
     killed = [name for name, predicate in KILL_POINTS.items() if _run_until(slice_config, ws, predicate)]
-    assert len(killed) >= 3, f"the build was killed only at {killed}"
+    assert len(killed) >= 4, f"the build was killed only at {killed}"
     run = subprocess.run(mixforge_cmd() + ["build", str(slice_config)], timeout=300, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert _outputs(ws) == expected
