@@ -57,6 +57,20 @@ def test_model_paths_that_are_not_sentence_transformers_fail_clearly(tmp_path):
         Encoder(EmbedConfig(model="some-org/some-model"))
 
 
+@pytest.mark.timeout(300)
+def test_static_backend_is_distilled_locally_and_keeps_neighbours(encoder, tmp_path):
+    fast = Encoder(EmbedConfig(backend="static", max_tokens=128), cache_dir=tmp_path)
+    assert (tmp_path / "static-model" / "model.safetensors").exists()  # distilled once, cached
+    texts = _texts("bible")[:6] + _texts("code")[:6]
+    v = fast.encode(texts)
+    assert v.shape == (12, fast.dim) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
+    full = encoder.encode(texts)
+    # each document's nearest other document is of the same kind under both models
+    for x in (v, full):
+        sims = x @ x.T - 2 * np.eye(12)
+        assert ((sims.argmax(1) < 6) == (np.arange(12) < 6)).mean() >= 0.9
+
+
 def test_kmeans_is_seeded_and_assigns_nearest_centroid(encoder):
     texts = _texts("bible") + _texts("code") + _texts("legal")
     x = encoder.encode(texts)
