@@ -11,6 +11,7 @@ MinHash stages, run with LocalPipelineExecutor. E.g.: bench_build.py --copies 3 
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import os
 import shutil
@@ -21,13 +22,12 @@ from itertools import groupby
 from pathlib import Path
 
 import orjson
-import pyarrow.parquet as pq
 import yaml
 import zstandard
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # datatrove's MinHash stages draw tqdm bars
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import device_info, report, timed_pair  # noqa: E402
+from harness import device_info, parquet_rows, report, timed_pair  # noqa: E402
 
 from datatrove.executor import LocalPipelineExecutor  # noqa: E402
 from datatrove.pipeline.base import PipelineStep  # noqa: E402
@@ -38,7 +38,7 @@ from datatrove.pipeline.writers import ParquetWriter  # noqa: E402
 from datatrove.utils.logging import logger  # noqa: E402
 
 from mixforge.config import load_config  # noqa: E402
-from mixforge.demo import DEMO_DIR  # noqa: E402
+from mixforge.demo import write_demo_config  # noqa: E402
 from mixforge.pipelines.build import build  # noqa: E402
 from mixforge.pipelines.filters import build_filters, filters_by_source  # noqa: E402
 
@@ -47,11 +47,12 @@ def make_input(folder: Path, copies: int) -> tuple[Path, int, int]:
     """One <label>.jsonl.zst per demo source holding `copies` concatenated copies of it. Copy k>0
     gets ids '<id>#copy<k>' so mixforge's duplicate-id check keeps it; exact dedup then removes
     it on both sides. Returns the config path, documents and uncompressed bytes."""
-    demo = yaml.safe_load((DEMO_DIR / "demo.yaml").read_text())
     folder.mkdir(parents=True)
+    # the packaged demo config with every path made absolute by mixforge itself; then our inputs
+    demo = yaml.safe_load(write_demo_config(folder.parent).read_text())
     n_docs = n_bytes = 0
     for source in demo["sources"]:
-        raw = zstandard.ZstdDecompressor().stream_reader(open(DEMO_DIR / source["path"], "rb")).read()
+        raw = zstandard.ZstdDecompressor().stream_reader(open(source["path"], "rb")).read()
         records = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
         out = io.BytesIO()
         for k in range(copies):
@@ -74,7 +75,9 @@ def run_ours(config: Path, workspace: Path, workers: int, spent: dict) -> tuple[
     t0 = time.perf_counter()
     cfg = load_config(config, workspace=str(workspace))
     cfg.workers = workers
-    results = build(cfg, force=True)
+    # build() runs later stages too once they exist: stop at dedup, where the baseline stops
+    until = {"until": "dedup"} if "until" in inspect.signature(build).parameters else {}
+    results = build(cfg, force=True, **until)
     profile = {k: round(v, 2) for k, v in spent.items()}
     profile["rest (planning, counting, ledger, publish)"] = round(time.perf_counter() - t0 - sum(spent.values()), 2)
     return {r.stage: r for r in results}, profile
@@ -186,10 +189,6 @@ def run_baseline(cfg, input_dir: Path, root: Path, workers: int, exact: bool) ->
     return times, root
 
 
-def parquet_rows(folder: Path) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.rglob("*.parquet"))
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--copies", type=int, default=1, help="concatenate the demo corpus this many times")
@@ -230,12 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  exact dedup: ours = polars pass; baseline = {'datatrove ExactDedup stages' if exact else 'none (MinHash only)'}")
         return report(f"build x{args.copies} w{args.workers}", t_ours["best"], t_base["best"], {
             "docs": n_docs, "mb": round(n_bytes / 1e6, 1), "workers": args.workers, "repeat": args.repeat,
-            "load_before": round(load, 2),
-            "ours_docs_per_s": round(n_docs / t_ours["best"], 1),
-            "baseline_docs_per_s": round(n_docs / t_base["best"], 1),
+            "load_before": round(load, 2), "baseline_exact": "datatrove" if exact else "none",
+            "ours_docs_per_s": round(n_docs / t_ours["best"], 1), "baseline_docs_per_s": round(n_docs / t_base["best"], 1),
             "ours_median_s": round(t_ours["median"], 2), "baseline_median_s": round(t_base["median"], 2),
-            "kept_ours": counts["after dedup"][0], "kept_baseline": counts["after dedup"][1],
-            "baseline_exact": "datatrove" if exact else "none",
             "ours_stage_s": {s: round(r.seconds, 2) for s, r in stages.items()},
             "ours_profile_s": profile,
             "baseline_step_s": {s: round(v, 2) for s, v in steps.items()},

@@ -94,6 +94,13 @@ def timed_pair(ours: Callable[[], object], baseline: Callable[[], object], repea
     return merge(a), merge(b)
 
 
+def parquet_rows(folder: Path) -> int:
+    """Rows in every Parquet file under `folder` (from the footers: no data is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.rglob("*.parquet"))
+
+
 def report(name: str, ours_s: float, baseline_s: float, extra: dict | None = None) -> dict:
     """Print one table line (ours, baseline, ratio baseline/ours, our overhead) and append the
     same as a JSON line to bench/out/results.jsonl."""
