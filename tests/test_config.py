@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mixforge.config import MixforgeConfig, SourceConfig, load_config
 from mixforge.config_template import default_config, render_config

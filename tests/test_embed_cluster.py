@@ -1,7 +1,6 @@
 """Embedding, clustering, quality, pruning and components on real slice documents (CPU)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
