@@ -68,10 +68,18 @@ def write_report(out: Path, docs: pl.DataFrame, table: list[dict], summary: dict
     _plot_sizes(out / "sizes.png", table)
     _plot_map(out / "map.png", docs, ws, seed)
     _plot_quality(out / "quality.png", docs, table)
-    atomic_write_text(out / "report.md", _markdown(table, summary))
+    atomic_write_text(out / "report.md", _markdown(table, summary, _cluster_rows(docs)))
 
 
-def _markdown(table: list[dict], summary: dict) -> str:
+def _cluster_rows(docs: pl.DataFrame) -> list[tuple]:
+    """(cluster, component, documents, tokens, mean quality) per cluster, by cluster id."""
+    per = docs.group_by("cluster").agg(
+        pl.col("component").first(), pl.len(), pl.col("tokens").sum(), pl.col("quality").mean()
+    ).sort("cluster")
+    return list(per.iter_rows())
+
+
+def _markdown(table: list[dict], summary: dict, clusters: list[tuple]) -> str:
     lines = [
         "# Cluster report", "",
         f"{summary['components']} components ({summary['mode']}) from {summary['clusters']} clusters, "
@@ -93,6 +101,10 @@ def _markdown(table: list[dict], summary: dict) -> str:
     for r in table:
         lines += [f"## {r['component']}: {', '.join(r['top_terms'][:4])}", ""]
         lines += [f"> {s}" + "\n" for s in r["snippets"]]
+    lines += ["## Clusters", "", "| cluster | component | docs | tokens | mean quality |", "|---:|---|---:|---:|---:|"]
+    for cluster, component, n, tokens, quality in clusters:
+        q = "" if quality is None else f"{quality:.2f}"
+        lines.append(f"| {cluster} | {component} | {n:,} | {tokens:,} | {q} |")
     return "\n".join(lines) + "\n"
 
 

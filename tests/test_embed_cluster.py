@@ -153,6 +153,7 @@ def test_full_build_on_the_slice_components_report_and_pruning(tmp_path, slice_c
         assert c["top_terms"] and len(c["snippets"]) == min(3, c["documents"]) and c["sources"]
     report = (ws.stage_dir("components") / "extra" / "report.md").read_text()
     assert "# Cluster report" in report and "NMI" in report and comps[0]["component"] in report
+    assert "## Clusters" in report and "| mean quality |" in report  # per-cluster quality means
     for png in ("sizes.png", "map.png", "quality.png"):
         assert (ws.stage_dir("components") / "extra" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
