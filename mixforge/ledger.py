@@ -55,10 +55,6 @@ class StageCounts:
         d.update(docs_removed=self.docs_removed, chars_removed=self.chars_removed, chars_trimmed=self.chars_trimmed)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "StageCounts":
-        return cls(**{k: d[k] for k in ("stage", "docs_in", "docs_out", "chars_in", "chars_out", "removed")})
-
 
 def shard_counts(files: list[Path]) -> tuple[int, int]:
     """(documents, characters) of normalised shards, reading only metadata and `chars`."""

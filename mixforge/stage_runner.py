@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,9 +29,6 @@ class StageResult:
     docs_dir: str
     counts: dict
     seconds: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def run_stage(

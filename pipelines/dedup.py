@@ -113,10 +113,10 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
     fingerprint = dedup_fingerprint(cfg, upstream.fingerprint)
     files = parquet_files(in_dir)
     workers = default_workers(cfg.workers)
-    sizes = [shard_counts([f])[0] for f in files]
     mh = MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket, seed=d.seed)
 
     def body(partial: Path) -> None:
+        sizes = [shard_counts([f])[0] for f in files]  # documents per task, for the progress rate
         exact = find_exact_duplicates(files) if d.exact else {}
         work, logs = partial / "work", partial / "logs"
         unique = [docs_reader(str(in_dir)), SkipIds(set(exact))]
