@@ -1,0 +1,188 @@
+"""The mixture sampler: fixed-length training sequences whose components follow the weights.
+
+Each sequence comes from one component. Counts per component are the largest-remainder
+apportionment of the sequence count by weight, and the sequences are interleaved so that every
+prefix (every batch) tracks the weights too. Within a component, windows walk its token stream
+in a shuffled order from a random offset, one pass per epoch, so nothing repeats before the
+stream is used up; repetition is allowed up to `max_epochs` (RegMix caps it at 15) and recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mixforge.errors import InputError, MixforgeError
+from mixforge.workspace import read_json
+
+
+def load_shards(folder: str | Path) -> dict[str, np.memmap]:
+    """The token shards `tokenize_components` wrote, memory-mapped: {component: 1-D array}."""
+    folder = Path(folder)
+    shards, hashes = {}, set()
+    for meta_path in sorted(folder.glob("*.json")):
+        if meta_path.name.startswith((".", "_")):
+            continue
+        meta = read_json(meta_path)
+        if not meta or "tokens" not in meta or "dtype" not in meta:
+            continue
+        comp, bin_path = meta_path.stem, meta_path.with_suffix(".bin")
+        if not bin_path.exists():
+            raise InputError(f"{bin_path} is missing (its {meta_path.name} is there): tokenize again")
+        dtype = np.dtype(meta["dtype"])
+        if bin_path.stat().st_size != meta["tokens"] * dtype.itemsize:
+            raise InputError(f"{bin_path} holds {bin_path.stat().st_size} bytes, {meta_path.name} says "
+                             f"{meta['tokens']} {dtype.name} tokens: tokenize again")
+        shards[comp] = np.memmap(bin_path, dtype=dtype, mode="r") if meta["tokens"] else np.zeros(0, dtype)
+        hashes.add(meta.get("tokenizer_sha256"))
+    if not shards:
+        raise InputError(f"no token shards in {folder}")
+    if len(hashes) > 1:
+        raise InputError(f"the shards in {folder} come from {len(hashes)} different tokenizers: tokenize again")
+    return shards
+
+
+def check_weights(weights: dict[str, float], known: list[str]) -> dict[str, float]:
+    """Weights for every known component (missing ones are 0), summing to 1."""
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        raise MixforgeError(f"unknown component(s) {', '.join(unknown)} in the weights; known: {', '.join(sorted(known))}")
+    clean = {}
+    for comp in known:
+        w = weights.get(comp, 0.0)
+        try:
+            w = float(w)
+        except (TypeError, ValueError):
+            raise MixforgeError(f"weight of component {comp!r} is {w!r}, not a number") from None
+        if math.isnan(w) or math.isinf(w):
+            raise MixforgeError(f"weight of component {comp!r} is {w}: weights must be finite numbers")
+        if w < 0:
+            raise MixforgeError(f"weight of component {comp!r} is {w}: weights cannot be negative")
+        clean[comp] = w
+    total = sum(clean.values())
+    if total <= 0:
+        raise MixforgeError("the weights sum to 0: at least one component needs a positive weight")
+    if abs(total - 1.0) > 1e-6:
+        warnings.warn(f"mixture weights sum to {total:.6g}, not 1: normalised", stacklevel=3)
+    return {c: w / total for c, w in clean.items()}
+
+
+def apportion(weights: np.ndarray, n: int) -> np.ndarray:
+    """Largest-remainder split of n items by weights (ties go to the earlier component)."""
+    exact = weights * n
+    counts = np.floor(exact).astype(np.int64)
+    rest = n - int(counts.sum())
+    if rest > 0:
+        order = np.lexsort((np.arange(len(weights)), -(exact - counts)))
+        counts[order[:rest]] += 1
+    return counts
+
+
+def interleave(counts: np.ndarray) -> np.ndarray:
+    """Component index per position: component c's k-th sequence sits at ideal time (k + 0.5) / count,
+    so any prefix holds each component in proportion (a deterministic, smooth schedule)."""
+    comp = np.repeat(np.arange(len(counts)), counts)
+    k = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, np.int64)
+    when = (k + 0.5) / np.maximum(counts[comp], 1)
+    return comp[np.lexsort((comp, when))]
+
+
+class MixtureSampler:
+    """Sequences of `seq_len + 1` tokens (inputs plus the shifted target) for a token budget.
+
+    shards: {component: 1-D token array or memmap}; weights: {component: weight} (components
+    left out get 0; weights not summing to 1 are normalised with a warning). The budget counts
+    trained tokens: ceil(token_budget / seq_len) sequences. Deterministic for a seed.
+    """
+
+    def __init__(self, shards: dict[str, np.ndarray], weights: dict[str, float], seq_len: int,
+                 token_budget: int, seed: int, max_epochs: float = 15):
+        if seq_len < 1:
+            raise MixforgeError(f"seq_len must be at least 1, got {seq_len}")
+        if token_budget < 1:
+            raise MixforgeError(f"token_budget must be at least 1, got {token_budget}")
+        self.names = sorted(shards)
+        self.shards = shards
+        self.seq_len, self.token_budget, self.seed, self.max_epochs = int(seq_len), int(token_budget), seed, max_epochs
+        self.weights = check_weights(weights, self.names)
+        self.available = {c: len(shards[c]) for c in self.names}
+        self._check_epochs()
+        self.n_sequences = math.ceil(self.token_budget / self.seq_len)
+        w = np.array([self.weights[c] for c in self.names])
+        self.counts = dict(zip(self.names, apportion(w, self.n_sequences).tolist()))
+        # realised epochs: windows read seq_len new tokens each (the +1 target overlaps the next)
+        self.epochs = {c: self.counts[c] * self.seq_len / self.available[c] if self.counts[c] else 0.0
+                       for c in self.names}
+        self.order = interleave(np.array([self.counts[c] for c in self.names]))
+        self.starts = np.zeros(self.n_sequences, dtype=np.int64)
+        for i, c in enumerate(self.names):
+            if self.counts[c]:
+                self.starts[self.order == i] = self._window_starts(c, self.counts[c])
+
+    def _check_epochs(self) -> None:
+        """Every weighted component must hold one window, and its target (weight * budget) must fit
+        in max_epochs passes over its tokens."""
+        problems = []
+        for c in self.names:
+            if self.weights[c] == 0:
+                continue
+            needed, have = self.weights[c] * self.token_budget, self.available[c]
+            if have < self.seq_len + 1:
+                problems.append(f"{c}: {have:,} tokens, fewer than one sequence of {self.seq_len + 1}")
+            elif needed / have > self.max_epochs:
+                problems.append(f"{c}: {have:,} tokens available, {needed:,.0f} needed "
+                                f"(weight {self.weights[c]:.4g} of {self.token_budget:,}) = {needed / have:.1f} epochs")
+        if problems:
+            raise MixforgeError(f"mixture needs more data than allowed (at most {self.max_epochs} epochs per "
+                                f"component): " + "; ".join(problems) + ". Lower the weight or the token budget, or add data.")
+
+    def _window_starts(self, comp: str, count: int) -> np.ndarray:
+        """Window starts for one component: per epoch a random offset and a shuffled order of the
+        seq_len-strided windows from it. The generator depends on the seed and the component's name
+        only, so adding or reweighting other components leaves this one's windows as they were."""
+        rng = np.random.default_rng([int(self.seed), zlib.crc32(comp.encode("utf-8"))])
+        n = self.available[comp]
+        per_epoch = max(n // self.seq_len, 1)
+        starts = []
+        while sum(len(s) for s in starts) < count:
+            offset = int(rng.integers(n))
+            starts.append((offset + rng.permutation(per_epoch) * self.seq_len) % n)
+        return np.concatenate(starts)[:count]
+
+    def __len__(self) -> int:
+        return self.n_sequences
+
+    def sequence(self, i: int) -> np.ndarray:
+        """Sequence i: seq_len + 1 int64 tokens, wrapping to the stream's start at its end."""
+        tokens = self.shards[self.names[self.order[i]]]
+        start, width = int(self.starts[i]), self.seq_len + 1
+        if start + width <= len(tokens):
+            return np.asarray(tokens[start:start + width], dtype=np.int64)
+        head = np.asarray(tokens[start:], dtype=np.int64)
+        return np.concatenate([head, np.asarray(tokens[:width - len(head)], dtype=np.int64)])
+
+    def components(self) -> list[str]:
+        """Component name of each sequence, in order."""
+        return [self.names[i] for i in self.order]
+
+    def batches(self, batch_size: int, drop_last: bool = False) -> Iterator[np.ndarray]:
+        """int64 arrays [batch_size, seq_len + 1] in schedule order (the last may be smaller)."""
+        for lo in range(0, self.n_sequences, batch_size):
+            hi = min(lo + batch_size, self.n_sequences)
+            if drop_last and hi - lo < batch_size:
+                return
+            yield np.stack([self.sequence(i) for i in range(lo, hi)])
+
+    def summary(self) -> dict:
+        """Per component: weight, sequences, trained tokens, available tokens, epochs, realised share."""
+        total = self.n_sequences * self.seq_len
+        rows = {c: {"weight": self.weights[c], "sequences": self.counts[c], "tokens": self.counts[c] * self.seq_len,
+                    "available_tokens": self.available[c], "epochs": round(self.epochs[c], 4),
+                    "share": self.counts[c] * self.seq_len / total} for c in self.names}
+        return {"seq_len": self.seq_len, "token_budget": self.token_budget, "sequences": self.n_sequences,
+                "tokens": total, "seed": self.seed, "max_epochs": self.max_epochs, "components": rows}

@@ -1,0 +1,191 @@
+"""Tokenizers and token shards for proxy training.
+
+A proxy run reads one flat token file per component: `<out>/<component>.bin` (every document's
+tokens followed by an EOS token) and `<out>/<component>.json` (counts, dtype, tokenizer hash).
+The tokenizer is a local `tokenizer.json` the user names, or, when they name none, a byte-level
+BPE trained here on a seeded sample of the corpus (`train_default_tokenizer`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from mixforge.errors import ConfigError, InputError, MixforgeError
+from mixforge.workspace import Workspace, atomic_write_bytes, atomic_write_json
+
+EOS = "<|endoftext|>"
+# EOS candidates for tokenizers the user brings (GPT-2 style, Llama/T5 style, BERT style).
+EOS_CANDIDATES = [EOS, "</s>", "<eos>", "[SEP]"]
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _disable_cut(tok):
+    """Switch off truncation and padding: a tokenizer.json saved with them (MiniLM's cuts at 128
+    tokens) would silently drop most of every document."""
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def load_tokenizer(path: str | Path):
+    """A local tokenizer.json, with truncation and padding off. ConfigError when it does not load."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"tokenizer file {path}: not found")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust side raises a bare Exception with serde's message
+        raise ConfigError(f"tokenizer file {path} does not load as a tokenizers tokenizer.json: {e}") from None
+    return _disable_cut(tok)
+
+
+def train_default_tokenizer(texts: Iterable[str], path: str | Path, vocab_size: int = 8192, seed: int = 0,
+                            sample_docs: int = 20_000):
+    """The default tokenizer when the user names none: byte-level BPE (GPT-2 style, so any text
+    round-trips exactly) with `<|endoftext|>` as its only special token, trained on a seeded
+    sample of `sample_docs` texts and saved atomically to `path`. Returns the tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = list(texts)
+    if not texts:
+        raise MixforgeError("cannot train a tokenizer: no texts")
+    if len(texts) > sample_docs:
+        keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=sample_docs, replace=False))
+        texts = [texts[i] for i in keep]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    atomic_write_bytes(Path(path), tok.to_str().encode("utf-8"))
+    return tok
+
+
+def tokenizer_identity(tok_or_path) -> dict:
+    """What identifies a tokenizer in a run row: name, path, vocab size and the sha256 of its
+    tokenizer.json (the file's bytes for a path; the serialised JSON for a loaded tokenizer)."""
+    if isinstance(tok_or_path, (str, Path)):
+        path = Path(tok_or_path)
+        tok = load_tokenizer(path)
+        data = path.read_bytes()
+        name = path.parent.name if path.name == "tokenizer.json" and path.parent.name else path.stem
+        where = str(path.resolve())
+    else:
+        tok = tok_or_path
+        data = tok.to_str().encode("utf-8")
+        name, where = "in-memory", None
+    return {"name": name, "path": where, "vocab_size": tok.get_vocab_size(with_added_tokens=True),
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def eos_id(tok) -> int:
+    """The token appended after each document."""
+    for token in EOS_CANDIDATES:
+        tid = tok.token_to_id(token)
+        if tid is not None:
+            return tid
+    raise ConfigError(f"the tokenizer has no end-of-text token (looked for {', '.join(EOS_CANDIDATES)})")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.uint32)
+
+
+def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str | Path,
+                        batch_size: int = 1024) -> dict:
+    """Tokenize (component, text) pairs into `<out>/<component>.bin` + `<component>.json`.
+
+    `tokenizer` is a Tokenizer or a tokenizer.json path. Each component streams into a temp file
+    in `out_dir`, renamed into place only after every document was encoded, so a kill leaves the
+    previous shards (or none). Returns {component: metadata}.
+    """
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else _disable_cut(tokenizer)
+    identity = tokenizer_identity(tokenizer)
+    eos = eos_id(tok)
+    dtype = token_dtype(identity["vocab_size"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, tuple[str, object]] = {}  # component -> (temp path, open file)
+    stats: dict[str, dict] = {}
+
+    def flush(batch: list[tuple[str, str]]) -> None:
+        # encode_batch runs on all cores; add_special_tokens=False so BERT-like tokenizers add no [CLS].
+        encodings = tok.encode_batch([text for _, text in batch], add_special_tokens=False)
+        per_comp: dict[str, list[int]] = {}
+        for (comp, _), enc in zip(batch, encodings):
+            ids = per_comp.setdefault(comp, [])
+            ids.extend(enc.ids)
+            ids.append(eos)
+            stats[comp]["documents"] += 1
+        for comp, ids in per_comp.items():
+            files[comp][1].write(np.asarray(ids, dtype=dtype).tobytes())
+            stats[comp]["tokens"] += len(ids)
+
+    try:
+        batch: list[tuple[str, str]] = []
+        for comp, text in docs:
+            comp = str(comp)
+            if comp not in files:
+                if not SAFE_NAME.match(comp):
+                    raise InputError(f"component name {comp!r} cannot be a file name (letters, digits, _ . - only)")
+                fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{comp}.bin.", suffix=".tmp")
+                files[comp] = (tmp, os.fdopen(fd, "wb"))
+                stats[comp] = {"documents": 0, "tokens": 0}
+            batch.append((comp, text or ""))
+            if len(batch) >= batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+        for comp, (tmp, f) in files.items():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(tmp, out / f"{comp}.bin")
+    except BaseException:
+        for tmp, f in files.values():
+            f.close()
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    result = {}
+    for comp in sorted(stats):
+        meta = {"component": comp, "tokens": stats[comp]["tokens"], "documents": stats[comp]["documents"],
+                "dtype": dtype.name, "eos_id": eos, "tokenizer_sha256": identity["sha256"], "tokenizer": identity}
+        atomic_write_json(out / f"{comp}.json", meta)
+        result[comp] = meta
+    return result
+
+
+def workspace_docs(ws: Workspace | str | Path) -> Iterable[tuple[str, str]]:
+    """(component, text) for every kept document: prune docs joined with components.parquet,
+    read one shard at a time so the corpus never sits in memory whole."""
+    import polars as pl
+
+    from mixforge.ledger import parquet_files
+
+    ws = ws if isinstance(ws, Workspace) else Workspace(Path(ws))
+    comp_path = ws.stage_dir("components") / "extra" / "components.parquet"
+    if not comp_path.exists():
+        raise MixforgeError(f"{comp_path} not found: run the components stage before tokenizing")
+    shards = parquet_files(ws.docs_dir("prune"))
+    if not shards:
+        raise MixforgeError(f"no documents under {ws.docs_dir('prune')}: run the prune stage before tokenizing")
+    components = pl.read_parquet(comp_path, columns=["id", "component"])
+    for shard in shards:
+        frame = pl.read_parquet(shard, columns=["id", "text"]).join(components, on="id", how="inner", maintain_order="left")
+        yield from zip(frame["component"].to_list(), frame["text"].to_list())
+
+
+def tokenize_workspace(ws: Workspace | str | Path, tokenizer, out_dir: str | Path, batch_size: int = 1024) -> dict:
+    """Token shards for a workspace's components, written into `out_dir`."""
+    return tokenize_components(workspace_docs(ws), tokenizer, out_dir, batch_size=batch_size)
