@@ -1,0 +1,112 @@
+"""Training one proxy: warm-up, then a constant (RegMix), cosine or WSD learning rate; AdamW;
+deterministic for a seed; progress with tokens/s. Data comes in as batches of token ids
+[B, T + 1] (inputs are [:, :-1], targets [:, 1:]) from the mixture sampler."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Literal
+
+import numpy as np
+import torch
+
+from mixforge.proxy_training.model import GPT, ModelConfig, autocast_context
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one proxy run."""
+
+    lr: float = 4e-4  # peak learning rate (RegMix: constant 4e-4)
+    warmup_steps: int = 100  # linear warm-up from 0 (RegMix: 100)
+    schedule: Literal["constant", "cosine", "wsd"] = "constant"
+    min_lr_ratio: float = 0.1  # floor of cosine / end of WSD decay, as a fraction of lr
+    decay_fraction: float = 0.2  # WSD: share of steps spent decaying at the end
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"  # auto: CUDA when present
+    compile: bool = False  # torch.compile the model (pays off for long GPU runs)
+    log_every: int = 10  # steps between recorded losses
+
+
+@dataclass
+class ProxyResult:
+    """What one training run produced (the model itself is returned beside it)."""
+
+    steps: int
+    tokens: int
+    final_loss: float  # mean training loss over the last 10% of steps
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) every log_every
+    seconds: float = 0.0
+    tokens_per_s: float = 0.0
+    device: str = "cpu"
+    non_embedding_params: int = 0
+    flops_per_token: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning rate of a step (0-based) out of `total` steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    floor = cfg.lr * cfg.min_lr_ratio
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
+        return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
+    decay_start = int(total * (1 - cfg.decay_fraction))  # WSD: warm-up, stable, then linear decay
+    if step < decay_start:
+        return cfg.lr
+    return cfg.lr - (cfg.lr - floor) * (step - decay_start) / max(total - decay_start, 1)
+
+
+def resolve_device(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray], steps: int, progress=None) -> tuple[GPT, ProxyResult]:
+    """Train a fresh GPT for `steps` batches. `progress(step, steps, tokens_per_s)` is called
+    every `log_every` steps when given."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_cfg).to(device)
+    forward = torch.compile(model) if cfg.compile else model
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95), fused=device == "cuda",
+    )
+    losses: list[tuple[int, float]] = []
+    tokens = 0
+    t0 = time.perf_counter()
+    model.train()
+    for step, batch in zip(range(steps), batches):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, cfg)
+        xy = torch.from_numpy(np.asarray(batch, dtype=np.int64)).to(device)
+        with autocast_context(device):
+            _, loss = forward(xy[:, :-1], xy[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        tokens += xy[:, 1:].numel()
+        if step % cfg.log_every == 0 or step == steps - 1:
+            losses.append((step, loss.item()))
+            if progress is not None:
+                progress(step + 1, steps, tokens / (time.perf_counter() - t0))
+    seconds = time.perf_counter() - t0
+    tail = [l for s, l in losses if s >= int(0.9 * steps)] or [losses[-1][1]]
+    result = ProxyResult(
+        steps=len(losses) and losses[-1][0] + 1, tokens=tokens, final_loss=float(np.mean(tail)), losses=losses,
+        seconds=round(seconds, 3), tokens_per_s=round(tokens / max(seconds, 1e-9), 1), device=device,
+        non_embedding_params=model.num_params(non_embedding=True), flops_per_token=model.flops_per_token(),
+    )
+    return model, result
