@@ -21,6 +21,10 @@ DEMO_WORKSPACE = "mixforge-demo"
 
 
 def main() -> None:
+    import warnings
+
+    # user-facing warnings (e.g. weights normalised) as one line, not with a source excerpt
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         app(standalone_mode=False)
     except MixforgeError as e:
@@ -162,6 +166,67 @@ def _components_table(data: dict) -> Table:
     return table
 
 
+proxy_app = typer.Typer(no_args_is_help=True, help="Train small proxy models on mixtures of the components.")
+app.add_typer(proxy_app, name="proxy")
+
+
+@proxy_app.command("train")
+def proxy_train(
+    config: Path = typer.Argument(..., help="Config file (the build must have run)."),
+    mixture: Path = typer.Option(..., "--mixture", help="YAML mapping of component -> weight."),
+    seed: Optional[int] = typer.Option(None, help="Seed of this run (default: the config's)."),
+    run_id: Optional[str] = typer.Option(None, help="Name of the run (default: a hash of mixture and settings)."),
+) -> None:
+    """Train one proxy on a mixture and record it in the runs table."""
+    import yaml
+
+    from mixforge.config import load_config
+    from mixforge.progress import progress_bar
+    from mixforge.proxy_training.proxy import run_proxy
+
+    cfg = load_config(config)
+    try:
+        weights = yaml.safe_load(mixture.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise MixforgeError(f"{mixture}: cannot read the mixture: {e}") from None
+    if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) for v in weights.values()):
+        raise MixforgeError(f"{mixture}: expected a mapping of component name -> weight, got {weights!r}")
+    with progress_bar() as bar:
+        task = bar.add_task("proxy", total=None, rate="")
+        row = run_proxy(cfg, weights, seed=seed, run_id=run_id,
+                        progress=lambda step, steps, tps: bar.update(task, completed=step, total=steps, rate=f"{tps:,.0f} tokens/s"))
+    _print_runs([row])
+
+
+@proxy_app.command("sweep")
+def proxy_sweep(
+    config: Path = typer.Argument(..., help="Config file (the build must have run)."),
+    runs: int = typer.Option(64, "--runs", min=1, help="Proxies to train on random mixtures."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the mixtures (default: the config's)."),
+    verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
+) -> None:
+    """Train proxies on random mixtures (RegMix's Dirichlet recipe) as a Prefect flow; finished
+    runs are skipped on a rerun."""
+    _quiet_prefect(verbose)
+    from mixforge.config import load_config
+
+    load_config(config)
+    from mixforge.flows.proxy import sweep_flow
+
+    _print_runs(sweep_flow(str(config), runs, seed))
+
+
+def _print_runs(rows: list[dict]) -> None:
+    table = Table(title="proxy runs (held-out loss, nats/token)")
+    for col in ("run", "mixture", "loss mean", "bits/byte", "tokens", "tokens/s", "wall s"):
+        table.add_column(col, justify="left" if col in ("run", "mixture") else "right")
+    for r in rows:
+        mix = ", ".join(f"{k[2:]} {v:.2f}" for k, v in sorted(r.items()) if k.startswith("w_") and v > 0)
+        table.add_row(r["run_id"], mix, f"{r['loss_mean']:.3f}", f"{r['bpb_mean']:.3f}", f"{r['tokens']:,}",
+                      f"{r['tokens_per_s']:,.0f}", f"{r['wall_s']:.1f}")
+    Console().print(table)
+
+
 def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -> Path:
     if demo:
         from mixforge.demo import write_demo_config
@@ -232,7 +297,7 @@ def _print_summary(cfg, results) -> None:
     out.print(_ledger_table(states, ledger))
     out.print(_reasons_table(ledger))
     out.print(_sources_table(Path(doc_results[0].docs_dir), Path(doc_results[-1].docs_dir)))
-    if results[-1].stage == "components":
+    if any(r.stage == "components" for r in results):
         out.print(_components_table(load_components(ws)))
         out.print(f"cluster report: {ws.stage_dir('components') / 'extra' / 'report.md'}")
     first, last = doc_results[0].counts, doc_results[-1].counts

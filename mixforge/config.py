@@ -230,11 +230,22 @@ class QualityConfig(Section):
 
 
 class ProxyConfig(Section):
-    """Small proxy language models trained on candidate mixtures."""
+    """Tokenization of the components and small proxy language models trained on mixtures."""
 
-    preset: Literal["tiny", "small", "base"] = Field("tiny", description="Model size preset.")
-    tokens: int = Field(5_000_000, ge=1, description="Training tokens per proxy run.")
-    tokenizer: str | None = Field(None, description="Path to a tokenizer.json; default documented with the stage.")
+    tokenizer: str | None = Field(
+        None, description="A local tokenizer.json (your target model's); null trains a byte-level BPE on the corpus."
+    )
+    vocab_size: int = Field(8192, ge=256, description="Vocabulary of the default tokenizer.")
+    heldout_fraction: float = Field(0.05, gt=0, lt=0.5, description="Share of each component's documents held out for evaluation.")
+    preset: Literal["tiny", "small", "base"] = Field("tiny", description="tiny ~1M (RegMix), small ~19M, base ~71M non-embedding parameters.")
+    tokens: int = Field(500_000, ge=1, description="Training tokens per proxy run.")
+    seq_len: int = Field(128, ge=8, description="Training sequence length.")
+    batch_size: int = Field(16, ge=1, description="Sequences per step.")
+    lr: float = Field(4e-4, gt=0, description="Peak learning rate (RegMix: 4e-4, constant).")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
+    schedule: Literal["constant", "cosine", "wsd"] = Field("constant", description="Learning-rate schedule after warm-up.")
+    max_epochs: float = Field(15, gt=0, description="Repetition cap per component (RegMix: 15 epochs).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
 
 
 class SearchConfig(Section):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STAGES = ["ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components"]
+STAGES = ["ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components", "tokens"]
 DOC_STAGES = ["ingest", "filter", "dedup", "prune"]  # stages that keep or remove documents (the ledger)
 STAGE_RECORD = "_stage.json"
 

@@ -18,6 +18,7 @@ from mixforge.pipelines.filters import filter_fingerprint, run_filter
 from mixforge.pipelines.ingest import ingest_fingerprint, run_ingest
 from mixforge.pipelines.prune import prune_fingerprint, run_prune
 from mixforge.pipelines.quality import quality_fingerprint, run_quality
+from mixforge.pipelines.tokens import run_tokens, tokens_fingerprint
 from mixforge.stage_runner import StageResult
 from mixforge.workspace import STAGES, Workspace
 
@@ -39,6 +40,7 @@ STAGE_FUNCTIONS = {
     "quality": run_quality,
     "prune": run_prune,
     "components": run_components,
+    "tokens": run_tokens,
 }
 
 
@@ -70,7 +72,7 @@ def stage_fingerprints(cfg: MixforgeConfig) -> dict[str, str]:
     fps = {"ingest": ingest_fingerprint(cfg)}
     chain = [("filter", filter_fingerprint), ("dedup", dedup_fingerprint), ("embed", embed_fingerprint),
              ("cluster", cluster_fingerprint), ("quality", quality_fingerprint), ("prune", prune_fingerprint),
-             ("components", components_fingerprint)]
+             ("components", components_fingerprint), ("tokens", tokens_fingerprint)]
     previous = fps["ingest"]
     for stage, fingerprint in chain:
         fps[stage] = previous = fingerprint(cfg, previous)

@@ -1,0 +1,77 @@
+"""Tokens: the components tokenized into token shards for proxy training.
+
+The tokenizer is the user's tokenizer.json (`proxy.tokenizer`, typically the target model's),
+or a byte-level BPE trained on a seeded sample of the corpus. A seeded `heldout_fraction` of
+each component's documents (chosen by a hash of the id, so independent of order) goes to
+`heldout/` for evaluation; the rest to `train/`. Output under `tokens/extra/`.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+import zlib
+from pathlib import Path
+
+from mixforge.config import MixforgeConfig, section_hash
+from mixforge.proxy_training.tokenize import (
+    load_tokenizer,
+    tokenize_components,
+    tokenizer_identity,
+    train_default_tokenizer,
+    workspace_docs,
+)
+from mixforge.stage_runner import StageResult, run_side_stage
+from mixforge.workspace import Workspace
+
+TOKENIZER_SAMPLE_DOCS = 20_000
+
+
+def is_heldout(doc_index_key: str, seed: int, fraction: float) -> bool:
+    return zlib.crc32(f"{seed}:{doc_index_key}".encode()) % 10_000 < fraction * 10_000
+
+
+def tokens_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
+    p = cfg.proxy
+    tok = cfg.resolve(p.tokenizer) if p.tokenizer else None
+    tok_id = (str(tok), tok.stat().st_size, tok.stat().st_mtime_ns) if tok and tok.exists() else str(tok)
+    return section_hash(upstream_fingerprint, tok_id, p.vocab_size, p.heldout_fraction, cfg.seed)
+
+
+def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
+    """Tokenize the components into `<workspace>/tokens/extra/{train,heldout}/`."""
+    ws = Workspace(cfg.workspace_dir)
+    p = cfg.proxy
+
+    def body(partial: Path) -> dict:
+        t0 = time.perf_counter()
+        out = partial / "extra"
+        out.mkdir(parents=True, exist_ok=True)
+        tok_path = out / "tokenizer.json"
+        if p.tokenizer:
+            load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
+            shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
+        else:
+            sample = [text for _, text in workspace_docs(ws)]
+            random.Random(cfg.seed).shuffle(sample)
+            train_default_tokenizer(sample[:TOKENIZER_SAMPLE_DOCS], tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
+        held_bytes: dict[str, int] = {}
+        train_docs, held_docs = [], []
+        for n, (comp, text) in enumerate(workspace_docs(ws)):
+            if is_heldout(str(n), cfg.seed, p.heldout_fraction):
+                held_docs.append((comp, text))
+                held_bytes[comp] = held_bytes.get(comp, 0) + len(text.encode("utf-8"))
+            else:
+                train_docs.append((comp, text))
+        train = tokenize_components(train_docs, tok_path, out / "train")
+        held = tokenize_components(held_docs, tok_path, out / "heldout")
+        components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
+                          "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}
+                      for c, m in train.items()}
+        return {"tokenizer": tokenizer_identity(tok_path) | {"path": "tokens/extra/tokenizer.json", "source": p.tokenizer or "default BPE"},
+                "components": components, "seconds": round(time.perf_counter() - t0, 2)}
+
+    fingerprint = tokens_fingerprint(cfg, upstream.fingerprint)
+    return run_side_stage(ws, "tokens", fingerprint, body, upstream.docs_dir, force=force,
+                          settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction"}))

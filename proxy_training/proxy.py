@@ -1,0 +1,83 @@
+"""One proxy run end to end: mixture -> sampler -> train -> evaluate on every component's
+held-out text -> a row in the runs table. Plain Python; the CLI and the sweep flow call it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+
+from mixforge import __version__
+from mixforge.config import MixforgeConfig
+from mixforge.errors import MixforgeError
+from mixforge.mixers.runs import RunsTable
+from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
+from mixforge.proxy_training.evaluate import bits_per_byte, heldout_loss
+from mixforge.proxy_training.model import preset
+from mixforge.proxy_training.train import TrainConfig, train
+from mixforge.workspace import Workspace
+
+
+def tokens_summary(ws: Workspace) -> dict:
+    record = ws.stage_record("tokens")
+    if record is None:
+        raise MixforgeError(f"no token shards in {ws.root}: run `mixforge build` (it ends with the tokens stage)")
+    return record["counts"]
+
+
+def run_id_for(cfg: MixforgeConfig, weights: dict[str, float], seed: int, tokenizer_sha: str) -> str:
+    """Stable id of a run: the same mixture, settings, seed and tokenizer give the same id, so a
+    sweep rerun finds it done."""
+    p = cfg.proxy
+    key = json.dumps([sorted((k, round(v, 6)) for k, v in weights.items()), seed, tokenizer_sha,
+                      p.model_dump(exclude={"device", "tokenizer", "vocab_size", "heldout_fraction"})])
+    return "r" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def run_proxy(cfg: MixforgeConfig, weights: dict[str, float], seed: int | None = None, run_id: str | None = None,
+              progress=None) -> dict:
+    """Train one proxy on `weights` (over the components) and record it; returns its row.
+    A run id already in the table is not retrained: its row is returned."""
+    ws = Workspace(cfg.workspace_dir)
+    p, seed = cfg.proxy, cfg.seed if seed is None else seed
+    summary = tokens_summary(ws)
+    folder = ws.stage_dir("tokens") / "extra"
+    shards, held = load_shards(folder / "train"), load_shards(folder / "heldout")
+    weights = check_weights(weights, sorted(shards))
+    table = RunsTable(ws)
+    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"])
+    if table.has(run_id):
+        return table.load().filter(run_id=run_id).row(0, named=True)
+
+    sampler = MixtureSampler(shards, weights, p.seq_len, p.tokens, seed, max_epochs=p.max_epochs)
+    steps = -(-len(sampler) // p.batch_size)
+    model_cfg = preset(p.preset, vocab_size=summary["tokenizer"]["vocab_size"], block_size=p.seq_len)
+    train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
+                            seed=seed, device=p.device)
+    t0 = time.perf_counter()
+    model, result = train(model_cfg, train_cfg, sampler.batches(p.batch_size), steps, progress)
+    row: dict = {"run_id": run_id}
+    row.update({f"w_{c}": float(w) for c, w in sorted(weights.items())})
+    losses, bpbs = [], []
+    for comp, tokens in sorted(held.items()):
+        if len(tokens) <= p.seq_len:
+            continue  # too little held-out text to measure
+        loss = heldout_loss(model, np.asarray(tokens), p.seq_len)  # mean over up to 256 windows
+        bpb = bits_per_byte(loss, len(tokens), summary["components"][comp]["heldout_bytes"])
+        row[f"loss_{comp}"], row[f"bpb_{comp}"] = loss, bpb
+        losses.append(loss)
+        bpbs.append(bpb)
+    row.update({
+        "loss_mean": float(np.mean(losses)), "bpb_mean": float(np.mean(bpbs)),
+        "train_loss": result.final_loss, "tokens": result.tokens, "steps": result.steps,
+        "max_epochs_used": max(sampler.epochs.values()), "preset": p.preset,
+        "non_embedding_params": result.non_embedding_params, "seq_len": p.seq_len, "batch_size": p.batch_size,
+        "lr": p.lr, "schedule": p.schedule, "seed": seed, "tokenizer": summary["tokenizer"]["source"],
+        "tokenizer_sha256": summary["tokenizer"]["sha256"], "wall_s": round(time.perf_counter() - t0, 2),
+        "tokens_per_s": result.tokens_per_s, "device": result.device, "mixforge_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    table.append(row)
+    return row

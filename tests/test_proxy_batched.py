@@ -1,0 +1,134 @@
+"""Many proxies at once (train_many): stacked models under vmap must train exactly like separate
+train() runs, on real slice text."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SLICE
+from mixforge.proxy_training.batched import per_model_clip_, train_many
+from mixforge.proxy_training.data import MixtureSampler
+from mixforge.proxy_training.model import preset
+from mixforge.proxy_training.tokenize import tokenize_components, train_default_tokenizer
+from mixforge.proxy_training.train import TrainConfig, train
+
+SEQ, BATCH = 64, 8
+MIXES = [{"bible": 1.0, "code": 0.0}, {"bible": 0.5, "code": 0.5}, {"bible": 0.1, "code": 0.9}]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """bible and code slices tokenized with a small BPE trained on them; a tiny proxy config."""
+    out = tmp_path_factory.mktemp("tok")
+    docs = [(label, json.loads(l)["text"]) for label in ("bible", "code") for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
+    tok = train_default_tokenizer([t for _, t in docs], out / "tokenizer.json", vocab_size=1024, seed=0)
+    tokenize_components(docs, tok, out)
+    streams = {c: np.fromfile(out / f"{c}.bin", dtype=np.uint16).astype(np.int64) for c in ("bible", "code")}
+    return streams, preset("tiny", vocab_size=tok.get_vocab_size(), block_size=SEQ)
+
+
+def _batches(streams, weights, steps, seed=0):
+    return MixtureSampler(streams, weights, SEQ, token_budget=steps * BATCH * SEQ, seed=seed).batches(BATCH)
+
+
+def _curve(result):
+    return np.array([loss for _, loss in result.losses])
+
+
+@pytest.mark.timeout(120)
+def test_one_proxy_matches_train(setup):
+    streams, cfg = setup
+    tc = TrainConfig(lr=3e-3, warmup_steps=3, seed=5, log_every=1)
+    model, alone = train(cfg, tc, _batches(streams, MIXES[1], 12), 12)
+    [(batched_model, together)] = train_many(cfg, tc, [_batches(streams, MIXES[1], 12)], 12, seeds=[5])
+    assert [s for s, _ in together.losses] == [s for s, _ in alone.losses] == list(range(12))
+    np.testing.assert_allclose(_curve(together), _curve(alone), rtol=1e-4)
+    assert _curve(together)[-1] < _curve(together)[0]  # it learns
+    assert together.tokens == alone.tokens == 12 * BATCH * SEQ
+    assert together.final_loss == pytest.approx(alone.final_loss, rel=1e-4)
+    assert (together.non_embedding_params, together.flops_per_token) == (alone.non_embedding_params, alone.flops_per_token)
+    # the model comes back as an ordinary GPT with the same weights (tied head included)
+    assert batched_model.lm_head.weight is batched_model.wte.weight
+    for (name, p), q in zip(model.state_dict().items(), batched_model.state_dict().values()):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=name)
+    x = torch.from_numpy(next(iter(_batches(streams, MIXES[0], 1)))[:, :-1])
+    with torch.no_grad():
+        torch.testing.assert_close(batched_model(x)[0], model.eval()(x)[0], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.timeout(120)
+def test_three_mixtures_train_as_if_alone(setup):
+    """Three mixtures, three seeds, clipping active: each curve equals that model trained alone, so
+    nothing leaks between models (gradients, optimiser state or clipping)."""
+    streams, cfg = setup
+    steps, seeds = 10, [0, 1, 2]
+    tc = TrainConfig(lr=3e-3, warmup_steps=3, log_every=1, grad_clip=0.2)  # early norms are > 0.2: clipping is on
+    runs = train_many(cfg, tc, [_batches(streams, m, steps) for m in MIXES], steps, seeds=seeds, return_models=False)
+    curves = [_curve(r) for _, r in runs]
+    for mix, seed, curve in zip(MIXES, seeds, curves):
+        tc_alone = TrainConfig(lr=3e-3, warmup_steps=3, log_every=1, grad_clip=0.2, seed=seed)
+        _, alone = train(cfg, tc_alone, _batches(streams, mix, steps), steps)
+        np.testing.assert_allclose(curve, _curve(alone), rtol=1e-4)
+    assert not np.allclose(curves[0], curves[2], rtol=1e-3)  # the models really differ
+    state, _ = runs[0]
+    assert state["wte.weight"].shape == (cfg.vocab_size, cfg.n_embd) and "lm_head.weight" in state
+
+
+@pytest.mark.timeout(120)
+def test_batched_training_is_deterministic(setup):
+    streams, cfg = setup
+    tc = TrainConfig(lr=3e-3, warmup_steps=3, log_every=2)
+
+    def run(seeds):
+        runs = train_many(cfg, tc, [_batches(streams, m, 6) for m in MIXES[:2]], 6, seeds=seeds, return_models=False)
+        return [r.losses for _, r in runs]
+
+    a, b, c = run([3, 4]), run([3, 4]), run([3, 5])
+    assert a == b and a[0] == c[0] and a[1] != c[1]
+
+
+@pytest.mark.timeout(120)
+def test_clipping_is_per_model():
+    """A model with a huge gradient is clipped to max_norm; one under it is left alone (a joint clip
+    would have shrunk it too). Same result as clip_grad_norm_ on each model separately."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 4, 5), (3, 5), (3, 7, 2)]  # 3 models
+    params = [torch.zeros(s, requires_grad=True) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * torch.tensor([100.0, 0.01, 1.0]).view(-1, *[1] * (p.dim() - 1))
+    expected = []
+    for i in range(3):
+        single = [torch.zeros(p.shape[1:], requires_grad=True) for p in params]
+        for s, p in zip(single, params):
+            s.grad = p.grad[i].clone()
+        norm = torch.nn.utils.clip_grad_norm_(single, 1.0)
+        expected.append((norm, [s.grad for s in single]))
+    before = [p.grad[1].clone() for p in params]
+    norms = per_model_clip_(params, 1.0)
+    for i, (norm, grads) in enumerate(expected):
+        assert norms[i].item() == pytest.approx(norm.item(), rel=1e-5)
+        for p, want in zip(params, grads):
+            torch.testing.assert_close(p.grad[i], want)
+    assert norms[0] > 100 and norms[1] < 1
+    for p, b in zip(params, before):
+        assert torch.equal(p.grad[1], b)  # the small one is untouched
+    clipped = torch.sqrt(sum((p.grad[0] ** 2).sum() for p in params))
+    assert clipped.item() == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.timeout(120)
+def test_ragged_batches_are_padded_exactly(setup):
+    """Streams whose batches differ in shape (a short last batch, a shorter sequence): padding with
+    ignored targets leaves each model's training as it is alone."""
+    streams, cfg = setup
+    full = next(iter(_batches(streams, MIXES[1], 1)))
+    a = [full, full[:5]]  # 8 then 5 sequences
+    b = [full[:, :33], full[:3, :49]]  # shorter sequences
+    tc = TrainConfig(lr=3e-3, warmup_steps=1, log_every=1, seed=7)
+    runs = train_many(cfg, tc, [iter(a), iter(b)], 2, return_models=False)
+    for stream, (_, together) in zip((a, b), runs):
+        _, alone = train(cfg, tc, iter(stream), 2)
+        np.testing.assert_allclose(_curve(together), _curve(alone), rtol=1e-4)
+        assert together.tokens == alone.tokens

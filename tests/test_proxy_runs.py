@@ -1,0 +1,127 @@
+"""Proxy runs end to end on real slice text: runs table rows, skipping finished runs, atomicity
+under interruption, random mixtures, the sweep flow and the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from conftest import SLICE, mixforge_cmd
+from mixforge.config import load_config
+from mixforge.errors import MixforgeError
+from mixforge.mixers.runs import RunsTable
+from mixforge.mixers.sampling import random_mixtures
+from mixforge.proxy_training.proxy import run_proxy
+from mixforge.proxy_training.tokenize import tokenize_components, tokenizer_identity, train_default_tokenizer
+from mixforge.workspace import Workspace, atomic_write_json
+
+LABELS = ("bible", "code", "legal")
+
+
+def _workspace_with_tokens(tmp_path: Path, tokens: int = 20_000) -> Path:
+    """A config whose workspace holds a tokens stage built from the slice (labels as components),
+    as `mixforge build` leaves it, without running the embedding stages."""
+    config = tmp_path / "mixforge.yaml"
+    config.write_text(yaml.safe_dump({
+        "workspace": "ws", "sources": [{"path": "unused.jsonl"}],
+        "proxy": {"tokens": tokens, "seq_len": 32, "batch_size": 8, "warmup_steps": 5, "lr": 3e-3, "vocab_size": 512},
+    }))
+    out = tmp_path / "ws" / "tokens" / "extra"
+    docs = [(label, json.loads(l)["text"]) for label in LABELS for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
+    tok = train_default_tokenizer([t for _, t in docs], out / "tokenizer.json", vocab_size=512, seed=0)
+    held = [d for i, d in enumerate(docs) if i % 8 == 0]
+    tokenize_components([d for i, d in enumerate(docs) if i % 8], tok, out / "train")
+    meta = tokenize_components(held, tok, out / "heldout")
+    held_bytes = {c: sum(len(t.encode()) for cc, t in held if cc == c) for c in LABELS}
+    counts = {"tokenizer": tokenizer_identity(out / "tokenizer.json") | {"source": "default BPE"},
+              "components": {c: {"train_tokens": 1, "heldout_tokens": meta[c]["tokens"], "heldout_bytes": held_bytes[c]} for c in LABELS}}
+    train_meta = {c: json.loads((out / "train" / f"{c}.json").read_text())["tokens"] for c in LABELS}
+    for c in LABELS:
+        counts["components"][c]["train_tokens"] = train_meta[c]
+    atomic_write_json(tmp_path / "ws" / "tokens" / "_stage.json", {"stage": "tokens", "fingerprint": "x", "counts": counts})
+    return config
+
+
+@pytest.mark.timeout(240)
+def test_run_rows_skip_and_bad_weights(tmp_path):
+    cfg = load_config(_workspace_with_tokens(tmp_path))
+    row = run_proxy(cfg, {"bible": 0.7, "code": 0.3})
+    assert row["w_bible"] == pytest.approx(0.7) and row["w_legal"] == 0.0
+    assert {"loss_bible", "bpb_code", "loss_mean", "tokenizer_sha256", "wall_s", "device", "seed", "preset"} <= set(row)
+    assert row["tokens"] >= 20_000 and row["non_embedding_params"] > 1_000_000
+    table = RunsTable(Workspace(cfg.workspace_dir))
+    again = run_proxy(cfg, {"bible": 0.7, "code": 0.3})  # same mixture and settings: found, not retrained
+    assert again["run_id"] == row["run_id"] and again["created_at"] == row["created_at"]
+    assert table.load().height == 1
+    assert pl.read_parquet(tmp_path / "ws" / "runs" / "runs.parquet").height == 1
+
+    with pytest.raises(MixforgeError, match="known.*bible.*code.*legal"):
+        run_proxy(cfg, {"bibel": 1.0})
+    with pytest.raises(MixforgeError, match="code"):
+        run_proxy(cfg, {"bible": 1.0, "code": -0.5})
+    cfg.proxy.tokens = 5_000_000
+    with pytest.raises(MixforgeError, match="epochs"):
+        run_proxy(cfg, {"bible": 1.0})
+
+
+def test_random_mixtures_are_distinct_valid_and_seeded():
+    counts = {"a": 100_000, "b": 50_000, "c": 5_000}
+    mixes = random_mixtures(counts, 20, seed=1, budget=50_000)
+    assert len({tuple(m.values()) for m in mixes}) == 20
+    for m in mixes:
+        assert abs(sum(m.values()) - 1) < 1e-5 and all(m[c] * 50_000 / counts[c] <= 15 for c in counts)
+    assert mixes == random_mixtures(counts, 20, seed=1, budget=50_000)
+    assert mixes != random_mixtures(counts, 20, seed=2, budget=50_000)
+    with pytest.raises(MixforgeError, match="within 15 epochs"):
+        random_mixtures({"a": 10, "b": 10}, 5, seed=0, budget=10_000)
+
+
+@pytest.mark.timeout(300)
+def test_an_interrupted_run_leaves_no_row(tmp_path):
+    config = _workspace_with_tokens(tmp_path)
+    counts = json.loads((tmp_path / "ws" / "tokens" / "_stage.json").read_text())["counts"]["components"]
+    budget = 10 * 3 * min(c["train_tokens"] for c in counts.values())  # 10 epochs of the smallest: long enough
+    data = yaml.safe_load(config.read_text())
+    data["proxy"]["tokens"] = budget
+    config.write_text(yaml.safe_dump(data))
+    mixture = tmp_path / "mix.yaml"
+    mixture.write_text("bible: 1\ncode: 1\nlegal: 1\n")
+    proc = subprocess.Popen(mixforge_cmd() + ["proxy", "train", str(config), "--mixture", str(mixture)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(12)  # well into training (model load and data take ~5 s)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rows = tmp_path / "ws" / "runs" / "rows"
+    assert not rows.exists() or not any(rows.iterdir())
+
+
+@pytest.mark.timeout(400)
+def test_cli_train_and_sweep(tmp_path):
+    config = _workspace_with_tokens(tmp_path)
+    mixture = tmp_path / "mix.yaml"
+    mixture.write_text("bible: 2\ncode: 2\n")
+    run = subprocess.run(mixforge_cmd() + ["proxy", "train", str(config), "--mixture", str(mixture)],
+                         capture_output=True, text=True, timeout=200)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "sum to 4, not 1: normalised" in run.stderr and "loss mean" in run.stdout
+    mixture.write_text("poetry: 1\n")
+    run = subprocess.run(mixforge_cmd() + ["proxy", "train", str(config), "--mixture", str(mixture)],
+                         capture_output=True, text=True, timeout=200)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "poetry" in run.stderr
+
+    run = subprocess.run(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    runs = RunsTable(Workspace(tmp_path / "ws")).load()
+    assert runs.height == 3  # one trained by hand, two by the sweep
+    weights = runs.select(pl.col("^w_.*$"))
+    assert ((weights.sum_horizontal() - 1).abs() < 1e-5).all()
+    again = subprocess.run(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "2"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and RunsTable(Workspace(tmp_path / "ws")).load().height == 3  # finished runs skipped
