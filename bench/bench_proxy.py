@@ -9,7 +9,7 @@ Throughput: tokens/s and achieved FLOPs/s (GPT.flops_per_token x tokens/s, the P
 on CUDA also MFU = FLOPs/s over the GPU's dense bf16 peak (looked up by device name for H100 / H200 /
 A100; unknown GPUs and CPUs get FLOPs/s only: a CPU has no meaningful peak).
 
-    python bench/bench_proxy.py [--presets tiny,small] [--n 4,8] [--steps 30] [--small-steps 6]
+    python bench/bench_proxy.py [--presets tiny,small] [--n 4,8] [--steps 10] [--small-steps 3] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="sequences per step per proxy (default: 4 CPU, 32 CUDA)")
     parser.add_argument("--small-n", default="4", help="N for the small preset (default 4)")
     parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved repeats of each pair (best is reported)")
     args = parser.parse_args()
 
     import numpy as np
@@ -134,7 +135,7 @@ def main() -> None:
                 return [train(cfg, TrainConfig(**{**tc.__dict__, "seed": i}), s, steps)[1]
                         for i, s in enumerate(streams(mixes, steps))]
 
-            a, b = timed_pair(ours, baseline)
+            a, b = timed_pair(ours, baseline, repeat=args.repeat)
             tokens = sum(r.tokens for r in a["result"])
             tok_s_ours, tok_s_base = tokens / a["best"], tokens / b["best"]
             final_gap = max(abs(x.final_loss - y.final_loss) for x, y in zip(a["result"], b["result"]))
@@ -145,7 +146,8 @@ def main() -> None:
                 "tokens_per_s_single": round(single.tokens_per_s),
                 **{f"{k}_ours": v for k, v in flops_extra(fpt, tok_s_ours).items()},
                 **{f"{k}_baseline": v for k, v in flops_extra(fpt, tok_s_base).items()},
-                "max_final_loss_gap": round(final_gap, 5),
+                "max_final_loss_gap": round(final_gap, 5), "repeat": args.repeat,
+                "times_ours": [round(t, 2) for t in a["times"]], "times_baseline": [round(t, 2) for t in b["times"]],
                 "baseline": "N x train() one after another (nanoGPT-style loop, same seeds, same batches)",
             })
 

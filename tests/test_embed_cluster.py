@@ -132,7 +132,7 @@ def test_full_build_on_the_slice_components_report_and_pruning(tmp_path, slice_c
     cfg = load_config(slice_config)
     cfg.cluster.n_components = 8
     results = build(cfg)
-    assert [r.stage for r in results][-5:] == ["embed", "cluster", "quality", "prune", "components"]
+    assert [r.stage for r in results][-6:] == ["embed", "cluster", "quality", "prune", "components", "tokens"]
     ws = Workspace(cfg.workspace_dir)
     ids, vectors, tokens, valid = load_vectors(ws)
     kept = pl.read_parquet(sorted(ws.docs_dir("dedup").glob("*.parquet")), columns=["id"])["id"].to_list()
@@ -162,7 +162,7 @@ def test_full_build_on_the_slice_components_report_and_pruning(tmp_path, slice_c
     assignments = pl.read_parquet(sorted((ws.stage_dir("cluster") / "extra" / "assign").glob("*.parquet")))
     means = assignments.join(scores, on="id").group_by("cluster").agg(pl.col("quality").mean()).sort("quality")
     cfg.quality.min_cluster_score = float(means["quality"][1]) + 1e-6  # prune the two worst clusters
-    pruned = build(cfg)[-2]
+    pruned = build(cfg, until="prune")[-1]
     low = pruned.counts["removed"]["low_quality_cluster"]["docs"]
     worst = assignments.filter(pl.col("cluster").is_in(means["cluster"][:2].to_list())).height
     assert low == worst and pruned.counts["docs_out"] == len(kept) - worst

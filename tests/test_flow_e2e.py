@@ -65,7 +65,8 @@ def test_init_build_status_end_to_end(tmp_path):
     assert set(docs["source"]) == {"bible", "quotes", "legal", "code"}
 
     status = json.loads(_cli("status", str(config), "--json").stdout)
-    assert set(status["stages"]) == {"ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components"}
+    assert set(status["stages"]) == {"ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components", "tokens"}
+    assert status["stages"]["tokens"]["summary"]["tokenizer"]["vocab_size"] > 256
     assert {v["state"] for v in status["stages"].values()} == {"done"}
     assert status["stages"]["prune"]["ledger"]["docs_out"] == len(kept)
     assert status["stages"]["embed"]["summary"]["documents"] == len(kept)

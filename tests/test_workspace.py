@@ -39,7 +39,7 @@ def test_ledger_invariant_violation_stops_the_stage(tmp_path):
 def test_rerun_skips_changed_settings_rerun_downstream_and_force_redoes(tmp_path):
     (tmp_path / "b.jsonl").write_text((SLICE / "bible.jsonl").read_text())
     cfg = load_config(write_config(tmp_path, [{"path": "b.jsonl"}]))
-    stages = ["ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components"]
+    stages = ["ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components", "tokens"]
 
     def statuses(**kw):
         return dict(zip(stages, (r.status for r in build(cfg, **kw))))
@@ -49,17 +49,19 @@ def test_rerun_skips_changed_settings_rerun_downstream_and_force_redoes(tmp_path
 
     assert set(stage_states(cfg).values()) == {"missing"}
     first = build(cfg)
-    assert [r.status for r in first] == ["ran"] * 8
+    assert [r.status for r in first] == ["ran"] * 9
     assert set(stage_states(cfg).values()) == {"done"}
     assert ran(statuses()) == []
 
     cfg.filters.gopher_quality.min_doc_words = 10  # a filter setting: everything downstream is stale
     assert stage_states(cfg)["ingest"] == "done" and stage_states(cfg)["components"] == "stale"
     assert ran(statuses()) == stages[1:]
-    cfg.cluster.n_components = 2  # only the merge changes
-    assert ran(statuses()) == ["components"]
+    cfg.cluster.n_components = 2  # only the merge (and the tokens of the new components) change
+    assert ran(statuses()) == ["components", "tokens"]
     cfg.quality.min_cluster_score = 1.5  # pruning and what follows
-    assert ran(statuses()) == ["prune", "components"]
+    assert ran(statuses()) == ["prune", "components", "tokens"]
+    cfg.proxy.vocab_size = 600  # only the tokens
+    assert ran(statuses()) == ["tokens"]
     assert ran(statuses(force=True)) == stages
 
     # new input data makes everything stale
