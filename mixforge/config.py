@@ -246,6 +246,10 @@ class ProxyConfig(Section):
     schedule: Literal["constant", "cosine", "wsd"] = Field("constant", description="Learning-rate schedule after warm-up.")
     max_epochs: float = Field(15, gt=0, description="Repetition cap per component (RegMix: 15 epochs).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
+    tasks: list[str] = Field(
+        default_factory=list, description="Extra multiple-choice tasks: JSONL lines {context, choices, gold}."
+    )
+    task_items: int = Field(200, ge=1, description="Items per task evaluated (the built-in next-line task has 200).")
 
 
 class SearchConfig(Section):

@@ -3,11 +3,13 @@
 The tokenizer is the user's tokenizer.json (`proxy.tokenizer`, typically the target model's),
 or a byte-level BPE trained on a seeded sample of the corpus. A seeded `heldout_fraction` of
 each component's documents (chosen by a hash of the id, so independent of order) goes to
-`heldout/` for evaluation; the rest to `train/`. Output under `tokens/extra/`.
+`heldout/` for evaluation; the rest to `train/`. A next-line multiple-choice task is built from
+the held-out documents (`tasks/next_line.jsonl`). Output under `tokens/extra/`.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import time
@@ -22,8 +24,9 @@ from mixforge.proxy_training.tokenize import (
     train_default_tokenizer,
     workspace_docs,
 )
+from mixforge.proxy_training.tasks import next_line_task
 from mixforge.stage_runner import StageResult, run_side_stage
-from mixforge.workspace import Workspace
+from mixforge.workspace import Workspace, atomic_write_text
 
 TOKENIZER_SAMPLE_DOCS = 20_000
 
@@ -64,12 +67,14 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
                 held_bytes[comp] = held_bytes.get(comp, 0) + len(text.encode("utf-8"))
             else:
                 train_docs.append((comp, text))
+        task = next_line_task(held_docs, n_items=200, seed=cfg.seed)
+        atomic_write_text(out / "tasks" / "next_line.jsonl", "".join(json.dumps(item) + "\n" for item in task))
         train = tokenize_components(train_docs, tok_path, out / "train")
         held = tokenize_components(held_docs, tok_path, out / "heldout")
         components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
                           "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}
                       for c, m in train.items()}
-        return {"tokenizer": tokenizer_identity(tok_path) | {"path": "tokens/extra/tokenizer.json", "source": p.tokenizer or "default BPE"},
+        return {"next_line_items": len(task), "tokenizer": tokenizer_identity(tok_path) | {"path": "tokens/extra/tokenizer.json", "source": p.tokenizer or "default BPE"},
                 "components": components, "seconds": round(time.perf_counter() - t0, 2)}
 
     fingerprint = tokens_fingerprint(cfg, upstream.fingerprint)

@@ -14,8 +14,10 @@ from mixforge.config import MixforgeConfig
 from mixforge.errors import MixforgeError
 from mixforge.mixers.runs import RunsTable
 from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
-from mixforge.proxy_training.evaluate import bits_per_byte, heldout_loss
+from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
 from mixforge.proxy_training.model import preset
+from mixforge.proxy_training.tasks import load_task
+from mixforge.proxy_training.tokenize import load_tokenizer
 from mixforge.proxy_training.train import TrainConfig, train
 from mixforge.workspace import Workspace
 
@@ -25,6 +27,24 @@ def tokens_summary(ws: Workspace) -> dict:
     if record is None:
         raise MixforgeError(f"no token shards in {ws.root}: run `mixforge build` (it ends with the tokens stage)")
     return record["counts"]
+
+
+def tasks(cfg: MixforgeConfig, ws: Workspace) -> dict[str, list[dict]]:
+    """The built-in next-line task (from held-out text) plus the user's `proxy.tasks` files."""
+    out = {}
+    built_in = ws.stage_dir("tokens") / "extra" / "tasks" / "next_line.jsonl"
+    for path in ([built_in] if built_in.exists() else []) + [cfg.resolve(t) for t in cfg.proxy.tasks]:
+        if not path.exists():
+            raise MixforgeError(f"proxy.tasks: {path} not found")
+        items = load_task(path)
+        if items:
+            out[path.name.split(".")[0]] = items
+    return out
+
+
+def encoder(ws: Workspace):
+    tok = load_tokenizer(ws.stage_dir("tokens") / "extra" / "tokenizer.json")
+    return lambda text: tok.encode(text, add_special_tokens=False).ids
 
 
 def run_id_for(cfg: MixforgeConfig, weights: dict[str, float], seed: int, tokenizer_sha: str) -> str:
@@ -69,6 +89,8 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float], seed: int | None =
         row[f"loss_{comp}"], row[f"bpb_{comp}"] = loss, bpb
         losses.append(loss)
         bpbs.append(bpb)
+    for name, items in tasks(cfg, ws).items():
+        row[f"acc_{name}"] = choice_accuracy(model, encoder(ws), items[: p.task_items], max_len=p.seq_len)
     row.update({
         "loss_mean": float(np.mean(losses)), "bpb_mean": float(np.mean(bpbs)),
         "train_loss": result.final_loss, "tokens": result.tokens, "steps": result.steps,

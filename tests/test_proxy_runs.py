@@ -18,6 +18,7 @@ from mixforge.errors import MixforgeError
 from mixforge.mixers.runs import RunsTable
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.proxy_training.proxy import run_proxy
+from mixforge.proxy_training.tasks import usable_lines, load_task, next_line_task
 from mixforge.proxy_training.tokenize import tokenize_components, tokenizer_identity, train_default_tokenizer
 from mixforge.workspace import Workspace, atomic_write_json
 
@@ -39,6 +40,9 @@ def _workspace_with_tokens(tmp_path: Path, tokens: int = 20_000) -> Path:
     tokenize_components([d for i, d in enumerate(docs) if i % 8], tok, out / "train")
     meta = tokenize_components(held, tok, out / "heldout")
     held_bytes = {c: sum(len(t.encode()) for cc, t in held if cc == c) for c in LABELS}
+    task = next_line_task(held, n_items=30, seed=0)
+    (out / "tasks").mkdir()
+    (out / "tasks" / "next_line.jsonl").write_text("".join(json.dumps(i) + "\n" for i in task))
     counts = {"tokenizer": tokenizer_identity(out / "tokenizer.json") | {"source": "default BPE"},
               "components": {c: {"train_tokens": 1, "heldout_tokens": meta[c]["tokens"], "heldout_bytes": held_bytes[c]} for c in LABELS}}
     train_meta = {c: json.loads((out / "train" / f"{c}.json").read_text())["tokens"] for c in LABELS}
@@ -55,6 +59,7 @@ def test_run_rows_skip_and_bad_weights(tmp_path):
     assert row["w_bible"] == pytest.approx(0.7) and row["w_legal"] == 0.0
     assert {"loss_bible", "bpb_code", "loss_mean", "tokenizer_sha256", "wall_s", "device", "seed", "preset"} <= set(row)
     assert row["tokens"] >= 20_000 and row["non_embedding_params"] > 1_000_000
+    assert 0 <= row["acc_next_line"] <= 1
     table = RunsTable(Workspace(cfg.workspace_dir))
     again = run_proxy(cfg, {"bible": 0.7, "code": 0.3})  # same mixture and settings: found, not retrained
     assert again["run_id"] == row["run_id"] and again["created_at"] == row["created_at"]
@@ -124,3 +129,22 @@ def test_cli_train_and_sweep(tmp_path):
     assert ((weights.sum_horizontal() - 1).abs() < 1e-5).all()
     again = subprocess.run(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "2"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and RunsTable(Workspace(tmp_path / "ws")).load().height == 3  # finished runs skipped
+
+
+def test_next_line_task_from_real_text_and_task_file_errors(tmp_path):
+    docs = [(label, json.loads(l)["text"]) for label in LABELS for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
+    items = next_line_task(docs, n_items=50, seed=3)
+    assert len(items) == 50 and items == next_line_task(docs, n_items=50, seed=3)
+    for item in items:
+        assert len(item["choices"]) == 4 and len(set(item["choices"])) == 4
+        window = item["context"].splitlines() + [item["choices"][item["gold"]]]
+        runs = [usable_lines(t) for c, t in docs if c == item["component"]]
+        # the context and the gold line stand one after another in a document of that component
+        assert any(window == ls[i : i + 4] for ls in runs for i in range(len(ls) - 3))
+    assert next_line_task([docs[0]], n_items=5) == []  # no other component to draw distractors from
+    bad = tmp_path / "task.jsonl"
+    bad.write_text(json.dumps(items[0]) + "\n" + json.dumps({"context": "x", "choices": ["a"], "gold": 0}) + "\n")
+    from mixforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="task.jsonl:2"):
+        load_task(bad)
