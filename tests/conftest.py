@@ -47,3 +47,18 @@ def slice_config(tmp_path: Path) -> Path:
 
 def mixforge_cmd() -> list[str]:
     return [sys.executable, "-m", "mixforge.cli"]
+
+
+def slice_token_streams(folder: Path, labels=("bible", "code"), vocab_size: int = 1024):
+    """Slice documents of `labels` tokenized with a small BPE trained on them: (tokenizer,
+    {label: int64 token stream}). Shared by the proxy-training tests."""
+    import json
+
+    import numpy as np
+
+    from mixforge.proxy_training.tokenize import tokenize_components, train_default_tokenizer
+
+    docs = [(label, json.loads(l)["text"]) for label in labels for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
+    tok = train_default_tokenizer([t for _, t in docs], folder / "tokenizer.json", vocab_size=vocab_size, seed=0)
+    tokenize_components(docs, tok, folder)
+    return tok, {c: np.fromfile(folder / f"{c}.bin", dtype=np.uint16).astype(np.int64) for c in labels}

@@ -1,17 +1,15 @@
 """Many proxies at once (train_many): stacked models under vmap must train exactly like separate
 train() runs, on real slice text."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import SLICE
+from conftest import slice_token_streams
 from mixforge.proxy_training.batched import per_model_clip_, train_many
 from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.model import preset
-from mixforge.proxy_training.tokenize import tokenize_components, train_default_tokenizer
 from mixforge.proxy_training.train import TrainConfig, train
 
 SEQ, BATCH = 64, 8
@@ -21,11 +19,7 @@ MIXES = [{"bible": 1.0, "code": 0.0}, {"bible": 0.5, "code": 0.5}, {"bible": 0.1
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """bible and code slices tokenized with a small BPE trained on them; a tiny proxy config."""
-    out = tmp_path_factory.mktemp("tok")
-    docs = [(label, json.loads(l)["text"]) for label in ("bible", "code") for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
-    tok = train_default_tokenizer([t for _, t in docs], out / "tokenizer.json", vocab_size=1024, seed=0)
-    tokenize_components(docs, tok, out)
-    streams = {c: np.fromfile(out / f"{c}.bin", dtype=np.uint16).astype(np.int64) for c in ("bible", "code")}
+    tok, streams = slice_token_streams(tmp_path_factory.mktemp("tok"))
     return streams, preset("tiny", vocab_size=tok.get_vocab_size(), block_size=SEQ)
 
 

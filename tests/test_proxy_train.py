@@ -2,14 +2,12 @@
 
 import json
 
-import numpy as np
 import pytest
 
-from conftest import SLICE
+from conftest import SLICE, slice_token_streams
 from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
 from mixforge.proxy_training.model import preset
-from mixforge.proxy_training.tokenize import tokenize_components, train_default_tokenizer
 from mixforge.proxy_training.train import TrainConfig, lr_at, train
 
 SEQ = 64
@@ -18,11 +16,7 @@ SEQ = 64
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """bible and code slices tokenized with a small BPE trained on them: 90% train, 10% held out."""
-    out = tmp_path_factory.mktemp("tok")
-    docs = [(label, json.loads(l)["text"]) for label in ("bible", "code") for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
-    tok = train_default_tokenizer([t for _, t in docs], out / "tokenizer.json", vocab_size=1024, seed=0)
-    tokenize_components(docs, tok, out)
-    streams = {c: np.fromfile(out / f"{c}.bin", dtype=np.uint16).astype(np.int64) for c in ("bible", "code")}
+    tok, streams = slice_token_streams(tmp_path_factory.mktemp("tok"))
     split = {c: int(len(s) * 0.9) for c, s in streams.items()}
     return tok, {c: s[: split[c]] for c, s in streams.items()}, {c: s[split[c]:] for c, s in streams.items()}
 
