@@ -35,14 +35,18 @@ def _load(meta_file: Path) -> tuple[pl.DataFrame, np.ndarray]:
     return pl.read_parquet(meta_file), np.load(meta_file.with_suffix(".npy")).astype(np.float32)
 
 
-def training_sample(shards: list[Path], size: int, seed: int) -> np.ndarray:
-    """A seeded uniform sample of valid vectors, gathered shard by shard."""
-    valid_counts = [int(pl.read_parquet(f, columns=["valid"])["valid"].sum()) for f in shards]
-    total = sum(valid_counts)
+def valid_counts(shards: list[Path]) -> list[int]:
+    """Documents with a usable vector, per shard."""
+    return [int(pl.read_parquet(f, columns=["valid"])["valid"].sum()) for f in shards]
+
+
+def training_sample(shards: list[Path], counts: list[int], size: int, seed: int) -> np.ndarray:
+    """A seeded uniform sample of valid vectors (`counts` per shard), gathered shard by shard."""
+    total = sum(counts)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(total, size=min(size, total), replace=False))
     parts, offset = [], 0
-    for f, n in zip(shards, valid_counts):
+    for f, n in zip(shards, counts):
         meta, vecs = _load(f)
         local = chosen[(chosen >= offset) & (chosen < offset + n)] - offset
         parts.append(vecs[meta["valid"].to_numpy()][local])
@@ -86,11 +90,12 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
         shards = vector_shards(ws)
-        n_valid = sum(int(pl.read_parquet(f, columns=["valid"])["valid"].sum()) for f in shards)
+        counts = valid_counts(shards)
+        n_valid = sum(counts)
         k = auto_clusters(n_valid) if c.n_clusters == "auto" else c.n_clusters
         if n_valid < 2 or k > n_valid:
             raise ConfigError(f"cluster.n_clusters: {k} clusters asked for, but only {n_valid} documents have embeddings")
-        sample = training_sample(shards, k * c.sample_per_centroid, cfg.seed)
+        sample = training_sample(shards, counts, k * c.sample_per_centroid, cfg.seed)
         centroids, device = train_kmeans(sample, k, c.iterations, cfg.seed, c.sample_per_centroid)
         out = partial / "extra"
         (out / "assign").mkdir(parents=True, exist_ok=True)

@@ -52,16 +52,17 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
         out = partial / "extra"
         out.mkdir(parents=True, exist_ok=True)
         tok_path = out / "tokenizer.json"
+        docs = list(workspace_docs(ws))  # read once: the split below keeps every text anyway
         if p.tokenizer:
             load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
             shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
         else:
-            sample = [text for _, text in workspace_docs(ws)]
+            sample = [text for _, text in docs]
             random.Random(cfg.seed).shuffle(sample)
             train_default_tokenizer(sample[:TOKENIZER_SAMPLE_DOCS], tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
         held_bytes: dict[str, int] = {}
         train_docs, held_docs = [], []
-        for n, (comp, text) in enumerate(workspace_docs(ws)):
+        for n, (comp, text) in enumerate(docs):
             if is_heldout(str(n), cfg.seed, p.heldout_fraction):
                 held_docs.append((comp, text))
                 held_bytes[comp] = held_bytes.get(comp, 0) + len(text.encode("utf-8"))

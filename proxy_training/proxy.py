@@ -89,8 +89,10 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float], seed: int | None =
         row[f"loss_{comp}"], row[f"bpb_{comp}"] = loss, bpb
         losses.append(loss)
         bpbs.append(bpb)
-    for name, items in tasks(cfg, ws).items():
-        row[f"acc_{name}"] = choice_accuracy(model, encoder(ws), items[: p.task_items], max_len=p.seq_len)
+    task_items = tasks(cfg, ws)
+    encode = encoder(ws) if task_items else None  # the tokenizer is loaded once for every task
+    for name, items in task_items.items():
+        row[f"acc_{name}"] = choice_accuracy(model, encode, items[: p.task_items], max_len=p.seq_len)
     row.update({
         "loss_mean": float(np.mean(losses)), "bpb_mean": float(np.mean(bpbs)),
         "train_loss": result.final_loss, "tokens": result.tokens, "steps": result.steps,
