@@ -1,18 +1,57 @@
 """Proxy sweeps as a Prefect flow: one task per proxy run. Finished run ids are skipped (the
-runs table is the cache), so a rerun after an interruption trains only what is missing."""
+runs table is the cache), so a rerun after an interruption trains only what is missing. With
+`proxy.processes` > 1 the tasks run concurrently, each training its proxy in a worker process."""
 
 from __future__ import annotations
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 
 from mixforge.config import load_config
-from mixforge.progress import progress_bar
 from mixforge.mixers.sampling import random_mixtures
+from mixforge.progress import progress_bar
+from mixforge.proxy_training.parallel import ProxyPool
 from mixforge.proxy_training.proxy import run_proxy, tokens_summary
 from mixforge.workspace import Workspace
 
-proxy_task = task(run_proxy, name="proxy", cache_policy=NO_CACHE, persist_result=False)
+
+@task(name="proxy", cache_policy=NO_CACHE, persist_result=False)
+def proxy_task(config_path: str, weights: dict[str, float], seed: int, pool_id: int = 0, checkpoints: int = 0) -> dict:
+    pool = _POOLS.get(pool_id)
+    if pool:
+        return pool.submit(weights, seed, checkpoints).result()
+    return run_proxy(load_config(config_path), weights, seed=seed, checkpoints=checkpoints)
+
+
+_POOLS: dict[int, ProxyPool] = {}  # tasks reach the flow's pool by id (a pool cannot be a task parameter)
+
+
+def train_mixtures(config_path: str, mixtures: list[dict[str, float]], seeds: list[int], label: str = "proxy runs",
+                   checkpoints: int = 0) -> list[dict]:
+    """One Prefect task per mixture, inside a running flow; rows in the order of `mixtures`."""
+    cfg = load_config(config_path)
+    pool = ProxyPool(config_path, cfg.proxy.processes) if cfg.proxy.processes > 1 else None
+    if pool:
+        _POOLS[id(pool)] = pool
+    try:
+        with progress_bar() as bar:
+            done = bar.add_task(label, total=len(mixtures), rate="")
+            if not pool:  # one at a time, in this process
+                rows = []
+                for w, s in zip(mixtures, seeds):
+                    rows.append(proxy_task(config_path, w, s, checkpoints=checkpoints))
+                    bar.update(done, advance=1, rate=f"last run {rows[-1]['tokens_per_s']:,.0f} tokens/s")
+                return rows
+            futures = [proxy_task.submit(config_path, w, s, id(pool), checkpoints) for w, s in zip(mixtures, seeds)]
+            for future in as_completed(futures):
+                row = future.result()
+                bar.update(done, advance=1, rate=f"last run {row['tokens_per_s']:,.0f} tokens/s per process")
+            return [f.result() for f in futures]
+    finally:
+        if pool:
+            _POOLS.pop(id(pool), None)
+            pool.close()
 
 
 @flow(name="mixforge-proxy-sweep", persist_result=False, log_prints=False)
@@ -23,10 +62,4 @@ def sweep_flow(config_path: str, runs: int, seed: int | None = None) -> list[dic
     summary = tokens_summary(Workspace(cfg.workspace_dir))
     counts = {c: v["train_tokens"] for c, v in summary["components"].items()}
     mixtures = random_mixtures(counts, runs, seed, cfg.proxy.tokens, cfg.proxy.max_epochs)
-    rows = []
-    with progress_bar() as bar:
-        done = bar.add_task("proxy runs", total=runs, rate="")
-        for i, weights in enumerate(mixtures):
-            rows.append(proxy_task(cfg, weights, seed=seed + i))
-            bar.update(done, completed=i + 1, rate=f"last run {rows[-1]['tokens_per_s']:,.0f} tokens/s")
-    return rows
+    return train_mixtures(config_path, mixtures, [seed + i for i in range(runs)])

@@ -250,14 +250,38 @@ class ProxyConfig(Section):
         default_factory=list, description="Extra multiple-choice tasks: JSONL lines {context, choices, gold}."
     )
     task_items: int = Field(200, ge=1, description="Items per task evaluated (the built-in next-line task has 200).")
+    eval_texts: list[str] = Field(
+        default_factory=list,
+        description="Extra held-out texts (.jsonl lines {text}, or a plain text file): loss_<name> and bpb_<name> per run.",
+    )
+    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0: none).")
+    processes: int = Field(1, ge=1, description="Proxies trained at once in separate processes (CPU sweeps).")
 
 
 class SearchConfig(Section):
-    """Mixture search."""
+    """Mixture search over the components: strategy, target, predictor, candidates, verification."""
 
     strategy: Literal["regmix", "climb", "influence"] = Field("regmix", description="Search strategy.")
-    runs: int = Field(64, ge=1, description="Proxy runs the search may train.")
-    target: str | None = Field(None, description="Metric column to optimise.")
+    target: str | dict[str, float] | None = Field(
+        None, description="Metric column to optimise (e.g. bpb_mean, acc_next_line), or {metric: weight} to combine several."
+    )
+    maximize: bool | None = Field(None, description="Direction; null infers it (loss_/bpb_ lower is better, acc_ higher).")
+    runs: int = Field(64, ge=2, description="Proxy runs the search may train (regmix, climb).")
+    predictor: Literal["lightgbm", "mixing_law", "linear", "ensemble"] = Field("lightgbm", description="Regression model of target on weights.")
+    folds: int = Field(5, ge=2, description="Cross-validation folds of the fit report.")
+    temperature: float = Field(0.5, gt=0, description="Prior = natural token shares ** temperature (RegMix: 0.5).")
+    min_strength: float = Field(0.1, gt=0, description="Smallest Dirichlet concentration multiplier.")
+    max_strength: float = Field(5.0, gt=0, description="Largest Dirichlet concentration multiplier.")
+    candidates: int = Field(100_000, ge=100, description="Simulated mixtures the predictor scores.")
+    top_k: int = Field(128, ge=1, description="regmix: the proposal is the mean of the top-k predicted candidates.")
+    climb_split: list[float] = Field([4, 2, 1], min_length=2, description="climb: share of the runs per iteration.")
+    kl_weight: float = Field(0.01, ge=0, description="Penalty per nat of KL(mixture || prior), in target units.")
+    min_share: dict[str, float] = Field(default_factory=dict, description="Per-component minimum share of the proposal.")
+    max_share: dict[str, float] = Field(default_factory=dict, description="Per-component maximum share of the proposal.")
+    influence_rounds: int = Field(2, ge=1, description="influence: proxies trained, one mixture update each.")
+    influence_temperature: float = Field(0.1, gt=0, description="influence: w <- w * exp(influence / temperature).")
+    phases: int = Field(1, ge=1, description="influence: training phases, one mixture each (a multi-phase schedule).")
+    verify_seeds: int = Field(3, ge=1, description="Fresh proxies per mixture in `search verify`.")
 
 
 class ExportConfig(Section):

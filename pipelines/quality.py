@@ -52,13 +52,14 @@ def heuristic_score(text: str) -> float:
     return float(1 + 4 * np.mean(signals))
 
 
-def read_reference(paths: list[Path]) -> list[str]:
-    """Reference texts: JSONL lines with `text`, or whole .txt/.md files (folders are walked)."""
+def read_reference(paths: list[Path], setting: str = "quality.reference") -> list[str]:
+    """Reference texts: JSONL lines with `text` (.jsonl, .jsonl.gz, .jsonl.zst), or whole text
+    files (folders are walked). Errors name `setting`, the file and the line."""
     texts: list[str] = []
     for path in paths:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         if not files or not path.exists():
-            raise ConfigError(f"quality.reference: {path} not found")
+            raise ConfigError(f"{setting}: {path} not found")
         for f in files:
             if f.name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst")):
                 from datatrove.io import get_datafolder
@@ -70,7 +71,7 @@ def read_reference(paths: list[Path]) -> list[str]:
                         try:
                             texts.append(json.loads(line)["text"])
                         except (json.JSONDecodeError, KeyError, TypeError) as e:
-                            raise ConfigError(f"quality.reference: {f}:{n}: not a JSON object with `text` ({e})") from None
+                            raise ConfigError(f"{setting}: {f}:{n}: not a JSON object with `text` ({e})") from None
             else:
                 texts.append(f.read_text(encoding="utf-8", errors="replace"))
     return [t for t in texts if t.strip()]

@@ -4,7 +4,8 @@ The tokenizer is the user's tokenizer.json (`proxy.tokenizer`, typically the tar
 or a byte-level BPE trained on a seeded sample of the corpus. A seeded `heldout_fraction` of
 each component's documents (chosen by a hash of the id, so independent of order) goes to
 `heldout/` for evaluation; the rest to `train/`. A next-line multiple-choice task is built from
-the held-out documents (`tasks/next_line.jsonl`). Output under `tokens/extra/`.
+the held-out documents (`tasks/next_line.jsonl`). The user's `proxy.eval_texts` files are
+tokenized into `eval/<name>.bin` for loss and bits per byte. Output under `tokens/extra/`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from mixforge.proxy_training.tokenize import (
     train_default_tokenizer,
     workspace_docs,
 )
+from mixforge.errors import ConfigError
+from mixforge.pipelines.quality import read_reference
 from mixforge.proxy_training.tasks import next_line_task
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_text
@@ -35,11 +38,40 @@ def is_heldout(doc_index_key: str, seed: int, fraction: float) -> bool:
     return zlib.crc32(f"{seed}:{doc_index_key}".encode()) % 10_000 < fraction * 10_000
 
 
+def file_identity(path: Path | None) -> tuple | str:
+    return (str(path), path.stat().st_size, path.stat().st_mtime_ns) if path and path.exists() else str(path)
+
+
+def eval_text_name(path: str) -> str:
+    """`loss_<name>` / `bpb_<name>` columns: the file name without its extensions."""
+    return Path(path).name.split(".")[0]
+
+
 def tokens_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     p = cfg.proxy
-    tok = cfg.resolve(p.tokenizer) if p.tokenizer else None
-    tok_id = (str(tok), tok.stat().st_size, tok.stat().st_mtime_ns) if tok and tok.exists() else str(tok)
-    return section_hash(upstream_fingerprint, tok_id, p.vocab_size, p.heldout_fraction, cfg.seed)
+    tok = file_identity(cfg.resolve(p.tokenizer) if p.tokenizer else None)
+    evals = [file_identity(cfg.resolve(e)) for e in p.eval_texts]
+    return section_hash(upstream_fingerprint, tok, p.vocab_size, p.heldout_fraction, cfg.seed, evals)
+
+
+def eval_texts(cfg: MixforgeConfig, components: set[str]) -> list[tuple[str, str]]:
+    """(name, text) for every `proxy.eval_texts` file (JSONL with `text`, plain or compressed, or a
+    whole text file); names must be distinct from each other and from the components, since both
+    become metric columns."""
+    out, names = [], set()
+    for entry in cfg.proxy.eval_texts:
+        path, name = cfg.resolve(entry), eval_text_name(entry)
+        if not path.is_file():
+            raise ConfigError(f"proxy.eval_texts: {path} not found")
+        if name in names or name in components or name == "mean":
+            raise ConfigError(f"proxy.eval_texts: {path} would be named {name!r}, which a component or another "
+                              f"file already uses: rename the file")
+        texts = read_reference([path], setting="proxy.eval_texts")
+        if not texts:
+            raise ConfigError(f"proxy.eval_texts: {path} holds no text")
+        names.add(name)
+        out.extend((name, t) for t in texts)
+    return out
 
 
 def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
@@ -53,6 +85,7 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
         out.mkdir(parents=True, exist_ok=True)
         tok_path = out / "tokenizer.json"
         docs = list(workspace_docs(ws))  # read once: the split below keeps every text anyway
+        extra_eval = eval_texts(cfg, {c for c, _ in docs})  # bad files fail before any work
         if p.tokenizer:
             load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
             shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
@@ -72,12 +105,16 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
         atomic_write_text(out / "tasks" / "next_line.jsonl", "".join(json.dumps(item) + "\n" for item in task))
         train = tokenize_components(train_docs, tok_path, out / "train")
         held = tokenize_components(held_docs, tok_path, out / "heldout")
+        evals = tokenize_components(extra_eval, tok_path, out / "eval") if extra_eval else {}
+        eval_bytes = {n: sum(len(t.encode("utf-8")) for nn, t in extra_eval if nn == n) for n in evals}
         components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
                           "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}
                       for c, m in train.items()}
         return {"next_line_items": len(task), "tokenizer": tokenizer_identity(tok_path) | {"path": "tokens/extra/tokenizer.json", "source": p.tokenizer or "default BPE"},
-                "components": components, "seconds": round(time.perf_counter() - t0, 2)}
+                "components": components, "seconds": round(time.perf_counter() - t0, 2),
+                "eval_texts": {n: {"tokens": m["tokens"], "documents": m["documents"], "bytes": eval_bytes[n]}
+                               for n, m in evals.items()}}
 
     fingerprint = tokens_fingerprint(cfg, upstream.fingerprint)
     return run_side_stage(ws, "tokens", fingerprint, body, upstream.docs_dir, force=force,
-                          settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction"}))
+                          settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction", "eval_texts"}))

@@ -36,24 +36,32 @@ def bits_per_byte(loss_nats: float, tokens: int, text_bytes: int) -> float:
 
 
 @torch.no_grad()
-def choice_accuracy(model: GPT, encode, items: list[dict], max_len: int, per_byte: bool = True) -> float:
+def choice_accuracy(model: GPT, encode, items: list[dict], max_len: int, per_byte: bool = True,
+                    batch_size: int = 64) -> float:
     """Share of items {context, choices, gold} where the gold choice's continuation has the
     highest log-likelihood given the context. per_byte: the sum divided by the choice's UTF-8
-    bytes (lm-evaluation-harness's acc_norm), so long choices are not penalised for length."""
+    bytes (lm-evaluation-harness's acc_norm), so long choices are not penalised for length.
+    Every (item, choice) pair is one right-padded row of a batch: causal attention keeps the
+    padding out of the scored positions, and targets outside the continuation are masked."""
     device = next(model.parameters()).device
     model.eval()
-    correct = 0
-    for item in items:
+    rows = []  # (item index, inputs, targets with -1 outside the continuation, divisor)
+    for n, item in enumerate(items):
         context = encode(item["context"])
-        scores = []
         for choice in item["choices"]:
             cont = encode(choice)
             ids = (context + cont)[-(max_len + 1):]
             n_cont = min(len(cont), len(ids) - 1)
-            x = torch.tensor([ids[:-1]], device=device)
-            y = torch.tensor([ids[1:]], device=device)
-            logp = model.sequence_logprobs(x, y)[0]
-            total = float(logp[-n_cont:].sum())
-            scores.append(total / max(len(choice.encode()), 1) if per_byte else total)
-        correct += int(np.argmax(scores) == item["gold"])
+            targets = [-1] * (len(ids) - 1 - n_cont) + ids[len(ids) - n_cont:]
+            rows.append((n, ids[:-1], targets, max(len(choice.encode()), 1) if per_byte else 1))
+    scores: list[list[float]] = [[] for _ in items]
+    for lo in range(0, len(rows), batch_size):
+        batch = rows[lo : lo + batch_size]
+        width = max(len(r[1]) for r in batch)
+        x = torch.tensor([r[1] + [0] * (width - len(r[1])) for r in batch], device=device)
+        y = torch.tensor([r[2] + [-1] * (width - len(r[2])) for r in batch], device=device)
+        totals = model.sequence_logprobs(x, y).sum(dim=1).tolist()
+        for (n, _, _, divisor), total in zip(batch, totals):
+            scores[n].append(total / divisor)
+    correct = sum(int(np.argmax(s) == item["gold"]) for s, item in zip(scores, items))
     return correct / max(len(items), 1)

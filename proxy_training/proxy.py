@@ -1,5 +1,6 @@
 """One proxy run end to end: mixture -> sampler -> train -> evaluate on every component's
-held-out text -> a row in the runs table. Plain Python; the CLI and the sweep flow call it."""
+held-out text, the user's eval texts and tasks -> a row in the runs table. Plain Python; the CLI
+and the sweep flow call it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from mixforge.proxy_training.model import preset
 from mixforge.proxy_training.tasks import load_task
 from mixforge.proxy_training.tokenize import load_tokenizer
 from mixforge.proxy_training.train import TrainConfig, train
+from mixforge.proxy_training.train import checkpoints as saved_checkpoints
 from mixforge.workspace import Workspace
 
 
@@ -47,54 +49,77 @@ def encoder(ws: Workspace):
     return lambda text: tok.encode(text, add_special_tokens=False).ids
 
 
+# The settings that change what a proxy learns; evaluation and execution settings do not.
+RUN_SETTINGS = {"preset", "tokens", "seq_len", "batch_size", "lr", "warmup_steps", "schedule", "max_epochs"}
+
+
+def checkpoint_dir(ws: Workspace, run_id: str):
+    return ws.root / "runs" / "checkpoints" / run_id
+
+
+def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int) -> dict[str, float]:
+    """loss_<name> and bpb_<name> for every held-out token stream in `folder` long enough to measure."""
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for name, tokens in sorted(load_shards(folder).items()):
+        if len(tokens) <= seq_len:
+            continue  # too little held-out text to measure
+        loss = heldout_loss(model, np.asarray(tokens), seq_len)  # mean over up to 256 windows
+        out[f"loss_{name}"], out[f"bpb_{name}"] = loss, bits_per_byte(loss, len(tokens), byte_counts[name])
+    return out
+
+
 def run_id_for(cfg: MixforgeConfig, weights: dict[str, float], seed: int, tokenizer_sha: str) -> str:
     """Stable id of a run: the same mixture, settings, seed and tokenizer give the same id, so a
     sweep rerun finds it done."""
     p = cfg.proxy
     key = json.dumps([sorted((k, round(v, 6)) for k, v in weights.items()), seed, tokenizer_sha,
-                      p.model_dump(exclude={"device", "tokenizer", "vocab_size", "heldout_fraction"})])
+                      p.model_dump(include=RUN_SETTINGS)])
     return "r" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def run_proxy(cfg: MixforgeConfig, weights: dict[str, float], seed: int | None = None, run_id: str | None = None,
-              progress=None) -> dict:
+              progress=None, checkpoints: int = 0) -> dict:
     """Train one proxy on `weights` (over the components) and record it; returns its row.
-    A run id already in the table is not retrained: its row is returned."""
+    A run id already in the table is not retrained: its row is returned. `checkpoints` > 0 saves
+    that many evenly spaced checkpoints (the last at the end) under runs/checkpoints/<run_id>/;
+    a finished run that lacks them is trained again to make them."""
     ws = Workspace(cfg.workspace_dir)
     p, seed = cfg.proxy, cfg.seed if seed is None else seed
     summary = tokens_summary(ws)
     folder = ws.stage_dir("tokens") / "extra"
-    shards, held = load_shards(folder / "train"), load_shards(folder / "heldout")
+    shards = load_shards(folder / "train")
     weights = check_weights(weights, sorted(shards))
     table = RunsTable(ws)
     run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"])
-    if table.has(run_id):
+    ckpt_dir = checkpoint_dir(ws, run_id)
+    if table.has(run_id) and not (checkpoints and not saved_checkpoints(ckpt_dir)):
         return table.load().filter(run_id=run_id).row(0, named=True)
 
     sampler = MixtureSampler(shards, weights, p.seq_len, p.tokens, seed, max_epochs=p.max_epochs)
     steps = -(-len(sampler) // p.batch_size)
     model_cfg = preset(p.preset, vocab_size=summary["tokenizer"]["vocab_size"], block_size=p.seq_len)
     train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
-                            seed=seed, device=p.device)
+                            seed=seed, device=p.device,
+                            checkpoint_every=-(-steps // checkpoints) if checkpoints else p.checkpoint_every)
     t0 = time.perf_counter()
-    model, result = train(model_cfg, train_cfg, sampler.batches(p.batch_size), steps, progress)
+    model, result = train(model_cfg, train_cfg, sampler.batches(p.batch_size), steps, progress,
+                          checkpoint_dir=ckpt_dir if train_cfg.checkpoint_every else None)
     row: dict = {"run_id": run_id}
     row.update({f"w_{c}": float(w) for c, w in sorted(weights.items())})
-    losses, bpbs = [], []
-    for comp, tokens in sorted(held.items()):
-        if len(tokens) <= p.seq_len:
-            continue  # too little held-out text to measure
-        loss = heldout_loss(model, np.asarray(tokens), p.seq_len)  # mean over up to 256 windows
-        bpb = bits_per_byte(loss, len(tokens), summary["components"][comp]["heldout_bytes"])
-        row[f"loss_{comp}"], row[f"bpb_{comp}"] = loss, bpb
-        losses.append(loss)
-        bpbs.append(bpb)
+    held = heldout_metrics(model, folder / "heldout",
+                           {c: v["heldout_bytes"] for c, v in summary["components"].items()}, p.seq_len)
+    row.update(held)
+    row["loss_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("loss_")]))
+    row["bpb_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("bpb_")]))
+    row.update(heldout_metrics(model, folder / "eval",
+                               {n: v["bytes"] for n, v in summary.get("eval_texts", {}).items()}, p.seq_len))
     task_items = tasks(cfg, ws)
     encode = encoder(ws) if task_items else None  # the tokenizer is loaded once for every task
     for name, items in task_items.items():
         row[f"acc_{name}"] = choice_accuracy(model, encode, items[: p.task_items], max_len=p.seq_len)
     row.update({
-        "loss_mean": float(np.mean(losses)), "bpb_mean": float(np.mean(bpbs)),
         "train_loss": result.final_loss, "tokens": result.tokens, "steps": result.steps,
         "max_epochs_used": max(sampler.epochs.values()), "preset": p.preset,
         "non_embedding_params": result.non_embedding_params, "seq_len": p.seq_len, "batch_size": p.batch_size,

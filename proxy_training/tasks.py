@@ -68,3 +68,4 @@ def load_task(path: Path) -> list[dict]:
             raise ConfigError(f"{path}:{n}: expected {{\"context\": str, \"choices\": [str, str, ...], \"gold\": index}}")
         items.append(item)
     return items
+

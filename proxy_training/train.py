@@ -1,18 +1,23 @@
 """Training one proxy: warm-up, then a constant (RegMix), cosine or WSD learning rate; AdamW;
-deterministic for a seed; progress with tokens/s. Data comes in as batches of token ids
-[B, T + 1] (inputs are [:, :-1], targets [:, 1:]) from the mixture sampler."""
+deterministic for a seed; progress with tokens/s; optional checkpoints that a rerun resumes from.
+Data comes in as batches of token ids [B, T + 1] (inputs are [:, :-1], targets [:, 1:]) from the
+mixture sampler."""
 
 from __future__ import annotations
 
+import io
+import itertools
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Iterable, Literal
 
 import numpy as np
 import torch
 
 from mixforge.proxy_training.model import GPT, ModelConfig, autocast_context
+from mixforge.workspace import atomic_write_bytes
 
 
 @dataclass
@@ -30,6 +35,7 @@ class TrainConfig:
     device: str = "auto"  # auto: CUDA when present
     compile: bool = False  # torch.compile the model (pays off for long GPU runs)
     log_every: int = 10  # steps between recorded losses
+    checkpoint_every: int = 0  # steps between checkpoints (0: none); needs checkpoint_dir in train()
 
 
 @dataclass
@@ -70,9 +76,33 @@ def resolve_device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray], steps: int, progress=None) -> tuple[GPT, ProxyResult]:
+def checkpoints(folder: str | Path | None) -> list[Path]:
+    """The checkpoints in a folder, oldest step first."""
+    return sorted(Path(folder).glob("step_*.pt")) if folder and Path(folder).is_dir() else []
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, dict]:
+    """A model as it was at a checkpoint, and the checkpoint's other fields (step, tokens, ...)."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    model = GPT(ModelConfig(**state["model_config"])).to(device)
+    model.load_state_dict(state["model"])
+    return model, state
+
+
+def save_checkpoint(folder: Path, model: GPT, optimizer, step: int, tokens: int, losses: list) -> None:
+    buffer = io.BytesIO()
+    torch.save({"step": step, "tokens": tokens, "losses": losses, "model_config": model.config.to_dict(),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    atomic_write_bytes(folder / f"step_{step:07d}.pt", buffer.getvalue())
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray], steps: int, progress=None,
+          checkpoint_dir: str | Path | None = None) -> tuple[GPT, ProxyResult]:
     """Train a fresh GPT for `steps` batches. `progress(step, steps, tokens_per_s)` is called
-    every `log_every` steps when given."""
+    every `log_every` steps when given. With `checkpoint_dir` and `cfg.checkpoint_every`, the
+    state is saved every that many steps (and at the end), and a call that finds checkpoints
+    there resumes from the latest: `batches` must then be the same stream from its start (the
+    batches already trained are skipped), and the result equals an uninterrupted run's."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg).to(device)
@@ -84,10 +114,17 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray
         lr=cfg.lr, betas=(0.9, 0.95), fused=device == "cuda",
     )
     losses: list[tuple[int, float]] = []
-    tokens = 0
-    t0 = time.perf_counter()
+    tokens, start = 0, 0
+    saved = checkpoints(checkpoint_dir)
+    if saved:
+        state = torch.load(saved[-1], map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, tokens, losses = state["step"], state["tokens"], [tuple(x) for x in state["losses"]]
+        batches = itertools.islice(batches, start, None)
+    t0, tokens_at_start = time.perf_counter(), tokens
     model.train()
-    for step, batch in zip(range(steps), batches):
+    for step, batch in zip(range(start, steps), batches):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, cfg)
         xy = torch.from_numpy(np.asarray(batch, dtype=np.int64)).to(device)
@@ -101,12 +138,14 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray
         if step % cfg.log_every == 0 or step == steps - 1:
             losses.append((step, loss.item()))
             if progress is not None:
-                progress(step + 1, steps, tokens / (time.perf_counter() - t0))
+                progress(step + 1, steps, (tokens - tokens_at_start) / (time.perf_counter() - t0))
+        if checkpoint_dir and cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or step == steps - 1):
+            save_checkpoint(Path(checkpoint_dir), model, optimizer, step + 1, tokens, losses)
     seconds = time.perf_counter() - t0
     tail = [l for s, l in losses if s >= int(0.9 * steps)] or [losses[-1][1]]
     result = ProxyResult(
         steps=len(losses) and losses[-1][0] + 1, tokens=tokens, final_loss=float(np.mean(tail)), losses=losses,
-        seconds=round(seconds, 3), tokens_per_s=round(tokens / max(seconds, 1e-9), 1), device=device,
+        seconds=round(seconds, 3), tokens_per_s=round((tokens - tokens_at_start) / max(seconds, 1e-9), 1), device=device,
         non_embedding_params=model.num_params(non_embedding=True), flops_per_token=model.flops_per_token(),
     )
     return model, result

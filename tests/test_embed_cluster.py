@@ -15,6 +15,7 @@ from mixforge.pipelines.components import label_agreement, merge_clusters, purit
 from mixforge.pipelines.embed import Encoder, load_vectors
 from mixforge.pipelines.prune import semantic_duplicates
 from mixforge.pipelines.quality import heuristic_score, read_reference, train_classifier
+from mixforge.proxy_training.proxy import run_proxy
 from mixforge.workspace import Workspace
 
 
@@ -131,12 +132,20 @@ def test_semantic_duplicates_keep_the_first(encoder):
 def test_full_build_on_the_slice_components_report_and_pruning(tmp_path, slice_config):
     cfg = load_config(slice_config)
     cfg.cluster.n_components = 8
+    target = tmp_path / "tutorial.jsonl"  # held-out text of the user's own: becomes loss_tutorial / bpb_tutorial
+    target.write_text("".join(json.dumps({"text": l}) + "\n" for l in (SLICE / "quotes.jsonl").read_text().splitlines()[:4]))
+    cfg.proxy.eval_texts = [str(target)]
     results = build(cfg)
     assert [r.stage for r in results][-6:] == ["embed", "cluster", "quality", "prune", "components", "tokens"]
     ws = Workspace(cfg.workspace_dir)
     ids, vectors, tokens, valid = load_vectors(ws)
     kept = pl.read_parquet(sorted(ws.docs_dir("dedup").glob("*.parquet")), columns=["id"])["id"].to_list()
     assert ids == kept and vectors.shape == (len(kept), 384) and valid.all() and (tokens > 0).all()
+    assert results[-1].counts["eval_texts"]["tutorial"]["documents"] == 4
+    cfg.proxy.tokens, cfg.proxy.seq_len, cfg.proxy.warmup_steps = 4096, 32, 2
+    comps = results[-1].counts["components"]
+    row = run_proxy(cfg, {c: 1 / len(comps) for c in comps})
+    assert row["loss_tutorial"] > 0 and 0 < row["bpb_tutorial"] < 10 and row["tokens"] >= 4096
     stored = np.load(sorted((ws.stage_dir("embed") / "extra" / "vectors").glob("*.npy"))[0])
     assert stored.dtype == np.float16
 

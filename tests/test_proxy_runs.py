@@ -129,6 +129,14 @@ def test_cli_train_and_sweep(tmp_path):
     assert ((weights.sum_horizontal() - 1).abs() < 1e-5).all()
     again = subprocess.run(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "2"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and RunsTable(Workspace(tmp_path / "ws")).load().height == 3  # finished runs skipped
+    # in two worker processes: the two finished runs are found, the two new ones trained in parallel
+    data = yaml.safe_load(config.read_text())
+    data["proxy"]["processes"] = 2
+    config.write_text(yaml.safe_dump(data))
+    more = subprocess.run(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "4"], capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr[-2000:]
+    runs = RunsTable(Workspace(tmp_path / "ws")).load()
+    assert runs.height == 5 and runs["run_id"].n_unique() == 5
 
 
 def test_next_line_task_from_real_text_and_task_file_errors(tmp_path):
@@ -148,3 +156,25 @@ def test_next_line_task_from_real_text_and_task_file_errors(tmp_path):
 
     with pytest.raises(ConfigError, match="task.jsonl:2"):
         load_task(bad)
+
+
+def test_eval_text_files_are_checked(tmp_path):
+    from mixforge.errors import ConfigError
+    from mixforge.pipelines.tokens import eval_texts
+
+    config = tmp_path / "mixforge.yaml"
+    good, bad = tmp_path / "target.jsonl", tmp_path / "broken.jsonl"
+    good.write_text(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"text": "two"}) + "\n")
+    bad.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"txt": "typo"}) + "\n")
+    (tmp_path / "notes.txt").write_text("a plain text file is one document")
+    config.write_text(yaml.safe_dump({"sources": [{"path": "x.jsonl"}], "proxy": {"eval_texts": ["target.jsonl", "notes.txt"]}}))
+    cfg = load_config(config)
+    assert eval_texts(cfg, {"bible"}) == [("target", "one"), ("target", "two"), ("notes", "a plain text file is one document")]
+    with pytest.raises(ConfigError, match="'notes'.*already uses"):
+        eval_texts(cfg, {"notes"})
+    cfg.proxy.eval_texts = ["broken.jsonl"]
+    with pytest.raises(ConfigError, match="broken.jsonl:2"):
+        eval_texts(cfg, set())
+    cfg.proxy.eval_texts = ["missing.jsonl"]
+    with pytest.raises(ConfigError, match="missing.jsonl not found"):
+        eval_texts(cfg, set())

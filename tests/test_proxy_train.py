@@ -3,12 +3,13 @@
 import json
 
 import pytest
+import torch
 
 from conftest import SLICE, slice_token_streams
 from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
 from mixforge.proxy_training.model import preset
-from mixforge.proxy_training.train import TrainConfig, lr_at, train
+from mixforge.proxy_training.train import TrainConfig, checkpoints, load_checkpoint, lr_at, train
 
 SEQ = 64
 
@@ -71,3 +72,33 @@ def test_multiple_choice_by_log_likelihood(shards):
     # the true next verse against a line of Python: a Bible-trained proxy should pick the verse
     items = [{"context": "\n".join(ch[:3]) + "\n", "choices": [code[i], ch[3]], "gold": 1} for i, ch in enumerate(chapters)]
     assert choice_accuracy(model, encode, items, max_len=SEQ) >= 0.75
+    # padded batches score exactly what one row at a time does (long contexts are cut to SEQ)
+    many = items * 3 + [{"context": "\n".join(chapters[0]) * 3, "choices": [code[0], "x", chapters[1][0]], "gold": 2}]
+    assert choice_accuracy(model, encode, many, max_len=SEQ) == choice_accuracy(model, encode, many, max_len=SEQ, batch_size=1)
+
+
+@pytest.mark.timeout(180)
+def test_checkpoints_resume_to_the_same_model(shards, tmp_path):
+    """A run stopped after a checkpoint and started again ends where an uninterrupted run ends."""
+    tok, train_streams, _ = shards
+    sampler = MixtureSampler(train_streams, {"bible": 0.6, "code": 0.4}, SEQ, token_budget=30 * 8 * SEQ, seed=1)
+    model_cfg = preset("tiny", vocab_size=tok.get_vocab_size(), block_size=SEQ)
+    cfg = TrainConfig(lr=3e-3, warmup_steps=5, seed=1, log_every=5, checkpoint_every=10)
+    whole, r_whole = train(model_cfg, cfg, sampler.batches(8), 30)
+    folder = tmp_path / "ckpt"
+
+    def stops_after_25():
+        for n, batch in enumerate(sampler.batches(8)):
+            if n == 25:
+                raise KeyboardInterrupt
+            yield batch
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model_cfg, cfg, stops_after_25(), 30, checkpoint_dir=folder)
+    assert [p.name for p in checkpoints(folder)] == ["step_0000010.pt", "step_0000020.pt"]
+    resumed, r_resumed = train(model_cfg, cfg, sampler.batches(8), 30, checkpoint_dir=folder)
+    assert r_resumed.losses == r_whole.losses and r_resumed.tokens == r_whole.tokens
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    at_20, state = load_checkpoint(folder / "step_0000020.pt")
+    assert state["step"] == 20 and not torch.equal(at_20.lm_head.weight, resumed.lm_head.weight)
