@@ -25,8 +25,12 @@ def main() -> None:
 
     # user-facing warnings (e.g. weights normalised) as one line, not with a source excerpt
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    # `mixforge search CONFIG ...` runs a search; `search fit` and `search verify` are subcommands
+    args = sys.argv[1:]
+    if len(args) >= 2 and args[0] == "search" and args[1] not in ("run", "fit", "verify", "--help", "-h"):
+        args = ["search", "run"] + args[1:]
     try:
-        app(standalone_mode=False)
+        app(args, standalone_mode=False)
     except MixforgeError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
@@ -225,6 +229,136 @@ def _print_runs(rows: list[dict]) -> None:
         table.add_row(r["run_id"], mix, f"{r['loss_mean']:.3f}", f"{r['bpb_mean']:.3f}", f"{r['tokens']:,}",
                       f"{r['tokens_per_s']:,.0f}", f"{r['wall_s']:.1f}")
     Console().print(table)
+
+
+search_app = typer.Typer(no_args_is_help=True, help="Search for the mixture that best serves a target: "
+                         "`mixforge search CONFIG`, `search verify CONFIG`, `search fit --runs TABLE --target COLUMN`.")
+app.add_typer(search_app, name="search")
+
+
+def _parse_target(target: Optional[str]):
+    """'bpb_mean' or 'bpb_mean=1,acc_next_line=0.5' (a weighted combination)."""
+    if not target or "=" not in target:
+        return target
+    out = {}
+    for part in target.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            out[name.strip()] = float(weight)
+        except ValueError:
+            raise MixforgeError(f"--target {target!r}: expected METRIC or METRIC=WEIGHT,METRIC=WEIGHT") from None
+    return out
+
+
+@search_app.command("run")
+def search_run(
+    config: Path = typer.Argument(..., help="Config file (the build must have run)."),
+    strategy: Optional[str] = typer.Option(None, help="regmix | climb | influence (default: search.strategy)."),
+    target: Optional[str] = typer.Option(None, help="Metric to optimise, or METRIC=W,METRIC=W (default: search.target)."),
+    runs: Optional[int] = typer.Option(None, help="Proxy runs the search may train (default: search.runs)."),
+    verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
+) -> None:
+    """Propose a mixture (`mixforge search CONFIG`): train proxies, fit, simulate, report."""
+    _quiet_prefect(verbose)
+    from mixforge.config import load_config
+
+    load_config(config)  # a bad config fails here, before Prefect starts
+    from mixforge.flows.search import search_flow
+
+    out = search_flow(str(config), strategy, _parse_target(target), runs)
+    _print_proposal(out["proposal"], None)
+    Console().print(f"report: {Path(out['folder']) / 'report.md'}\nnext: mixforge search verify {config}")
+
+
+@search_app.command("verify")
+def search_verify(
+    config: Path = typer.Argument(..., help="Config file of the search."),
+    seeds: Optional[int] = typer.Option(None, help="Fresh proxies per mixture (default: search.verify_seeds)."),
+    folder: Optional[Path] = typer.Option(None, help="A search folder (default: the latest search)."),
+    verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
+) -> None:
+    """Train fresh proxies on the proposal and on uniform, natural and best-observed mixtures."""
+    _quiet_prefect(verbose)
+    from mixforge.config import load_config
+    from mixforge.flows.search import verify_flow
+    from mixforge.mixers.search import latest_folder
+    from mixforge.workspace import read_json
+
+    cfg = load_config(config)
+    folder = folder or latest_folder(cfg)
+    result = verify_flow(str(config), str(folder), seeds)
+    _print_proposal(read_json(folder / "proposal.json"), result)
+    Console().print(f"report: {folder / 'report.md'}")
+
+
+@search_app.command("fit")
+def search_fit(
+    runs: Path = typer.Option(..., "--runs", help="Runs table (.parquet, .csv or .tsv)."),
+    target: str = typer.Option(..., "--target", help="Metric column to optimise."),
+    eval_runs: Optional[Path] = typer.Option(None, "--eval", help="Held-out runs table to score the predictor on."),
+    metrics: Optional[Path] = typer.Option(None, help="Metrics in a second table, joined on --id-column."),
+    id_column: str = typer.Option("run_id", help="Run id column (for --metrics joins and reports)."),
+    weight_prefix: str = typer.Option("w_", help="Weight columns start with this."),
+    weights: Optional[str] = typer.Option(None, help="Weight columns by name, comma-separated (instead of the prefix)."),
+    predictor: str = typer.Option("lightgbm", help="lightgbm | mixing_law | linear | ensemble."),
+    maximize: Optional[bool] = typer.Option(None, "--maximize/--minimize", help="Direction (default: from the name)."),
+    seed: int = typer.Option(0, help="Seed of the folds and candidates."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fit report and proposal as JSON."),
+) -> None:
+    """Fit a predictor on any runs table (produced anywhere), report rank correlation, propose a mixture."""
+    from mixforge.mixers.predictors import PREDICTORS
+    from mixforge.mixers.search import fit_table
+
+    if predictor not in PREDICTORS:
+        raise MixforgeError(f"--predictor {predictor!r}: choose one of {', '.join(PREDICTORS)}")
+    out = fit_table(runs, target, eval_runs=eval_runs, metrics=metrics, id_column=id_column, weight_prefix=weight_prefix,
+                    weight_columns=[w.strip() for w in weights.split(",")] if weights else None, predictor=predictor,
+                    maximize=maximize, seed=seed)
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    fit = out["fit"]
+    table = Table(title=f"{out['target']}: {fit['predictor']} on {out['runs']} runs")
+    for col in ("check", "runs", "Spearman", "Pearson", "Kendall", "MAE"):
+        table.add_column(col, justify="left" if col == "check" else "right")
+    table.add_row(f"{fit['folds']}-fold CV", str(fit["runs"]), *(f"{fit[k]:.3f}" for k in ("spearman", "pearson", "kendall", "mae")))
+    if fit["eval"]:
+        e = fit["eval"]
+        table.add_row("held-out runs", str(e["runs"]), *(f"{e[k]:.3f}" for k in ("spearman", "pearson", "kendall", "mae")))
+    Console().print(table)
+    _print_mixture(out["prior"], out["proposal"], "runs' mean mixture")
+    Console().print(f"predicted {out['target']} of the proposal: {out['predicted']:.4f}; best observed run "
+                    f"{out['best_observed']['run_id']}: {out['best_observed']['value']:.4f}")
+
+
+def _print_mixture(reference: dict, proposal: dict, reference_name: str) -> None:
+    table = Table(title="proposed mixture")
+    for col in ("component", reference_name, "proposal"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for c, w in proposal.items():
+        table.add_row(c, f"{reference[c]:.3f}", f"{w:.3f}")
+    Console().print(table)
+
+
+def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
+    out = Console()
+    _print_mixture(proposal["natural"], proposal["weights"], "natural")
+    fit = proposal.get("fit")
+    if fit:
+        out.print(f"predictor {fit['predictor']}: {fit['folds']}-fold CV Spearman {fit['spearman']:.3f} over {fit['runs']} runs")
+    table = Table(title=f"{proposal['objective']} ({'lower' if proposal['lower_is_better'] else 'higher'} is better)")
+    for col in ("mixture", "predicted", "measured mean", "std", "seeds"):
+        table.add_column(col, justify="left" if col == "mixture" else "right")
+    if verify:
+        for name, r in verify["results"].items():
+            pred = "" if r["predicted"] is None else f"{r['predicted']:.4f}"
+            table.add_row(name, pred, f"{r['mean']:.4f}", f"{r['std']:.4f}", str(len(r["measured"])))
+        for name, why in verify.get("skipped", {}).items():
+            table.add_row(name, "", f"not trained: {why}", "", "")
+    else:
+        pred = "" if proposal["predicted"] is None else f"{proposal['predicted']:.4f}"
+        table.add_row("proposal", pred, "not verified yet", "", "")
+    out.print(table)
 
 
 def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -> Path:

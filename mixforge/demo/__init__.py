@@ -20,6 +20,7 @@ def write_demo_config(workspace: Path) -> Path:
     for source in data["sources"]:
         source["path"] = str(DEMO_DIR / source["path"])
     data["quality"]["reference"] = [str(DEMO_DIR / r) for r in data["quality"]["reference"]]
+    data["proxy"]["eval_texts"] = [str(DEMO_DIR / r) for r in data["proxy"].get("eval_texts", [])]
     path = workspace / "demo.yaml"
     atomic_write_text(path, "# written by `mixforge build --demo` from mixforge/demo/demo.yaml\n" + yaml.safe_dump(data, sort_keys=False))
     return path

@@ -1,0 +1,181 @@
+"""Predictors of a target metric from mixture weights, and how far to trust them.
+
+- `lightgbm` (default): RegMix's regressor (gbdt, 1000 rounds, learning rate 0.01, seed 42) with
+  CLIMB's shape limits (depth 4, L1/L2 regularisation). Adapted to small run counts: LightGBM's
+  default of 20 samples per leaf makes every prediction the mean below ~32 runs (a pitfall seen in
+  RegMix's notebook), so leaves need max(2, min(20, n // 8)). Early stopping (20 rounds) only on a
+  split carved from the training runs, never on evaluation runs, and only from 32 runs up.
+- `mixing_law`: the Data Mixing Laws form y = c + k * exp(t . w), fitted by least squares with a
+  small ridge on t (few runs, many components).
+- `linear`: ridge regression on the weights (RegMix's linear baseline).
+- `ensemble`: the mean of the three.
+
+`fit_report` measures a predictor by k-fold cross-validation (Spearman, Pearson, Kendall, MAE on
+out-of-fold predictions) and, when given, on separate evaluation runs it never saw.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+PREDICTORS = ("lightgbm", "mixing_law", "linear", "ensemble")
+
+
+class LightGBMPredictor:
+    def __init__(self, seed: int = 42, rounds: int = 1000, learning_rate: float = 0.01):
+        self.seed, self.rounds, self.learning_rate = seed, rounds, learning_rate
+
+    def _model(self, n: int):
+        import lightgbm as lgb
+
+        return lgb.LGBMRegressor(
+            objective="regression", n_estimators=self.rounds, learning_rate=self.learning_rate, max_depth=4,
+            num_leaves=15, min_child_samples=max(2, min(20, n // 8)), min_child_weight=1e-3, reg_alpha=1e-3,
+            reg_lambda=1e-3, subsample=1.0, colsample_bytree=1.0, random_state=self.seed, deterministic=True,
+            force_row_wise=True, n_jobs=1, verbose=-1, min_data_in_bin=1,
+        )
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LightGBMPredictor":
+        import lightgbm as lgb
+
+        n = len(X)
+        self.model = self._model(n)
+        if n >= 32:  # early stopping on runs carved from the training set
+            order = np.random.default_rng(self.seed).permutation(n)
+            hold, train = order[: max(n // 5, 4)], order[max(n // 5, 4):]
+            self.model.fit(X[train], y[train], eval_set=[(X[hold], y[hold])],
+                           callbacks=[lgb.early_stopping(20, verbose=False)])
+            best = self.model.best_iteration_ or self.rounds
+            self.model = self._model(n).set_params(n_estimators=best)  # refit on all training runs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no further splits with positive gain" on tiny sets
+            self.model.fit(X, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(X)
+
+
+class MixingLawPredictor:
+    """y = c + k * exp(t . w) (Data Mixing Laws, ICLR 2025)."""
+
+    def __init__(self, ridge: float = 1e-3, seed: int = 0):
+        self.ridge, self.seed = ridge, seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "MixingLawPredictor":
+        from scipy.optimize import least_squares
+
+        self.scale = float(np.std(y)) or 1.0
+        self.center = float(np.mean(y))
+        z = (y - self.center) / self.scale  # fit in standard units, so one ridge fits every metric
+        k = X.shape[1]
+        lin = LinearPredictor(alpha=1e-3).fit(X, z)
+
+        def residuals(p):
+            c, kk, t = p[0], p[1], p[2:]
+            return np.concatenate([c + kk * np.exp(np.clip(X @ t, -50, 50)) - z, np.sqrt(self.ridge) * t])
+
+        best = None
+        for sign in (1.0, -1.0):  # start from the linear fit, read as a first-order exponential
+            t0 = lin.model.coef_ / sign
+            p0 = np.concatenate([[lin.model.intercept_ - sign], [sign], t0])
+            fit = least_squares(residuals, p0, method="trf", max_nfev=2000)
+            if best is None or fit.cost < best.cost:
+                best = fit
+        self.params = best.x
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        c, kk, t = self.params[0], self.params[1], self.params[2:]
+        return self.center + self.scale * (c + kk * np.exp(np.clip(X @ t, -50, 50)))
+
+
+class LinearPredictor:
+    def __init__(self, alpha: float = 1e-3):
+        self.alpha = alpha
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LinearPredictor":
+        from sklearn.linear_model import Ridge
+
+        self.model = Ridge(alpha=self.alpha).fit(X, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(X)
+
+
+class EnsemblePredictor:
+    def __init__(self, seed: int = 42):
+        self.members = [LightGBMPredictor(seed=seed), MixingLawPredictor(seed=seed), LinearPredictor()]
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "EnsemblePredictor":
+        for m in self.members:
+            m.fit(X, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.mean([m.predict(X) for m in self.members], axis=0)
+
+
+def make_predictor(name: str, seed: int = 42):
+    if name == "lightgbm":
+        return LightGBMPredictor(seed=seed)
+    if name == "mixing_law":
+        return MixingLawPredictor(seed=seed)
+    if name == "linear":
+        return LinearPredictor()
+    if name == "ensemble":
+        return EnsemblePredictor(seed=seed)
+    raise ValueError(f"unknown predictor {name!r}; choose one of {', '.join(PREDICTORS)}")
+
+
+@dataclass
+class FitReport:
+    """Cross-validated (and, with evaluation runs, held-out) agreement of predictions with truth."""
+
+    predictor: str
+    runs: int
+    folds: int
+    spearman: float
+    pearson: float
+    kendall: float
+    mae: float
+    oof_predictions: list[float] = field(default_factory=list)  # out-of-fold, in run order
+    eval: dict | None = None  # {"runs", "spearman", "pearson", "kendall", "mae"} on held-out runs
+
+    def to_dict(self, with_predictions: bool = False) -> dict:
+        d = asdict(self)
+        if not with_predictions:
+            d.pop("oof_predictions")
+            if d["eval"]:
+                d["eval"] = {k: v for k, v in d["eval"].items() if k not in ("predictions", "actual")}
+        return d
+
+
+def agreement(pred: np.ndarray, actual: np.ndarray) -> dict:
+    from scipy.stats import kendalltau, pearsonr, spearmanr
+
+    if np.ptp(pred) == 0 or np.ptp(actual) == 0:  # correlation undefined: no ranking at all
+        return {"spearman": 0.0, "pearson": 0.0, "kendall": 0.0, "mae": float(np.mean(np.abs(pred - actual)))}
+    return {"spearman": float(spearmanr(pred, actual).statistic), "pearson": float(pearsonr(pred, actual).statistic),
+            "kendall": float(kendalltau(pred, actual).statistic), "mae": float(np.mean(np.abs(pred - actual)))}
+
+
+def fit_report(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42,
+               X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None) -> FitReport:
+    """k-fold CV on (X, y); with (X_eval, y_eval), a model fitted on all of (X, y) is scored on them."""
+    from sklearn.model_selection import KFold
+
+    folds = max(2, min(folds, len(X)))
+    oof = np.zeros(len(y))
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(X):
+        oof[test] = make_predictor(name, seed).fit(X[train], y[train]).predict(X[test])
+    report = FitReport(name, len(X), folds, **agreement(oof, y), oof_predictions=oof.tolist())
+    if X_eval is not None and y_eval is not None:
+        pred = make_predictor(name, seed).fit(X, y).predict(X_eval)
+        report.eval = {"runs": len(X_eval), **agreement(pred, y_eval), "predictions": pred.tolist(),
+                       "actual": y_eval.tolist()}
+    return report

@@ -1,0 +1,144 @@
+"""What a search leaves for people: report.md with the proposal, the fit report and (after
+verify) measured figures beside predicted ones, and PNG plots: predicted against actual
+(out-of-fold) with its rank correlation, the proposed mixture against the natural one, search
+progress per iteration, and verification results with their spread."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from mixforge.workspace import atomic_write_bytes, atomic_write_text
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_fit(path: Path, proposal: dict) -> None:
+    plt = _plt()
+    pts, fit = proposal["fit_points"], proposal["fit"]
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.scatter(pts["actual"], pts["predicted"], s=18, alpha=0.75)
+    lo, hi = min(pts["actual"] + pts["predicted"]), max(pts["actual"] + pts["predicted"])
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"measured {proposal['objective']}")
+    ax.set_ylabel("predicted (out of fold)")
+    ax.set_title(f"{fit['predictor']}, {fit['folds']}-fold CV: Spearman {fit['spearman']:.2f}, {fit['runs']} runs", fontsize=9)
+    _save(fig, path)
+
+
+def plot_mixture(path: Path, proposal: dict) -> None:
+    plt = _plt()
+    comps = list(proposal["weights"])
+    series = [("natural", proposal["natural"]), ("proposal", proposal["weights"])]
+    for phase in proposal.get("schedule") or []:
+        series.append((f"phase {phase['start_fraction']:.0%}-{phase['end_fraction']:.0%}", phase["weights"]))
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(comps) + 2), 3.6))
+    width = 0.8 / len(series)
+    for i, (name, w) in enumerate(series):
+        ax.bar([j + i * width for j in range(len(comps))], [w.get(c, 0) for c in comps], width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(comps))], comps, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("token share")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{proposal['strategy']} proposal for {proposal['objective']}", fontsize=9)
+    _save(fig, path)
+
+
+def plot_progress(path: Path, proposal: dict) -> None:
+    plt = _plt()
+    its = [i for i in proposal["iterations"] if i.get("best_observed") is not None]
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ax.plot([i["runs"] for i in its], [i["best_observed"] for i in its], marker="o", label="best measured run")
+    if proposal.get("predicted") is not None:
+        ax.axhline(proposal["predicted"], color="C1", ls="--", lw=1, label="proposal, predicted")
+    ax.set_xlabel("proxy runs so far")
+    ax.set_ylabel(proposal["objective"])
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_verify(path: Path, verify: dict) -> None:
+    plt = _plt()
+    names = list(verify["results"])
+    res = verify["results"]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(names) + 1.5), 3.4))
+    ax.bar(names, [res[n]["mean"] for n in names], yerr=[res[n]["std"] for n in names], capsize=4, label="measured")
+    pred = [(i, res[n]["predicted"]) for i, n in enumerate(names) if res[n]["predicted"] is not None]
+    if pred:
+        ax.scatter([i for i, _ in pred], [p for _, p in pred], color="C1", zorder=3, label="predicted")
+    values = [res[n]["mean"] for n in names] + [p for _, p in pred]
+    span = max(values) - min(values) or abs(max(values)) * 0.05 or 1.0
+    ax.set_ylim(min(values) - span, max(values) + span)
+    ax.set_ylabel(verify["objective"])
+    ax.set_title(f"fresh proxies, {verify['seeds']} seeds each (mean, std)", fontsize=9)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _fmt(v) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def markdown(proposal: dict, verify: dict | None) -> str:
+    better = "lower" if proposal["lower_is_better"] else "higher"
+    lines = [f"# Mixture search: {proposal['strategy']}", "",
+             f"Target: `{proposal['objective']}` ({better} is better). Seed {proposal['seed']}. "
+             f"Proxy runs used: {len(proposal['runs_used'])}.", ""]
+    if proposal["predicted"] is not None:
+        lines.append(f"Predicted {proposal['objective']} of the proposal: **{proposal['predicted']:.4f}**.")
+    fit = proposal.get("fit")
+    if fit:
+        lines += ["", "## How far to trust the predictor", "",
+                  f"{fit['predictor']}, {fit['folds']}-fold cross-validation over {fit['runs']} runs: "
+                  f"Spearman {fit['spearman']:.3f}, Pearson {fit['pearson']:.3f}, Kendall {fit['kendall']:.3f}, "
+                  f"MAE {fit['mae']:.4f}.", "", "![predicted against measured](fit.png)"]
+    lines += ["", "## Proposed mixture", "", "| component | natural | proposal |", "|---|---:|---:|"]
+    for c, w in proposal["weights"].items():
+        lines.append(f"| {c} | {proposal['natural'][c]:.3f} | {w:.3f} |")
+    if proposal.get("schedule"):
+        lines += ["", "Multi-phase schedule (share of training tokens -> mixture):", ""]
+        for ph in proposal["schedule"]:
+            mix = ", ".join(f"{c} {w:.2f}" for c, w in ph["weights"].items() if w >= 0.01)
+            lines.append(f"- {ph['start_fraction']:.0%} to {ph['end_fraction']:.0%}: {mix}")
+    lines += ["", "![proposal against natural shares](mixture.png)", "", "## Progress", "",
+              "| iteration | runs | best measured | CV Spearman |", "|---:|---:|---:|---:|"]
+    for it in proposal["iterations"]:
+        lines.append(f"| {it['iteration']} | {it['runs']} | {_fmt(it.get('best_observed'))} | {_fmt(it.get('cv_spearman'))} |")
+    lines += ["", "![progress](progress.png)", "", "## Verification (fresh proxies)", ""]
+    if not verify:
+        lines.append("Not verified yet: run `mixforge search verify CONFIG`.")
+    else:
+        lines += [f"{verify['seeds']} fresh seed(s) per mixture, seeds no search run used.", "",
+                  "| mixture | measured mean | std | predicted |", "|---|---:|---:|---:|"]
+        for name, r in verify["results"].items():
+            lines.append(f"| {name} | {r['mean']:.4f} | {r['std']:.4f} | {_fmt(r['predicted'])} |")
+        for name, why in verify.get("skipped", {}).items():
+            lines.append(f"| {name} | not trained: {why} | | |")
+        if "gain_over_uniform" in verify:
+            lines += ["", f"Measured gain of the proposal over uniform: {verify['gain_over_uniform']:+.4f} "
+                          f"({better} is better)."]
+        lines += ["", "![verification](verify.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder: Path, proposal: dict, verify: dict | None) -> None:
+    if proposal.get("fit_points"):
+        plot_fit(folder / "fit.png", proposal)
+    plot_mixture(folder / "mixture.png", proposal)
+    plot_progress(folder / "progress.png", proposal)
+    if verify and verify["results"]:
+        plot_verify(folder / "verify.png", verify)
+    atomic_write_text(folder / "report.md", markdown(proposal, verify))

@@ -1,0 +1,104 @@
+"""Runs tables from anywhere, made ready for fitting: the weights matrix, the target column(s)
+and the run ids, with every problem reported by column or row.
+
+Accepted layouts (CSV or Parquet):
+- one table: a row per run, weight columns (by prefix, default `w_`, or named), metric columns;
+- two tables: weights in one, metrics in the other, joined on a run id column (default `run_id`).
+Weights may be shares or raw amounts: each row is normalised to sum to 1 (rows that did not are
+reported in a warning; a row of zeros or a negative weight is an error).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mixforge.errors import InputError
+
+MIN_RUNS = 8  # below this, 5-fold cross-validation leaves folds of one run and no model ranks anything
+
+
+@dataclass
+class RunsData:
+    """Weights [n, k] over `components`, target columns by name, and the run ids."""
+
+    components: list[str]
+    weights: np.ndarray
+    targets: dict[str, np.ndarray]
+    run_ids: list[str]
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+
+def read_table(path: str | Path) -> pl.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"runs table {path} not found")
+    try:
+        if path.suffix == ".parquet" or path.is_dir():
+            return pl.read_parquet(path)
+        if path.suffix in (".csv", ".tsv"):
+            return pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema_length=None)
+    except Exception as e:  # polars raises several error types for broken files
+        raise InputError(f"runs table {path} does not read: {e}") from None
+    raise InputError(f"runs table {path}: expected a .parquet, .csv or .tsv file")
+
+
+def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | None = None, id_column: str = "run_id",
+              weight_prefix: str = "w_", weight_columns: list[str] | None = None, min_runs: int = MIN_RUNS,
+              table: pl.DataFrame | None = None) -> RunsData:
+    """Read a runs table (or use `table`) and check it. `targets` are metric column names."""
+    frame = table if table is not None else read_table(path)
+    where = str(path)
+    if metrics is not None:
+        other = read_table(metrics)
+        for name, f in ((where, frame), (str(metrics), other)):
+            if id_column not in f.columns:
+                raise InputError(f"{name}: no run id column {id_column!r} to join on; columns: {', '.join(f.columns)}")
+        frame = frame.join(other, on=id_column, how="inner", suffix="_metrics")
+        where = f"{path} joined with {metrics} on {id_column}"
+    columns = weight_columns or [c for c in frame.columns if c.startswith(weight_prefix)]
+    if not columns:
+        raise InputError(f"{where}: no weight columns (prefix {weight_prefix!r}); columns found: {', '.join(frame.columns)}")
+    missing = [c for c in list(columns) + list(targets) if c not in frame.columns]
+    if missing:
+        raise InputError(f"{where}: column(s) {', '.join(missing)} not found; columns found: {', '.join(frame.columns)}")
+    for c in list(columns) + list(targets):
+        if not frame[c].dtype.is_numeric():
+            raise InputError(f"{where}: column {c!r} holds {frame[c].dtype}, not numbers")
+    # rows without a value for a target are left out (a run evaluated before that target existed)
+    complete = frame.filter(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in targets]))
+    notes = []
+    if complete.height < frame.height:
+        notes.append(f"{frame.height - complete.height} run(s) without a value for {', '.join(targets)} left out")
+    if complete.height < min_runs:
+        raise InputError(f"{where}: {complete.height} usable run(s); the predictor needs at least {min_runs}")
+    w = complete.select(columns).fill_null(0).to_numpy().astype(float)
+    ids = complete[id_column].cast(pl.Utf8).to_list() if id_column in complete.columns else [str(i) for i in range(len(w))]
+    bad = np.flatnonzero(~np.isfinite(w).all(axis=1) | (w < 0).any(axis=1) | (w.sum(axis=1) <= 0))
+    if len(bad):
+        raise InputError(f"{where}: weights negative, not finite or all zero in run(s) {_rows(ids, bad)}")
+    sums = w.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1) > 1e-3)
+    if len(off):
+        warnings.warn(f"{where}: weights of run(s) {_rows(ids, off)} do not sum to 1 (e.g. {sums[off[0]]:.4g}): normalised",
+                      stacklevel=2)
+        notes.append(f"{len(off)} run(s) with weights not summing to 1 normalised")
+    ys = {t: complete[t].to_numpy().astype(float) for t in targets}
+    for t, y in ys.items():
+        if np.ptp(y) == 0:
+            raise InputError(f"{where}: target {t!r} is {y[0]:g} in every run: nothing to learn from")
+    names = [c[len(weight_prefix):] if c.startswith(weight_prefix) else c for c in columns]
+    return RunsData(names, w / sums[:, None], ys, ids, where, notes)
+
+
+def _rows(ids: list[str], rows: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(ids[i] for i in rows[:limit])
+    return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")

@@ -1,0 +1,199 @@
+"""A search on a workspace: the context a strategy needs (components, token counts, target,
+checkpoint access for influence), the strategy run, and its results written under
+`<workspace>/search/<strategy>-<target>/` (proposal.json, report.md, PNG plots); `verify` trains
+fresh proxies on the proposal and on baselines and adds measured figures beside predicted ones.
+`train` is how proxies get trained: the flows pass Prefect tasks, a notebook can pass a loop."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mixforge.config import MixforgeConfig
+from mixforge.errors import ConfigError, MixforgeError
+from mixforge.mixers.objective import Objective
+from mixforge.mixers.report import write_report
+from mixforge.mixers.runs import RunsTable
+from mixforge.mixers.strategies import STRATEGIES, Proposal, SearchContext, TrainFn, fit
+from mixforge.workspace import Workspace, atomic_write_json, read_json
+
+VERIFY_SEED = 1_000_000  # verification seeds start here: never a seed a search run used
+
+
+def known_metrics(cfg: MixforgeConfig, summary: dict) -> list[str]:
+    """The metric columns every run of this workspace gets."""
+    names = sorted(summary["components"]) + ["mean"] + sorted(summary.get("eval_texts", {}))
+    out = [f"{kind}_{n}" for n in names for kind in ("loss", "bpb")] + ["train_loss"]
+    ws = Workspace(cfg.workspace_dir)
+    tasks = ["next_line"] if (ws.stage_dir("tokens") / "extra" / "tasks" / "next_line.jsonl").exists() else []
+    return out + [f"acc_{t}" for t in tasks + [Path(t).name.split(".")[0] for t in cfg.proxy.tasks]]
+
+
+def objective_for(cfg: MixforgeConfig, summary: dict, target=None) -> Objective:
+    objective = Objective.parse(target or cfg.search.target, cfg.search.maximize)
+    known = known_metrics(cfg, summary)
+    unknown = [t for t in objective.targets if t not in known]
+    if unknown:
+        raise ConfigError(f"search target {', '.join(unknown)} is not a metric of this workspace's runs; "
+                          f"known: {', '.join(known)}")
+    objective.sign  # noqa: B018 - fails early when the direction cannot be inferred
+    return objective
+
+
+def search_folder(ws: Workspace, strategy: str, objective: Objective) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", objective.label)[:80]
+    return ws.root / "search" / f"{strategy}-{slug}"
+
+
+def context(cfg: MixforgeConfig, train: TrainFn, target=None) -> SearchContext:
+    from mixforge.proxy_training.proxy import tokens_summary
+
+    ws = Workspace(cfg.workspace_dir)
+    summary = tokens_summary(ws)
+    counts = {c: v["train_tokens"] for c, v in summary["components"].items() if v["train_tokens"] > 0}
+    objective = objective_for(cfg, summary, target)
+    ctx = SearchContext(sorted(counts), counts, cfg.proxy.tokens, cfg.proxy.max_epochs, cfg.search, objective,
+                        cfg.seed, train)
+    ctx.influence_inputs = lambda run_id: influence_inputs(cfg, ws, run_id, objective)
+    return ctx
+
+
+def influence_inputs(cfg: MixforgeConfig, ws: Workspace, run_id: str, objective: Objective):
+    """(checkpoints of the run, training streams per component, the target's token stream, seq_len)."""
+    from mixforge.proxy_training.data import load_shards
+    from mixforge.proxy_training.proxy import checkpoint_dir
+    from mixforge.proxy_training.train import checkpoints
+
+    folder = ws.stage_dir("tokens") / "extra"
+    held = load_shards(folder / "heldout")
+    evals = load_shards(folder / "eval") if (folder / "eval").is_dir() else {}
+    parts = []
+    for metric in objective.targets:
+        name = metric.split("_", 1)[1] if metric.startswith(("loss_", "bpb_")) else None
+        if name == "mean":
+            parts.extend(np.asarray(t) for t in held.values())
+        elif name in held or name in evals:
+            parts.append(np.asarray(held.get(name, evals.get(name))))
+        else:
+            raise ConfigError(f"the influence strategy needs held-out text targets (loss_* or bpb_*), not {metric!r}")
+    ckpts = checkpoints(checkpoint_dir(ws, run_id))
+    if not ckpts:
+        raise MixforgeError(f"run {run_id} has no checkpoints under {checkpoint_dir(ws, run_id)}")
+    return ckpts, load_shards(folder / "train"), np.concatenate(parts), cfg.proxy.seq_len
+
+
+def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None, target=None) -> tuple[Proposal, Path]:
+    """Run a strategy; write proposal.json, report.md and the plots. Returns the proposal and its folder."""
+    strategy = strategy or cfg.search.strategy
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    ctx = context(cfg, train, target)
+    proposal = STRATEGIES[strategy](ctx)
+    ws = Workspace(cfg.workspace_dir)
+    folder = search_folder(ws, strategy, ctx.objective)
+    atomic_write_json(folder / "proposal.json", proposal.to_dict())
+    atomic_write_json(ws.root / "search" / "latest.json", {"folder": folder.name})
+    write_report(folder, proposal.to_dict(), read_json(folder / "verify.json") if (folder / "verify.json").exists() else None)
+    return proposal, folder
+
+
+def latest_folder(cfg: MixforgeConfig) -> Path:
+    ws = Workspace(cfg.workspace_dir)
+    pointer = read_json(ws.root / "search" / "latest.json")
+    if not pointer:
+        raise MixforgeError(f"no search in {ws.root}: run `mixforge search CONFIG` first")
+    return ws.root / "search" / pointer["folder"]
+
+
+def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seeds: int | None = None) -> dict:
+    """Fresh proxies (`seeds` each, new seeds) on the proposal, uniform, natural and the best observed
+    run's mixture; measured target mean and spread beside the predicted value. Writes verify.json."""
+    folder = folder or latest_folder(cfg)
+    proposal = read_json(folder / "proposal.json")
+    if not proposal:
+        raise MixforgeError(f"{folder}/proposal.json not found: run the search first")
+    ctx = context(cfg, train, proposal["targets"])
+    comps = ctx.components
+    runs = RunsTable(Workspace(cfg.workspace_dir)).load()
+    used = [r for r in runs.to_dicts() if r["run_id"] in set(proposal["runs_used"])]
+    candidates = {"proposal": proposal["weights"], "uniform": {c: 1 / len(comps) for c in comps},
+                  "natural": proposal["natural"]}
+    from mixforge.mixers.objective import direction
+
+    stats = {m: (np.mean([r[m] for r in used]), np.std([r[m] for r in used]) or 1.0) for m in ctx.objective.targets} if used else {}
+
+    def value(row: dict) -> float:
+        """The objective of one run: the metric itself, or for a combination the same weighted
+        z-score sum the predictor learned (means and spreads of the search's runs)."""
+        if ctx.objective.single:
+            return float(row[ctx.objective.single])
+        return float(sum(w * direction(m, ctx.objective.maximize) * (row[m] - stats[m][0]) / stats[m][1]
+                         for m, w in ctx.objective.targets.items()))
+
+    if used:
+        y = np.array([value(r) for r in used])
+        best = used[int(np.argmin(ctx.objective.sign * y))]
+        candidates["best observed"] = {c: best[f"w_{c}"] for c in comps}
+    predictor = fit(used, ctx)[0] if len(used) >= 4 else None
+    n_seeds = seeds or cfg.search.verify_seeds
+    results, skipped = {}, {}
+    for name, weights in candidates.items():
+        w = np.array([weights.get(c, 0.0) for c in comps])
+        if not ctx.feasible(w[None, :])[0]:
+            skipped[name] = "breaks the repetition cap or the share bounds at this token budget"
+            continue
+        rows = train([weights] * n_seeds, [VERIFY_SEED + s for s in range(n_seeds)], f"verify {name}")
+        values = [value(r) for r in rows]
+        results[name] = {"weights": weights, "measured": values, "mean": float(np.mean(values)),
+                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                         "predicted": float(predictor.predict(w[None, :])[0]) if predictor is not None else None,
+                         "run_ids": [r["run_id"] for r in rows]}
+    out = {"objective": ctx.objective.label, "lower_is_better": ctx.objective.sign > 0, "seeds": n_seeds,
+           "results": results, "skipped": skipped}
+    if "proposal" in results and "uniform" in results:
+        gain = ctx.objective.sign * (results["uniform"]["mean"] - results["proposal"]["mean"])
+        out["gain_over_uniform"] = float(gain)
+    atomic_write_json(folder / "verify.json", out)
+    write_report(folder, proposal, out)
+    return out
+
+
+
+def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = None, metrics: str | Path | None = None,
+              id_column: str = "run_id", weight_prefix: str = "w_", weight_columns: list[str] | None = None,
+              predictor: str = "lightgbm", maximize: bool | None = None, folds: int = 5, candidates: int = 100_000,
+              top_k: int = 128, kl_weight: float = 0.0, seed: int = 0) -> dict:
+    """Fit a predictor on a runs table from anywhere, report cross-validated (and, with `eval_runs`,
+    held-out) rank correlation, and propose a mixture: the mean of the top-k of `candidates`
+    Dirichlet draws around the prior, which is the runs' mean mixture (their sampling centre)."""
+    from mixforge.mixers.predictors import fit_report, make_predictor
+    from mixforge.mixers.objective import kl_to_prior
+    from mixforge.mixers.runs_data import load_runs
+    from mixforge.mixers.sampling import dirichlet_pool
+
+    objective = Objective.parse(target, maximize)
+    kwargs = dict(metrics=metrics, id_column=id_column, weight_prefix=weight_prefix, weight_columns=weight_columns)
+    data = load_runs(runs, [target], **kwargs)
+    X, y = data.weights, objective.column(data)
+    X_eval = y_eval = None
+    if eval_runs is not None:
+        other = load_runs(eval_runs, [target], min_runs=2, **{**kwargs, "metrics": None})
+        if other.components != data.components:
+            raise MixforgeError(f"{eval_runs}: components {', '.join(other.components)} differ from the training "
+                                f"runs' {', '.join(data.components)}")
+        X_eval, y_eval = other.weights, objective.column(other)
+    report = fit_report(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval)
+    model = make_predictor(predictor, seed).fit(X, y)
+    prior = X.mean(axis=0)
+    pool = np.vstack([dirichlet_pool(prior, candidates, np.random.default_rng(seed)), X])
+    score = objective.sign * model.predict(pool) + kl_weight * kl_to_prior(pool, prior)
+    w = pool[np.argsort(score, kind="stable")[:top_k]].mean(axis=0)
+    best = int(np.argmin(objective.sign * y))
+    return {"source": data.source, "target": target, "lower_is_better": objective.sign > 0, "runs": len(data),
+            "notes": data.notes, "fit": report.to_dict(), "prior": dict(zip(data.components, prior.round(6).tolist())),
+            "proposal": dict(zip(data.components, w.round(6).tolist())),
+            "predicted": float(model.predict(w[None, :])[0]), "best_observed": {
+                "run_id": data.run_ids[best], "value": float(y[best]),
+                "weights": dict(zip(data.components, X[best].round(6).tolist()))}}
