@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(VENV)/bin/mixforge build --demo
+	$(VENV)/bin/mixforge search mixforge-demo/demo.yaml
+	$(VENV)/bin/mixforge search verify mixforge-demo/demo.yaml
 
 test: install
 	$(PY) -m pytest -q

@@ -46,7 +46,7 @@ class LightGBMPredictor:
         if n >= 32:  # early stopping on runs carved from the training set
             order = np.random.default_rng(self.seed).permutation(n)
             hold, train = order[: max(n // 5, 4)], order[max(n // 5, 4):]
-            self.model.fit(X[train], y[train], eval_set=[(X[hold], y[hold])],
+            self.model.fit(X[train], y[train], eval_X=(X[hold],), eval_y=(y[hold],),
                            callbacks=[lgb.early_stopping(20, verbose=False)])
             best = self.model.best_iteration_ or self.rounds
             self.model = self._model(n).set_params(n_estimators=best)  # refit on all training runs
@@ -71,7 +71,6 @@ class MixingLawPredictor:
         self.scale = float(np.std(y)) or 1.0
         self.center = float(np.mean(y))
         z = (y - self.center) / self.scale  # fit in standard units, so one ridge fits every metric
-        k = X.shape[1]
         lin = LinearPredictor(alpha=1e-3).fit(X, z)
 
         def residuals(p):

@@ -5,30 +5,14 @@ progress per iteration, and verification results with their spread."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from mixforge.workspace import atomic_write_bytes, atomic_write_text
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+from mixforge.plots import pyplot, save_png
+from mixforge.workspace import atomic_write_text
 
 
 def plot_fit(path: Path, proposal: dict) -> None:
-    plt = _plt()
+    plt = pyplot()
     pts, fit = proposal["fit_points"], proposal["fit"]
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.scatter(pts["actual"], pts["predicted"], s=18, alpha=0.75)
@@ -37,11 +21,11 @@ def plot_fit(path: Path, proposal: dict) -> None:
     ax.set_xlabel(f"measured {proposal['objective']}")
     ax.set_ylabel("predicted (out of fold)")
     ax.set_title(f"{fit['predictor']}, {fit['folds']}-fold CV: Spearman {fit['spearman']:.2f}, {fit['runs']} runs", fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_mixture(path: Path, proposal: dict) -> None:
-    plt = _plt()
+    plt = pyplot()
     comps = list(proposal["weights"])
     series = [("natural", proposal["natural"]), ("proposal", proposal["weights"])]
     for phase in proposal.get("schedule") or []:
@@ -54,11 +38,11 @@ def plot_mixture(path: Path, proposal: dict) -> None:
     ax.set_ylabel("token share")
     ax.legend(fontsize=8)
     ax.set_title(f"{proposal['strategy']} proposal for {proposal['objective']}", fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_progress(path: Path, proposal: dict) -> None:
-    plt = _plt()
+    plt = pyplot()
     its = [i for i in proposal["iterations"] if i.get("best_observed") is not None]
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
     ax.plot([i["runs"] for i in its], [i["best_observed"] for i in its], marker="o", label="best measured run")
@@ -67,11 +51,11 @@ def plot_progress(path: Path, proposal: dict) -> None:
     ax.set_xlabel("proxy runs so far")
     ax.set_ylabel(proposal["objective"])
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_verify(path: Path, verify: dict) -> None:
-    plt = _plt()
+    plt = pyplot()
     names = list(verify["results"])
     res = verify["results"]
     fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(names) + 1.5), 3.4))
@@ -85,7 +69,7 @@ def plot_verify(path: Path, verify: dict) -> None:
     ax.set_ylabel(verify["objective"])
     ax.set_title(f"fresh proxies, {verify['seeds']} seeds each (mean, std)", fontsize=9)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _fmt(v) -> str:

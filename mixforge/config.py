@@ -306,12 +306,12 @@ class MixforgeConfig(Section):
     sources: list[SourceConfig] = Field(..., min_length=1, description="Inputs to read.")
     filters: FiltersConfig = Field(default_factory=FiltersConfig, description="Global filter settings.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication settings.")
-    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding settings (the stage is not part of `build` yet).")
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clustering settings (not part of `build` yet).")
-    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality-scoring settings (not part of `build` yet).")
-    proxy: ProxyConfig = Field(default_factory=ProxyConfig, description="Proxy-training settings (not part of `build` yet).")
-    search: SearchConfig = Field(default_factory=SearchConfig, description="Mixture-search settings (not part of `build` yet).")
-    export: ExportConfig = Field(default_factory=ExportConfig, description="Export settings (not part of `build` yet).")
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding settings.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clustering settings.")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality-scoring settings.")
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig, description="Proxy-training settings (`mixforge proxy`, `mixforge search`).")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="Mixture-search settings (`mixforge search`).")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Export settings (not used yet: export lands next).")
 
     # Where the file lives; relative paths resolve against it. Not part of the YAML.
     _base_dir: Path = Path(".")

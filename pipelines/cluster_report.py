@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mixforge.workspace import Workspace, atomic_write_bytes, atomic_write_text
+from mixforge.plots import pyplot, save_png
+from mixforge.workspace import Workspace, atomic_write_text
 
 TERMS_PER_COMPONENT = 8
 SNIPPET_CHARS = 160
@@ -108,33 +109,15 @@ def _markdown(table: list[dict], summary: dict, clusters: list[tuple]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _figure().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _plot_sizes(path: Path, table: list[dict]) -> None:
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(table)), 3.6))
     names = [r["component"] for r in table]
     ax.bar(names, [r["tokens"] for r in table], color="#4C72B0")
     ax.set_ylabel("tokens (embedding tokenizer)")
     ax.set_title("Component sizes")
     ax.tick_params(axis="x", rotation=60)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _plot_map(path: Path, docs: pl.DataFrame, ws: Workspace, seed: int, sample: int = 3000) -> None:
@@ -147,7 +130,7 @@ def _plot_map(path: Path, docs: pl.DataFrame, ws: Workspace, seed: int, sample: 
     rng = np.random.default_rng(seed)
     picked = docs.select("id", "component").sample(n=min(sample, docs.height), seed=seed) if docs.height else docs
     rows = np.array([index[i] for i in picked["id"]], dtype=np.int64)
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     if len(rows) >= 3:
         xy = PCA(n_components=2, random_state=int(rng.integers(1 << 31))).fit_transform(vectors[rows])
@@ -158,11 +141,11 @@ def _plot_map(path: Path, docs: pl.DataFrame, ws: Workspace, seed: int, sample: 
             ax.scatter(xy[mask, 0], xy[mask, 1], s=6, color=colours(k), label=comp)
         ax.legend(markerscale=2, fontsize=7, ncol=2, frameon=False)
     ax.set_title(f"Documents by component (PCA of embeddings, {len(rows):,} sampled)")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _plot_quality(path: Path, docs: pl.DataFrame, table: list[dict]) -> None:
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(table)), 3.6))
     names = [r["component"] for r in table]
     data = [docs.filter(pl.col("component") == n)["quality"].drop_nulls().to_list() or [np.nan] for n in names]
@@ -171,4 +154,4 @@ def _plot_quality(path: Path, docs: pl.DataFrame, table: list[dict]) -> None:
     ax.set_ylim(1, 5)
     ax.set_title("Quality by component")
     ax.tick_params(axis="x", rotation=60)
-    _save(fig, path)
+    save_png(fig, path)

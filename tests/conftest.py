@@ -62,3 +62,40 @@ def slice_token_streams(folder: Path, labels=("bible", "code"), vocab_size: int 
     tok = train_default_tokenizer([t for _, t in docs], folder / "tokenizer.json", vocab_size=vocab_size, seed=0)
     tokenize_components(docs, tok, folder)
     return tok, {c: np.fromfile(folder / f"{c}.bin", dtype=np.uint16).astype(np.int64) for c in labels}
+
+
+LABELS = ("bible", "code", "legal")
+
+
+def workspace_with_tokens(tmp_path: Path, tokens: int = 20_000) -> Path:
+    """A config whose workspace holds a tokens stage built from the slice (labels as components),
+    as `mixforge build` leaves it, without running the embedding stages. Shared by the proxy and
+    search tests."""
+    import json
+
+    from mixforge.proxy_training.tasks import next_line_task
+    from mixforge.proxy_training.tokenize import tokenize_components, tokenizer_identity, train_default_tokenizer
+    from mixforge.workspace import atomic_write_json
+
+    config = tmp_path / "mixforge.yaml"
+    config.write_text(yaml.safe_dump({
+        "workspace": "ws", "sources": [{"path": "unused.jsonl"}],
+        "proxy": {"tokens": tokens, "seq_len": 32, "batch_size": 8, "warmup_steps": 5, "lr": 3e-3, "vocab_size": 512},
+    }))
+    out = tmp_path / "ws" / "tokens" / "extra"
+    docs = [(label, json.loads(l)["text"]) for label in LABELS for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
+    tok = train_default_tokenizer([t for _, t in docs], out / "tokenizer.json", vocab_size=512, seed=0)
+    held = [d for i, d in enumerate(docs) if i % 8 == 0]
+    tokenize_components([d for i, d in enumerate(docs) if i % 8], tok, out / "train")
+    meta = tokenize_components(held, tok, out / "heldout")
+    held_bytes = {c: sum(len(t.encode()) for cc, t in held if cc == c) for c in LABELS}
+    task = next_line_task(held, n_items=30, seed=0)
+    (out / "tasks").mkdir()
+    (out / "tasks" / "next_line.jsonl").write_text("".join(json.dumps(i) + "\n" for i in task))
+    counts = {"tokenizer": tokenizer_identity(out / "tokenizer.json") | {"source": "default BPE"},
+              "components": {c: {"train_tokens": 1, "heldout_tokens": meta[c]["tokens"], "heldout_bytes": held_bytes[c]} for c in LABELS}}
+    train_meta = {c: json.loads((out / "train" / f"{c}.json").read_text())["tokens"] for c in LABELS}
+    for c in LABELS:
+        counts["components"][c]["train_tokens"] = train_meta[c]
+    atomic_write_json(tmp_path / "ws" / "tokens" / "_stage.json", {"stage": "tokens", "fingerprint": "x", "counts": counts})
+    return config

@@ -6,55 +6,23 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
-from conftest import SLICE, mixforge_cmd
+from conftest import LABELS, SLICE, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import MixforgeError
 from mixforge.mixers.runs import RunsTable
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.proxy_training.proxy import run_proxy
 from mixforge.proxy_training.tasks import usable_lines, load_task, next_line_task
-from mixforge.proxy_training.tokenize import tokenize_components, tokenizer_identity, train_default_tokenizer
-from mixforge.workspace import Workspace, atomic_write_json
-
-LABELS = ("bible", "code", "legal")
-
-
-def _workspace_with_tokens(tmp_path: Path, tokens: int = 20_000) -> Path:
-    """A config whose workspace holds a tokens stage built from the slice (labels as components),
-    as `mixforge build` leaves it, without running the embedding stages."""
-    config = tmp_path / "mixforge.yaml"
-    config.write_text(yaml.safe_dump({
-        "workspace": "ws", "sources": [{"path": "unused.jsonl"}],
-        "proxy": {"tokens": tokens, "seq_len": 32, "batch_size": 8, "warmup_steps": 5, "lr": 3e-3, "vocab_size": 512},
-    }))
-    out = tmp_path / "ws" / "tokens" / "extra"
-    docs = [(label, json.loads(l)["text"]) for label in LABELS for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
-    tok = train_default_tokenizer([t for _, t in docs], out / "tokenizer.json", vocab_size=512, seed=0)
-    held = [d for i, d in enumerate(docs) if i % 8 == 0]
-    tokenize_components([d for i, d in enumerate(docs) if i % 8], tok, out / "train")
-    meta = tokenize_components(held, tok, out / "heldout")
-    held_bytes = {c: sum(len(t.encode()) for cc, t in held if cc == c) for c in LABELS}
-    task = next_line_task(held, n_items=30, seed=0)
-    (out / "tasks").mkdir()
-    (out / "tasks" / "next_line.jsonl").write_text("".join(json.dumps(i) + "\n" for i in task))
-    counts = {"tokenizer": tokenizer_identity(out / "tokenizer.json") | {"source": "default BPE"},
-              "components": {c: {"train_tokens": 1, "heldout_tokens": meta[c]["tokens"], "heldout_bytes": held_bytes[c]} for c in LABELS}}
-    train_meta = {c: json.loads((out / "train" / f"{c}.json").read_text())["tokens"] for c in LABELS}
-    for c in LABELS:
-        counts["components"][c]["train_tokens"] = train_meta[c]
-    atomic_write_json(tmp_path / "ws" / "tokens" / "_stage.json", {"stage": "tokens", "fingerprint": "x", "counts": counts})
-    return config
-
+from mixforge.workspace import Workspace
 
 @pytest.mark.timeout(240)
 def test_run_rows_skip_and_bad_weights(tmp_path):
-    cfg = load_config(_workspace_with_tokens(tmp_path))
+    cfg = load_config(workspace_with_tokens(tmp_path))
     row = run_proxy(cfg, {"bible": 0.7, "code": 0.3})
     assert row["w_bible"] == pytest.approx(0.7) and row["w_legal"] == 0.0
     assert {"loss_bible", "bpb_code", "loss_mean", "tokenizer_sha256", "wall_s", "device", "seed", "preset"} <= set(row)
@@ -89,7 +57,7 @@ def test_random_mixtures_are_distinct_valid_and_seeded():
 
 @pytest.mark.timeout(300)
 def test_an_interrupted_run_leaves_no_row(tmp_path):
-    config = _workspace_with_tokens(tmp_path)
+    config = workspace_with_tokens(tmp_path)
     counts = json.loads((tmp_path / "ws" / "tokens" / "_stage.json").read_text())["counts"]["components"]
     budget = 14 * 3 * min(c["train_tokens"] for c in counts.values())  # 14 epochs of the smallest: ~a minute
     data = yaml.safe_load(config.read_text())
@@ -109,7 +77,7 @@ def test_an_interrupted_run_leaves_no_row(tmp_path):
 
 @pytest.mark.timeout(400)
 def test_cli_train_and_sweep(tmp_path):
-    config = _workspace_with_tokens(tmp_path)
+    config = workspace_with_tokens(tmp_path)
     mixture = tmp_path / "mix.yaml"
     mixture.write_text("bible: 2\ncode: 2\n")
     run = subprocess.run(mixforge_cmd() + ["proxy", "train", str(config), "--mixture", str(mixture)],
