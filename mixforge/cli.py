@@ -30,7 +30,9 @@ def main() -> None:
     if len(args) >= 2 and args[0] == "search" and args[1] not in ("run", "fit", "verify", "--help", "-h"):
         args = ["search", "run"] + args[1:]
     try:
-        app(args, standalone_mode=False)
+        code = app(args, standalone_mode=False)  # click returns typer.Exit's code instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MixforgeError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
@@ -359,6 +361,48 @@ def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
         pred = "" if proposal["predicted"] is None else f"{proposal['predicted']:.4f}"
         table.add_row("proposal", pred, "not verified yet", "", "")
     out.print(table)
+
+
+@app.command()
+def export(
+    mixture: Path = typer.Argument(..., help="A search folder, its proposal.json, or a YAML/JSON mapping component -> weight."),
+    config: Path = typer.Option(..., "--config", "-c", help="Config file of the workspace (the build must have run)."),
+    out: Path = typer.Option(..., "--out", help="Export folder to create."),
+    fmt: str = typer.Option("parquet", "--format", help="parquet | jsonl | megatron | datatrove | numpy."),
+    tokens: Optional[int] = typer.Option(None, "--tokens", min=1, help="Token budget (default: all, no component repeated)."),
+    mode: str = typer.Option("materialised", help="materialised (mixed, shuffled shards) | reference (per-component shards + weights)."),
+    shard_tokens: int = typer.Option(50_000_000, min=1, help="Target tokens per shard."),
+    max_epochs: float = typer.Option(15, help="Repetition cap per component."),
+    overwrite: bool = typer.Option(False, help="Replace an existing export folder (only once the new one is complete)."),
+) -> None:
+    """Write a mixture as sharded data a trainer reads directly, with manifest.json and a dataset card."""
+    from mixforge.config import load_config
+    from mixforge.pipelines.export import read_mixture, run_export
+
+    cfg = load_config(config)
+    weights, provenance = read_mixture(mixture, cfg)
+    m = run_export(cfg, weights, out, fmt, tokens=tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite,
+                   max_epochs=max_epochs, provenance=provenance)
+    table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")
+    for col in ("component", "weight", "share", "tokens", "documents", "epochs"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for c, s in m["components"].items():
+        table.add_row(c, f"{s['weight']:.3f}", f"{s['share']:.3f}", f"{s['tokens']:,}", f"{s['documents']:,}", f"{s['epochs']:.2f}")
+    Console().print(table)
+    Console().print(f"{m['tokens']:,} tokens in {len(m['shards'])} shard(s): {out} (manifest.json, README.md, trainer/)")
+
+
+@app.command("verify")
+def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> None:
+    """Re-hash every shard of an export and re-count its documents and tokens against manifest.json."""
+    from mixforge.pipelines.export import verify_export
+
+    problems = verify_export(folder)
+    if problems:
+        for p in problems:
+            console.print(f"[red]mismatch:[/] {p}", highlight=False)
+        raise typer.Exit(1)
+    Console().print(f"{folder}: every shard matches its manifest")
 
 
 def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -> Path:

@@ -1,0 +1,288 @@
+"""Export a mixture as a sharded dataset a trainer reads directly, with manifest.json (JSON
+Schema `mixforge/schemas/manifest-v1.json`), trainer config fragments and a dataset card.
+
+Sampling: each component contributes weight x budget tokens of whole documents. Its documents are
+taken in a seeded shuffled order, pass after pass; a component smaller than its share repeats, up
+to `max_epochs`, and its epochs are recorded. Materialised mode mixes every selected document in
+one seeded shuffle and cuts shards of about `shard_tokens`; reference mode writes each
+component's selection in its own shards, and the trainer's sampler applies the weights.
+Everything is written to a temporary folder beside `out` and renamed into place at the end, so an
+interrupted export never looks complete; `verify_export` re-hashes and re-counts every shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+import mixforge
+from mixforge import __version__
+from mixforge.config import MixforgeConfig, section_hash
+from mixforge.errors import InputError, MixforgeError
+from mixforge.pipelines.export_card import write_card
+from mixforge.pipelines.export_formats import FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_shard
+from mixforge.workspace import Workspace, atomic_write_json, read_json
+
+SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.json"  # shipped in the package
+
+
+def load_documents(ws: Workspace) -> tuple[list[tuple], dict]:
+    """(id, component, text, token ids) of every kept document, and the tokenizer's identity."""
+    import polars as pl
+
+    from mixforge.ledger import parquet_files
+    from mixforge.proxy_training.tokenize import eos_id, load_tokenizer, tokenizer_identity
+
+    tok_path = ws.stage_dir("tokens") / "extra" / "tokenizer.json"
+    comp_path = ws.stage_dir("components") / "extra" / "components.parquet"
+    if not tok_path.exists() or not comp_path.exists():
+        raise MixforgeError(f"{ws.root} has no components and tokenizer yet: run `mixforge build` first")
+    tok = load_tokenizer(tok_path)
+    components = pl.read_parquet(comp_path, columns=["id", "component"])
+    docs = []
+    for shard in parquet_files(ws.docs_dir("prune")):
+        frame = pl.read_parquet(shard, columns=["id", "text"]).join(components, on="id", how="inner", maintain_order="left")
+        texts = frame["text"].to_list()
+        for i, c, t, enc in zip(frame["id"].to_list(), frame["component"].to_list(), texts,
+                                tok.encode_batch(texts, add_special_tokens=False)):
+            docs.append((i, c, t, np.asarray(enc.ids, dtype=np.int64)))
+    identity = tokenizer_identity(tok_path) | {"eos_id": eos_id(tok), "name": "tokens/extra/tokenizer.json"}
+    return docs, identity
+
+
+def plan(docs: list[tuple], weights: dict[str, float], budget: int | None, seed: int, max_epochs: float) -> tuple[dict, dict]:
+    """Which documents each component contributes: ({component: [doc index, ...]}, per-component stats)."""
+    from mixforge.proxy_training.data import check_weights
+
+    by_comp: dict[str, list[int]] = {}
+    for n, d in enumerate(docs):
+        by_comp.setdefault(d[1], []).append(n)
+    weights = check_weights(weights, sorted(by_comp))
+    sizes = {c: sum(len(docs[n][3]) + 1 for n in idx) for c, idx in by_comp.items()}
+    if budget is None:  # all available: the largest budget that repeats no component
+        budget = int(min(sizes[c] / w for c, w in weights.items() if w > 0))
+    problems = [f"{c}: {sizes[c]:,} tokens, {w * budget:,.0f} needed = {w * budget / sizes[c]:.1f} epochs"
+                for c, w in weights.items() if w > 0 and w * budget / sizes[c] > max_epochs]
+    if problems:
+        raise MixforgeError(f"a budget of {budget:,} tokens needs more than {max_epochs} epochs of: " + "; ".join(problems)
+                            + ". Lower --tokens or the weight, or raise --max-epochs.")
+    chosen, stats = {}, {}
+    for c in sorted(by_comp):
+        target, picked, got, epoch = weights[c] * budget, [], 0, 0
+        rng = np.random.default_rng([seed, int(hashlib.sha256(c.encode()).hexdigest()[:8], 16)])
+        while weights[c] > 0 and got < target:
+            for n in rng.permutation(by_comp[c]):  # one pass per epoch, each in its own order
+                if got >= target:
+                    break
+                picked.append(int(n))
+                got += len(docs[n][3]) + 1
+            epoch += 1
+        chosen[c] = picked
+        stats[c] = {"weight": weights[c], "tokens": got, "documents": len(picked), "available_tokens": sizes[c],
+                    "available_documents": len(by_comp[c]), "epochs": round(got / sizes[c], 4)}
+    total = sum(s["tokens"] for s in stats.values())
+    total_docs = sum(s["documents"] for s in stats.values())
+    for s in stats.values():
+        s["share"] = round(s["tokens"] / total, 6) if total else 0.0
+        s["document_probability"] = round(s["documents"] / total_docs, 6) if total_docs else 0.0
+    return chosen, {"budget": budget, "components": stats}
+
+
+def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: str, tokens: int | None = None,
+               mode: str = "materialised", shard_tokens: int = 50_000_000, overwrite: bool = False,
+               max_epochs: float = 15, provenance: dict | None = None) -> dict:
+    """Write the export; returns its manifest."""
+    if fmt not in FORMATS:
+        raise MixforgeError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if mode not in ("materialised", "reference"):
+        raise MixforgeError(f"unknown mode {mode!r}: materialised or reference")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise MixforgeError(f"{out} exists: pass --overwrite to replace it")
+    ws = Workspace(cfg.workspace_dir)
+    docs, tokenizer = load_documents(ws)
+    chosen, stats = plan(docs, weights, tokens, cfg.seed, max_epochs)
+    dtype = token_dtype(tokenizer["vocab_size"], fmt)
+    rng = np.random.default_rng([cfg.seed, 7])
+    if mode == "materialised":
+        order = np.concatenate([np.asarray(chosen[c], dtype=np.int64) for c in sorted(chosen)])
+        groups = [(None, rng.permutation(order))]
+    else:
+        groups = [(c, np.asarray(chosen[c], dtype=np.int64)) for c in sorted(chosen) if chosen[c]]
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shards = []
+        for comp, order in groups:
+            start, size = 0, 0
+            for i, n in enumerate(order):
+                size += len(docs[n][3]) + 1
+                if size >= shard_tokens or i == len(order) - 1:
+                    rel = f"{comp}/shard-{len(shards):05d}" if comp else f"shard-{len(shards):05d}"
+                    batch = [docs[k] for k in order[start : i + 1]]
+                    files = write_shard(fmt, tmp / rel, batch, tokenizer["eos_id"], dtype, tokenizer["name"])
+                    shards.append({"path": rel, "component": comp, "documents": len(batch), "tokens": size,
+                                   "files": [_file_entry(f, tmp) for f in files]})
+                    start, size = i + 1, 0
+        weights_used = {c: s["weight"] for c, s in stats["components"].items()}
+        manifest = {
+            "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
+            "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
+            "tokens": sum(s["tokens"] for s in shards), "token_dtype": dtype.name if fmt in TOKEN_FORMATS else None,
+            "components": stats["components"], "shards": shards, "tokenizer": tokenizer, "seed": cfg.seed,
+            "config_hash": section_hash(cfg.model_dump(mode="json")), "mixforge_version": __version__,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "provenance": {"stages": {s: (ws.stage_record(s) or {}).get("fingerprint") for s in
+                                      ("ingest", "filter", "dedup", "prune", "components", "tokens")}, **(provenance or {})},
+        }
+        manifest["trainer"] = trainer_fragments(manifest)
+        validate_manifest(manifest)
+        atomic_write_json(tmp / "manifest.json", manifest)
+        _write_trainer_files(tmp, manifest)
+        write_card(tmp, manifest, ws, cfg)
+        if out.exists():  # --overwrite: the old export goes only once the new one is complete
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _file_entry(path: Path, root: Path) -> dict:
+    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def trainer_fragments(m: dict) -> dict:
+    """How each trainer consumes this export (weights are token shares, per component in reference mode)."""
+    per_comp: dict[str, list[str]] = {}
+    for s in m["shards"]:
+        per_comp.setdefault(s["component"] or "mixed", []).append(s["path"])
+    share = {c: m["components"][c]["share"] for c in per_comp if c in m["components"]}
+    out: dict = {}
+    if m["format"] == "megatron":
+        if m["mode"] == "reference":
+            pairs = [f"{share[c] / len(paths):.6f} {p}" for c, paths in per_comp.items() for p in paths]
+        else:
+            pairs = [f"{1 / len(m['shards']):.6f} {s['path']}" for s in m["shards"]]
+        out["megatron_data_path"] = "--data-path " + " ".join(pairs)
+    if m["format"] == "datatrove":
+        out["nanotron_dataset_weights"] = {c: share.get(c, 1.0) for c in per_comp} if m["mode"] == "reference" else {"mixed": 1.0}
+    if m["format"] == "numpy":
+        out["olmo_core_source_mixture"] = {"sources": [{"name": c, "target_ratio": share.get(c, 1.0),
+                                                         "paths": [p + ".npy" for p in paths]} for c, paths in per_comp.items()],
+                                           "dtype": m["token_dtype"]}
+    if m["format"] in ("parquet", "jsonl"):
+        ext = ".parquet" if m["format"] == "parquet" else ".jsonl.zst"
+        out["hf_interleave_probabilities"] = {c: share.get(c, 1.0) for c in per_comp}
+        out["hf_data_files"] = {c: [p + ext for p in paths] for c, paths in per_comp.items()}
+    return out
+
+
+def _write_trainer_files(root: Path, m: dict) -> None:
+    from mixforge.workspace import atomic_write_text
+
+    t = m["trainer"]
+    if "megatron_data_path" in t:
+        atomic_write_text(root / "trainer" / "megatron_data_path.txt", t["megatron_data_path"] + "\n")
+    for key in ("nanotron_dataset_weights", "olmo_core_source_mixture", "hf_interleave_probabilities"):
+        if key in t:
+            atomic_write_json(root / "trainer" / f"{key}.json", t[key])
+
+
+def validate_manifest(manifest: dict) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(manifest, json.loads(SCHEMA.read_text()))
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise InputError(f"manifest field {where}: {e.message}") from None
+
+
+def verify_export(folder: Path) -> list[str]:
+    """Problems found (empty when the export matches its manifest): schema, paths inside the folder,
+    every file's size and sha256, and each shard's documents and tokens re-counted from its files."""
+    folder = Path(folder).resolve()
+    manifest = read_json(folder / "manifest.json")
+    if not manifest:
+        return [f"{folder}/manifest.json is missing or unreadable"]
+    try:
+        validate_manifest(manifest)
+    except InputError as e:
+        return [str(e)]
+    problems = []
+    dtype = np.dtype(manifest.get("token_dtype") or "uint16")
+    for shard in manifest["shards"]:
+        paths = []
+        for f in shard["files"]:
+            path = (folder / f["path"]).resolve()
+            if not path.is_relative_to(folder):
+                problems.append(f"{f['path']}: points outside the export folder; refused")
+                continue
+            if not path.is_file():
+                problems.append(f"{f['path']}: missing")
+                continue
+            if path.stat().st_size != f["bytes"]:
+                problems.append(f"{f['path']}: {path.stat().st_size} bytes, the manifest says {f['bytes']}")
+            elif _sha256(path) != f["sha256"]:
+                problems.append(f"{f['path']}: sha256 differs from the manifest's (the file changed)")
+            paths.append(path)
+        if len(paths) != len(shard["files"]) or problems:
+            continue
+        try:
+            docs, tokens = count_shard(manifest["format"], paths, dtype)
+        except (OSError, ValueError) as e:
+            problems.append(f"{shard['path']}: {e}")
+            continue
+        if docs >= 0 and docs != shard["documents"]:
+            problems.append(f"{shard['path']}: {docs} documents, the manifest says {shard['documents']}")
+        if tokens >= 0 and tokens != shard["tokens"]:
+            problems.append(f"{shard['path']}: {tokens} tokens, the manifest says {shard['tokens']}")
+    total = sum(s["tokens"] for s in manifest["shards"])
+    if total != manifest["tokens"]:
+        problems.append(f"shards hold {total} tokens, the manifest's total is {manifest['tokens']}")
+    return problems
+
+
+def read_mixture(path: Path, cfg: MixforgeConfig) -> tuple[dict[str, float], dict]:
+    """Weights from a YAML/JSON mapping, a search's proposal.json, or a search folder; and provenance."""
+    import yaml
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "proposal.json"
+    if not path.exists():
+        raise MixforgeError(f"mixture {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise MixforgeError(f"{path}: cannot read the mixture: {e}") from None
+    provenance = {}
+    if isinstance(data, dict) and "weights" in data and "strategy" in data:  # a search proposal
+        verify = read_json(path.parent / "verify.json")
+        provenance = {"search": {k: data.get(k) for k in ("strategy", "objective", "predicted", "fit", "runs_used")},
+                      "verified": verify}
+        data = data["weights"]
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
+        raise MixforgeError(f"{path}: expected a mapping of component -> weight or a search proposal.json")
+    return data, provenance
