@@ -368,8 +368,8 @@ def export(
     mixture: Path = typer.Argument(..., help="A search folder, its proposal.json, or a YAML/JSON mapping component -> weight."),
     config: Path = typer.Option(..., "--config", "-c", help="Config file of the workspace (the build must have run)."),
     out: Path = typer.Option(..., "--out", help="Export folder to create."),
-    fmt: str = typer.Option("parquet", "--format", help="parquet | jsonl | megatron | datatrove | numpy."),
-    tokens: Optional[int] = typer.Option(None, "--tokens", min=1, help="Token budget (default: all, no component repeated)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | megatron | datatrove | numpy (default: export.format)."),
+    tokens: Optional[int] = typer.Option(None, "--tokens", min=1, help="Token budget (default: export.tokens, else all with no component repeated)."),
     mode: str = typer.Option("materialised", help="materialised (mixed, shuffled shards) | reference (per-component shards + weights)."),
     shard_tokens: int = typer.Option(50_000_000, min=1, help="Target tokens per shard."),
     max_epochs: float = typer.Option(15, help="Repetition cap per component."),
@@ -381,7 +381,7 @@ def export(
 
     cfg = load_config(config)
     weights, provenance = read_mixture(mixture, cfg)
-    m = run_export(cfg, weights, out, fmt, tokens=tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite,
+    m = run_export(cfg, weights, out, fmt or cfg.export.format, tokens=tokens or cfg.export.tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite,
                    max_epochs=max_epochs, provenance=provenance)
     table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")
     for col in ("component", "weight", "share", "tokens", "documents", "epochs"):

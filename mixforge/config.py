@@ -287,8 +287,8 @@ class SearchConfig(Section):
 class ExportConfig(Section):
     """Export of the chosen mixture."""
 
-    format: Literal["parquet", "jsonl", "megatron", "datatrove", "mds", "numpy"] = Field(
-        "parquet", description="Output format."
+    format: Literal["parquet", "jsonl", "megatron", "datatrove", "numpy"] = Field(
+        "parquet", description="Output format of `mixforge export` (MosaicML MDS is not written yet)."
     )
     tokens: int | None = Field(None, description="Token budget of the export; default: all available.")
 
@@ -311,7 +311,7 @@ class MixforgeConfig(Section):
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality-scoring settings.")
     proxy: ProxyConfig = Field(default_factory=ProxyConfig, description="Proxy-training settings (`mixforge proxy`, `mixforge search`).")
     search: SearchConfig = Field(default_factory=SearchConfig, description="Mixture-search settings (`mixforge search`).")
-    export: ExportConfig = Field(default_factory=ExportConfig, description="Export settings (not used yet: export lands next).")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Defaults of `mixforge export`.")
 
     # Where the file lives; relative paths resolve against it. Not part of the YAML.
     _base_dir: Path = Path(".")

@@ -115,9 +115,11 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
         groups = [(None, rng.permutation(order))]
     else:
         groups = [(c, np.asarray(chosen[c], dtype=np.int64)) for c in sorted(chosen) if chosen[c]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         shards = []
         for comp, order in groups:

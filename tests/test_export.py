@@ -90,6 +90,11 @@ def test_verify_catches_damage_and_the_cli_reports_it(built, tmp_path):
     out = tmp_path / "mg"
     m = run_export(cfg, _weights(cfg), out, "megatron", tokens=20_000, shard_tokens=5_000)
     assert "--data-path" in (out / "trainer" / "megatron_data_path.txt").read_text()
+    from megatron.core.datasets.indexed_dataset import IndexedDataset  # Megatron-Core's own reader, on CPU
+
+    read = [IndexedDataset(str(out / s["path"])) for s in m["shards"]]
+    assert sum(int(d.sequence_lengths.sum()) for d in read) == m["tokens"]
+    assert [len(d) for d in read] == [s["documents"] for s in m["shards"]]
     shard = out / m["shards"][0]["files"][0]["path"]
     raw = bytearray(shard.read_bytes())
     raw[10] ^= 0xFF
@@ -130,3 +135,27 @@ def test_bad_input(built, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr and "poetry" in run.stderr
     assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_export_never_looks_complete(built, tmp_path):
+    import os
+    import signal
+    import time
+
+    config, cfg, _ = built
+    (tmp_path / "mix.yaml").write_text("".join(f"{c}: {w}\n" for c, w in _weights(cfg).items()))
+    out = tmp_path / "killed"
+    cmd = mixforge_cmd() + ["export", str(tmp_path / "mix.yaml"), "-c", str(config), "--out", str(out),
+                            "--format", "jsonl", "--shard-tokens", "20"]  # thousands of tiny shards: a slow export
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".killed.partial-*/shard-00010.jsonl.zst")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # the half-written shards sit in a hidden temporary folder only
+    run = subprocess.run(cmd[:-2] + ["--shard-tokens", "20000"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert verify_export(out) == [] and not list(tmp_path.glob(".killed.partial-*"))

@@ -25,7 +25,7 @@ def test_wheel_contains_every_subpackage_and_the_demo(tmp_path):
     for pkg in SUBPACKAGES:
         assert f"{pkg}/__init__.py" in names, pkg
     assert "mixforge/pipelines/ingest.py" in names and "mixforge/flows/build.py" in names
-    assert "mixforge/demo/demo.yaml" in names
+    assert "mixforge/demo/demo.yaml" in names and "mixforge/schemas/manifest-v1.json" in names
     corpus = [n for n in names if n.startswith("mixforge/demo/corpus/") and n.endswith(".jsonl.zst")]
     assert len(corpus) >= 6
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
