@@ -74,7 +74,7 @@ def plan(docs: list[tuple], weights: dict[str, float], budget: int | None, seed:
                             + ". Lower --tokens or the weight, or raise --max-epochs.")
     chosen, stats = {}, {}
     for c in sorted(by_comp):
-        target, picked, got, epoch = weights[c] * budget, [], 0, 0
+        target, picked, got = round(weights[c] * budget), [], 0  # whole tokens: no float overshoot
         rng = np.random.default_rng([seed, int(hashlib.sha256(c.encode()).hexdigest()[:8], 16)])
         while weights[c] > 0 and got < target:
             for n in rng.permutation(by_comp[c]):  # one pass per epoch, each in its own order
@@ -82,7 +82,6 @@ def plan(docs: list[tuple], weights: dict[str, float], budget: int | None, seed:
                     break
                 picked.append(int(n))
                 got += len(docs[n][3]) + 1
-            epoch += 1
         chosen[c] = picked
         stats[c] = {"weight": weights[c], "tokens": got, "documents": len(picked), "available_tokens": sizes[c],
                     "available_documents": len(by_comp[c]), "epochs": round(got / sizes[c], 4)}
