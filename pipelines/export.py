@@ -26,6 +26,7 @@ from mixforge import __version__
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import InputError, MixforgeError
 from mixforge.pipelines.export_card import write_card
+from mixforge.progress import progress_bar
 from mixforge.pipelines.export_formats import FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_shard
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
@@ -121,17 +122,21 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
     tmp.mkdir()
     try:
         shards = []
-        for comp, order in groups:
-            start, size = 0, 0
-            for i, n in enumerate(order):
-                size += len(docs[n][3]) + 1
-                if size >= shard_tokens or i == len(order) - 1:
-                    rel = f"{comp}/shard-{len(shards):05d}" if comp else f"shard-{len(shards):05d}"
-                    batch = [docs[k] for k in order[start : i + 1]]
-                    files = write_shard(fmt, tmp / rel, batch, tokenizer["eos_id"], dtype, tokenizer["name"])
-                    shards.append({"path": rel, "component": comp, "documents": len(batch), "tokens": size,
-                                   "files": [_file_entry(f, tmp) for f in files]})
-                    start, size = i + 1, 0
+        with progress_bar() as bar:
+            task = bar.add_task(f"export {fmt}", total=sum(len(o) for _, o in groups), rate="")
+            t0, done = time.perf_counter(), 0
+            for comp, order in groups:
+                start, size = 0, 0
+                for i, n in enumerate(order):
+                    size += len(docs[n][3]) + 1
+                    if size >= shard_tokens or i == len(order) - 1:
+                        rel = f"{comp}/shard-{len(shards):05d}" if comp else f"shard-{len(shards):05d}"
+                        batch = [docs[k] for k in order[start : i + 1]]
+                        files = write_shard(fmt, tmp / rel, batch, tokenizer["eos_id"], dtype, tokenizer["name"])
+                        shards.append({"path": rel, "component": comp, "documents": len(batch), "tokens": size,
+                                       "files": [_file_entry(f, tmp) for f in files]})
+                        start, done, size = i + 1, done + size, 0
+                        bar.update(task, advance=len(batch), rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
         weights_used = {c: s["weight"] for c, s in stats["components"].items()}
         manifest = {
             "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
