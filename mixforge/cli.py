@@ -179,24 +179,18 @@ app.add_typer(proxy_app, name="proxy")
 @proxy_app.command("train")
 def proxy_train(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
-    mixture: Path = typer.Option(..., "--mixture", help="YAML mapping of component -> weight."),
+    mixture: Path = typer.Option(..., "--mixture", help="YAML mapping of component -> weight, or a search's proposal.json."),
     seed: Optional[int] = typer.Option(None, help="Seed of this run (default: the config's)."),
     run_id: Optional[str] = typer.Option(None, help="Name of the run (default: a hash of mixture and settings)."),
 ) -> None:
     """Train one proxy on a mixture and record it in the runs table."""
-    import yaml
-
     from mixforge.config import load_config
+    from mixforge.mixers.mixture_file import read_mixture
     from mixforge.progress import progress_bar
     from mixforge.proxy_training.proxy import run_proxy
 
     cfg = load_config(config)
-    try:
-        weights = yaml.safe_load(mixture.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise MixforgeError(f"{mixture}: cannot read the mixture: {e}") from None
-    if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) for v in weights.values()):
-        raise MixforgeError(f"{mixture}: expected a mapping of component name -> weight, got {weights!r}")
+    weights, _ = read_mixture(mixture)
     with progress_bar() as bar:
         task = bar.add_task("proxy", total=None, rate="")
         row = run_proxy(cfg, weights, seed=seed, run_id=run_id,
@@ -377,10 +371,11 @@ def export(
 ) -> None:
     """Write a mixture as sharded data a trainer reads directly, with manifest.json and a dataset card."""
     from mixforge.config import load_config
-    from mixforge.pipelines.export import read_mixture, run_export
+    from mixforge.mixers.mixture_file import read_mixture
+    from mixforge.pipelines.export import run_export
 
     cfg = load_config(config)
-    weights, provenance = read_mixture(mixture, cfg)
+    weights, provenance = read_mixture(mixture)
     m = run_export(cfg, weights, out, fmt or cfg.export.format, tokens=tokens or cfg.export.tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite,
                    max_epochs=max_epochs, provenance=provenance)
     table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")

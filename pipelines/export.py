@@ -35,20 +35,14 @@ SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.jso
 
 def load_documents(ws: Workspace) -> tuple[list[tuple], dict]:
     """(id, component, text, token ids) of every kept document, and the tokenizer's identity."""
-    import polars as pl
-
-    from mixforge.ledger import parquet_files
-    from mixforge.proxy_training.tokenize import eos_id, load_tokenizer, tokenizer_identity
+    from mixforge.proxy_training.tokenize import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
 
     tok_path = ws.stage_dir("tokens") / "extra" / "tokenizer.json"
-    comp_path = ws.stage_dir("components") / "extra" / "components.parquet"
-    if not tok_path.exists() or not comp_path.exists():
-        raise MixforgeError(f"{ws.root} has no components and tokenizer yet: run `mixforge build` first")
+    if not tok_path.exists():
+        raise MixforgeError(f"{tok_path} not found: run `mixforge build` first (it ends with the tokens stage)")
     tok = load_tokenizer(tok_path)
-    components = pl.read_parquet(comp_path, columns=["id", "component"])
     docs = []
-    for shard in parquet_files(ws.docs_dir("prune")):
-        frame = pl.read_parquet(shard, columns=["id", "text"]).join(components, on="id", how="inner", maintain_order="left")
+    for frame in workspace_frames(ws):
         texts = frame["text"].to_list()
         for i, c, t, enc in zip(frame["id"].to_list(), frame["component"].to_list(), texts,
                                 tok.encode_batch(texts, add_special_tokens=False)):
@@ -268,27 +262,3 @@ def verify_export(folder: Path) -> list[str]:
     if total != manifest["tokens"]:
         problems.append(f"shards hold {total} tokens, the manifest's total is {manifest['tokens']}")
     return problems
-
-
-def read_mixture(path: Path, cfg: MixforgeConfig) -> tuple[dict[str, float], dict]:
-    """Weights from a YAML/JSON mapping, a search's proposal.json, or a search folder; and provenance."""
-    import yaml
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "proposal.json"
-    if not path.exists():
-        raise MixforgeError(f"mixture {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise MixforgeError(f"{path}: cannot read the mixture: {e}") from None
-    provenance = {}
-    if isinstance(data, dict) and "weights" in data and "strategy" in data:  # a search proposal
-        verify = read_json(path.parent / "verify.json")
-        provenance = {"search": {k: data.get(k) for k in ("strategy", "objective", "predicted", "fit", "runs_used")},
-                      "verified": verify}
-        data = data["weights"]
-    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-        raise MixforgeError(f"{path}: expected a mapping of component -> weight or a search proposal.json")
-    return data, provenance

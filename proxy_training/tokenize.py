@@ -166,9 +166,9 @@ def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str
     return result
 
 
-def workspace_docs(ws: Workspace | str | Path) -> Iterable[tuple[str, str]]:
-    """(component, text) for every kept document: prune docs joined with components.parquet,
-    read one shard at a time so the corpus never sits in memory whole."""
+def workspace_frames(ws: Workspace | str | Path):
+    """Every kept document as polars frames (id, text, component), one prune shard at a time, so
+    the corpus never sits in memory whole: prune docs joined with components.parquet."""
     import polars as pl
 
     from mixforge.ledger import parquet_files
@@ -176,13 +176,18 @@ def workspace_docs(ws: Workspace | str | Path) -> Iterable[tuple[str, str]]:
     ws = ws if isinstance(ws, Workspace) else Workspace(Path(ws))
     comp_path = ws.stage_dir("components") / "extra" / "components.parquet"
     if not comp_path.exists():
-        raise MixforgeError(f"{comp_path} not found: run the components stage before tokenizing")
+        raise MixforgeError(f"{comp_path} not found: run the components stage (mixforge build) first")
     shards = parquet_files(ws.docs_dir("prune"))
     if not shards:
-        raise MixforgeError(f"no documents under {ws.docs_dir('prune')}: run the prune stage before tokenizing")
+        raise MixforgeError(f"no documents under {ws.docs_dir('prune')}: run the prune stage (mixforge build) first")
     components = pl.read_parquet(comp_path, columns=["id", "component"])
     for shard in shards:
-        frame = pl.read_parquet(shard, columns=["id", "text"]).join(components, on="id", how="inner", maintain_order="left")
+        yield pl.read_parquet(shard, columns=["id", "text"]).join(components, on="id", how="inner", maintain_order="left")
+
+
+def workspace_docs(ws: Workspace | str | Path) -> Iterable[tuple[str, str]]:
+    """(component, text) for every kept document."""
+    for frame in workspace_frames(ws):
         yield from zip(frame["component"].to_list(), frame["text"].to_list())
 
 

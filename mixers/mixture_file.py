@@ -1,0 +1,33 @@
+"""Reading a mixture a user names: a YAML/JSON mapping component -> weight, or a search's
+proposal.json (or its folder), whose search figures come along as provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mixforge.errors import MixforgeError
+from mixforge.workspace import read_json
+
+
+def read_mixture(path: str | Path) -> tuple[dict[str, float], dict]:
+    """(weights, provenance). Weights are checked against the components where they are used."""
+    import yaml
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "proposal.json"
+    if not path.exists():
+        raise MixforgeError(f"mixture {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise MixforgeError(f"{path}: cannot read the mixture: {e}") from None
+    provenance = {}
+    if isinstance(data, dict) and "weights" in data and "strategy" in data:  # a search proposal
+        provenance = {"search": {k: data.get(k) for k in ("strategy", "objective", "predicted", "fit", "runs_used")},
+                      "verified": read_json(path.parent / "verify.json")}
+        data = data["weights"]
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
+        raise MixforgeError(f"{path}: expected a mapping of component name -> weight (or a search's proposal.json), "
+                            f"got {data!r}")
+    return data, provenance
