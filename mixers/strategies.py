@@ -127,7 +127,7 @@ def fit(rows: list[dict], ctx: SearchContext):
     return predictor, report, data, y
 
 
-def _proposal(ctx: SearchContext, strategy: str, w: np.ndarray, predictor, report, data, y, rows, **extra) -> Proposal:
+def _proposal(ctx: SearchContext, strategy: str, w: np.ndarray, predictor, report, y, rows, **extra) -> Proposal:
     return Proposal(
         strategy=strategy, objective=ctx.objective.label, targets=ctx.objective.targets,
         lower_is_better=ctx.objective.sign > 0, weights=ctx.as_dict(w),
@@ -144,14 +144,11 @@ def regmix(ctx: SearchContext) -> Proposal:
     mixtures = random_mixtures(ctx.token_counts, s.runs, ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
                                min_strength=s.min_strength, max_strength=s.max_strength)
     rows = ctx.train(mixtures, [ctx.seed + i for i in range(len(mixtures))], "regmix runs")
-    predictor, report, data, y = fit(rows, ctx)
+    predictor, report, _, y = fit(rows, ctx)
     pool = candidate_pool(ctx, s.candidates, np.random.default_rng([ctx.seed, 1]))
     top = pool[np.argsort(scores(predictor, pool, ctx), kind="stable")[: s.top_k]]
     w = top.mean(axis=0)  # a convex combination of feasible mixtures stays feasible
-    best = int(np.argmin(ctx.objective.sign * y))
-    return _proposal(ctx, "regmix", w, predictor, report, data, y, rows, iterations=[{
-        "iteration": 1, "runs": len(rows), "best_observed": float(y[best]), "cv_spearman": report.spearman,
-        "predicted_proposal": float(predictor.predict(w[None, :])[0])}])
+    return _proposal(ctx, "regmix", w, predictor, report, y, rows, iterations=[_iteration(1, rows, y, report, ctx)])
 
 
 def climb_batches(runs: int, split: list[float]) -> list[int]:
@@ -171,7 +168,7 @@ def climb(ctx: SearchContext) -> Proposal:
     iterations = []
     for it, size in enumerate(sizes[1:], start=2):
         predictor, report, data, y = fit(rows, ctx)
-        iterations.append(_iteration(it - 1, rows, y, report, ctx, predictor))
+        iterations.append(_iteration(it - 1, rows, y, report, ctx))
         pool = candidate_pool(ctx, s.candidates, rng)
         seen = {tuple(np.round(r, 3)) for r in data.weights}
         pool = pool[[tuple(np.round(r, 3)) not in seen for r in pool]]
@@ -181,13 +178,13 @@ def climb(ctx: SearchContext) -> Proposal:
         start = ctx.seed + len(rows)
         rows = rows + ctx.train(mixtures, list(range(start, start + len(mixtures))), f"climb iteration {it}")
     predictor, report, data, y = fit(rows, ctx)
-    iterations.append(_iteration(len(sizes), rows, y, report, ctx, predictor))
+    iterations.append(_iteration(len(sizes), rows, y, report, ctx))
     pool = np.vstack([candidate_pool(ctx, s.candidates, rng), data.weights])
     w = pool[int(np.argmin(scores(predictor, pool, ctx)))]  # CLIMB: the best predicted mixture
-    return _proposal(ctx, "climb", w, predictor, report, data, y, rows, iterations=iterations)
+    return _proposal(ctx, "climb", w, predictor, report, y, rows, iterations=iterations)
 
 
-def _iteration(n: int, rows: list[dict], y: np.ndarray, report, ctx: SearchContext, predictor) -> dict:
+def _iteration(n: int, rows: list[dict], y: np.ndarray, report, ctx: SearchContext) -> dict:
     best = int(np.argmin(ctx.objective.sign * y))
     return {"iteration": n, "runs": len(rows), "best_observed": float(y[best]), "cv_spearman": report.spearman}
 
@@ -218,7 +215,7 @@ def influence(ctx: SearchContext) -> Proposal:
         target_value = sum(row[t] * wt for t, wt in ctx.objective.targets.items()) if ctx.objective.single else None
         iterations.append({"iteration": r + 1, "runs": len(rows), "best_observed": target_value,
                            "influence": last_influence})
-    return _proposal(ctx, "influence", w, None, None, None, None, rows, iterations=iterations, schedule=schedule)
+    return _proposal(ctx, "influence", w, None, None, None, rows, iterations=iterations, schedule=schedule)
 
 
 def group_influence_at(checkpoint, streams: dict, target: np.ndarray, seq_len: int, seed: int) -> dict[str, float]:
