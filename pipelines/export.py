@@ -26,9 +26,11 @@ from mixforge import __version__
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import InputError, MixforgeError
 from mixforge.pipelines.export_card import write_card
+from mixforge.pipelines.export_snippets import trainer_snippets
 from mixforge.progress import progress_bar
-from mixforge.pipelines.export_formats import FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_shard
-from mixforge.workspace import Workspace, atomic_write_json, read_json
+from mixforge.pipelines.export_formats import (FORMATS, TEXT_FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_mds_index,
+                                               write_shard)
+from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text, read_json
 
 SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.json"  # shipped in the package
 
@@ -131,12 +133,13 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
                                        "files": [_file_entry(f, tmp) for f in files]})
                         start, done, size = i + 1, done + size, 0
                         bar.update(task, advance=len(batch), rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
+        index_files = _write_indexes(tmp, fmt, shards, dtype)
         weights_used = {c: s["weight"] for c, s in stats["components"].items()}
         manifest = {
             "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
             "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
-            "tokens": sum(s["tokens"] for s in shards), "token_dtype": dtype.name if fmt in TOKEN_FORMATS else None,
-            "components": stats["components"], "shards": shards, "tokenizer": tokenizer, "seed": cfg.seed,
+            "tokens": sum(s["tokens"] for s in shards), "token_dtype": dtype.name if fmt in (*TOKEN_FORMATS, "mds") else None,
+            "components": stats["components"], "shards": shards, "index_files": index_files, "tokenizer": tokenizer, "seed": cfg.seed,
             "config_hash": section_hash(cfg.model_dump(mode="json")), "mixforge_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "provenance": {"stages": {s: (ws.stage_record(s) or {}).get("fingerprint") for s in
@@ -160,6 +163,32 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
     return manifest
 
 
+def _check_file(folder: Path, entry: dict, problems: list[str]) -> Path | None:
+    """The file of a manifest entry if it is inside the folder and exists (a changed one is reported)."""
+    path = (folder / entry["path"]).resolve()
+    if not path.is_relative_to(folder):
+        problems.append(f"{entry['path']}: points outside the export folder; refused")
+    elif not path.is_file():
+        problems.append(f"{entry['path']}: missing")
+    else:
+        if path.stat().st_size != entry["bytes"]:
+            problems.append(f"{entry['path']}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
+        elif _sha256(path) != entry["sha256"]:
+            problems.append(f"{entry['path']}: sha256 differs from the manifest's (the file changed)")
+        return path
+    return None
+
+
+def _write_indexes(root: Path, fmt: str, shards: list[dict], dtype: np.dtype) -> list[dict]:
+    """Per-folder index files a format needs besides its shards (MDS: index.json), as manifest entries."""
+    if fmt != "mds":
+        return []
+    folders: dict[str, list[Path]] = {}
+    for s in shards:
+        folders.setdefault(str(Path(s["path"]).parent), []).append(root / s["files"][0]["path"])
+    return [_file_entry(write_mds_index(root / folder, files, dtype), root) for folder, files in folders.items()]
+
+
 def _file_entry(path: Path, root: Path) -> dict:
     return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": _sha256(path)}
 
@@ -173,40 +202,48 @@ def _sha256(path: Path) -> str:
 
 
 def trainer_fragments(m: dict) -> dict:
-    """How each trainer consumes this export (weights are token shares, per component in reference mode)."""
-    per_comp: dict[str, list[str]] = {}
+    """How each trainer consumes this export: token shares for samplers of token blocks (Megatron,
+    nanotron, OLMo-core, litgpt, torchtitan), per-document probabilities for samplers of documents
+    (`interleave_datasets`, MosaicML Streams). Reference mode has one part per component,
+    materialised mode one part, "mixed"."""
+    per_part: dict[str, list[str]] = {}
     for s in m["shards"]:
-        per_comp.setdefault(s["component"] or "mixed", []).append(s["path"])
-    share = {c: m["components"][c]["share"] for c in per_comp if c in m["components"]}
+        per_part.setdefault(s["component"] or "mixed", []).append(s["path"])
+    comps = m["components"]
+    shares = {p: comps[p]["share"] if p in comps else 1.0 for p in per_part}
+    doc_probs = {p: comps[p]["document_probability"] if p in comps else 1.0 for p in per_part}
     out: dict = {}
     if m["format"] == "megatron":
         if m["mode"] == "reference":
-            pairs = [f"{share[c] / len(paths):.6f} {p}" for c, paths in per_comp.items() for p in paths]
+            pairs = [f"{shares[p] / len(paths):.6f} {f}" for p, paths in per_part.items() for f in paths]
         else:
             pairs = [f"{1 / len(m['shards']):.6f} {s['path']}" for s in m["shards"]]
         out["megatron_data_path"] = "--data-path " + " ".join(pairs)
     if m["format"] == "datatrove":
-        out["nanotron_dataset_weights"] = {c: share.get(c, 1.0) for c in per_comp} if m["mode"] == "reference" else {"mixed": 1.0}
+        out["nanotron_dataset_weights"] = shares
     if m["format"] == "numpy":
-        out["olmo_core_source_mixture"] = {"sources": [{"name": c, "target_ratio": share.get(c, 1.0),
-                                                         "paths": [p + ".npy" for p in paths]} for c, paths in per_comp.items()],
-                                           "dtype": m["token_dtype"]}
-    if m["format"] in ("parquet", "jsonl"):
+        out["olmo_core_source_mixture"] = {"sources": [{"name": p, "target_ratio": shares[p], "paths": [f + ".npy" for f in paths]}
+                                                       for p, paths in per_part.items()], "dtype": m["token_dtype"]}
+    if m["format"] in TEXT_FORMATS:
         ext = ".parquet" if m["format"] == "parquet" else ".jsonl.zst"
-        out["hf_interleave_probabilities"] = {c: share.get(c, 1.0) for c in per_comp}
-        out["hf_data_files"] = {c: [p + ext for p in paths] for c, paths in per_comp.items()}
+        out["hf_interleave_probabilities"] = doc_probs
+        out["hf_data_files"] = {p: [f + ext for f in paths] for p, paths in per_part.items()}
+    if m["format"] == "mds":
+        out["mosaicml_streams"] = [{"local": str(Path(paths[0]).parent), "proportion": doc_probs[p]}
+                                   for p, paths in per_part.items()]
+    out["snippets"] = trainer_snippets(m, per_part, shares, doc_probs)
     return out
 
 
 def _write_trainer_files(root: Path, m: dict) -> None:
-    from mixforge.workspace import atomic_write_text
-
     t = m["trainer"]
     if "megatron_data_path" in t:
         atomic_write_text(root / "trainer" / "megatron_data_path.txt", t["megatron_data_path"] + "\n")
-    for key in ("nanotron_dataset_weights", "olmo_core_source_mixture", "hf_interleave_probabilities"):
+    for key in ("nanotron_dataset_weights", "olmo_core_source_mixture", "hf_interleave_probabilities", "mosaicml_streams"):
         if key in t:
             atomic_write_json(root / "trainer" / f"{key}.json", t[key])
+    for name, source in t["snippets"].items():
+        atomic_write_text(root / "trainer" / name, source)
 
 
 def validate_manifest(manifest: dict) -> None:
@@ -232,21 +269,10 @@ def verify_export(folder: Path) -> list[str]:
         return [str(e)]
     problems = []
     dtype = np.dtype(manifest.get("token_dtype") or "uint16")
+    for entry in manifest.get("index_files", []):
+        _check_file(folder, entry, problems)
     for shard in manifest["shards"]:
-        paths = []
-        for f in shard["files"]:
-            path = (folder / f["path"]).resolve()
-            if not path.is_relative_to(folder):
-                problems.append(f"{f['path']}: points outside the export folder; refused")
-                continue
-            if not path.is_file():
-                problems.append(f"{f['path']}: missing")
-                continue
-            if path.stat().st_size != f["bytes"]:
-                problems.append(f"{f['path']}: {path.stat().st_size} bytes, the manifest says {f['bytes']}")
-            elif _sha256(path) != f["sha256"]:
-                problems.append(f"{f['path']}: sha256 differs from the manifest's (the file changed)")
-            paths.append(path)
+        paths = [p for p in (_check_file(folder, f, problems) for f in shard["files"]) if p]
         if len(paths) != len(shard["files"]) or problems:
             continue
         try:

@@ -10,18 +10,25 @@ each document's tokens followed by the EOS token, as the proxy shards do.
 - datatrove: nanotron/datatrove `.ds` tokens + `.ds.index` (uint64 document ends) +
   `.ds.metadata` ("tokenizer|token size", token count, humanised count).
 - numpy: OLMo-core style raw token memmap `.npy` (no header; dtype in the manifest).
+- mds: MosaicML streaming MDS shard `.mds` (columns component, id, text: str and tokens:
+  ndarray), byte-identical to `MDSWriter(hashes=["sha256"], size_limit=None)` (tested), with one
+  `index.json` per folder, written once the folder's shards are done (`write_mds_index`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
 
 import numpy as np
 
-FORMATS = ("parquet", "jsonl", "megatron", "datatrove", "numpy")
-TOKEN_FORMATS = ("megatron", "datatrove", "numpy")
+FORMATS = ("parquet", "jsonl", "megatron", "datatrove", "numpy", "mds")
+TOKEN_FORMATS = ("megatron", "datatrove", "numpy")  # raw token arrays, no header
+TEXT_FORMATS = ("parquet", "jsonl")
+MDS_COLUMNS = ("component", "id", "text", "tokens")  # sorted, the order MDSWriter stores them in
+MDS_SHAPE_DTYPES = ((1 << 8, np.uint8, 0), (1 << 16, np.uint16, 1), (1 << 32, np.uint32, 2))
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"
 MEGATRON_DTYPE_CODE = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}
 
@@ -63,6 +70,10 @@ def write_shard(fmt: str, stem: Path, docs: list[tuple], eos: int, dtype: np.dty
         lines = "".join(json.dumps({"id": d[0], "component": d[1], "text": d[2]}, ensure_ascii=False) + "\n" for d in docs)
         path.write_bytes(zstandard.ZstdCompressor(level=3).compress(lines.encode("utf-8")))
         return [path]
+    if fmt == "mds":
+        path = stem.with_suffix(".mds")
+        path.write_bytes(_mds_shard(docs, eos, dtype))
+        return [path]
     flat, lengths = _flat(docs, eos, dtype)
     if fmt == "numpy":
         path = stem.with_suffix(".npy")
@@ -88,6 +99,73 @@ def write_shard(fmt: str, stem: Path, docs: list[tuple], eos: int, dtype: np.dty
             f.write(np.arange(n + 1, dtype="<i8").tobytes())
         return [bin_path, idx_path]
     raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def mds_config(dtype: np.dtype) -> dict:
+    """The shard-writing settings MDSWriter records in every shard and index entry."""
+    return {"column_encodings": ["str", "str", "str", f"ndarray:{dtype.name}"], "column_names": list(MDS_COLUMNS),
+            "column_sizes": [None] * len(MDS_COLUMNS), "compression": None, "format": "mds", "hashes": ["sha256"],
+            "size_limit": None, "version": 2}
+
+
+def _mds_tokens(tokens: np.ndarray, eos: int, dtype: np.dtype) -> bytes:
+    """MDS `ndarray:<dtype>` with a dynamic shape: (ndim << 2 | shape dtype code), the shape, the values."""
+    n = len(tokens) + 1
+    _, shape_dtype, code = next(t for t in MDS_SHAPE_DTYPES if n < t[0])
+    values = np.empty(n, dtype=dtype)
+    values[:-1], values[-1] = tokens, eos
+    return bytes([(1 << 2) | code]) + np.array([n], dtype=shape_dtype).tobytes() + values.tobytes()
+
+
+def _mds_shard(docs: list[tuple], eos: int, dtype: np.dtype) -> bytes:
+    """One MDS shard: sample count, uint32 sample offsets, the settings as JSON, the samples; each
+    sample is the uint32 size of each column, then the columns."""
+    config = json.dumps(mds_config(dtype), sort_keys=True).encode()
+    samples = []
+    for d in docs:
+        cols = [d[1].encode("utf-8"), str(d[0]).encode("utf-8"), d[2].encode("utf-8"), _mds_tokens(d[3], eos, dtype)]
+        samples.append(np.array([len(c) for c in cols], np.uint32).tobytes() + b"".join(cols))
+    start = 4 + 4 * (len(samples) + 1) + len(config)
+    offsets = start + np.concatenate([[0], np.cumsum([len(x) for x in samples], dtype=np.int64)])
+    if offsets[-1] >= 1 << 32:
+        raise ValueError(f"an MDS shard of {offsets[-1]:,} bytes is over MDS's 4 GiB limit: lower --shard-tokens")
+    return np.uint32(len(samples)).tobytes() + offsets.astype(np.uint32).tobytes() + config + b"".join(samples)
+
+
+def write_mds_index(folder: Path, shard_files: list[Path], dtype: np.dtype) -> Path:
+    """`index.json` of one MDS folder, as MDSWriter writes it (basenames relative to the folder)."""
+    shards = []
+    for f in shard_files:
+        raw = f.read_bytes()
+        shards.append({**mds_config(dtype), "samples": int(np.frombuffer(raw, np.uint32, 1)[0]), "zip_data": None,
+                       "raw_data": {"basename": f.name, "bytes": len(raw), "hashes": {"sha256": hashlib.sha256(raw).hexdigest()}}})
+    path = Path(folder) / "index.json"
+    path.write_text(json.dumps({"shards": shards, "version": 2}, sort_keys=True))
+    return path
+
+
+def read_mds_shard(path: Path) -> list[dict]:
+    """Every sample of an MDS shard written by `_mds_shard`, decoded by the MDS layout."""
+    raw = Path(path).read_bytes()
+    n = int(np.frombuffer(raw, np.uint32, 1)[0])
+    offsets = np.frombuffer(raw, np.uint32, n + 1, 4).astype(np.int64)
+    if offsets[-1] != len(raw):
+        raise ValueError(f"{path}: its offsets end at byte {offsets[-1]}, the file has {len(raw)}")
+    config = json.loads(raw[4 + 4 * (n + 1) : offsets[0]])
+    dtype = np.dtype(config["column_encodings"][-1].split(":")[1])
+    out = []
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        sizes = np.frombuffer(raw, np.uint32, len(MDS_COLUMNS), a)
+        pos, cols = a + 4 * len(MDS_COLUMNS), {}
+        for name, size in zip(MDS_COLUMNS, sizes):
+            cols[name] = raw[pos : pos + size]
+            pos += int(size)
+        code = cols["tokens"][0] & 3
+        shape_dtype = {c: t for _, t, c in MDS_SHAPE_DTYPES}[code]
+        width = np.dtype(shape_dtype).itemsize
+        cols["tokens"] = np.frombuffer(cols["tokens"], dtype, offset=1 + width)
+        out.append({k: (v.decode("utf-8") if isinstance(v, bytes) else v) for k, v in cols.items()})
+    return out
 
 
 def _humanize(n: int) -> str:
@@ -129,6 +207,9 @@ def count_shard(fmt: str, files: list[Path], dtype: np.dtype) -> tuple[int, int]
         return len(lines), -1  # text only: tokens are not re-derived
     if fmt == "numpy":
         return -1, first.stat().st_size // dtype.itemsize
+    if fmt == "mds":
+        samples = read_mds_shard(first)
+        return len(samples), sum(len(s["tokens"]) for s in samples)
     if fmt == "datatrove":
         ends = np.frombuffer(Path(f"{first}.index").read_bytes(), "<u8")
         tokens = first.stat().st_size // dtype.itemsize

@@ -99,3 +99,19 @@ def workspace_with_tokens(tmp_path: Path, tokens: int = 20_000) -> Path:
         counts["components"][c]["train_tokens"] = train_meta[c]
     atomic_write_json(tmp_path / "ws" / "tokens" / "_stage.json", {"stage": "tokens", "fingerprint": "x", "counts": counts})
     return config
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The slice built through the tokens stage, components are 4 clusters: (config path, config,
+    root). Shared by the export tests."""
+    from mixforge.config import load_config
+    from mixforge.pipelines.build import build
+
+    root = tmp_path_factory.mktemp("export")
+    shutil.copytree(SLICE, root / "data")
+    sources = [{"path": f"data/{label}.jsonl", "label": label, "kind": kind} for label, kind in SLICE_KINDS.items()]
+    config = write_config(root, sources, cluster={"n_components": 4}, proxy={"vocab_size": 1024})
+    cfg = load_config(config)
+    build(cfg)
+    return config, cfg, root

@@ -3,30 +3,15 @@ a Megatron index reader checked byte for byte against datatrove's Megatron write
 schema, verify catching damage, determinism, and the bad-input cases."""
 
 import json
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import SLICE, SLICE_KINDS, mixforge_cmd, write_config
-from mixforge.config import load_config
+from conftest import mixforge_cmd
 from mixforge.errors import MixforgeError
-from mixforge.pipelines.build import build
 from mixforge.pipelines.export import run_export, validate_manifest, verify_export
 from mixforge.pipelines.export_formats import read_megatron_index, write_shard
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The slice built through the tokens stage; components are 4 clusters."""
-    root = tmp_path_factory.mktemp("export")
-    shutil.copytree(SLICE, root / "data")
-    sources = [{"path": f"data/{label}.jsonl", "label": label, "kind": kind} for label, kind in SLICE_KINDS.items()]
-    config = write_config(root, sources, cluster={"n_components": 4}, proxy={"vocab_size": 1024})
-    cfg = load_config(config)
-    build(cfg)
-    return config, cfg, root
 
 
 def _weights(cfg):
