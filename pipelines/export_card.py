@@ -1,7 +1,8 @@
-"""The dataset card of an export: README.md in the Hugging Face dataset-card format (YAML header:
-license, language, size_categories, configs with data_files, pretty_name, tags) with the mixture
-table, the filtering and dedup ledger, the search's predicted and verified figures, limitations,
-and a PNG of the mixture against the natural shares."""
+"""The dataset card of an export: README.md in the Hugging Face dataset-card format, rendered from
+data_cards/export_card.md.jinja. YAML header (license, language, size_categories, configs with
+data_files, pretty_name, tags), the mixture table, how each trainer loads it, the filtering and
+dedup ledger with its settings, the search's predicted and verified figures, limitations; PNGs
+of the mixture against the natural shares and of the component sizes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,21 @@ from pathlib import Path
 import yaml
 
 from mixforge.config import MixforgeConfig
+from mixforge.data_cards import render
 from mixforge.plots import pyplot, save_png
-from mixforge.workspace import Workspace, atomic_write_text, read_json
+from mixforge.workspace import DOC_STAGES, Workspace, atomic_write_text, read_json
+
+LOADERS = {
+    "megatron_data_path": "Megatron-LM: `trainer/megatron_data_path.txt` holds the `--data-path` blend.",
+    "nanotron_dataset_weights": "nanotron: `trainer/nanotron_dataset_weights.json` weighs the `.ds` folders.",
+    "olmo_core_source_mixture": "OLMo-core: `trainer/olmo_core_source_mixture.json` is a source mixture over the `.npy` files.",
+    "hf_interleave_probabilities": "Hugging Face `datasets`: `trainer/load_hf_datasets.py` (`interleave_datasets` by per-document probability).",
+    "mosaicml_streams": "MosaicML streaming: `trainer/load_mosaicml_streaming.py` (one `Stream` per folder with its proportion).",
+}
+SNIPPETS = {
+    "load_torchtitan.py": "torchtitan: `trainer/load_torchtitan.py` gives an `InterleavedHuggingFaceTextDataLoader` config.",
+    "load_litgpt.py": "litgpt: `trainer/load_litgpt.py` converts to litdata chunks and mixes them with `CombinedStreamingDataset`.",
+}
 
 
 def size_category(n: int) -> str:
@@ -29,61 +43,79 @@ def write_card(root: Path, m: dict, ws: Workspace, cfg: MixforgeConfig) -> None:
     if m["format"] in ("parquet", "jsonl"):
         ext = ".parquet" if m["format"] == "parquet" else ".jsonl.zst"
         header["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": f"**/*{ext}"}]}]
-    comps = load_descriptions(ws)
     natural = {c: s["available_tokens"] for c, s in m["components"].items()}
     total_nat = sum(natural.values()) or 1
-    lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
-             f"# mixforge mixture {m['mixture_id']}", "",
-             f"{m['tokens']:,} tokens ({docs:,} documents) in {len(m['shards'])} {m['format']} shard(s), {m['mode']} mode, "
-             f"seed {m['seed']}. Tokenizer sha256 `{m['tokenizer']['sha256'][:16]}`, vocabulary {m['tokenizer']['vocab_size']:,}. "
-             "Every shard's sha256 is in manifest.json; `mixforge verify` checks them.", "",
-             "## Mixture", "", "| component | share | natural share | tokens | epochs | what it contains |",
-             "|---|---:|---:|---:|---:|---|"]
-    for c, s in m["components"].items():
-        lines.append(f"| {c} | {s['share']:.3f} | {natural[c] / total_nat:.3f} | {s['tokens']:,} | {s['epochs']:.2f} | {comps.get(c, '')} |")
-    lines += ["", "![mixture against natural shares](mixture.png)", "", "## Filtering and deduplication", "",
-              "| stage | in | out | removed |", "|---|---:|---:|---:|"]
-    ledger = read_json(ws.ledger_path) or {}
-    for stage, row in ledger.items():
-        lines.append(f"| {stage} | {row['docs_in']:,} | {row['docs_out']:,} | {row['docs_removed']:,} |")
-    lines += ["", f"Settings: filters `{cfg.filters.model_dump(mode='json')}`, dedup `{cfg.dedup.model_dump(mode='json')}`.", ""]
-    search = m["provenance"].get("search")
-    lines += ["## Search", ""]
-    if search:
-        fit = search.get("fit") or {}
-        lines.append(f"Strategy {search['strategy']}, target `{search['objective']}`, predicted {search.get('predicted')}"
-                     + (f", predictor CV Spearman {fit['spearman']:.3f} over {fit['runs']} runs." if fit else "."))
-        verified = m["provenance"].get("verified")
-        if verified:
-            lines += ["", "| mixture | measured mean | std | predicted |", "|---|---:|---:|---:|"]
-            for name, r in verified["results"].items():
-                pred = "" if r["predicted"] is None else f"{r['predicted']:.4f}"
-                lines.append(f"| {name} | {r['mean']:.4f} | {r['std']:.4f} | {pred} |")
-        else:
-            lines.append("\nNot verified with fresh proxies.")
-    else:
-        lines.append("The weights were given by hand, not found by a search.")
-    lines += ["", "## Limitations", "",
-              "- Components are clusters of the source corpus; their descriptions are their most distinctive terms.",
-              "- Repeated components (epochs > 1) repeat whole documents; see the epochs column.",
-              "- Licences are those of the sources (see their data cards); this card sets `license: other`."]
-    atomic_write_text(root / "README.md", "\n".join(lines) + "\n")
+    described = load_descriptions(ws)
+    components = [{"name": c, "share": s["share"], "natural": natural[c] / total_nat, "tokens": s["tokens"],
+                   "documents": s["documents"], "epochs": s["epochs"], **described.get(c, {"terms": "", "sources": ""})}
+                  for c, s in m["components"].items()]
+    search, verified = m["provenance"].get("search"), m["provenance"].get("verified")
+    text = render(
+        "export_card.md.jinja", header=yaml.safe_dump(header, sort_keys=False).strip(), title=header["pretty_name"],
+        m=m, documents=docs, components=components, loaders=_loaders(m["trainer"]), ledger=_ledger(ws),
+        settings=_settings(cfg), search=search, fit=(search or {}).get("fit"),
+        verified=list(verified["results"].items()) if verified else None)
+    atomic_write_text(root / "README.md", text)
     plot_shares(root / "mixture.png", m, natural, total_nat)
+    plot_sizes(root / "sizes.png", m)
 
 
-def load_descriptions(ws: Workspace) -> dict[str, str]:
+def load_descriptions(ws: Workspace) -> dict[str, dict]:
+    """Each component's top terms and its documents' source labels, from the components stage."""
     data = read_json(ws.stage_dir("components") / "extra" / "components.json") or {}
-    return {c["component"]: ", ".join(c.get("top_terms", [])[:5]) for c in data.get("components", [])}
+    out = {}
+    for c in data.get("components", []):
+        sources = sorted(c.get("sources", {}).items(), key=lambda kv: -kv[1])
+        out[c["component"]] = {"terms": ", ".join(c.get("top_terms", [])[:5]),
+                               "sources": ", ".join(f"{label} {n}" for label, n in sources[:3])}
+    return out
+
+
+def _loaders(trainer: dict) -> list[str]:
+    lines = [line for key, line in LOADERS.items() if key in trainer]
+    return lines + [line for name, line in SNIPPETS.items() if name in trainer.get("snippets", {})]
+
+
+def _ledger(ws: Workspace) -> list[dict]:
+    """The document stages in pipeline order, with their three largest removal reasons."""
+    ledger = read_json(ws.ledger_path) or {}
+    rows = []
+    for stage in DOC_STAGES:
+        if stage in ledger:
+            row = ledger[stage]
+            top = sorted(row.get("removed", {}).items(), key=lambda kv: -kv[1]["docs"])[:3]
+            rows.append({**row, "stage": stage, "reasons": ", ".join(f"{r} ({v['docs']})" for r, v in top)})
+    return rows
+
+
+def _settings(cfg: MixforgeConfig) -> str:
+    filters = {name: f for name, f in cfg.filters.model_dump(mode="json").items() if isinstance(f, dict) and f.get("enabled")}
+    return yaml.safe_dump({"filters": filters, "dedup": cfg.dedup.model_dump(mode="json")}, sort_keys=False).strip()
 
 
 def plot_shares(path: Path, m: dict, natural: dict, total: int) -> None:
-    plt = pyplot()
     comps = list(m["components"])
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(comps) + 2), 3.4))
-    x = range(len(comps))
-    ax.bar([i - 0.2 for i in x], [natural[c] / total for c in comps], 0.4, label="natural")
-    ax.bar([i + 0.2 for i in x], [m["components"][c]["share"] for c in comps], 0.4, label="export")
-    ax.set_xticks(list(x), comps, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("token share")
+    _paired_bars(path, comps, ("natural", [natural[c] / total for c in comps]),
+                 ("export", [m["components"][c]["share"] for c in comps]), "token share")
+
+
+def plot_sizes(path: Path, m: dict) -> None:
+    """Tokens available and exported per component, labelled with the epochs the export takes."""
+    comps = m["components"]
+    _paired_bars(path, list(comps), ("available", [comps[c]["available_tokens"] for c in comps]),
+                 ("exported", [comps[c]["tokens"] for c in comps]), "tokens",
+                 labels=[f"{comps[c]['epochs']:.2f} ep" for c in comps])
+
+
+def _paired_bars(path: Path, names: list[str], left: tuple, right: tuple, ylabel: str, labels: list[str] | None = None) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(names) + 2), 3.4))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], left[1], 0.4, label=left[0])
+    bars = ax.bar([i + 0.2 for i in x], right[1], 0.4, label=right[0])
+    if labels:
+        ax.bar_label(bars, labels, fontsize=7)
+    ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     save_png(fig, path)

@@ -36,7 +36,10 @@ def test_parquet_export_loads_with_hf_datasets_and_is_deterministic(built, tmp_p
     assert [s["files"][0]["sha256"] for s in again["shards"]] == [s["files"][0]["sha256"] for s in m["shards"]]
     card = (tmp_path / "a" / "README.md").read_text()
     assert card.startswith("---\n") and "size_categories" in card and "| component | share |" in card
-    assert (tmp_path / "a" / "mixture.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## How to train on it" in card and "trainer/load_hf_datasets.py" in card
+    assert "| filter | 128 |" in card and "## Search" in card  # the ledger in pipeline order, from the template
+    for png in ("mixture.png", "sizes.png"):
+        assert (tmp_path / "a" / png).read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.timeout(600)
@@ -144,3 +147,16 @@ def test_a_killed_export_never_looks_complete(built, tmp_path):
     run = subprocess.run(cmd[:-2] + ["--shard-tokens", "20000"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert verify_export(out) == [] and not list(tmp_path.glob(".killed.partial-*"))
+
+
+def test_card_carries_the_search_and_its_verification(built, tmp_path):
+    _, cfg, _ = built
+    search = {"strategy": "regmix", "objective": "bpb_reference", "predicted": 2.87813, "fit": {"spearman": 0.9391, "runs": 16}}
+    verified = {"results": {"proposal": {"mean": 2.93512, "std": 0.0071, "predicted": 2.87813},
+                            "uniform": {"mean": 2.98921, "std": 0.0008, "predicted": None}}}
+    run_export(cfg, _weights(cfg), tmp_path / "s", "jsonl", tokens=10_000, provenance={"search": search, "verified": verified})
+    card = (tmp_path / "s" / "README.md").read_text()
+    assert "Strategy `regmix`, target `bpb_reference`, predicted 2.8781; predictor cross-validated Spearman 0.939 over 16" in card
+    assert "| proposal | 2.9351 | 0.0071 | 2.8781 |" in card and "| uniform | 2.9892 | 0.0008 |  |" in card
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["provenance"]["verified"] == verified

@@ -26,6 +26,7 @@ def test_wheel_contains_every_subpackage_and_the_demo(tmp_path):
         assert f"{pkg}/__init__.py" in names, pkg
     assert "mixforge/pipelines/ingest.py" in names and "mixforge/flows/build.py" in names
     assert "mixforge/demo/demo.yaml" in names and "mixforge/schemas/manifest-v1.json" in names
+    assert "mixforge/data_cards/export_card.md.jinja" in names
     corpus = [n for n in names if n.startswith("mixforge/demo/corpus/") and n.endswith(".jsonl.zst")]
     assert len(corpus) >= 6
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
