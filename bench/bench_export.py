@@ -3,6 +3,7 @@ mixture, shuffle, write .bin/.idx + manifest with sha256 + dataset card) against
 pipeline a user would otherwise run (ParquetReader -> MegatronDocumentTokenizer with the same
 tokenizer.json), on the same documents (the demo workspace's kept corpus), in one run. The mixture
 is the natural one with every document once, so both write the same documents and tokens.
+Then the MDS export against MosaicML's MDSWriter (bench/mds_writer_baseline.py).
 
     python bench/bench_export.py [--repeat 3]
 """
@@ -10,6 +11,7 @@ is the natural one with every document once, so both write the same documents an
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import OUT_DIR, report, timed_pair  # noqa: E402
+from harness import BENCH_DIR, OUT_DIR, report, timed, timed_pair  # noqa: E402
+
+ROOT = BENCH_DIR.parent
 
 
 def main() -> None:
@@ -64,6 +68,33 @@ def main() -> None:
     report("export megatron (demo)", a["best"], b["best"], {
         "tokens_ours": a["result"], "tokens_datatrove": b["result"],
         "tokens_per_s_ours": round(a["result"] / a["best"]), "tokens_per_s_datatrove": round(b["result"] / b["best"])})
+    bench_mds(cfg, ws, natural, tokenizer, args.repeat)
+
+
+def bench_mds(cfg, ws, natural: dict, tokenizer: str, repeat: int) -> None:
+    """Our MDS export against MosaicML's MDSWriter fed by a user's read + tokenize loop, which runs
+    in the readers' environment and times itself (the two sides run one after the other)."""
+    from mixforge.pipelines.export import run_export
+    from mixforge.proxy_training.tokenize import eos_id, load_tokenizer
+
+    python = ROOT / ".venv-readers" / "bin" / "python"
+    if not python.exists():
+        print("export mds: skipped, the readers' environment is missing (make readers)")
+        return
+    out = subprocess.run([str(python), str(ROOT / "bench" / "mds_writer_baseline.py"), str(ws.docs_dir("prune")), tokenizer,
+                          str(OUT_DIR / "export-mdswriter"), str(repeat), str(eos_id(load_tokenizer(tokenizer)))],
+                         check=True, capture_output=True, text=True).stdout
+    base = json.loads(out.split("RESULT ", 1)[1])
+    ours_dir = OUT_DIR / "export-mds"
+
+    def ours():
+        shutil.rmtree(ours_dir, ignore_errors=True)
+        return run_export(cfg, natural, ours_dir, "mds", shard_tokens=10**12)["tokens"]
+
+    a = timed(ours, repeat)
+    report("export mds (demo)", a["best"], min(base["times"]), {
+        "tokens_ours": a["result"], "tokens_mdswriter": base["tokens"],
+        "tokens_per_s_ours": round(a["result"] / a["best"]), "tokens_per_s_mdswriter": round(base["tokens"] / min(base["times"]))})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 data_cards/export_card.md.jinja. YAML header (license, language, size_categories, configs with
 data_files, pretty_name, tags), the mixture table, how each trainer loads it, the filtering and
 dedup ledger with its settings, the search's predicted and verified figures, limitations; PNGs
-of the mixture against the natural shares and of the component sizes."""
+of the mixture against the natural shares and of the component sizes (one PNG, two panels)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,7 @@ def write_card(root: Path, m: dict, ws: Workspace, cfg: MixforgeConfig) -> None:
         settings=_settings(cfg), search=search, fit=(search or {}).get("fit"),
         verified=list(verified["results"].items()) if verified else None)
     atomic_write_text(root / "README.md", text)
-    plot_shares(root / "mixture.png", m, natural, total_nat)
-    plot_sizes(root / "sizes.png", m)
+    plot_mixture(root / "mixture.png", m, natural, total_nat)
 
 
 def load_descriptions(ws: Workspace) -> dict[str, dict]:
@@ -93,29 +92,23 @@ def _settings(cfg: MixforgeConfig) -> str:
     return yaml.safe_dump({"filters": filters, "dedup": cfg.dedup.model_dump(mode="json")}, sort_keys=False).strip()
 
 
-def plot_shares(path: Path, m: dict, natural: dict, total: int) -> None:
-    comps = list(m["components"])
-    _paired_bars(path, comps, ("natural", [natural[c] / total for c in comps]),
-                 ("export", [m["components"][c]["share"] for c in comps]), "token share")
-
-
-def plot_sizes(path: Path, m: dict) -> None:
-    """Tokens available and exported per component, labelled with the epochs the export takes."""
-    comps = m["components"]
-    _paired_bars(path, list(comps), ("available", [comps[c]["available_tokens"] for c in comps]),
-                 ("exported", [comps[c]["tokens"] for c in comps]), "tokens",
-                 labels=[f"{comps[c]['epochs']:.2f} ep" for c in comps])
-
-
-def _paired_bars(path: Path, names: list[str], left: tuple, right: tuple, ylabel: str, labels: list[str] | None = None) -> None:
+def plot_mixture(path: Path, m: dict, natural: dict, total: int) -> None:
+    """One PNG, two panels: token shares (natural against exported) and component sizes
+    (available against exported tokens, labelled with the epochs the export takes)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(names) + 2), 3.4))
+    comps = m["components"]
+    names = list(comps)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 3), 3.4))
+    panels = [(("natural", [natural[c] / total for c in names]), ("export", [comps[c]["share"] for c in names]), "token share", None),
+              (("available", [comps[c]["available_tokens"] for c in names]), ("exported", [comps[c]["tokens"] for c in names]),
+               "tokens", [f"{comps[c]['epochs']:.2f} ep" for c in names])]
     x = range(len(names))
-    ax.bar([i - 0.2 for i in x], left[1], 0.4, label=left[0])
-    bars = ax.bar([i + 0.2 for i in x], right[1], 0.4, label=right[0])
-    if labels:
-        ax.bar_label(bars, labels, fontsize=7)
-    ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    for ax, (left, right, ylabel, labels) in zip(axes, panels):
+        ax.bar([i - 0.2 for i in x], left[1], 0.4, label=left[0])
+        bars = ax.bar([i + 0.2 for i in x], right[1], 0.4, label=right[0])
+        if labels:
+            ax.bar_label(bars, labels, fontsize=7)
+        ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
     save_png(fig, path)
