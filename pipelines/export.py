@@ -35,21 +35,39 @@ from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text, 
 SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.json"  # shipped in the package
 
 
-def load_documents(ws: Workspace) -> tuple[list[tuple], dict]:
-    """(id, component, text, token ids) of every kept document, and the tokenizer's identity."""
+def load_documents(ws: Workspace, reuse_tokens: bool = True) -> tuple[list[tuple], dict]:
+    """(id, component, text, token ids without EOS) of every kept document, and the tokenizer's
+    identity. The tokens come from the tokens stage's shards (`documents.parquet` says where each
+    document's are); documents it does not list (a workspace from before the index) are tokenized."""
+    import polars as pl
+
+    from mixforge.pipelines.tokens import text_hash
     from mixforge.proxy_training.tokenize import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
 
-    tok_path = ws.stage_dir("tokens") / "extra" / "tokenizer.json"
+    extra = ws.stage_dir("tokens") / "extra"
+    tok_path = extra / "tokenizer.json"
     if not tok_path.exists():
         raise MixforgeError(f"{tok_path} not found: run `mixforge build` first (it ends with the tokens stage)")
     tok = load_tokenizer(tok_path)
+    identity = tokenizer_identity(tok_path) | {"eos_id": eos_id(tok), "name": "tokens/extra/tokenizer.json"}
+    index = pl.read_parquet(extra / "documents.parquet") if reuse_tokens and (extra / "documents.parquet").exists() else None
+    shards: dict[tuple[str, str], np.ndarray] = {}
     docs = []
     for frame in workspace_frames(ws):
-        texts = frame["text"].to_list()
-        for i, c, t, enc in zip(frame["id"].to_list(), frame["component"].to_list(), texts,
-                                tok.encode_batch(texts, add_special_tokens=False)):
-            docs.append((i, c, t, np.asarray(enc.ids, dtype=np.int64)))
-    identity = tokenizer_identity(tok_path) | {"eos_id": eos_id(tok), "name": "tokens/extra/tokenizer.json"}
+        rows = None
+        if index is not None:  # a document whose text or component changed since the tokens stage is not reused
+            rows = frame.with_columns(pl.Series("text_hash", [text_hash(t) for t in frame["text"].to_list()], dtype=pl.UInt64))
+            rows = rows.join(index, on=["id", "component", "text_hash"], how="left", maintain_order="left")
+        if rows is None or rows["start"].null_count():
+            texts = frame["text"].to_list()
+            encoded = [np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(texts, add_special_tokens=False)]
+            docs += list(zip(frame["id"].to_list(), frame["component"].to_list(), texts, encoded))
+            continue
+        for i, c, t, split, start, length in rows.select("id", "component", "text", "split", "start", "length").iter_rows():
+            if (split, c) not in shards:
+                dtype = json.loads((extra / split / f"{c}.json").read_text())["dtype"]
+                shards[split, c] = np.fromfile(extra / split / f"{c}.bin", dtype=dtype)
+            docs.append((i, c, t, shards[split, c][start : start + length - 1]))
     return docs, identity
 
 

@@ -43,6 +43,9 @@ def write_card(root: Path, m: dict, ws: Workspace, cfg: MixforgeConfig) -> None:
     if m["format"] in ("parquet", "jsonl"):
         ext = ".parquet" if m["format"] == "parquet" else ".jsonl.zst"
         header["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": f"**/*{ext}"}]}]
+        if m["mode"] == "reference":  # one config per component: load_dataset(repo, "<component>")
+            header["configs"] += [{"config_name": c, "data_files": [{"split": "train", "path": f"{c}/*{ext}"}]}
+                                  for c in sorted({s["component"] for s in m["shards"]})]
     natural = {c: s["available_tokens"] for c, s in m["components"].items()}
     total_nat = sum(natural.values()) or 1
     described = load_descriptions(ws)

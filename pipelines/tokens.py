@@ -23,13 +23,13 @@ from mixforge.proxy_training.tokenize import (
     tokenize_components,
     tokenizer_identity,
     train_default_tokenizer,
-    workspace_docs,
+    workspace_frames,
 )
 from mixforge.errors import ConfigError
 from mixforge.pipelines.quality import read_reference
 from mixforge.proxy_training.tasks import next_line_task
 from mixforge.stage_runner import StageResult, run_side_stage
-from mixforge.workspace import Workspace, atomic_write_text
+from mixforge.workspace import Workspace, atomic_write_parquet, atomic_write_text
 
 TOKENIZER_SAMPLE_DOCS = 20_000
 
@@ -74,6 +74,36 @@ def eval_texts(cfg: MixforgeConfig, components: set[str]) -> list[tuple[str, str
     return out
 
 
+def text_hash(text: str) -> int:
+    """What export checks a document's text against before it reuses the document's tokens."""
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(text.encode("utf-8"))
+
+
+def write_document_index(out: Path, ids: list[str], docs: list[tuple[str, str]], splits: list[str]) -> None:
+    """`documents.parquet`: where each kept document's tokens are (split, component, start and
+    length in tokens, EOS included) and a hash of its text, so that export slices the tokens
+    instead of tokenizing again."""
+    import numpy as np
+    import polars as pl
+
+    components = [c for c, _ in docs]
+    offsets = {}  # (split, component) -> start of each document, from the lengths tokenize_components wrote
+    for key in set(zip(splits, components)):
+        lengths = np.load(out / key[0] / f"{key[1]}.lengths.npy").astype(np.int64)
+        offsets[key] = (np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths, iter(range(len(lengths))))
+    starts, sizes = [], []
+    for key in zip(splits, components):
+        begin, lengths, position = offsets[key]
+        k = next(position)
+        starts.append(int(begin[k]))
+        sizes.append(int(lengths[k]))
+    atomic_write_parquet(out / "documents.parquet", pl.DataFrame(
+        {"id": ids, "component": components, "split": splits, "start": starts, "length": sizes,
+         "text_hash": pl.Series([text_hash(t) for _, t in docs], dtype=pl.UInt64)}))
+
+
 def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
     """Tokenize the components into `<workspace>/tokens/extra/{train,heldout}/`."""
     ws = Workspace(cfg.workspace_dir)
@@ -84,7 +114,9 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
         out = partial / "extra"
         out.mkdir(parents=True, exist_ok=True)
         tok_path = out / "tokenizer.json"
-        docs = list(workspace_docs(ws))  # read once: the split below keeps every text anyway
+        frames = list(workspace_frames(ws))  # read once: the split below keeps every text anyway
+        ids = [i for f in frames for i in f["id"].to_list()]
+        docs = [d for f in frames for d in zip(f["component"].to_list(), f["text"].to_list())]
         extra_eval = eval_texts(cfg, {c for c, _ in docs})  # bad files fail before any work
         if p.tokenizer:
             load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
@@ -95,8 +127,9 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
             train_default_tokenizer(sample[:TOKENIZER_SAMPLE_DOCS], tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
         held_bytes: dict[str, int] = {}
         train_docs, held_docs = [], []
-        for n, (comp, text) in enumerate(docs):
-            if is_heldout(str(n), cfg.seed, p.heldout_fraction):
+        splits = ["heldout" if is_heldout(str(n), cfg.seed, p.heldout_fraction) else "train" for n in range(len(docs))]
+        for (comp, text), split in zip(docs, splits):
+            if split == "heldout":
                 held_docs.append((comp, text))
                 held_bytes[comp] = held_bytes.get(comp, 0) + len(text.encode("utf-8"))
             else:
@@ -106,6 +139,7 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
         train = tokenize_components(train_docs, tok_path, out / "train")
         held = tokenize_components(held_docs, tok_path, out / "heldout")
         evals = tokenize_components(extra_eval, tok_path, out / "eval") if extra_eval else {}
+        write_document_index(out, ids, docs, splits)
         eval_bytes = {n: sum(len(t.encode("utf-8")) for nn, t in extra_eval if nn == n) for n in evals}
         components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
                           "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mixforge.errors import ConfigError, InputError, MixforgeError
-from mixforge.workspace import Workspace, atomic_write_bytes, atomic_write_json
+from mixforge.workspace import Workspace, atomic_write_bytes, atomic_write_json, atomic_write_npy
 
 EOS = "<|endoftext|>"
 # EOS candidates for tokenizers the user brings (GPT-2 style, Llama/T5 style, BERT style).
@@ -103,7 +103,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str | Path,
                         batch_size: int = 1024) -> dict:
-    """Tokenize (component, text) pairs into `<out>/<component>.bin` + `<component>.json`.
+    """Tokenize (component, text) pairs into `<out>/<component>.bin` + `<component>.json` +
+    `<component>.lengths.npy` (each document's tokens, EOS included, in order).
 
     `tokenizer` is a Tokenizer or a tokenizer.json path. Each component streams into a temp file
     in `out_dir`, renamed into place only after every document was encoded, so a kill leaves the
@@ -117,6 +118,7 @@ def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, tuple[str, object]] = {}  # component -> (temp path, open file)
     stats: dict[str, dict] = {}
+    lengths: dict[str, list[int]] = {}  # component -> tokens of each document, EOS included, in order
 
     def flush(batch: list[tuple[str, str]]) -> None:
         # encode_batch runs on all cores; add_special_tokens=False so BERT-like tokenizers add no [CLS].
@@ -127,6 +129,7 @@ def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str
             ids.extend(enc.ids)
             ids.append(eos)
             stats[comp]["documents"] += 1
+            lengths[comp].append(len(enc.ids) + 1)
         for comp, ids in per_comp.items():
             files[comp][1].write(np.asarray(ids, dtype=dtype).tobytes())
             stats[comp]["tokens"] += len(ids)
@@ -141,6 +144,7 @@ def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str
                 fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{comp}.bin.", suffix=".tmp")
                 files[comp] = (tmp, os.fdopen(fd, "wb"))
                 stats[comp] = {"documents": 0, "tokens": 0}
+                lengths[comp] = []
             batch.append((comp, text or ""))
             if len(batch) >= batch_size:
                 flush(batch)
@@ -161,6 +165,7 @@ def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str
     for comp in sorted(stats):
         meta = {"component": comp, "tokens": stats[comp]["tokens"], "documents": stats[comp]["documents"],
                 "dtype": dtype.name, "eos_id": eos, "tokenizer_sha256": identity["sha256"], "tokenizer": identity}
+        atomic_write_npy(out / f"{comp}.lengths.npy", np.asarray(lengths[comp], dtype=np.uint32))
         atomic_write_json(out / f"{comp}.json", meta)
         result[comp] = meta
     return result

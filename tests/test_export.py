@@ -159,3 +159,30 @@ def test_card_carries_the_search_and_its_verification(built, tmp_path):
     assert "| proposal | 2.9351 | 0.0071 | 2.8781 |" in card and "| uniform | 2.9892 | 0.0008 |  |" in card
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["provenance"]["verified"] == verified
+
+
+def test_export_reuses_the_tokens_stage_shards_and_checks_the_texts(built, tmp_path):
+    import polars as pl
+
+    from mixforge.pipelines.export import load_documents
+    from mixforge.workspace import Workspace
+
+    _, cfg, _ = built
+    ws = Workspace(cfg.workspace_dir)
+    reused, _ = load_documents(ws)
+    fresh, _ = load_documents(ws, reuse_tokens=False)
+    assert [d[:3] for d in reused] == [d[:3] for d in fresh]
+    assert all(np.array_equal(a[3], b[3]) for a, b in zip(reused, fresh))
+    assert {d[3].dtype.name for d in reused} == {"uint16"} and {d[3].dtype.name for d in fresh} == {"int64"}
+    # a text that no longer hashes as the tokens stage saw it is tokenized again, not reused
+    index_path = cfg.workspace_dir / "tokens" / "extra" / "documents.parquet"
+    original = index_path.read_bytes()
+    try:
+        index = pl.read_parquet(index_path)
+        index.with_columns(pl.when(pl.col("id") == reused[0][0]).then(pl.lit(0, pl.UInt64)).otherwise(pl.col("text_hash"))
+                           .alias("text_hash")).write_parquet(index_path)
+        again, _ = load_documents(ws)
+    finally:
+        index_path.write_bytes(original)
+    assert again[0][3].dtype.name == "int64" and np.array_equal(again[0][3], fresh[0][3])
+    assert all(np.array_equal(a[3], b[3]) for a, b in zip(again, fresh))

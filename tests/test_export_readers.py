@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import ROOT
 from mixforge.pipelines.export import run_export, verify_export
@@ -152,6 +153,13 @@ def test_hf_snippet_interleaves_by_document_probability(built, tmp_path, fmt):
     drawn = {c: ds["component"].count(c) for c in probs}
     assert all(drawn[c] >= s["documents"] for c, s in m["components"].items())  # all_exhausted: each seen
     assert {d for d in ds["id"]} == {i for s in m["shards"] for i in _shard_ids(out, s, fmt)}
+    # the card's YAML header has one config per component, whose data_files are that component's shards
+    header = yaml.safe_load((out / "README.md").read_text().split("---\n")[1])
+    configs = {c["config_name"]: c["data_files"][0]["path"] for c in header["configs"]}
+    assert set(configs) == {"default", *probs}
+    for comp in probs:
+        expected = {f["path"] for s in m["shards"] if s["component"] == comp for f in s["files"]}
+        assert {p.relative_to(out).as_posix() for p in out.glob(configs[comp])} == expected
 
 
 def _shard_ids(out, shard, fmt):
