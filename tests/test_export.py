@@ -105,6 +105,8 @@ def test_bad_input(built, tmp_path):
         run_export(cfg, {"poetry": 1.0}, tmp_path / "x", "numpy")
     with pytest.raises(MixforgeError, match="cannot be negative"):
         run_export(cfg, {**w, next(iter(w)): -1.0}, tmp_path / "x", "numpy")
+    with pytest.raises(MixforgeError, match="is nan: weights must be finite"):
+        run_export(cfg, {**w, next(iter(w)): float("nan")}, tmp_path / "x", "mds")
     with pytest.raises(MixforgeError, match="epochs"):
         run_export(cfg, w, tmp_path / "x", "numpy", tokens=10**9)
     with pytest.warns(UserWarning, match="normalised"):
