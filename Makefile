@@ -35,6 +35,8 @@ demo: install
 	$(VENV)/bin/mixforge build --demo
 	$(VENV)/bin/mixforge search mixforge-demo/demo.yaml
 	$(VENV)/bin/mixforge search verify mixforge-demo/demo.yaml
+	$(VENV)/bin/mixforge export mixforge-demo/search -c mixforge-demo/demo.yaml --out mixforge-demo/export --overwrite
+	$(VENV)/bin/mixforge verify mixforge-demo/export
 
 test: install readers
 	MIXFORGE_READERS_PYTHON=$(READERS)/bin/python $(PY) -m pytest -q

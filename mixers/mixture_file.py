@@ -1,5 +1,6 @@
 """Reading a mixture a user names: a YAML/JSON mapping component -> weight, or a search's
-proposal.json (or its folder), whose search figures come along as provenance."""
+proposal.json (or its folder, or the workspace's search/ folder for the latest search), whose
+search figures come along as provenance."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def read_mixture(path: str | Path) -> tuple[dict[str, float], dict]:
     import yaml
 
     path = Path(path)
+    if path.is_dir() and (path / "latest.json").exists():  # a workspace's search/ folder: its latest search
+        path = path / (read_json(path / "latest.json") or {}).get("folder", "")
     if path.is_dir():
         path = path / "proposal.json"
     if not path.exists():

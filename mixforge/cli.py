@@ -359,7 +359,7 @@ def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
 
 @app.command()
 def export(
-    mixture: Path = typer.Argument(..., help="A search folder, its proposal.json, or a YAML/JSON mapping component -> weight."),
+    mixture: Path = typer.Argument(..., help="A search folder (or the workspace's search/ for the latest), its proposal.json, or a YAML/JSON mapping component -> weight."),
     config: Path = typer.Option(..., "--config", "-c", help="Config file of the workspace (the build must have run)."),
     out: Path = typer.Option(..., "--out", help="Export folder to create."),
     fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | megatron | datatrove | numpy | mds (default: export.format)."),

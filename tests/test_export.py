@@ -188,3 +188,17 @@ def test_export_reuses_the_tokens_stage_shards_and_checks_the_texts(built, tmp_p
         index_path.write_bytes(original)
     assert again[0][3].dtype.name == "int64" and np.array_equal(again[0][3], fresh[0][3])
     assert all(np.array_equal(a[3], b[3]) for a, b in zip(again, fresh))
+
+
+def test_a_search_folder_names_its_latest_proposal(tmp_path):
+    from mixforge.mixers.mixture_file import read_mixture
+
+    search = tmp_path / "search"
+    (search / "regmix-bpb").mkdir(parents=True)
+    proposal = {"strategy": "regmix", "objective": "bpb", "predicted": 2.9, "fit": None, "runs_used": 16,
+                "weights": {"a": 0.25, "b": 0.75}}
+    (search / "regmix-bpb" / "proposal.json").write_text(json.dumps(proposal))
+    (search / "latest.json").write_text(json.dumps({"folder": "regmix-bpb"}))
+    for path in (search, search / "regmix-bpb", search / "regmix-bpb" / "proposal.json"):
+        weights, provenance = read_mixture(path)
+        assert weights == {"a": 0.25, "b": 0.75} and provenance["search"]["runs_used"] == 16
