@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mixforge.errors import MixforgeError
+
 FORMATS = ("parquet", "jsonl", "megatron", "datatrove", "numpy", "mds")
 TOKEN_FORMATS = ("megatron", "datatrove", "numpy")  # raw token arrays, no header
 TEXT_FORMATS = ("parquet", "jsonl")
@@ -128,7 +130,7 @@ def _mds_shard(docs: list[tuple], eos: int, dtype: np.dtype) -> bytes:
     start = 4 + 4 * (len(samples) + 1) + len(config)
     offsets = start + np.concatenate([[0], np.cumsum([len(x) for x in samples], dtype=np.int64)])
     if offsets[-1] >= 1 << 32:
-        raise ValueError(f"an MDS shard of {offsets[-1]:,} bytes is over MDS's 4 GiB limit: lower --shard-tokens")
+        raise MixforgeError(f"an MDS shard of {offsets[-1]:,} bytes is over MDS's 4 GiB offset limit: lower --shard-tokens")
     return np.uint32(len(samples)).tobytes() + offsets.astype(np.uint32).tobytes() + config + b"".join(samples)
 
 
@@ -154,7 +156,7 @@ def read_mds_shard(path: Path) -> list[dict]:
     config = json.loads(raw[4 + 4 * (n + 1) : offsets[0]])
     dtype = np.dtype(config["column_encodings"][-1].split(":")[1])
     out = []
-    for a, b in zip(offsets[:-1], offsets[1:]):
+    for a in offsets[:-1]:
         sizes = np.frombuffer(raw, np.uint32, len(MDS_COLUMNS), a)
         pos, cols = a + 4 * len(MDS_COLUMNS), {}
         for name, size in zip(MDS_COLUMNS, sizes):
