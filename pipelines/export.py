@@ -35,10 +35,12 @@ from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text, 
 SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.json"  # shipped in the package
 
 
-def load_documents(ws: Workspace, reuse_tokens: bool = True) -> tuple[list[tuple], dict]:
+def load_documents(ws: Workspace, reuse_tokens: bool = True, keep_text: bool = True) -> tuple[list[tuple], dict]:
     """(id, component, text, token ids without EOS) of every kept document, and the tokenizer's
-    identity. The tokens come from the tokens stage's shards (`documents.parquet` says where each
-    document's are); documents it does not list (a workspace from before the index) are tokenized."""
+    identity. The tokens are read-only memory maps of the tokens stage's shards
+    (`documents.parquet` says where each document's are); documents it does not list (a workspace
+    from before the index, or a text changed since) are tokenized. Token formats pass
+    keep_text=False: texts are then read one shard at a time and dropped, so memory holds ids."""
     import polars as pl
 
     from mixforge.pipelines.tokens import text_hash
@@ -61,13 +63,13 @@ def load_documents(ws: Workspace, reuse_tokens: bool = True) -> tuple[list[tuple
         if rows is None or rows["start"].null_count():
             texts = frame["text"].to_list()
             encoded = [np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(texts, add_special_tokens=False)]
-            docs += list(zip(frame["id"].to_list(), frame["component"].to_list(), texts, encoded))
+            docs += list(zip(frame["id"].to_list(), frame["component"].to_list(), texts if keep_text else [""] * len(texts), encoded))
             continue
         for i, c, t, split, start, length in rows.select("id", "component", "text", "split", "start", "length").iter_rows():
             if (split, c) not in shards:
                 dtype = json.loads((extra / split / f"{c}.json").read_text())["dtype"]
-                shards[split, c] = np.fromfile(extra / split / f"{c}.bin", dtype=dtype)
-            docs.append((i, c, t, shards[split, c][start : start + length - 1]))
+                shards[split, c] = np.memmap(extra / split / f"{c}.bin", dtype=dtype, mode="r")
+            docs.append((i, c, t if keep_text else "", shards[split, c][start : start + length - 1]))
     return docs, identity
 
 
@@ -120,7 +122,7 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
     if out.exists() and not overwrite:
         raise MixforgeError(f"{out} exists: pass --overwrite to replace it")
     ws = Workspace(cfg.workspace_dir)
-    docs, tokenizer = load_documents(ws)
+    docs, tokenizer = load_documents(ws, keep_text=fmt not in TOKEN_FORMATS)
     chosen, stats = plan(docs, weights, tokens, cfg.seed, max_epochs)
     dtype = token_dtype(tokenizer["vocab_size"], fmt)
     rng = np.random.default_rng([cfg.seed, 7])

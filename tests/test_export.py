@@ -176,6 +176,8 @@ def test_export_reuses_the_tokens_stage_shards_and_checks_the_texts(built, tmp_p
     assert [d[:3] for d in reused] == [d[:3] for d in fresh]
     assert all(np.array_equal(a[3], b[3]) for a, b in zip(reused, fresh))
     assert {d[3].dtype.name for d in reused} == {"uint16"} and {d[3].dtype.name for d in fresh} == {"int64"}
+    light, _ = load_documents(ws, keep_text=False)  # what token formats load: no texts held
+    assert {d[2] for d in light} == {""} and all(np.array_equal(a[3], b[3]) for a, b in zip(light, fresh))
     # a text that no longer hashes as the tokens stage saw it is tokenized again, not reused
     index_path = cfg.workspace_dir / "tokens" / "extra" / "documents.parquet"
     original = index_path.read_bytes()
