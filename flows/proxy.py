@@ -17,7 +17,7 @@ from mixforge.workspace import Workspace
 
 
 @task(name="proxy", cache_policy=NO_CACHE, persist_result=False)
-def proxy_task(config_path: str, weights: dict[str, float], seed: int, pool_id: int = 0, checkpoints: int = 0) -> dict:
+def proxy_task(config_path: str, weights: dict[str, float] | list[dict[str, float]], seed: int, pool_id: int = 0, checkpoints: int = 0) -> dict:
     pool = _POOLS.get(pool_id)
     if pool:
         return pool.submit(weights, seed, checkpoints).result()
@@ -27,7 +27,7 @@ def proxy_task(config_path: str, weights: dict[str, float], seed: int, pool_id: 
 _POOLS: dict[int, ProxyPool] = {}  # tasks reach the flow's pool by id (a pool cannot be a task parameter)
 
 
-def train_mixtures(config_path: str, mixtures: list[dict[str, float]], seeds: list[int], label: str = "proxy runs",
+def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: str = "proxy runs",
                    checkpoints: int = 0) -> list[dict]:
     """One Prefect task per mixture, inside a running flow; rows in the order of `mixtures`."""
     cfg = load_config(config_path)

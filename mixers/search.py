@@ -109,7 +109,8 @@ def latest_folder(cfg: MixforgeConfig) -> Path:
 
 def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seeds: int | None = None) -> dict:
     """Fresh proxies (`seeds` each, new seeds) on the proposal, uniform, natural and the best observed
-    run's mixture; measured target mean and spread beside the predicted value. Writes verify.json."""
+    run's mixture (and a multi-phase schedule, phase by phase); measured target mean and spread
+    beside the predicted value. Writes verify.json."""
     folder = folder or latest_folder(cfg)
     proposal = read_json(folder / "proposal.json")
     if not proposal:
@@ -136,11 +137,15 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
         y = np.array([value(r) for r in used])
         best = used[int(np.argmin(ctx.objective.sign * y))]
         candidates["best observed"] = {c: best[f"w_{c}"] for c in comps}
+    schedule = proposal.get("schedule")
+    if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
+        candidates["schedule"] = [phase["weights"] for phase in schedule]
     predictor = fit(used, ctx)[0] if len(used) >= 4 else None
     n_seeds = seeds or cfg.search.verify_seeds
     results, skipped = {}, {}
     for name, weights in candidates.items():
-        w = np.array([weights.get(c, 0.0) for c in comps])
+        phases = weights if isinstance(weights, list) else [weights]
+        w = np.mean([[ph.get(c, 0.0) for c in comps] for ph in phases], axis=0)  # overall token shares
         if not ctx.feasible(w[None, :])[0]:
             skipped[name] = "breaks the repetition cap or the share bounds at this token budget"
             continue
@@ -148,7 +153,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
         values = [value(r) for r in rows]
         results[name] = {"weights": weights, "measured": values, "mean": float(np.mean(values)),
                          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                         "predicted": float(predictor.predict(w[None, :])[0]) if predictor is not None else None,
+                         "predicted": float(predictor.predict(w[None, :])[0]) if predictor is not None and name != "schedule" else None,
                          "run_ids": [r["run_id"] for r in rows]}
     out = {"objective": ctx.objective.label, "lower_is_better": ctx.objective.sign > 0, "seeds": n_seeds,
            "results": results, "skipped": skipped}

@@ -96,11 +96,12 @@ class MixtureSampler:
     """Sequences of `seq_len + 1` tokens (inputs plus the shifted target) for a token budget.
 
     shards: {component: 1-D token array or memmap}; weights: {component: weight} (components
-    left out get 0; weights not summing to 1 are normalised with a warning). The budget counts
-    trained tokens: ceil(token_budget / seq_len) sequences. Deterministic for a seed.
+    left out get 0; weights not summing to 1 are normalised with a warning), or a list of such
+    mappings: a multi-phase schedule, one mixture per equal share of the sequences, in order. The
+    budget counts trained tokens: ceil(token_budget / seq_len) sequences. Deterministic for a seed.
     """
 
-    def __init__(self, shards: dict[str, np.ndarray], weights: dict[str, float], seq_len: int,
+    def __init__(self, shards: dict[str, np.ndarray], weights: dict[str, float] | list[dict[str, float]], seq_len: int,
                  token_budget: int, seed: int, max_epochs: float = 15):
         if seq_len < 1:
             raise MixforgeError(f"seq_len must be at least 1, got {seq_len}")
@@ -109,16 +110,20 @@ class MixtureSampler:
         self.names = sorted(shards)
         self.shards = shards
         self.seq_len, self.token_budget, self.seed, self.max_epochs = int(seq_len), int(token_budget), seed, max_epochs
-        self.weights = check_weights(weights, self.names)
+        self.phases = [check_weights(w, self.names) for w in (weights if isinstance(weights, list) else [weights])]
+        if not self.phases:
+            raise MixforgeError("a multi-phase schedule needs at least one phase")
+        self.weights = {c: float(np.mean([ph[c] for ph in self.phases])) for c in self.names}  # overall token shares
         self.available = {c: len(shards[c]) for c in self.names}
         self._check_epochs()
         self.n_sequences = math.ceil(self.token_budget / self.seq_len)
-        w = np.array([self.weights[c] for c in self.names])
-        self.counts = dict(zip(self.names, apportion(w, self.n_sequences).tolist()))
+        per_phase = apportion(np.full(len(self.phases), 1 / len(self.phases)), self.n_sequences)
+        phase_counts = [apportion(np.array([ph[c] for c in self.names]), n) for ph, n in zip(self.phases, per_phase)]
+        self.counts = dict(zip(self.names, np.sum(phase_counts, axis=0).tolist()))
         # realised epochs: windows read seq_len new tokens each (the +1 target overlaps the next)
         self.epochs = {c: self.counts[c] * self.seq_len / self.available[c] if self.counts[c] else 0.0
                        for c in self.names}
-        self.order = interleave(np.array([self.counts[c] for c in self.names]))
+        self.order = np.concatenate([interleave(counts) for counts in phase_counts])
         self.starts = np.zeros(self.n_sequences, dtype=np.int64)
         for i, c in enumerate(self.names):
             if self.counts[c]:
@@ -184,5 +189,8 @@ class MixtureSampler:
         rows = {c: {"weight": self.weights[c], "sequences": self.counts[c], "tokens": self.counts[c] * self.seq_len,
                     "available_tokens": self.available[c], "epochs": round(self.epochs[c], 4),
                     "share": self.counts[c] * self.seq_len / total} for c in self.names}
-        return {"seq_len": self.seq_len, "token_budget": self.token_budget, "sequences": self.n_sequences,
-                "tokens": total, "seed": self.seed, "max_epochs": self.max_epochs, "components": rows}
+        out = {"seq_len": self.seq_len, "token_budget": self.token_budget, "sequences": self.n_sequences,
+               "tokens": total, "seed": self.seed, "max_epochs": self.max_epochs, "components": rows}
+        if len(self.phases) > 1:
+            out["phases"] = self.phases
+        return out

@@ -27,7 +27,7 @@ def _start_worker(config_path: str, threads: int) -> None:
     _worker_cfg = load_config(config_path)
 
 
-def _run(weights: dict[str, float], seed: int | None, checkpoints: int) -> dict:
+def _run(weights: dict[str, float] | list[dict[str, float]], seed: int | None, checkpoints: int) -> dict:
     from mixforge.proxy_training.proxy import run_proxy
 
     return run_proxy(_worker_cfg, weights, seed=seed, checkpoints=checkpoints)
@@ -46,7 +46,7 @@ class ProxyPool:
         self._executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_worker, initargs=(str(config_path), threads))
 
-    def submit(self, weights: dict[str, float], seed: int | None = None, checkpoints: int = 0) -> Future:
+    def submit(self, weights: dict[str, float] | list[dict[str, float]], seed: int | None = None, checkpoints: int = 0) -> Future:
         return self._executor.submit(_run, weights, seed, checkpoints)
 
     def close(self) -> None:

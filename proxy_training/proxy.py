@@ -70,18 +70,21 @@ def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int) ->
     return out
 
 
-def run_id_for(cfg: MixforgeConfig, weights: dict[str, float], seed: int, tokenizer_sha: str) -> str:
-    """Stable id of a run: the same mixture, settings, seed and tokenizer give the same id, so a
-    sweep rerun finds it done."""
+def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int, tokenizer_sha: str) -> str:
+    """Stable id of a run: the same mixture (or multi-phase schedule), settings, seed and tokenizer
+    give the same id, so a sweep rerun finds it done."""
     p = cfg.proxy
-    key = json.dumps([sorted((k, round(v, 6)) for k, v in weights.items()), seed, tokenizer_sha,
-                      p.model_dump(include=RUN_SETTINGS)])
+    mixture = ([sorted((k, round(v, 6)) for k, v in ph.items()) for ph in weights] if isinstance(weights, list)
+               else sorted((k, round(v, 6)) for k, v in weights.items()))
+    key = json.dumps([mixture, seed, tokenizer_sha, p.model_dump(include=RUN_SETTINGS)])
     return "r" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def run_proxy(cfg: MixforgeConfig, weights: dict[str, float], seed: int | None = None, run_id: str | None = None,
-              progress=None, checkpoints: int = 0) -> dict:
-    """Train one proxy on `weights` (over the components) and record it; returns its row.
+def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int | None = None,
+              run_id: str | None = None, progress=None, checkpoints: int = 0) -> dict:
+    """Train one proxy on `weights` (over the components; a list is a multi-phase schedule, one
+    mixture per equal share of training, recorded in the row's `phases` with its overall token
+    shares as the w_ columns) and record it; returns its row.
     A run id already in the table is not retrained: its row is returned. `checkpoints` > 0 saves
     that many evenly spaced checkpoints (the last at the end) under runs/checkpoints/<run_id>/;
     a finished run that lacks them is trained again to make them."""
@@ -90,7 +93,8 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float], seed: int | None =
     summary = tokens_summary(ws)
     folder = ws.stage_dir("tokens") / "extra"
     shards = load_shards(folder / "train")
-    weights = check_weights(weights, sorted(shards))
+    phases = [check_weights(w, sorted(shards)) for w in weights] if isinstance(weights, list) and len(weights) > 1 else None
+    weights = phases or check_weights(weights[0] if isinstance(weights, list) else weights, sorted(shards))
     table = RunsTable(ws)
     run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"])
     ckpt_dir = checkpoint_dir(ws, run_id)
@@ -107,7 +111,9 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float], seed: int | None =
     model, result = train(model_cfg, train_cfg, sampler.batches(p.batch_size), steps, progress,
                           checkpoint_dir=ckpt_dir if train_cfg.checkpoint_every else None)
     row: dict = {"run_id": run_id}
-    row.update({f"w_{c}": float(w) for c, w in sorted(weights.items())})
+    row.update({f"w_{c}": float(w) for c, w in sorted(sampler.weights.items())})
+    if phases:
+        row["phases"] = json.dumps(phases)
     held = heldout_metrics(model, folder / "heldout",
                            {c: v["heldout_bytes"] for c, v in summary["components"].items()}, p.seq_len)
     row.update(held)

@@ -151,6 +151,24 @@ def test_sampler_proportions(built):
 
 
 @pytest.mark.timeout(90)
+def test_sampler_multi_phase_schedule(built):
+    early, late = {"bible": 0.8, "code": 0.2}, {"bible": 0.2, "code": 0.8}
+    s = sampler(built["shards"], [early, late], budget=201 * 64)
+    comps = s.components()
+    assert len(comps) == 201 and s.phases == [{**dict.fromkeys(s.names, 0.0), **early}, {**dict.fromkeys(s.names, 0.0), **late}]
+    first, second = comps[:101], comps[101:]  # 201 sequences split 101 / 100
+    assert first.count("bible") == 81 and second.count("code") == 80  # each phase in its own proportions
+    assert s.weights["bible"] == pytest.approx(0.5) and s.summary()["phases"] == s.phases
+    # one window sequence per component across phases: no window repeats within an epoch
+    bible = s.starts[np.array(comps) == "bible"]
+    per_epoch = len(built["shards"]["bible"]) // 64
+    assert len(set(bible[:per_epoch].tolist())) == min(len(bible), per_epoch)
+    # a schedule of one phase is the static mixture, sequence for sequence
+    one, static = sampler(built["shards"], [WEIGHTS]), sampler(built["shards"], WEIGHTS)
+    assert one.components() == static.components() and np.array_equal(one.starts, static.starts)
+
+
+@pytest.mark.timeout(90)
 def test_sampler_deterministic(built):
     a = np.concatenate(list(sampler(built["shards"], seed=1).batches(50)))
     b = np.concatenate(list(sampler(built["shards"], seed=1).batches(50)))

@@ -13,11 +13,12 @@ import yaml
 from conftest import FIXTURES, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import ConfigError, InputError
+from mixforge.mixers.runs import RunsTable
 from mixforge.mixers.predictors import PREDICTORS, fit_report, make_predictor
 from mixforge.mixers.runs_data import load_runs
 from mixforge.mixers.search import fit_table, run_search, verify
 from mixforge.proxy_training.proxy import run_proxy
-from mixforge.workspace import read_json
+from mixforge.workspace import Workspace, read_json
 
 DEMO_RUNS = FIXTURES / "demo_runs.parquet"  # 48 real tiny-proxy runs on the demo corpus (scripts/build_demo_runs.py)
 
@@ -131,6 +132,12 @@ def test_climb_and_influence_on_the_slice(tmp_path):
     influence = proposal.iterations[0]["influence"]
     assert influence["code"] == max(influence.values())  # code's gradients align best with code's held-out text
     assert proposal.weights["code"] > proposal.prior["code"]
+    checked = verify(cfg, _loop(cfg), folder, seeds=1)  # the schedule is trained phase by phase
+    assert {"proposal", "schedule", "uniform"} <= set(checked["results"])
+    schedule_run = RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id") == checked["results"]["schedule"]["run_ids"][0])
+    trained = json.loads(schedule_run["phases"][0])
+    assert len(trained) == 2 and all(t == pytest.approx(ph["weights"], abs=1e-6) for t, ph in zip(trained, proposal.schedule))
+    assert checked["results"]["schedule"]["run_ids"] != checked["results"]["proposal"]["run_ids"]
     cfg.search.target = "acc_next_line"
     with pytest.raises(ConfigError, match="held-out text targets"):
         run_search(cfg, _loop(cfg), "influence")
