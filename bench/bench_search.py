@@ -11,7 +11,7 @@
 
 Data: tests/fixtures/demo_runs.parquet (48 real tiny-proxy runs, scripts/build_demo_runs.py).
 
-    python bench/bench_search.py [--strategies] [--budget 12]
+    python bench/bench_search.py [--strategies] [--budget 12] [--only influence] [--phases 2]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def learning_curve() -> dict:
     return curve
 
 
-def strategies(budget: int) -> dict:
+def strategies(budget: int, names: list[str], phases: int) -> dict:
     import subprocess
 
     from mixforge.config import load_config
@@ -94,19 +94,23 @@ def strategies(budget: int) -> dict:
     cfg = load_config(config)
     cfg.search.runs = budget
     cfg.search.influence_rounds = max(budget // 6, 1)
+    cfg.search.phases = phases
     out = {}
     with ProxyPool(str(config), cfg.proxy.processes) as pool:
         def train(mixtures, seeds, label, checkpoints=0):
             return [f.result() for f in [pool.submit(w, s, checkpoints) for w, s in zip(mixtures, seeds)]]
 
-        for strategy in ("regmix", "climb", "influence"):
+        for strategy in names:
             t0 = time.perf_counter()
             proposal, folder = run_search(cfg, train, strategy)
             seconds = time.perf_counter() - t0
             checked = verify(cfg, train, folder, seeds=2)["results"]
             out[strategy] = {"runs": len(proposal.runs_used), "search_s": round(seconds, 1),
                              "proposal": checked["proposal"]["mean"], "proposal_std": checked["proposal"]["std"],
-                             "uniform": checked["uniform"]["mean"], "predicted": proposal.predicted}
+                             "uniform": checked["uniform"]["mean"], "predicted": proposal.predicted,
+                             "weights": proposal.weights}
+            if "schedule" in checked:
+                out[strategy] |= {"schedule": checked["schedule"]["mean"], "schedule_std": checked["schedule"]["std"]}
             print(strategy, json.dumps(out[strategy]))
     return out
 
@@ -115,12 +119,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategies", action="store_true", help="also compare the strategies (minutes of proxy training)")
     parser.add_argument("--budget", type=int, default=12, help="proxy runs per strategy")
+    parser.add_argument("--only", default="regmix,climb,influence", help="strategies to compare, comma-separated")
+    parser.add_argument("--phases", type=int, default=1, help="influence: training phases (a schedule when > 1)")
     args = parser.parse_args()
     fit_and_simulate()
     curve = learning_curve()
     results = {"learning_curve": curve}
     if args.strategies:
-        results["strategies"] = strategies(args.budget)
+        results["strategies"] = strategies(args.budget, args.only.split(","), args.phases)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "search.json").write_text(json.dumps(results, indent=2))
 

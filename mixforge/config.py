@@ -279,7 +279,9 @@ class SearchConfig(Section):
     min_share: dict[str, float] = Field(default_factory=dict, description="Per-component minimum share of the proposal.")
     max_share: dict[str, float] = Field(default_factory=dict, description="Per-component maximum share of the proposal.")
     influence_rounds: int = Field(2, ge=1, description="influence: proxies trained, one mixture update each.")
-    influence_temperature: float = Field(0.1, gt=0, description="influence: w <- w * exp(influence / temperature).")
+    influence_temperature: float = Field(
+        1.0, gt=0, description="influence: w <- w * exp(z / temperature), z the influence standardised across components."
+    )
     phases: int = Field(1, ge=1, description="influence: training phases, one mixture each (a multi-phase schedule).")
     verify_seeds: int = Field(3, ge=1, description="Fresh proxies per mixture in `search verify`.")
 
