@@ -5,7 +5,8 @@ Sampling: each component contributes weight x budget tokens of whole documents. 
 taken in a seeded shuffled order, pass after pass; a component smaller than its share repeats, up
 to `max_epochs`, and its epochs are recorded. Materialised mode mixes every selected document in
 one seeded shuffle and cuts shards of about `shard_tokens`; reference mode writes each
-component's selection in its own shards, and the trainer's sampler applies the weights.
+component's selection in its own shards, every document once (no copy of the mix: the trainer's
+sampler applies the weights and repeats a component to the epochs the manifest records).
 Everything is written to a temporary folder beside `out` and renamed into place at the end, so an
 interrupted export never looks complete; `verify_export` re-hashes and re-counts every shard.
 """
@@ -130,7 +131,7 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
         order = np.concatenate([np.asarray(chosen[c], dtype=np.int64) for c in sorted(chosen)])
         groups = [(None, rng.permutation(order))]
     else:
-        groups = [(c, np.asarray(chosen[c], dtype=np.int64)) for c in sorted(chosen) if chosen[c]]
+        groups = [(c, np.asarray(list(dict.fromkeys(chosen[c])), dtype=np.int64)) for c in sorted(chosen) if chosen[c]]
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
         shutil.rmtree(stale, ignore_errors=True)
@@ -158,7 +159,8 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
         manifest = {
             "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
             "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
-            "tokens": sum(s["tokens"] for s in shards), "token_dtype": dtype.name if fmt in (*TOKEN_FORMATS, "mds") else None,
+            "tokens": sum(s["tokens"] for s in shards), "mixture_tokens": sum(c["tokens"] for c in stats["components"].values()),
+            "token_dtype": dtype.name if fmt in (*TOKEN_FORMATS, "mds") else None,
             "components": stats["components"], "shards": shards, "index_files": index_files, "tokenizer": tokenizer, "seed": cfg.seed,
             "config_hash": section_hash(cfg.model_dump(mode="json")), "mixforge_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import numpy as np
+import polars as pl
 import pytest
 
 from conftest import mixforge_cmd
@@ -204,3 +205,19 @@ def test_a_search_folder_names_its_latest_proposal(tmp_path):
     for path in (search, search / "regmix-bpb", search / "regmix-bpb" / "proposal.json"):
         weights, provenance = read_mixture(path)
         assert weights == {"a": 0.25, "b": 0.75} and provenance["search"]["runs_used"] == 16
+
+
+def test_reference_mode_writes_each_document_once(built, tmp_path):
+    _, cfg, _ = built
+    w = _weights(cfg)
+    small = min(w, key=lambda c: json.loads((cfg.workspace_dir / "tokens" / "_stage.json").read_text())["counts"]["components"][c]["train_tokens"])
+    weights = {c: (0.7 if c == small else 0.1) for c in w}  # the smallest component needs more than one epoch
+    ref = run_export(cfg, weights, tmp_path / "ref", "parquet", tokens=40_000, mode="reference", shard_tokens=10**9)
+    mat = run_export(cfg, weights, tmp_path / "mat", "parquet", tokens=40_000, shard_tokens=10**9)
+    assert ref["components"][small]["epochs"] > 1 and ref["components"] == mat["components"]
+    ids = {s["component"]: pl.read_parquet(tmp_path / "ref" / s["files"][0]["path"])["id"].to_list() for s in ref["shards"]}
+    assert len(ids[small]) == len(set(ids[small])) == ref["components"][small]["available_documents"]
+    assert ref["tokens"] < ref["mixture_tokens"] == mat["mixture_tokens"] == mat["tokens"]
+    mixed = pl.read_parquet(tmp_path / "mat" / mat["shards"][0]["files"][0]["path"])
+    assert mixed.filter(pl.col("component") == small)["id"].n_unique() < mixed.filter(pl.col("component") == small).height
+    assert "written once" in (tmp_path / "ref" / "README.md").read_text() and verify_export(tmp_path / "ref") == []
