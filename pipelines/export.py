@@ -229,17 +229,17 @@ def trainer_fragments(m: dict) -> dict:
     (`interleave_datasets`, MosaicML Streams). Reference mode has one part per component,
     materialised mode one part, "mixed"."""
     per_part: dict[str, list[str]] = {}
+    part_tokens: dict[str, int] = {}
     for s in m["shards"]:
         per_part.setdefault(s["component"] or "mixed", []).append(s["path"])
+        part_tokens[s["component"] or "mixed"] = part_tokens.get(s["component"] or "mixed", 0) + s["tokens"]
     comps = m["components"]
     shares = {p: comps[p]["share"] if p in comps else 1.0 for p in per_part}
     doc_probs = {p: comps[p]["document_probability"] if p in comps else 1.0 for p in per_part}
     out: dict = {}
-    if m["format"] == "megatron":
-        if m["mode"] == "reference":
-            pairs = [f"{shares[p] / len(paths):.6f} {f}" for p, paths in per_part.items() for f in paths]
-        else:
-            pairs = [f"{1 / len(m['shards']):.6f} {s['path']}" for s in m["shards"]]
+    if m["format"] == "megatron":  # each prefix weighs its part's share times its part of that part's tokens
+        pairs = [f"{shares[part] * sh['tokens'] / part_tokens[part]:.6f} {sh['path']}"
+                 for sh, part in ((sh, sh["component"] or "mixed") for sh in m["shards"])]
         out["megatron_data_path"] = "--data-path " + " ".join(pairs)
     if m["format"] == "datatrove":
         out["nanotron_dataset_weights"] = shares

@@ -77,7 +77,12 @@ def test_verify_catches_damage_and_the_cli_reports_it(built, tmp_path):
     _, cfg, _ = built
     out = tmp_path / "mg"
     m = run_export(cfg, _weights(cfg), out, "megatron", tokens=20_000, shard_tokens=5_000)
-    assert "--data-path" in (out / "trainer" / "megatron_data_path.txt").read_text()
+    blend = (out / "trainer" / "megatron_data_path.txt").read_text().split()
+    assert blend[0] == "--data-path" and sum(map(float, blend[1::2])) == pytest.approx(1, abs=1e-4)
+    ref = run_export(cfg, _weights(cfg), tmp_path / "mgr", "megatron", tokens=20_000, shard_tokens=3_000, mode="reference")
+    pairs = ref["trainer"]["megatron_data_path"].split()[1:]
+    for comp, s in ref["components"].items():  # each component's prefixes add up to its token share
+        assert sum(float(w) for w, path in zip(pairs[::2], pairs[1::2]) if path.startswith(comp + "/")) == pytest.approx(s["share"], abs=1e-4)
     from megatron.core.datasets.indexed_dataset import IndexedDataset  # Megatron-Core's own reader, on CPU
 
     read = [IndexedDataset(str(out / s["path"])) for s in m["shards"]]
