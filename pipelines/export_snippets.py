@@ -1,6 +1,6 @@
-"""Runnable Python snippets in an export's `trainer/` folder (`load_<trainer>.py`, never the
-package's own name, so that importing one does not shadow the package): how litgpt, torchtitan, MosaicML
-streaming and Hugging Face `datasets` read this export with its mixture.
+"""Runnable Python snippets in an export's `trainer/` folder: how litgpt, torchtitan, MosaicML
+streaming and Hugging Face `datasets` read this export with its mixture. They are named
+`load_<trainer>.py`, never the package's own name, so that importing one shadows nothing.
 
 Each snippet finds the export from its own location, carries the paths and weights as literals,
 defines `build(...)` and prints a few samples when run. The weight each trainer wants differs:
