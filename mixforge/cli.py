@@ -384,7 +384,10 @@ def export(
     for c, s in m["components"].items():
         table.add_row(c, f"{s['weight']:.3f}", f"{s['share']:.3f}", f"{s['tokens']:,}", f"{s['documents']:,}", f"{s['epochs']:.2f}")
     Console().print(table)
-    Console().print(f"{m['tokens']:,} tokens in {len(m['shards'])} shard(s): {out} (manifest.json, README.md, trainer/)")
+    Console().print(f"{m['tokens']:,} tokens in {len(m['shards'])} shard(s): {out} (manifest.json, README.md, trainer/)",
+                    soft_wrap=True)  # paths stay whole for copying
+    loaders = sorted(p.name for p in (out / "trainer").iterdir())
+    Console().print("trainer fragments and loaders: " + ", ".join(f"trainer/{n}" for n in loaders), soft_wrap=True)
 
 
 @app.command("verify")
@@ -397,7 +400,7 @@ def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> 
         for p in problems:
             console.print(f"[red]mismatch:[/] {p}", highlight=False)
         raise typer.Exit(1)
-    Console().print(f"{folder}: every shard matches its manifest")
+    Console().print(f"{folder}: every shard matches its manifest", soft_wrap=True)
 
 
 def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -> Path:

@@ -226,3 +226,17 @@ def test_reference_mode_writes_each_document_once(built, tmp_path):
     mixed = pl.read_parquet(tmp_path / "mat" / mat["shards"][0]["files"][0]["path"])
     assert mixed.filter(pl.col("component") == small)["id"].n_unique() < mixed.filter(pl.col("component") == small).height
     assert "written once" in (tmp_path / "ref" / "README.md").read_text() and verify_export(tmp_path / "ref") == []
+
+
+@pytest.mark.timeout(300)
+def test_cli_export_names_its_loaders_and_verifies(built, tmp_path):
+    config, cfg, _ = built
+    (tmp_path / "mix.yaml").write_text("".join(f"{c}: {w}\n" for c, w in _weights(cfg).items()))
+    out = tmp_path / "cli-mds"
+    run = subprocess.run(mixforge_cmd() + ["export", str(tmp_path / "mix.yaml"), "-c", str(config), "--out", str(out),
+                                           "--format", "mds", "--mode", "reference", "--tokens", "15000"],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "trainer/load_mosaicml_streaming.py" in run.stdout and "trainer/mosaicml_streams.json" in run.stdout
+    check = subprocess.run(mixforge_cmd() + ["verify", str(out)], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "every shard matches" in check.stdout
