@@ -150,6 +150,9 @@ class SourceConfig(Section):
     text_field: str = Field("text", description="Record field holding the document text.")
     id_field: str | None = Field("id", description="Record field with the source's own id (kept as source_id).")
     kind: SourceKind = Field("prose", description="prose, code or reference: selects which filters apply.")
+    license: str | None = Field(
+        None, description="The source's licence (an SPDX id or a short text); export data cards show it per source."
+    )
     filters: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-source overrides of the global `filters` section."
     )

@@ -37,7 +37,7 @@ SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.jso
 
 
 def load_documents(ws: Workspace, reuse_tokens: bool = True, keep_text: bool = True) -> tuple[list[tuple], dict]:
-    """(id, component, text, token ids without EOS) of every kept document, and the tokenizer's
+    """(id, component, text, token ids without EOS, source label) of every kept document, and the tokenizer's
     identity. The tokens are read-only memory maps of the tokens stage's shards
     (`documents.parquet` says where each document's are); documents it does not list (a workspace
     from before the index, or a text changed since) are tokenized. Token formats pass
@@ -64,13 +64,15 @@ def load_documents(ws: Workspace, reuse_tokens: bool = True, keep_text: bool = T
         if rows is None or rows["start"].null_count():
             texts = frame["text"].to_list()
             encoded = [np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(texts, add_special_tokens=False)]
-            docs += list(zip(frame["id"].to_list(), frame["component"].to_list(), texts if keep_text else [""] * len(texts), encoded))
+            docs += list(zip(frame["id"].to_list(), frame["component"].to_list(), texts if keep_text else [""] * len(texts),
+                             encoded, frame["source"].to_list()))
             continue
-        for i, c, t, split, start, length in rows.select("id", "component", "text", "split", "start", "length").iter_rows():
+        for i, c, t, src, split, start, length in rows.select("id", "component", "text", "source", "split", "start",
+                                                              "length").iter_rows():
             if (split, c) not in shards:
                 dtype = json.loads((extra / split / f"{c}.json").read_text())["dtype"]
                 shards[split, c] = np.memmap(extra / split / f"{c}.bin", dtype=dtype, mode="r")
-            docs.append((i, c, t if keep_text else "", shards[split, c][start : start + length - 1]))
+            docs.append((i, c, t if keep_text else "", shards[split, c][start : start + length - 1], src))
     return docs, identity
 
 
@@ -156,12 +158,13 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
                         bar.update(task, advance=len(batch), rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
         index_files = _write_indexes(tmp, fmt, shards, dtype)
         weights_used = {c: s["weight"] for c, s in stats["components"].items()}
+        sources = source_stats(docs, chosen, cfg)
         manifest = {
             "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
             "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
             "tokens": sum(s["tokens"] for s in shards), "mixture_tokens": sum(c["tokens"] for c in stats["components"].values()),
             "token_dtype": dtype.name if fmt in (*TOKEN_FORMATS, "mds") else None,
-            "components": stats["components"], "shards": shards, "index_files": index_files, "tokenizer": tokenizer, "seed": cfg.seed,
+            "components": stats["components"], "sources": sources, "shards": shards, "index_files": index_files, "tokenizer": tokenizer, "seed": cfg.seed,
             "config_hash": section_hash(cfg.model_dump(mode="json")), "mixforge_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "provenance": {"stages": {s: (ws.stage_record(s) or {}).get("fingerprint") for s in
@@ -183,6 +186,21 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def source_stats(docs: list[tuple], chosen: dict[str, list[int]], cfg: MixforgeConfig) -> dict:
+    """Tokens and documents the mixture draws from each source label (repeats included), with its
+    licence from the config: what a data card owes the sources."""
+    licences = {(s.label or Path(s.path).name.split(".")[0]): s.license for s in cfg.sources}
+    out: dict[str, dict] = {}
+    for picked in chosen.values():
+        for n in picked:
+            row = out.setdefault(docs[n][4], {"tokens": 0, "documents": 0})
+            row["tokens"] += len(docs[n][3]) + 1
+            row["documents"] += 1
+    total = sum(r["tokens"] for r in out.values()) or 1
+    return {label: {**row, "share": round(row["tokens"] / total, 6), "license": licences.get(label)}
+            for label, row in sorted(out.items(), key=lambda kv: -kv[1]["tokens"])}
 
 
 def _check_file(folder: Path, entry: dict, problems: list[str]) -> Path | None:

@@ -38,7 +38,9 @@ def size_category(n: int) -> str:
 
 def write_card(root: Path, m: dict, ws: Workspace, cfg: MixforgeConfig) -> None:
     docs = sum(s["documents"] for s in m["shards"])
-    header = {"license": "other", "language": ["en"], "size_categories": [size_category(docs)],
+    licences = {src.get("license") for src in m["sources"].values()}
+    shared = licences.pop() if len(licences) == 1 else None  # one licence for every source: the card's own
+    header = {"license": shared.lower() if shared else "other", "language": ["en"], "size_categories": [size_category(docs)],
               "pretty_name": f"mixforge mixture {m['mixture_id']}", "tags": ["mixforge", "pretraining", "data-mixture", m["format"]]}
     if m["format"] in ("parquet", "jsonl"):
         ext = ".parquet" if m["format"] == "parquet" else ".jsonl.zst"
@@ -55,7 +57,8 @@ def write_card(root: Path, m: dict, ws: Workspace, cfg: MixforgeConfig) -> None:
     search, verified = m["provenance"].get("search"), m["provenance"].get("verified")
     text = render(
         "export_card.md.jinja", header=yaml.safe_dump(header, sort_keys=False).strip(), title=header["pretty_name"],
-        m=m, documents=docs, components=components, loaders=_loaders(m["trainer"]), ledger=_ledger(ws),
+        m=m, documents=docs, components=components, sources=list(m["sources"].items()), loaders=_loaders(m["trainer"]),
+        ledger=_ledger(ws),
         settings=_settings(cfg), search=search, fit=(search or {}).get("fit"),
         verified=list(verified["results"].items()) if verified else None)
     atomic_write_text(root / "README.md", text)

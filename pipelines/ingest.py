@@ -114,7 +114,7 @@ def input_fingerprint(cfg: MixforgeConfig, items: list[WorkItem]) -> str:
         stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
         files.append(stats)
     # the mixforge version is part of the root fingerprint: an upgrade rebuilds every stage
-    sources = [s.model_dump(exclude={"filters", "kind"}) for s in cfg.sources]
+    sources = [s.model_dump(exclude={"filters", "kind", "license"}) for s in cfg.sources]  # a licence changes no data
     return section_hash(__version__, sources, cfg.shard_mb, files)
 
 

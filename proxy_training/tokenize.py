@@ -172,7 +172,7 @@ def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str
 
 
 def workspace_frames(ws: Workspace | str | Path):
-    """Every kept document as polars frames (id, text, component), one prune shard at a time, so
+    """Every kept document as polars frames (id, text, source, component), one prune shard at a time, so
     the corpus never sits in memory whole: prune docs joined with components.parquet."""
     import polars as pl
 
@@ -187,7 +187,7 @@ def workspace_frames(ws: Workspace | str | Path):
         raise MixforgeError(f"no documents under {ws.docs_dir('prune')}: run the prune stage (mixforge build) first")
     components = pl.read_parquet(comp_path, columns=["id", "component"])
     for shard in shards:
-        yield pl.read_parquet(shard, columns=["id", "text"]).join(components, on="id", how="inner", maintain_order="left")
+        yield pl.read_parquet(shard, columns=["id", "text", "source"]).join(components, on="id", how="inner", maintain_order="left")
 
 
 def workspace_docs(ws: Workspace | str | Path) -> Iterable[tuple[str, str]]:

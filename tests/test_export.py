@@ -240,3 +240,24 @@ def test_cli_export_names_its_loaders_and_verifies(built, tmp_path):
     assert "trainer/load_mosaicml_streaming.py" in run.stdout and "trainer/mosaicml_streams.json" in run.stdout
     check = subprocess.run(mixforge_cmd() + ["verify", str(out)], capture_output=True, text=True, timeout=120)
     assert check.returncode == 0 and "every shard matches" in check.stdout
+
+
+def test_card_lists_each_source_with_its_licence(built, tmp_path):
+    import yaml
+
+    _, cfg, _ = built
+    same = cfg.model_copy(deep=True)
+    for s in same.sources:
+        s.license = "CC0-1.0"
+    m = run_export(same, _weights(cfg), tmp_path / "a", "parquet", tokens=15_000)
+    assert sum(s["tokens"] for s in m["sources"].values()) == m["mixture_tokens"]
+    assert sum(s["documents"] for s in m["sources"].values()) == sum(c["documents"] for c in m["components"].values())
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["license"] == "cc0-1.0"
+    top = next(iter(m["sources"]))
+    assert f"| {top} | {m['sources'][top]['share']:.3f} |" in card
+    mixed = cfg.model_copy(deep=True)
+    mixed.sources[0].license = "MIT"  # the others give none
+    run_export(mixed, _weights(cfg), tmp_path / "b", "parquet", tokens=15_000)
+    card = (tmp_path / "b" / "README.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["license"] == "other" and "not given (set `license`" in card
