@@ -223,10 +223,12 @@ def _write_indexes(root: Path, fmt: str, shards: list[dict], dtype: np.dtype) ->
     """Per-folder index files a format needs besides its shards (MDS: index.json), as manifest entries."""
     if fmt != "mds":
         return []
-    folders: dict[str, list[Path]] = {}
+    folders: dict[str, list[dict]] = {}
     for s in shards:
-        folders.setdefault(str(Path(s["path"]).parent), []).append(root / s["files"][0]["path"])
-    return [_file_entry(write_mds_index(root / folder, files, dtype), root) for folder, files in folders.items()]
+        f = s["files"][0]
+        folders.setdefault(str(Path(s["path"]).parent), []).append(
+            {"basename": Path(f["path"]).name, "samples": s["documents"], "bytes": f["bytes"], "sha256": f["sha256"]})
+    return [_file_entry(write_mds_index(root / folder, entries, dtype), root) for folder, entries in folders.items()]
 
 
 def _file_entry(path: Path, root: Path) -> dict:

@@ -17,7 +17,6 @@ each document's tokens followed by the EOS token, as the proxy shards do.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from pathlib import Path
@@ -134,15 +133,14 @@ def _mds_shard(docs: list[tuple], eos: int, dtype: np.dtype) -> bytes:
     return np.uint32(len(samples)).tobytes() + offsets.astype(np.uint32).tobytes() + config + b"".join(samples)
 
 
-def write_mds_index(folder: Path, shard_files: list[Path], dtype: np.dtype) -> Path:
-    """`index.json` of one MDS folder, as MDSWriter writes it (basenames relative to the folder)."""
-    shards = []
-    for f in shard_files:
-        raw = f.read_bytes()
-        shards.append({**mds_config(dtype), "samples": int(np.frombuffer(raw, np.uint32, 1)[0]), "zip_data": None,
-                       "raw_data": {"basename": f.name, "bytes": len(raw), "hashes": {"sha256": hashlib.sha256(raw).hexdigest()}}})
+def write_mds_index(folder: Path, shards: list[dict], dtype: np.dtype) -> Path:
+    """`index.json` of one MDS folder, as MDSWriter writes it: one entry per shard, from its
+    basename (relative to the folder), samples, bytes and sha256 (already known to the manifest)."""
+    entries = [{**mds_config(dtype), "samples": s["samples"], "zip_data": None,
+                "raw_data": {"basename": s["basename"], "bytes": s["bytes"], "hashes": {"sha256": s["sha256"]}}}
+               for s in shards]
     path = Path(folder) / "index.json"
-    path.write_text(json.dumps({"shards": shards, "version": 2}, sort_keys=True))
+    path.write_text(json.dumps({"shards": entries, "version": 2}, sort_keys=True))
     return path
 
 

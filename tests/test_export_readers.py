@@ -8,6 +8,7 @@ for the main environment's CPU torch. `make test` sets MIXFORGE_READERS_PYTHON, 
 tests fail rather than skip when that environment is missing.
 """
 
+import hashlib
 import importlib
 import json
 import os
@@ -91,7 +92,9 @@ def test_mds_bytes_match_mosaicml_mdswriter(tmp_path):
     docs = [(f"doc-{i}", f"c{i % 3}", texts[i % len(texts)], rng.integers(0, 60_000, size=int(rng.integers(0, 400))))
             for i in range(40)]
     ours = write_shard("mds", tmp_path / "ours" / "shard-00000", docs, eos=7, dtype=np.dtype(np.uint16), tokenizer_name="t")
-    write_mds_index(tmp_path / "ours", ours, np.dtype(np.uint16))
+    raw = ours[0].read_bytes()
+    write_mds_index(tmp_path / "ours", [{"basename": ours[0].name, "samples": len(docs), "bytes": len(raw),
+                                         "sha256": hashlib.sha256(raw).hexdigest()}], np.dtype(np.uint16))
     lines = [json.dumps({"id": d[0], "component": d[1], "text": d[2], "tokens": [*map(int, d[3]), 7], "dtype": "uint16"})
              for d in docs]
     (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
