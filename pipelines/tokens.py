@@ -89,16 +89,14 @@ def write_document_index(out: Path, ids: list[str], docs: list[tuple[str, str]],
     import polars as pl
 
     components = [c for c, _ in docs]
-    offsets = {}  # (split, component) -> start of each document, from the lengths tokenize_components wrote
-    for key in set(zip(splits, components)):
-        lengths = np.load(out / key[0] / f"{key[1]}.lengths.npy").astype(np.int64)
-        offsets[key] = (np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths, iter(range(len(lengths))))
-    starts, sizes = [], []
+    lengths = {key: np.load(out / key[0] / f"{key[1]}.lengths.npy").astype(np.int64) for key in set(zip(splits, components))}
+    begins = {key: np.cumsum(n) - n for key, n in lengths.items()}
+    starts, sizes, seen = [], [], dict.fromkeys(lengths, 0)  # documents of each (split, component) come in order
     for key in zip(splits, components):
-        begin, lengths, position = offsets[key]
-        k = next(position)
-        starts.append(int(begin[k]))
-        sizes.append(int(lengths[k]))
+        k = seen[key]
+        seen[key] = k + 1
+        starts.append(int(begins[key][k]))
+        sizes.append(int(lengths[key][k]))
     atomic_write_parquet(out / "documents.parquet", pl.DataFrame(
         {"id": ids, "component": components, "split": splits, "start": starts, "length": sizes,
          "text_hash": pl.Series([text_hash(t) for _, t in docs], dtype=pl.UInt64)}))
