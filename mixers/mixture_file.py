@@ -10,13 +10,21 @@ from mixforge.errors import MixforgeError
 from mixforge.workspace import read_json
 
 
+def latest_search(search_dir: Path) -> Path:
+    """The folder of the latest search under a workspace's search/ (named by its latest.json)."""
+    pointer = read_json(search_dir / "latest.json")
+    if not pointer:
+        raise MixforgeError(f"no search in {search_dir.parent}: run `mixforge search CONFIG` first")
+    return search_dir / pointer["folder"]
+
+
 def read_mixture(path: str | Path) -> tuple[dict[str, float], dict]:
     """(weights, provenance). Weights are checked against the components where they are used."""
     import yaml
 
     path = Path(path)
     if path.is_dir() and (path / "latest.json").exists():  # a workspace's search/ folder: its latest search
-        path = path / (read_json(path / "latest.json") or {}).get("folder", "")
+        path = latest_search(path)
     if path.is_dir():
         path = path / "proposal.json"
     if not path.exists():

@@ -13,6 +13,7 @@ import numpy as np
 
 from mixforge.config import MixforgeConfig
 from mixforge.errors import ConfigError, MixforgeError
+from mixforge.mixers.mixture_file import latest_search
 from mixforge.mixers.objective import Objective
 from mixforge.mixers.report import write_report
 from mixforge.mixers.runs import RunsTable
@@ -100,11 +101,7 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
 
 
 def latest_folder(cfg: MixforgeConfig) -> Path:
-    ws = Workspace(cfg.workspace_dir)
-    pointer = read_json(ws.root / "search" / "latest.json")
-    if not pointer:
-        raise MixforgeError(f"no search in {ws.root}: run `mixforge search CONFIG` first")
-    return ws.root / "search" / pointer["folder"]
+    return latest_search(Workspace(cfg.workspace_dir).root / "search")
 
 
 def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seeds: int | None = None) -> dict:
