@@ -18,6 +18,21 @@ def latest_search(search_dir: Path) -> Path:
     return search_dir / pointer["folder"]
 
 
+def proposal_digest(proposal: dict) -> str:
+    """What a verify.json is bound to: the proposal's whole content."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(proposal, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def current_verify(folder: Path, proposal: dict) -> dict | None:
+    """The folder's verify.json if it measured this very proposal; None when there is none or it is
+    for another (an earlier search into the same folder): such figures are never shown as measured."""
+    verified = read_json(folder / "verify.json")
+    return verified if verified and verified.get("proposal_sha256") == proposal_digest(proposal) else None
+
+
 def read_mixture(path: str | Path) -> tuple[dict[str, float], dict]:
     """(weights, provenance). Weights are checked against the components where they are used."""
     import yaml
@@ -36,7 +51,7 @@ def read_mixture(path: str | Path) -> tuple[dict[str, float], dict]:
     provenance = {}
     if isinstance(data, dict) and "weights" in data and "strategy" in data:  # a search proposal
         provenance = {"search": {k: data.get(k) for k in ("strategy", "objective", "predicted", "fit", "runs_used")},
-                      "verified": read_json(path.parent / "verify.json")}
+                      "verified": current_verify(path.parent, data)}
         data = data["weights"]
     if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
         raise MixforgeError(f"{path}: expected a mapping of component name -> weight (or a search's proposal.json), "

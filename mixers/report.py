@@ -76,7 +76,7 @@ def _fmt(v) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
-def markdown(proposal: dict, verify: dict | None) -> str:
+def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
     better = "lower" if proposal["lower_is_better"] else "higher"
     lines = [f"# Mixture search: {proposal['strategy']}", "",
              f"Target: `{proposal['objective']}` ({better} is better). Seed {proposal['seed']}. "
@@ -102,7 +102,10 @@ def markdown(proposal: dict, verify: dict | None) -> str:
     for it in proposal["iterations"]:
         lines.append(f"| {it['iteration']} | {it['runs']} | {_fmt(it.get('best_observed'))} | {_fmt(it.get('cv_spearman'))} |")
     lines += ["", "![progress](progress.png)", "", "## Verification (fresh proxies)", ""]
-    if not verify:
+    if not verify and stale:
+        lines.append("Not verified: this folder's verify.json measured an earlier proposal. "
+                     "Run `mixforge search verify CONFIG` for this one.")
+    elif not verify:
         lines.append("Not verified yet: run `mixforge search verify CONFIG`.")
     else:
         lines += [f"{verify['seeds']} fresh seed(s) per mixture, seeds no search run used.", "",
@@ -118,11 +121,15 @@ def markdown(proposal: dict, verify: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: Path, proposal: dict, verify: dict | None) -> None:
+def write_report(folder: Path, proposal: dict, verify: dict | None, stale: bool = False) -> None:
+    """report.md and the PNGs. `verify` must be for this proposal (see current_verify); `stale`
+    says a verify.json for another proposal is in the folder."""
     if proposal.get("fit_points"):
         plot_fit(folder / "fit.png", proposal)
     plot_mixture(folder / "mixture.png", proposal)
     plot_progress(folder / "progress.png", proposal)
     if verify and verify["results"]:
         plot_verify(folder / "verify.png", verify)
-    atomic_write_text(folder / "report.md", markdown(proposal, verify))
+    elif not verify:
+        (folder / "verify.png").unlink(missing_ok=True)  # an earlier proposal's figures
+    atomic_write_text(folder / "report.md", markdown(proposal, verify, stale))

@@ -13,7 +13,7 @@ import numpy as np
 
 from mixforge.config import MixforgeConfig
 from mixforge.errors import ConfigError, MixforgeError
-from mixforge.mixers.mixture_file import latest_search
+from mixforge.mixers.mixture_file import current_verify, latest_search, proposal_digest
 from mixforge.mixers.objective import Objective
 from mixforge.mixers.report import write_report
 from mixforge.mixers.runs import RunsTable
@@ -96,7 +96,8 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     folder = search_folder(ws, strategy, ctx.objective)
     atomic_write_json(folder / "proposal.json", proposal.to_dict())
     atomic_write_json(ws.root / "search" / "latest.json", {"folder": folder.name})
-    write_report(folder, proposal.to_dict(), read_json(folder / "verify.json") if (folder / "verify.json").exists() else None)
+    write_report(folder, proposal.to_dict(), current_verify(folder, proposal.to_dict()),
+                 stale=(folder / "verify.json").exists())
     return proposal, folder
 
 
@@ -153,7 +154,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
                          "predicted": float(predictor.predict(w[None, :])[0]) if predictor is not None and name != "schedule" else None,
                          "run_ids": [r["run_id"] for r in rows]}
     out = {"objective": ctx.objective.label, "lower_is_better": ctx.objective.sign > 0, "seeds": n_seeds,
-           "results": results, "skipped": skipped}
+           "results": results, "skipped": skipped, "proposal_sha256": proposal_digest(proposal)}
     if "proposal" in results and "uniform" in results:
         gain = ctx.objective.sign * (results["uniform"]["mean"] - results["proposal"]["mean"])
         out["gain_over_uniform"] = float(gain)

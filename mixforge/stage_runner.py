@@ -50,6 +50,8 @@ def run_stage(
     t0 = time.perf_counter()
     record = ws.stage_record(stage)
     if not force and record and record.get("fingerprint") == fingerprint:
+        _finish_publish(ws, stage, fingerprint)
+        _write_ledger(ws)  # repairs a ledger.json that a kill right after publishing left behind
         return StageResult(stage, "skipped", fingerprint, str(ws.docs_dir(stage)), record["counts"], 0.0)
 
     partial = _prepare_partial(ws, stage, fingerprint, force)
@@ -62,9 +64,17 @@ def run_stage(
             _fail_on_malformed(partial)
         ready = _record(stage, fingerprint, counts.to_dict(), settings)
         atomic_write_json(partial / PARTIAL_RECORD, ready)
-    ws.publish(stage, ready)
-    _update_ledger(ws, stage, ready["counts"])
+    ws.publish(stage, ready)  # the stage record holds its ledger entry: both become visible at once
+    _write_ledger(ws)
     return StageResult(stage, "ran", fingerprint, str(ws.docs_dir(stage)), ready["counts"], time.perf_counter() - t0)
+
+
+def _finish_publish(ws: Workspace, stage: str, fingerprint: str) -> None:
+    """A kill after the record was written but before the partial folder went leaves that folder:
+    remove it (it was published), but never a partial run for other settings."""
+    partial = ws.partial_dir(stage)
+    if (read_json(partial / PARTIAL_FINGERPRINT) or {}).get("fingerprint") == fingerprint:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _prepare_partial(ws: Workspace, stage: str, fingerprint: str, force: bool) -> Path:
@@ -111,10 +121,12 @@ def _fail_on_malformed(partial: Path, show: int = 10) -> None:
         raise InputError(f"--strict: {len(details)} malformed record(s):\n{lines}{more}")
 
 
-def _update_ledger(ws: Workspace, stage: str, counts: dict) -> None:
-    ledger = read_json(ws.ledger_path) or {}
-    ledger[stage] = counts
-    atomic_write_json(ws.ledger_path, ledger)
+def _write_ledger(ws: Workspace) -> None:
+    """ledger.json: a copy of the published stage records' counts for scripts. The records are the
+    truth (`Workspace.ledger`), so a kill before this write loses nothing and the next run repairs it."""
+    ledger = ws.ledger()
+    if read_json(ws.ledger_path) != ledger:
+        atomic_write_json(ws.ledger_path, ledger)
 
 
 def run_side_stage(
@@ -132,6 +144,7 @@ def run_side_stage(
     t0 = time.perf_counter()
     record = ws.stage_record(stage)
     if not force and record and record.get("fingerprint") == fingerprint:
+        _finish_publish(ws, stage, fingerprint)
         return StageResult(stage, "skipped", fingerprint, docs_dir, record["counts"], 0.0)
     partial = _prepare_partial(ws, stage, fingerprint, force)
     ready = read_json(partial / PARTIAL_RECORD)

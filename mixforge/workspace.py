@@ -9,6 +9,7 @@ fingerprint matches, so a kill at any moment leaves either the old state or the 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -22,12 +23,29 @@ DOC_STAGES = ["ingest", "filter", "dedup", "prune"]  # stages that keep or remov
 STAGE_RECORD = "_stage.json"
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once. Linux reports it in /proc (no change to the process);
+    elsewhere it is set and put back at first use."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    """Write to a temp file in the same folder, fsync, then rename over `path`. The file gets the
+    mode a plain open() would (0666 less the umask), not mkstemp's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -99,6 +117,11 @@ class Workspace:
 
     def stage_record(self, stage: str) -> dict | None:
         return read_json(self.stage_dir(stage) / STAGE_RECORD)
+
+    def ledger(self) -> dict:
+        """The ledger, per document stage, read from the published stage records: a stage's counts
+        are in the record written last when it publishes, so they are never out of step with it."""
+        return {stage: record["counts"] for stage in DOC_STAGES if (record := self.stage_record(stage))}
 
     def stage_state(self, stage: str, fingerprint: str | None) -> str:
         """done (record matches the fingerprint), stale (record for other inputs/settings), missing."""

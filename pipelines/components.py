@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from mixforge.config import MixforgeConfig, section_hash
+from mixforge.errors import LedgerError
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.cluster import load_assignments, load_centroids
 from mixforge.pipelines.quality import load_scores
@@ -75,6 +76,15 @@ def components_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> st
     return section_hash(upstream_fingerprint, c.components, c.n_components, c.merge_distance)
 
 
+def check_join(kept: pl.DataFrame, joined: pl.DataFrame, what: str) -> None:
+    """A join after prune must keep every kept document once: an id missing from (or repeated in)
+    the side data would silently drop (or duplicate) documents downstream."""
+    if joined.height != kept.height:
+        missing = kept.join(joined.select("id"), on="id", how="anti")["id"].head(5).to_list()
+        raise LedgerError(f"components: {kept.height} kept documents but {joined.height} after joining {what}; "
+                          f"missing ids (first 5): {missing}. Rerun the build with --force.")
+
+
 def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
     """Merge the pruned corpus's clusters into components; write components and the report."""
     from mixforge.pipelines.cluster_report import component_table, write_report
@@ -83,12 +93,14 @@ def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = Fal
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
+        kept = pl.read_parquet(parquet_files(Path(upstream.docs_dir)), columns=["id", "text", "source"])
         docs = (
-            pl.read_parquet(parquet_files(Path(upstream.docs_dir)), columns=["id", "text", "source"])
-            .join(load_assignments(ws), on="id")
+            kept.join(load_assignments(ws), on="id")
             .join(load_scores(ws).select("id", "quality"), on="id", how="left")
         )
+        check_join(kept, docs, "cluster assignments (cluster/extra/assign/)")
         docs = docs.join(assign_components(cfg, docs, load_centroids(ws)), on="id")
+        check_join(kept, docs, "component assignment")
         out = partial / "extra"
         atomic_write_parquet(out / "components.parquet", docs.select("id", "component", "cluster"))
         table = component_table(docs)

@@ -83,7 +83,7 @@ def _loaders(trainer: dict) -> list[str]:
 
 def _ledger(ws: Workspace) -> list[dict]:
     """The document stages in pipeline order, with their three largest removal reasons."""
-    ledger = read_json(ws.ledger_path) or {}
+    ledger = ws.ledger()
     rows = []
     for stage in DOC_STAGES:
         if stage in ledger:

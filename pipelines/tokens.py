@@ -18,6 +18,7 @@ import zlib
 from pathlib import Path
 
 from mixforge.config import MixforgeConfig, section_hash
+from mixforge.digests import shard_digests
 from mixforge.proxy_training.tokenize import (
     load_tokenizer,
     tokenize_components,
@@ -34,8 +35,9 @@ from mixforge.workspace import Workspace, atomic_write_parquet, atomic_write_tex
 TOKENIZER_SAMPLE_DOCS = 20_000
 
 
-def is_heldout(doc_index_key: str, seed: int, fraction: float) -> bool:
-    return zlib.crc32(f"{seed}:{doc_index_key}".encode()) % 10_000 < fraction * 10_000
+def is_heldout(doc_id: str, seed: int, fraction: float) -> bool:
+    """By the document's id, so a change elsewhere in the corpus never redraws a document's split."""
+    return zlib.crc32(f"{seed}:{doc_id}".encode()) % 10_000 < fraction * 10_000
 
 
 def file_identity(path: Path | None) -> tuple | str:
@@ -125,7 +127,7 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
             train_default_tokenizer(sample[:TOKENIZER_SAMPLE_DOCS], tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
         held_bytes: dict[str, int] = {}
         train_docs, held_docs = [], []
-        splits = ["heldout" if is_heldout(str(n), cfg.seed, p.heldout_fraction) else "train" for n in range(len(docs))]
+        splits = ["heldout" if is_heldout(doc_id, cfg.seed, p.heldout_fraction) else "train" for doc_id in ids]
         for (comp, text), split in zip(docs, splits):
             if split == "heldout":
                 held_docs.append((comp, text))
@@ -142,7 +144,7 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
         components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
                           "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}
                       for c, m in train.items()}
-        return {"next_line_items": len(task), "tokenizer": tokenizer_identity(tok_path) | {"path": "tokens/extra/tokenizer.json", "source": p.tokenizer or "default BPE"},
+        return {"next_line_items": len(task), "shard_digests": shard_digests(out), "tokenizer": tokenizer_identity(tok_path) | {"path": "tokens/extra/tokenizer.json", "source": p.tokenizer or "default BPE"},
                 "components": components, "seconds": round(time.perf_counter() - t0, 2),
                 "eval_texts": {n: {"tokens": m["tokens"], "documents": m["documents"], "bytes": eval_bytes[n]}
                                for n, m in evals.items()}}

@@ -13,25 +13,51 @@ from mixforge.proxy_training.model import GPT, autocast_context
 
 
 @torch.no_grad()
-def heldout_loss(model: GPT, tokens: np.ndarray, seq_len: int, batch_size: int = 16, max_windows: int = 256) -> float:
-    """Mean next-token loss (nats) over non-overlapping windows of a held-out token stream."""
+def heldout_loss(model: GPT, tokens: np.ndarray, seq_len: int, eos_id: int | None = None, batch_size: int = 16,
+                 max_tokens: int = 0, seed: int = 0) -> tuple[float, int]:
+    """(mean next-token loss in nats per scored token, tokens scored) over a held-out stream of
+    documents, each followed by EOS.
+
+    Every text token is scored: the stream is cut into non-overlapping windows of seq_len (the last
+    one padded), and an EOS in front gives the first document the context every later one has.
+    EOS targets are not scored, so the tokens scored and the text's bytes describe the same text.
+    `max_tokens` > 0 scores a seeded sample of whole windows spread over the whole stream instead."""
     device = next(model.parameters()).device
-    n = min((len(tokens) - 1) // seq_len, max_windows)
-    if n <= 0:
-        raise ValueError(f"held-out text too short: {len(tokens)} tokens for windows of {seq_len}")
-    windows = np.stack([tokens[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)]).astype(np.int64)
+    stream = np.asarray(tokens, dtype=np.int64)
+    if eos_id is not None:
+        stream = np.concatenate([[eos_id], stream])
+    if len(stream) < 2:
+        raise ValueError(f"held-out text too short: {len(tokens)} tokens")
+    positions = len(stream) - 1
+    n = -(-positions // seq_len)
+    x = np.zeros(n * seq_len, dtype=np.int64)
+    y = np.full(n * seq_len, -1, dtype=np.int64)
+    x[:positions], y[:positions] = stream[:-1], stream[1:]
+    if eos_id is not None:
+        y[y == eos_id] = -1
+    x, y = x.reshape(n, seq_len), y.reshape(n, seq_len)
+    if max_tokens and max_tokens < positions:
+        keep = np.random.default_rng(seed).choice(n, size=max(-(-max_tokens // seq_len), 1), replace=False)
+        x, y = x[np.sort(keep)], y[np.sort(keep)]
     model.eval()
-    total = 0.0
-    for i in range(0, n, batch_size):
-        xy = torch.from_numpy(windows[i : i + batch_size]).to(device)
+    total, scored = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = torch.from_numpy(x[i : i + batch_size]).to(device), torch.from_numpy(y[i : i + batch_size]).to(device)
+        count = int((yb != -1).sum())
+        if not count:
+            continue
         with autocast_context(device):
-            _, loss = model(xy[:, :-1], xy[:, 1:])
-        total += float(loss) * len(xy)
-    return total / n
+            _, loss = model(xb, yb)  # mean over the scored positions of the batch
+        total += float(loss) * count
+        scored += count
+    if not scored:
+        raise ValueError("held-out text holds no token to score")
+    return total / scored, scored
 
 
 def bits_per_byte(loss_nats: float, tokens: int, text_bytes: int) -> float:
-    """Tokenizer-independent: total bits spent on the text divided by its UTF-8 bytes."""
+    """Tokenizer-independent: total bits spent on the text divided by its UTF-8 bytes. `tokens` are
+    the text's tokens (EOS excluded, as its bytes exclude it); `loss_nats` their mean loss."""
     return loss_nats * tokens / math.log(2) / max(text_bytes, 1)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from mixforge import __version__
 from mixforge.config import MixforgeConfig
+from mixforge.digests import file_digest, shard_digests
 from mixforge.errors import MixforgeError
 from mixforge.mixers.runs import RunsTable
 from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
@@ -21,7 +22,7 @@ from mixforge.proxy_training.tasks import load_task
 from mixforge.proxy_training.tokenize import load_tokenizer
 from mixforge.proxy_training.train import TrainConfig, train
 from mixforge.proxy_training.train import checkpoints as saved_checkpoints
-from mixforge.workspace import Workspace
+from mixforge.workspace import Workspace, read_json
 
 
 def tokens_summary(ws: Workspace) -> dict:
@@ -49,34 +50,56 @@ def encoder(ws: Workspace):
     return lambda text: tok.encode(text, add_special_tokens=False).ids
 
 
-# The settings that change what a proxy learns; evaluation and execution settings do not.
-RUN_SETTINGS = {"preset", "tokens", "seq_len", "batch_size", "lr", "warmup_steps", "schedule", "max_epochs"}
+# The settings that change what a proxy learns or what its row measures; execution settings do not.
+RUN_SETTINGS = {"preset", "tokens", "seq_len", "batch_size", "lr", "warmup_steps", "schedule", "max_epochs",
+                "task_items", "eval_max_tokens"}
 
 
 def checkpoint_dir(ws: Workspace, run_id: str):
     return ws.root / "runs" / "checkpoints" / run_id
 
 
-def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int) -> dict[str, float]:
-    """loss_<name> and bpb_<name> for every held-out token stream in `folder` long enough to measure."""
+def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int, max_tokens: int = 0,
+                    seed: int = 0) -> dict[str, float]:
+    """loss_<name> and bpb_<name> for every held-out token stream in `folder` long enough to measure,
+    with scored_tokens_<name> and scored_bytes_<name>: what the figures cover (every text token
+    unless `max_tokens` caps it; capped bytes are the text's bytes in proportion)."""
     if not folder.is_dir():
         return {}
     out = {}
     for name, tokens in sorted(load_shards(folder).items()):
         if len(tokens) <= seq_len:
             continue  # too little held-out text to measure
-        loss = heldout_loss(model, np.asarray(tokens), seq_len)  # mean over up to 256 windows
-        out[f"loss_{name}"], out[f"bpb_{name}"] = loss, bits_per_byte(loss, len(tokens), byte_counts[name])
+        eos = (read_json(folder / f"{name}.json") or {}).get("eos_id")
+        text_tokens = len(tokens) - (int(np.count_nonzero(np.asarray(tokens) == eos)) if eos is not None else 0)
+        loss, scored = heldout_loss(model, tokens, seq_len, eos_id=eos, max_tokens=max_tokens, seed=seed)
+        out[f"loss_{name}"], out[f"bpb_{name}"] = loss, bits_per_byte(loss, text_tokens, byte_counts[name])
+        out[f"scored_tokens_{name}"] = scored
+        out[f"scored_bytes_{name}"] = (byte_counts[name] if scored == text_tokens
+                                       else round(byte_counts[name] * scored / text_tokens))
     return out
 
 
-def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int, tokenizer_sha: str) -> str:
-    """Stable id of a run: the same mixture (or multi-phase schedule), settings, seed and tokenizer
-    give the same id, so a sweep rerun finds it done."""
+def data_fingerprint(cfg: MixforgeConfig, ws: Workspace) -> str:
+    """What a run's figures depend on besides mixture and settings: the token shards (from the
+    tokens stage's record, or hashed here for a workspace whose record lacks them) and the content
+    of every task file."""
+    folder = ws.stage_dir("tokens") / "extra"
+    shards = tokens_summary(ws).get("shard_digests") or shard_digests(folder)
+    built_in = folder / "tasks" / "next_line.jsonl"
+    task_files = ([built_in] if built_in.exists() else []) + [cfg.resolve(t) for t in cfg.proxy.tasks]
+    task_digests = {t.name: file_digest(t) for t in task_files if t.exists()}
+    return hashlib.sha256(json.dumps([shards, task_digests], sort_keys=True).encode()).hexdigest()
+
+
+def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int, tokenizer_sha: str,
+               data: str) -> str:
+    """Stable id of a run: the same mixture (or multi-phase schedule), settings, seed, tokenizer and
+    data (`data_fingerprint`) give the same id, so a sweep rerun finds it done; other data, other id."""
     p = cfg.proxy
     mixture = ([sorted((k, round(v, 6)) for k, v in ph.items()) for ph in weights] if isinstance(weights, list)
                else sorted((k, round(v, 6)) for k, v in weights.items()))
-    key = json.dumps([mixture, seed, tokenizer_sha, p.model_dump(include=RUN_SETTINGS)])
+    key = json.dumps([mixture, seed, tokenizer_sha, p.model_dump(include=RUN_SETTINGS), data])
     return "r" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -96,7 +119,7 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     phases = [check_weights(w, sorted(shards)) for w in weights] if isinstance(weights, list) and len(weights) > 1 else None
     weights = phases or check_weights(weights[0] if isinstance(weights, list) else weights, sorted(shards))
     table = RunsTable(ws)
-    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"])
+    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"], data_fingerprint(cfg, ws))
     ckpt_dir = checkpoint_dir(ws, run_id)
     if table.has(run_id) and not (checkpoints and not saved_checkpoints(ckpt_dir)):
         return table.load().filter(run_id=run_id).row(0, named=True)
@@ -114,13 +137,13 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     row.update({f"w_{c}": float(w) for c, w in sorted(sampler.weights.items())})
     if phases:
         row["phases"] = json.dumps(phases)
-    held = heldout_metrics(model, folder / "heldout",
-                           {c: v["heldout_bytes"] for c, v in summary["components"].items()}, p.seq_len)
+    held = heldout_metrics(model, folder / "heldout", {c: v["heldout_bytes"] for c, v in summary["components"].items()},
+                           p.seq_len, p.eval_max_tokens, seed)
     row.update(held)
     row["loss_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("loss_")]))
     row["bpb_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("bpb_")]))
-    row.update(heldout_metrics(model, folder / "eval",
-                               {n: v["bytes"] for n, v in summary.get("eval_texts", {}).items()}, p.seq_len))
+    row.update(heldout_metrics(model, folder / "eval", {n: v["bytes"] for n, v in summary.get("eval_texts", {}).items()},
+                               p.seq_len, p.eval_max_tokens, seed))
     task_items = tasks(cfg, ws)
     encode = encoder(ws) if task_items else None  # the tokenizer is loaded once for every task
     for name, items in task_items.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixforge.errors import ConfigError, InputError, MixforgeError
+from mixforge.errors import ConfigError, InputError, LedgerError, MixforgeError
 from mixforge.workspace import Workspace, atomic_write_bytes, atomic_write_json, atomic_write_npy
 
 EOS = "<|endoftext|>"
@@ -187,7 +187,13 @@ def workspace_frames(ws: Workspace | str | Path):
         raise MixforgeError(f"no documents under {ws.docs_dir('prune')}: run the prune stage (mixforge build) first")
     components = pl.read_parquet(comp_path, columns=["id", "component"])
     for shard in shards:
-        yield pl.read_parquet(shard, columns=["id", "text", "source"]).join(components, on="id", how="inner", maintain_order="left")
+        docs = pl.read_parquet(shard, columns=["id", "text", "source"])
+        joined = docs.join(components, on="id", how="inner", maintain_order="left")
+        if joined.height != docs.height:  # a document without its component (or with two) must not vanish quietly
+            missing = docs.join(joined.select("id"), on="id", how="anti")["id"].head(5).to_list()
+            raise LedgerError(f"{shard}: {docs.height} kept documents but {joined.height} with a component in "
+                              f"{comp_path}; missing ids (first 5): {missing}. Rerun the build with --force.")
+        yield joined
 
 
 def workspace_docs(ws: Workspace | str | Path) -> Iterable[tuple[str, str]]:

@@ -13,6 +13,7 @@ import yaml
 from conftest import FIXTURES, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import ConfigError, InputError
+from mixforge.mixers.mixture_file import read_mixture
 from mixforge.mixers.runs import RunsTable
 from mixforge.mixers.predictors import PREDICTORS, fit_report, make_predictor
 from mixforge.mixers.runs_data import load_runs
@@ -177,3 +178,12 @@ def test_regmix_proposal_beats_uniform_under_verify_cli(tmp_path):
     with warnings.catch_warnings():
         verify(load_config(config), _loop(load_config(config)))
     assert len(list((tmp_path / "ws" / "runs" / "rows").iterdir())) == n_rows
+    # a new search into the same folder: the old verify.json is never shown as this proposal's
+    cfg = load_config(config)
+    cfg.search.candidates, cfg.search.top_k = 3000, 16  # the same runs, another proposal
+    proposal, again = run_search(cfg, _loop(cfg), "regmix")
+    assert again == folder and proposal.weights != read_json(folder / "verify.json")["results"]["proposal"]["weights"]
+    report = (folder / "report.md").read_text()
+    assert "Not verified: this folder's verify.json measured an earlier proposal" in report and "| proposal |" not in report
+    assert not (folder / "verify.png").exists()
+    assert read_mixture(folder)[1]["verified"] is None  # export ships no stale figures
