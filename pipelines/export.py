@@ -7,15 +7,16 @@ to `max_epochs`, and its epochs are recorded. Materialised mode mixes every sele
 one seeded shuffle and cuts shards of about `shard_tokens`; reference mode writes each
 component's selection in its own shards, every document once (no copy of the mix: the trainer's
 sampler applies the weights and repeats a component to the epochs the manifest records).
-Everything is written to a temporary folder beside `out` and renamed into place at the end, so an
-interrupted export never looks complete; `verify_export` re-hashes and re-counts every shard.
+Everything is written to a temporary folder beside `out`, under a lock, and put in place at the end
+(export_folder.py), so an interrupted export never looks complete and a killed --overwrite never
+loses the old export; `verify_export` checks every path, re-hashes every file and re-counts every
+shard.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from mixforge import __version__
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import InputError, MixforgeError
 from mixforge.pipelines.export_card import write_card
+from mixforge.pipelines.export_folder import export_lock, partial_dir, put_in_place, recover
 from mixforge.pipelines.export_snippets import trainer_snippets
 from mixforge.progress import progress_bar
 from mixforge.pipelines.export_formats import (FORMATS, TEXT_FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_mds_index,
@@ -116,14 +118,34 @@ def plan(docs: list[tuple], weights: dict[str, float], budget: int | None, seed:
 def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: str, tokens: int | None = None,
                mode: str = "materialised", shard_tokens: int = 50_000_000, overwrite: bool = False,
                max_epochs: float = 15, provenance: dict | None = None) -> dict:
-    """Write the export; returns its manifest."""
+    """Write the export; returns its manifest. One export per folder at a time (a lock file); it
+    is written beside `out` and put in place whole (see export_folder for every kill point)."""
     if fmt not in FORMATS:
         raise MixforgeError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if mode not in ("materialised", "reference"):
         raise MixforgeError(f"unknown mode {mode!r}: materialised or reference")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise MixforgeError(f"{out} exists: pass --overwrite to replace it")
+    with export_lock(out):
+        recover(out)  # before the exists check: a killed --overwrite put back its old export
+        if out.exists() and not overwrite:
+            raise MixforgeError(f"{out} exists: pass --overwrite to replace it")
+        if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+            raise MixforgeError(f"{out} is not an export (no manifest.json): --overwrite replaces only an export; "
+                                "choose another --out or remove it yourself")
+        tmp = partial_dir(out)
+        tmp.mkdir()
+        try:
+            manifest = _write_export(cfg, weights, tmp, fmt, tokens, mode, shard_tokens, max_epochs, provenance)
+            put_in_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return manifest
+
+
+def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt: str, tokens: int | None, mode: str,
+                  shard_tokens: int, max_epochs: float, provenance: dict | None) -> dict:
+    """Every file of the export, written into `tmp`; returns the manifest."""
     ws = Workspace(cfg.workspace_dir)
     docs, tokenizer = load_documents(ws, keep_text=fmt not in TOKEN_FORMATS)
     chosen, stats = plan(docs, weights, tokens, cfg.seed, max_epochs)
@@ -134,57 +156,41 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
         groups = [(None, rng.permutation(order))]
     else:
         groups = [(c, np.asarray(list(dict.fromkeys(chosen[c])), dtype=np.int64)) for c in sorted(chosen) if chosen[c]]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        shards = []
-        with progress_bar() as bar:
-            task = bar.add_task(f"export {fmt}", total=sum(len(o) for _, o in groups), rate="")
-            t0, done = time.perf_counter(), 0
-            for comp, order in groups:
-                start, size = 0, 0
-                for i, n in enumerate(order):
-                    size += len(docs[n][3]) + 1
-                    if size >= shard_tokens or i == len(order) - 1:
-                        rel = f"{comp}/shard-{len(shards):05d}" if comp else f"shard-{len(shards):05d}"
-                        batch = [docs[k] for k in order[start : i + 1]]
-                        files = write_shard(fmt, tmp / rel, batch, tokenizer["eos_id"], dtype, tokenizer["name"])
-                        shards.append({"path": rel, "component": comp, "documents": len(batch), "tokens": size,
-                                       "files": [_file_entry(f, tmp) for f in files]})
-                        start, done, size = i + 1, done + size, 0
-                        bar.update(task, advance=len(batch), rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
-        index_files = _write_indexes(tmp, fmt, shards, dtype)
-        weights_used = {c: s["weight"] for c, s in stats["components"].items()}
-        sources = source_stats(docs, chosen, cfg)
-        manifest = {
-            "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
-            "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
-            "tokens": sum(s["tokens"] for s in shards), "mixture_tokens": sum(c["tokens"] for c in stats["components"].values()),
-            "token_dtype": dtype.name if fmt in (*TOKEN_FORMATS, "mds") else None,
-            "components": stats["components"], "sources": sources, "shards": shards, "index_files": index_files, "tokenizer": tokenizer, "seed": cfg.seed,
-            "config_hash": section_hash(cfg.model_dump(mode="json")), "mixforge_version": __version__,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "provenance": {"stages": {s: (ws.stage_record(s) or {}).get("fingerprint") for s in
-                                      ("ingest", "filter", "dedup", "prune", "components", "tokens")}, **(provenance or {})},
-        }
-        manifest["trainer"] = trainer_fragments(manifest)
-        validate_manifest(manifest)
-        atomic_write_json(tmp / "manifest.json", manifest)
-        _write_trainer_files(tmp, manifest)
-        write_card(tmp, manifest, ws, cfg)
-        if out.exists():  # --overwrite: the old export goes only once the new one is complete
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    shards = []
+    with progress_bar() as bar:
+        task = bar.add_task(f"export {fmt}", total=sum(len(o) for _, o in groups), rate="")
+        t0, done = time.perf_counter(), 0
+        for comp, order in groups:
+            start, size = 0, 0
+            for i, n in enumerate(order):
+                size += len(docs[n][3]) + 1
+                if size >= shard_tokens or i == len(order) - 1:
+                    rel = f"{comp}/shard-{len(shards):05d}" if comp else f"shard-{len(shards):05d}"
+                    batch = [docs[k] for k in order[start : i + 1]]
+                    files = write_shard(fmt, tmp / rel, batch, tokenizer["eos_id"], dtype, tokenizer["name"])
+                    shards.append({"path": rel, "component": comp, "documents": len(batch), "tokens": size,
+                                   "files": [_file_entry(f, tmp) for f in files]})
+                    start, done, size = i + 1, done + size, 0
+                    bar.update(task, advance=len(batch), rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
+    index_files = _write_indexes(tmp, fmt, shards, dtype)
+    weights_used = {c: s["weight"] for c, s in stats["components"].items()}
+    sources = source_stats(docs, chosen, cfg)
+    manifest = {
+        "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
+        "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
+        "tokens": sum(s["tokens"] for s in shards), "mixture_tokens": sum(c["tokens"] for c in stats["components"].values()),
+        "token_dtype": dtype.name if fmt in (*TOKEN_FORMATS, "mds") else None,
+        "components": stats["components"], "sources": sources, "shards": shards, "index_files": index_files, "tokenizer": tokenizer, "seed": cfg.seed,
+        "config_hash": section_hash(cfg.model_dump(mode="json")), "mixforge_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "provenance": {"stages": {s: (ws.stage_record(s) or {}).get("fingerprint") for s in
+                                  ("ingest", "filter", "dedup", "prune", "components", "tokens")}, **(provenance or {})},
+    }
+    manifest["trainer"] = trainer_fragments(manifest)
+    validate_manifest(manifest)
+    atomic_write_json(tmp / "manifest.json", manifest)
+    _write_trainer_files(tmp, manifest)
+    write_card(tmp, manifest, ws, cfg)
     return manifest
 
 
@@ -203,16 +209,25 @@ def source_stats(docs: list[tuple], chosen: dict[str, list[int]], cfg: MixforgeC
             for label, row in sorted(out.items(), key=lambda kv: -kv[1]["tokens"])}
 
 
+def _inside(folder: Path, rel: str) -> Path | None:
+    """`folder/rel` resolved (symlinks followed), or None when that lands outside the folder."""
+    try:
+        path = (folder / rel).resolve()
+    except (OSError, ValueError):  # a NUL byte, a symlink loop
+        return None
+    return path if path.is_relative_to(folder) and path != folder else None
+
+
 def _check_file(folder: Path, entry: dict, problems: list[str]) -> Path | None:
     """The file of a manifest entry if it is inside the folder and exists (a changed one is reported)."""
-    path = (folder / entry["path"]).resolve()
-    if not path.is_relative_to(folder):
+    path = _inside(folder, entry["path"])
+    if path is None:
         problems.append(f"{entry['path']}: points outside the export folder; refused")
     elif not path.is_file():
         problems.append(f"{entry['path']}: missing")
     else:
         if path.stat().st_size != entry["bytes"]:
-            problems.append(f"{entry['path']}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
+            problems.append(f"{entry['path']}: {path.stat().st_size} bytes, the manifest says {entry['bytes']} (truncated or changed)")
         elif _sha256(path) != entry["sha256"]:
             problems.append(f"{entry['path']}: sha256 differs from the manifest's (the file changed)")
         return path
@@ -277,15 +292,21 @@ def trainer_fragments(m: dict) -> dict:
     return out
 
 
-def _write_trainer_files(root: Path, m: dict) -> None:
+def trainer_files(m: dict) -> dict[str, str]:
+    """The files of `trainer/` (relative path -> text), rendered from the manifest's fragments."""
     t = m["trainer"]
+    files = {}
     if "megatron_data_path" in t:
-        atomic_write_text(root / "trainer" / "megatron_data_path.txt", t["megatron_data_path"] + "\n")
+        files["megatron_data_path.txt"] = t["megatron_data_path"] + "\n"
     for key in ("nanotron_dataset_weights", "olmo_core_source_mixture", "hf_interleave_probabilities", "mosaicml_streams"):
         if key in t:
-            atomic_write_json(root / "trainer" / f"{key}.json", t[key])
-    for name, source in t["snippets"].items():
-        atomic_write_text(root / "trainer" / name, source)
+            files[f"{key}.json"] = json.dumps(t[key], indent=2, sort_keys=True, default=str) + "\n"
+    return files | t["snippets"]
+
+
+def _write_trainer_files(root: Path, m: dict) -> None:
+    for name, text in trainer_files(m).items():
+        atomic_write_text(root / "trainer" / name, text)
 
 
 def validate_manifest(manifest: dict) -> None:
@@ -298,35 +319,83 @@ def validate_manifest(manifest: dict) -> None:
         raise InputError(f"manifest field {where}: {e.message}") from None
 
 
+def read_manifest(folder: Path) -> dict:
+    """The parsed manifest.json of an export folder; MixforgeError when there is none to read."""
+    path = Path(folder) / "manifest.json"
+    if not Path(folder).is_dir():
+        raise MixforgeError(f"{folder}: no such export folder")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MixforgeError(f"{path} not found: {folder} is not an export") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MixforgeError(f"{path} cannot be read: {e}") from None
+    except json.JSONDecodeError as e:
+        raise MixforgeError(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+
+
 def verify_export(folder: Path) -> list[str]:
-    """Problems found (empty when the export matches its manifest): schema, paths inside the folder,
-    every file's size and sha256, and each shard's documents and tokens re-counted from its files."""
+    """Problems found (empty when the export matches its manifest): the schema; every path the
+    manifest names (shards, their files, index files) inside the folder; every file's size and
+    sha256; each shard's documents and tokens re-counted from its files (what `count_shard`
+    can count in that format); the total; the trainer fragments and `trainer/` files against the
+    shards. MixforgeError when the folder has no readable manifest."""
     folder = Path(folder).resolve()
-    manifest = read_json(folder / "manifest.json")
-    if not manifest:
-        return [f"{folder}/manifest.json is missing or unreadable"]
+    manifest = read_manifest(folder)
     try:
         validate_manifest(manifest)
     except InputError as e:
-        return [str(e)]
-    problems = []
-    dtype = np.dtype(manifest.get("token_dtype") or "uint16")
+        return [f"manifest.json: {e}"]
+    try:
+        dtype = np.dtype(manifest.get("token_dtype") or "uint16")
+    except TypeError:
+        return [f"manifest.json: token_dtype {manifest['token_dtype']!r} is not a numpy dtype"]
+    problems: list[str] = []
     for entry in manifest.get("index_files", []):
         _check_file(folder, entry, problems)
     for shard in manifest["shards"]:
-        paths = [p for p in (_check_file(folder, f, problems) for f in shard["files"]) if p]
-        if len(paths) != len(shard["files"]) or problems:
-            continue
-        try:
-            docs, tokens = count_shard(manifest["format"], paths, dtype)
-        except (OSError, ValueError) as e:
-            problems.append(f"{shard['path']}: {e}")
-            continue
-        if docs >= 0 and docs != shard["documents"]:
-            problems.append(f"{shard['path']}: {docs} documents, the manifest says {shard['documents']}")
-        if tokens >= 0 and tokens != shard["tokens"]:
-            problems.append(f"{shard['path']}: {tokens} tokens, the manifest says {shard['tokens']}")
+        problems += _check_shard(folder, manifest["format"], dtype, shard)
     total = sum(s["tokens"] for s in manifest["shards"])
     if total != manifest["tokens"]:
         problems.append(f"shards hold {total} tokens, the manifest's total is {manifest['tokens']}")
+    return problems + _check_trainer(folder, manifest)
+
+
+def _check_shard(folder: Path, fmt: str, dtype: np.dtype, shard: dict) -> list[str]:
+    problems: list[str] = []
+    if _inside(folder, shard["path"]) is None:
+        problems.append(f"{shard['path']}: shard path points outside the export folder; refused")
+    for f in shard["files"]:
+        if not f["path"].startswith(shard["path"] + "."):
+            problems.append(f"{f['path']}: not a file of shard {shard['path']}")
+    paths = [_check_file(folder, f, problems) for f in shard["files"]]
+    if problems:
+        return problems
+    try:
+        docs, tokens = count_shard(fmt, paths, dtype)
+    except Exception as e:  # a damaged file fails a reader in many ways: report it, never a traceback
+        return [f"{shard['path']}: cannot be read as {fmt}: {e}"]
+    if docs >= 0 and docs != shard["documents"]:
+        problems.append(f"{shard['path']}: {docs} documents, the manifest says {shard['documents']}")
+    if tokens >= 0 and tokens != shard["tokens"]:
+        problems.append(f"{shard['path']}: {tokens} tokens, the manifest says {shard['tokens']}")
+    return problems
+
+
+def _check_trainer(folder: Path, manifest: dict) -> list[str]:
+    """The trainer fragments name shard paths too: they must be the ones derived from the shards,
+    and `trainer/` must hold them as written."""
+    if "trainer" not in manifest:
+        return []
+    try:
+        expected = trainer_fragments({k: v for k, v in manifest.items() if k != "trainer"})
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        return [f"manifest.json: its trainer fragments cannot be derived from its shards and components ({e!r})"]
+    if manifest["trainer"] != expected:
+        return ["manifest.json: trainer fragments differ from the ones its shards give (paths or weights changed)"]
+    problems = []
+    for name, text in trainer_files(manifest).items():
+        path = folder / "trainer" / name
+        if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
+            problems.append(f"trainer/{name}: {'missing' if not path.is_file() else 'differs from the manifest'}")
     return problems

@@ -192,8 +192,17 @@ def read_megatron_index(path: Path) -> dict:
     return {"version": version, "dtype": dtype, "lengths": lengths, "pointers": pointers, "document_indices": doc_idx}
 
 
+def _token_count(path: Path, dtype: np.dtype) -> int:
+    """Tokens in a raw token file; a size that is no whole number of tokens is a damaged file."""
+    size = Path(path).stat().st_size
+    if size % dtype.itemsize:
+        raise ValueError(f"{path.name}: {size} bytes is not a whole number of {dtype.name} tokens")
+    return size // dtype.itemsize
+
+
 def count_shard(fmt: str, files: list[Path], dtype: np.dtype) -> tuple[int, int]:
-    """(documents, tokens) of a shard, re-derived from its files."""
+    """(documents, tokens) of a shard, re-derived from its files; -1 where the format does not
+    hold the figure (jsonl has no tokens, a numpy memmap no document boundaries)."""
     first = files[0]
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -206,19 +215,19 @@ def count_shard(fmt: str, files: list[Path], dtype: np.dtype) -> tuple[int, int]
         lines = [json.loads(l) for l in zstandard.decompress(first.read_bytes(), max_output_size=1 << 34).decode().splitlines() if l]
         return len(lines), -1  # text only: tokens are not re-derived
     if fmt == "numpy":
-        return -1, first.stat().st_size // dtype.itemsize
+        return -1, _token_count(first, dtype)
     if fmt == "mds":
         samples = read_mds_shard(first)
         return len(samples), sum(len(s["tokens"]) for s in samples)
     if fmt == "datatrove":
         ends = np.frombuffer(Path(f"{first}.index").read_bytes(), "<u8")
-        tokens = first.stat().st_size // dtype.itemsize
+        tokens = _token_count(first, dtype)
         if len(ends) and int(ends[-1]) != tokens:
             raise ValueError(f"{first}.index ends at token {int(ends[-1])}, the file holds {tokens}")
         return len(ends), tokens
     if fmt == "megatron":
         idx = read_megatron_index(first.with_suffix(".idx"))
-        tokens = first.with_suffix(".bin").stat().st_size // idx["dtype"].itemsize
+        tokens = _token_count(first.with_suffix(".bin"), idx["dtype"])
         if int(idx["lengths"].sum()) != tokens:
             raise ValueError(f"{first.with_suffix('.idx')} counts {int(idx['lengths'].sum())} tokens, the .bin holds {tokens}")
         return len(idx["lengths"]), tokens

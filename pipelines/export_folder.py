@@ -1,0 +1,98 @@
+"""The life cycle of an export folder `<parent>/<name>`: one export at a time, written beside it,
+put in place so that no kill loses the old export without the new one complete in place.
+
+- `.<name>.lock`: flock held for the whole export; a second export to the folder fails at once,
+  naming the holder's pid. The kernel drops the lock of a killed process.
+- `.<name>.partial-<pid>/`: the export being written; a stale one (its writer died) is deleted,
+  but only by the holder of the lock, so two exports never delete each other's output.
+- `.<name>.old-<pid>/`: the old export during `--overwrite`, between the two renames
+  (`<name>` -> old, partial -> `<name>`). The next export puts it back if `<name>` is missing
+  (killed between the renames) and deletes it if `<name>` exists (killed after them). It is
+  renamed to `.<name>.deleting-<pid>/` before it is deleted, so an `.old-*` is always whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+from mixforge.errors import MixforgeError
+
+
+@contextlib.contextmanager
+def export_lock(out: Path) -> Iterator[None]:
+    """Hold `<parent>/.<name>.lock` (flock) for the block; refuse at once if another process holds it."""
+    lock = out.parent / f".{out.name}.lock"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise MixforgeError(f"{out} is being exported by another process (pid {holder}, lock {lock}): "
+                                "wait for it to finish, then rerun") from None
+        try:  # the holder before us unlinks the file on release: lock the file that is there now
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # while still locked, so no one can lock this file after we let go
+        os.close(fd)
+
+
+def recover(out: Path) -> None:
+    """Undo what a killed export left beside `out`. Call with the lock held."""
+    for stale in out.parent.glob(f".{out.name}.deleting-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if out.exists():  # the new export was in place: the old one is no longer needed
+            _delete(old, out)
+        else:  # killed between the two renames: the old export is the complete one
+            old.rename(out)
+            warnings.warn(f"{out}: put back the previous export from {old.name} (an --overwrite export was killed)")
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # written by an export that died
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def partial_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial-{os.getpid()}"
+
+
+def put_in_place(tmp: Path, out: Path) -> None:
+    """Rename the complete export `tmp` to `out`, replacing an existing `out` (see the module
+    docstring for what a kill between the steps leaves and how the next export recovers it)."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if not out.exists():  # an error, not a kill: put the old export back now
+            old.rename(out)
+        raise
+    _delete(old, out)
+
+
+def _delete(old: Path, out: Path) -> None:
+    """Delete a replaced export. Renamed first, so an `.old-*` folder is always a whole export
+    (a kill during the deletion leaves a `.deleting-*` one, which the next export deletes)."""
+    gone = out.parent / f".{out.name}.deleting-{os.getpid()}"
+    old.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
