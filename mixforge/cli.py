@@ -392,7 +392,8 @@ def export(
 
 @app.command("verify")
 def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> None:
-    """Re-hash every shard of an export and re-count its documents and tokens against manifest.json."""
+    """Check every path in manifest.json, re-hash every file, re-count each shard's documents and
+    tokens. Exit 1 on any mismatch, 2 when the folder has no readable manifest."""
     from mixforge.pipelines.export import verify_export
 
     problems = verify_export(folder)
