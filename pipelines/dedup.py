@@ -1,7 +1,8 @@
 """Dedup: exact (normalised-content hash) then MinHash near-duplicates (datatrove's 4 stages).
 
 Every removed duplicate is recorded with the id of the document that was kept:
-- exact: polars hashes each document's normalised text (lowercase, whitespace collapsed) and
+- exact: polars hashes each document's normalised text (lowercase, whitespace collapsed), compares
+  the texts of equal hashes in full (a 64-bit hash alone never drops a document), and
   keeps the first of each group in corpus order (the rest never reach MinHash). datatrove's ExactDedup stages are not used
   because they do not report which document was kept.
 - near: datatrove MinhashDedupSignature -> Buckets -> Cluster(save_cluster_id) -> Filter
@@ -37,22 +38,29 @@ EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
 
 
-def find_exact_duplicates(files: list[Path]) -> dict[str, str]:
-    """id of each exact duplicate -> id of the first document with the same normalised text."""
-    frames = []
-    for f in files:
-        frame = pl.read_parquet(f, columns=["id", "text"])
-        frames.append(
-            frame.select(
-                "id",
-                pl.col("text").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().hash(seed=0).alias("h"),
-            )
-        )
+def normalised(text: pl.Expr) -> pl.Expr:
+    """The text exact dedup compares: lowercase, whitespace collapsed."""
+    return text.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def find_exact_duplicates(files: list[Path], key=lambda text: normalised(text).hash(seed=0)) -> dict[str, str]:
+    """id of each exact duplicate -> id of the first document with the same normalised text.
+
+    polars' 64-bit `hash` (`key`) only finds candidates: a document is dropped when its normalised
+    text equals the kept one's, compared in full, so a hash collision never removes a document.
+    Only the candidates' texts are read a second time."""
+    frames = [pl.read_parquet(f, columns=["id", "text"]).select("id", key(pl.col("text")).alias("h")) for f in files]
     if not frames:
         return {}
     table = pl.concat(frames).with_row_index("order")
-    first = table.group_by("h").agg(pl.col("id").sort_by("order").first().alias("kept_id"), pl.col("order").min().alias("first"))
-    dups = table.join(first, on="h").filter(pl.col("order") != pl.col("first"))
+    candidates = table.filter(pl.len().over("h") > 1)
+    if candidates.height == 0:
+        return {}
+    ids = candidates["id"].implode()
+    texts = pl.concat([pl.read_parquet(f, columns=["id", "text"]).filter(pl.col("id").is_in(ids)) for f in files])
+    groups = candidates.join(texts.select("id", normalised(pl.col("text")).alias("norm")), on="id")
+    first = groups.group_by("h", "norm").agg(pl.col("id").sort_by("order").first().alias("kept_id"), pl.col("order").min().alias("first"))
+    dups = groups.join(first, on=["h", "norm"]).filter(pl.col("order") != pl.col("first"))
     return dict(zip(dups["id"].to_list(), dups["kept_id"].to_list()))
 
 

@@ -3,7 +3,7 @@
 Documents are checked in a fixed order (cheap rules first): length, language, Gopher
 repetition, Gopher quality, C4, FineWeb. The first rule that rejects a document names the
 reason: `removed/<filter>/<rule>/filter-<task>.parquet`. Records whose source id repeats an
-earlier record of the same source are removed as `malformed/duplicate_id` here (ingest shards
+earlier record of the same file (of the same source with `id_scope: source`) are removed as `malformed/duplicate_id` here (ingest shards
 are read in parallel, so the check needs the whole ingest output).
 """
 
@@ -142,23 +142,37 @@ def _detail(name: str, rule: str, doc: Document) -> str:
     return f"{doc.metadata.get('origin')}: {name} rule {rule}"
 
 
-def find_duplicate_ids(docs_dir: Path) -> dict[str, str]:
-    """Records whose source id already appeared earlier in the same source -> a message naming both places."""
+def find_duplicate_ids(docs_dir: Path, scopes: dict[str, tuple[int, str]] | None = None) -> dict[str, str]:
+    """Records whose source id already appeared earlier in the same file, or for a source whose
+    `id_scope` is source (`scopes`: source key -> (index, id_scope)) in the same source, -> a
+    message naming both places and the setting."""
     files = parquet_files(docs_dir)
     if not files:
         return {}
+    scopes = scopes or {}
+    whole_source = [key for key, (_, scope) in scopes.items() if scope == "source"]
     frame = (
         pl.concat([pl.read_parquet(f, columns=["id", "source_id", "origin"]) for f in files])
-        .with_row_index("order")
         .filter(pl.col("source_id").is_not_null())
-        .with_columns(pl.col("id").str.split("/").list.first().alias("key"))
+        # ids are <source key>/<file>:<record>; "first" is in file and record order (shards are packed by size)
+        .with_columns(
+            pl.col("id").str.split("/").list.first().alias("key"),
+            pl.col("id").str.replace(r":[^:]*$", "").alias("file"),
+            pl.col("id").str.extract(r":(\d+)$").cast(pl.Int64).alias("position"),
+        )
+        .sort("file", "position")
+        .with_row_index("order")
+        .with_columns(pl.when(pl.col("key").is_in(whole_source)).then(pl.col("key")).otherwise(pl.col("file")).alias("scope"))
     )
-    firsts = frame.group_by("key", "source_id").agg(pl.col("origin").sort_by("order").first().alias("first_origin"), pl.col("order").min().alias("first"))
-    dups = frame.join(firsts, on=["key", "source_id"]).filter(pl.col("order") != pl.col("first"))
-    return {
-        row["id"]: f"{row['origin']}: duplicate id {row['source_id']!r} (first seen at {row['first_origin']})"
-        for row in dups.iter_rows(named=True)
-    }
+    firsts = frame.group_by("scope", "source_id").agg(pl.col("origin").sort_by("order").first().alias("first_origin"), pl.col("order").min().alias("first"))
+    dups = frame.join(firsts, on=["scope", "source_id"]).filter(pl.col("order") != pl.col("first"))
+    out = {}
+    for row in dups.iter_rows(named=True):
+        index, scope = scopes.get(row["key"], (None, "file"))
+        setting = f"sources[{index}].id_scope: {scope}" if index is not None else f"id_scope: {scope}"
+        unique = "within each file" if scope == "file" else "across all files of the source"
+        out[row["id"]] = f"{row['origin']}: duplicate id {row['source_id']!r} (first seen at {row['first_origin']}; {setting}: ids must be unique {unique})"
+    return out
 
 
 def filters_by_source(cfg: MixforgeConfig) -> dict[str, FiltersConfig]:
@@ -183,7 +197,7 @@ def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, 
         chains = {key: build_filters(settings) for key, settings in per_source.items()}
         pipeline = [
             docs_reader(str(in_dir)),
-            FilterChain(chains, find_duplicate_ids(in_dir)),
+            FilterChain(chains, find_duplicate_ids(in_dir, {source_key(cfg, i): (i, s.id_scope) for i, s in enumerate(cfg.sources)})),
             RouteRemoved(removed_writer(str(partial / "removed"), "filter")),
             docs_writer(str(partial / "docs"), cfg.shard_mb),
         ]

@@ -7,12 +7,16 @@ Each task writes its own shard(s); bad records go to removed/malformed/<kind>/.
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import zstandard
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
@@ -20,16 +24,20 @@ from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader
 
 from mixforge import __version__
 from mixforge.config import MixforgeConfig, SourceConfig, section_hash
-from mixforge.errors import ConfigError
+from mixforge.errors import ConfigError, InputError
+from mixforge.ledger import parquet_files
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace
 from mixforge.pipelines.executor import default_workers, run_pipeline, stat_total
 from mixforge.pipelines.readers import (
+    SUPPORTED,
     LenientJsonlReader,
     RecordAdapter,
     TextFileReader,
+    TruncatedFile,
+    decompressed_chunks,
+    is_hf_disk,
     malformed_record,
-    detect_format,
     source_files,
 )
 from mixforge.pipelines.records import RouteRemoved, docs_writer, removed_writer
@@ -37,6 +45,8 @@ from mixforge.pipelines.records import RouteRemoved, docs_writer, removed_writer
 
 # What reading a damaged or inaccessible file raises (truncated gzip/zstd, bad Parquet, I/O errors)
 UNREADABLE = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)
+UNSUPPORTED = "unsupported"  # a file in a source's folder or glob that no reader reads
+BLANK_CHECK_BYTES = 1 << 16  # plan_work looks inside files this small for whitespace-only content
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,7 @@ class WorkItem:
     """One file (or one saved HF dataset) of one source."""
 
     source: int
-    fmt: str
+    fmt: str  # jsonl, parquet, txt, hf_disk or UNSUPPORTED
     path: str
     relative: str
     bytes: int
@@ -65,24 +75,62 @@ def _stem(source: SourceConfig) -> str:
 
 
 def plan_work(cfg: MixforgeConfig) -> list[WorkItem]:
-    """Every input file, in a stable order. Missing sources are config errors naming the path."""
+    """Every input file, in a stable order, each with its own format. Missing or empty sources
+    are config errors naming the source, found before any work."""
     items: list[WorkItem] = []
     for i, source in enumerate(cfg.sources):
         root = cfg.resolve(source.path)
-        fmt = source.format if source.format != "auto" else detect_format(root)
-        if fmt == "hf_disk":
-            if not root.is_dir():
-                raise ConfigError(f"sources[{i}].path: {root} is not a folder saved with datasets' save_to_disk")
-            size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-            items.append(WorkItem(i, fmt, str(root), root.name, size))
+        if source.format == "hf_disk" or (source.format == "auto" and is_hf_disk(root)):
+            items.append(_hf_item(i, root, source.split))
             continue
-        files = source_files(root, fmt)
+        if source.split is not None:
+            raise ConfigError(f"sources[{i}].split: {source.split!r} is for a Hugging Face DatasetDict saved with save_to_disk; {root} is not one")
+        files = source_files(root, source.format)
         if not files:
-            raise ConfigError(f"sources[{i}].path: no {fmt} input found at {root}")
+            raise ConfigError(f"sources[{i}].path: no input found at {root}")
+        if all(_blank(f, fmt) for f, fmt in files):  # stops at the first file with data
+            raise ConfigError(
+                f"sources[{i}].path: {root} holds no data (empty or whitespace-only): fill it or remove the source"
+            )
         base = root if root.is_dir() else root.parent
-        for f in files:
-            items.append(WorkItem(i, fmt, str(f), str(f.relative_to(base)), f.stat().st_size))
+        items += [WorkItem(i, fmt or UNSUPPORTED, str(f), str(f.relative_to(base)), f.stat().st_size) for f, fmt in files]
     return items
+
+
+def _hf_item(i: int, root: Path, split: str | None) -> WorkItem:
+    """A saved HF Dataset, or one split of a saved DatasetDict (`sources[i].split`)."""
+    if not root.is_dir():
+        raise ConfigError(f"sources[{i}].path: {root} is not a folder saved with datasets' save_to_disk")
+    relative = root.name
+    splits_file = root / "dataset_dict.json"
+    if splits_file.exists():
+        splits = json.loads(splits_file.read_text()).get("splits", [])
+        if split is None:
+            raise ConfigError(f"sources[{i}].split: {root} is a DatasetDict with splits {', '.join(splits)}: set `split:` on the source to the one to read")
+        if split not in splits:
+            raise ConfigError(f"sources[{i}].split: {split!r} is not a split of {root}; its splits: {', '.join(splits)}")
+        root, relative = root / split, f"{root.name}/{split}"
+    elif split is not None:
+        raise ConfigError(f"sources[{i}].split: {root} is a single dataset, not a DatasetDict: remove `split: {split}`")
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    return WorkItem(i, "hf_disk", str(root), relative, size)
+
+
+def _blank(path: Path, fmt: str | None) -> bool:
+    """An empty or whitespace-only file, or a Parquet file without rows. Only files up to
+    BLANK_CHECK_BYTES are opened: a bigger one is taken to hold data (ingest counts what it holds)."""
+    size = path.stat().st_size
+    if size == 0:
+        return True
+    try:
+        if fmt == "parquet":
+            return pq.read_metadata(path).num_rows == 0
+        if fmt is None or size > BLANK_CHECK_BYTES:
+            return False
+        with open(path, "rb") as f:
+            return not any(chunk.strip() for chunk in decompressed_chunks(f))
+    except (TruncatedFile, *UNREADABLE):
+        return False  # damaged, not empty: ingest reports it
 
 
 MIN_TASKS = 8  # enough tasks to keep 8 workers busy on a small corpus
@@ -151,6 +199,9 @@ class SourcesReader(PipelineStep):
     def _read(self, item: WorkItem):
         src = SourceConfig.model_validate(self.sources[item.source])
         key = self.keys[item.source]
+        if item.fmt == UNSUPPORTED:
+            yield Document(**_unsupported_record(item, src, f"{key}/{item.relative}"))
+            return
         adapter = RecordAdapter(
             source_key=f"{key}/{item.relative}",
             label=src.label or key if src.label_field is None else None,
@@ -172,6 +223,14 @@ class SourcesReader(PipelineStep):
         else:
             reader = TextFileReader(str(path.parent), add_file_path=False, **common)
         yield from reader.read_file(path.name)
+
+
+def _unsupported_record(item: WorkItem, src: SourceConfig, key: str) -> dict:
+    """A file of the source that is not read, counted so that it shows in the ledger (and fails
+    --strict) instead of being skipped unseen; one stray file does not stop a scheduled build."""
+    why = f"not a {src.format} file (sources[{item.source}].format)" if src.format != "auto" else "not a supported format"
+    message = f"file not read: {why}; supported: {SUPPORTED}"
+    return malformed_record(f"{key}:unsupported", f"{item.path}:1", "unsupported_file", message, "")
 
 
 def ingest_pipeline(cfg: MixforgeConfig, tasks: list[list[WorkItem]], out_dir: Path) -> list:
@@ -207,4 +266,23 @@ def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False) -
         return stat_total(partial / "logs", SourcesReader.name, "records"), None
 
     settings = {"sources": [s.model_dump() for s in cfg.sources], "files": len(items), "tasks": len(tasks)}
-    return run_stage(ws, "ingest", fingerprint, body, count_input, force=force, strict=strict, settings=settings)
+    result = run_stage(ws, "ingest", fingerprint, body, count_input, force=force, strict=strict, settings=settings)
+    check_every_source_kept_documents(cfg, result)
+    return result
+
+
+def check_every_source_kept_documents(cfg: MixforgeConfig, result: StageResult) -> None:
+    """A source that yields no document (every record malformed) is named now, not found out
+    stages later as "too few documents": an error when no source has any, else a warning."""
+    files = parquet_files(Path(result.docs_dir))
+    kept: dict[str, int] = {}
+    if files:
+        keys = pl.scan_parquet(files).select(pl.col("id").str.split("/").list.first().alias("key"))
+        kept = dict(keys.group_by("key").len().collect().iter_rows())
+    empty = [f"sources[{i}] ({s.path})" for i, s in enumerate(cfg.sources) if not kept.get(source_key(cfg, i))]
+    if not empty:
+        return
+    message = f"{', '.join(empty)}: no document kept at ingest: its records are all malformed, or it has none (see `mixforge status` and {cfg.workspace_dir / 'removed' / 'malformed'})"
+    if len(empty) == len(cfg.sources):
+        raise InputError(f"no documents to build from: {message}")
+    warnings.warn(message, stacklevel=2)

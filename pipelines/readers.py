@@ -7,20 +7,29 @@ every record, so:
   (missing/empty/non-string text, missing label) kept with `reason`/`detail` metadata;
 - `LenientJsonlReader` reads JSONL line by line in binary and reports a bad line (invalid UTF-8,
   invalid JSON, not an object) with its file and line number instead of losing the file's tail;
-- `TextFileReader` reads a folder of .txt files (one document per file), which datatrove lacks.
+- `TextFileReader` reads a folder of .txt files (one document per file), which datatrove lacks;
+- both decompress by the file's magic bytes, not its name (gzip data named .jsonl is read as
+  gzip), and a compressed file cut short becomes one `malformed/truncated_file` record naming
+  the bytes read and the records recovered (fsspec's zstd reader ends such a file silently).
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import zstandard
 
 from datatrove.data import Document
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 MALFORMED = "malformed"
+MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet"}
+CHUNK = 1 << 16  # compressed bytes read at a time (zlib expands at most ~1000x)
 
 
 @dataclass
@@ -90,32 +99,32 @@ class LenientJsonlReader(JsonlReader):
         import orjson
 
         adapter: RecordAdapter = self.adapter.__func__
-        # text mode with surrogateescape: works for every compression (zstd streams have no
-        # binary readline) and keeps invalid bytes recoverable for the error report
-        opened = self.data_folder.open(
-            filepath, "rt", compression=self.compression, encoding="utf-8", errors="surrogateescape", newline="\n"
-        )
-        with opened as f:
-            for li, line in enumerate(f):
-                if not line.strip():
-                    continue  # blank lines separate nothing and hold no record
-                try:
-                    line.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raw = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                    yield self._bad(adapter, li, "invalid_utf8", f"invalid UTF-8 at character {e.start}", raw)
-                    continue
-                try:
-                    data = orjson.loads(line)
-                except orjson.JSONDecodeError as e:
-                    yield self._bad(adapter, li, "invalid_json", f"invalid JSON: {e}", line)
-                    continue
-                if not isinstance(data, dict):
-                    yield self._bad(adapter, li, "not_an_object", f"expected a JSON object, got {type(data).__name__}", line)
-                    continue
-                document = self.get_document_from_dict(data, filepath, li)
-                if document:
-                    yield document
+        lines = kept = 0
+        with self.data_folder.open(filepath, "rb", compression=None) as f:
+            try:
+                for raw in complete_lines(f):
+                    li, lines = lines, lines + 1
+                    if not raw.strip():
+                        continue  # blank lines separate nothing and hold no record
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        yield self._bad(adapter, li, "invalid_utf8", f"invalid UTF-8 at byte {e.start}", raw.decode("utf-8", "replace"))
+                        continue
+                    try:
+                        data = orjson.loads(raw)
+                    except orjson.JSONDecodeError as e:
+                        yield self._bad(adapter, li, "invalid_json", f"invalid JSON: {e}", raw.decode())
+                        continue
+                    if not isinstance(data, dict):
+                        yield self._bad(adapter, li, "not_an_object", f"expected a JSON object, got {type(data).__name__}", raw.decode())
+                        continue
+                    document = self.get_document_from_dict(data, filepath, li)
+                    if document:
+                        kept += "reason" not in document.metadata
+                        yield document
+            except TruncatedFile as e:
+                yield truncated_document(adapter, lines + 1, e, f"{kept} complete record(s) before the cut kept (lines 1-{lines})")
 
     def _bad(self, adapter: RecordAdapter, li: int, kind: str, message: str, raw: str) -> Document:
         where = f"{adapter.display_path}:{li + 1}"
@@ -130,8 +139,16 @@ class TextFileReader(BaseDiskReader):
 
     def read_file(self, filepath: str):
         adapter: RecordAdapter = self.adapter.__func__
-        with self.data_folder.open(filepath, "rb") as f:
-            raw = f.read()
+        with self.data_folder.open(filepath, "rb", compression=None) as f:
+            chunks: list[bytes] = []
+            try:
+                chunks.extend(decompressed_chunks(f))
+            except TruncatedFile as e:
+                e.tail = b"".join(chunks)
+                # a cut text file is one document with its end missing: removed whole, not kept
+                yield truncated_document(adapter, 1, e, "the text before the cut is kept under removed/")
+                return
+        raw = b"".join(chunks)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -146,29 +163,115 @@ class TextFileReader(BaseDiskReader):
             yield document
 
 
-def source_files(path: Path, fmt: str) -> list[Path]:
-    """The files of one source, sorted (a file, every matching file under a folder, or a glob)."""
-    patterns = {"jsonl": ("*.jsonl", "*.jsonl.gz", "*.jsonl.zst", "*.json", "*.ndjson"), "parquet": ("*.parquet",), "txt": ("*.txt", "*.md", "*.rst")}
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted({f for pat in patterns[fmt] for f in path.rglob(pat) if f.is_file()})
-    return sorted(f for f in path.parent.glob(path.name) if f.is_file())
+class TruncatedFile(Exception):
+    """A compressed file that ends inside a gzip member or zstd frame."""
+
+    def __init__(self, codec: str, compressed: int, decompressed: int, tail: bytes = b""):
+        super().__init__(f"{codec} stream ends early")
+        self.codec, self.compressed, self.decompressed, self.tail = codec, compressed, decompressed, tail
 
 
-def detect_format(path: Path) -> str:
-    """Guess a source's format from its name or contents."""
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (path / "dataset_dict.json").exists():
-            return "hf_disk"
-        names = [f.name for f in path.rglob("*") if f.is_file()]
-        for fmt, suffixes in (("parquet", (".parquet",)), ("jsonl", (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json")), ("txt", (".txt", ".md", ".rst"))):
-            if any(n.endswith(suffixes) for n in names):
-                return fmt
-        return "txt"
-    name = path.name
+def sniff(f: BinaryIO) -> tuple[str | None, bytes]:
+    """(format the first bytes prove: gzip, zstd, parquet or None; the bytes read)."""
+    head = f.read(4)
+    return next((fmt for magic, fmt in MAGIC.items() if head.startswith(magic)), None), head
+
+
+def sniff_path(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        return sniff(f)[0]
+
+
+def _decompressor(codec: str):
+    return zlib.decompressobj(wbits=31) if codec == "gzip" else zstandard.ZstdDecompressor().decompressobj()
+
+
+def decompressed_chunks(f: BinaryIO) -> Iterator[bytes]:
+    """The file's content, decompressed when its magic bytes say gzip or zstd (several members or
+    frames in a row are read on). Hand-written over zlib/zstandard decompress objects because their
+    `eof` is the only way to tell a complete stream from one cut short: raises TruncatedFile then."""
+    codec, head = sniff(f)
+    if codec not in ("gzip", "zstd"):
+        yield head
+        yield from iter(lambda: f.read(CHUNK), b"")
+        return
+    d, read, out, data = _decompressor(codec), len(head), 0, head
+    while data:
+        while data:  # one block can end a member or frame and start the next
+            if d is None:
+                d = _decompressor(codec)
+            piece = d.decompress(data)
+            out += len(piece)
+            if piece:
+                yield piece
+            data, d = (d.unused_data, None) if d.eof else (b"", d)
+        data = f.read(CHUNK)
+        read += len(data)
+    if d is not None:  # a member or frame was started and never finished
+        raise TruncatedFile(codec, read, out)
+
+
+def complete_lines(f: BinaryIO) -> Iterator[bytes]:
+    """Lines of a (possibly compressed) file, without their newline. A cut file's incomplete last
+    line is not yielded: it travels in TruncatedFile.tail."""
+    rest = b""
+    try:
+        for chunk in decompressed_chunks(f):
+            *lines, rest = (rest + chunk).split(b"\n")
+            yield from lines
+    except TruncatedFile as e:
+        e.tail = rest
+        raise
+    if rest:
+        yield rest
+
+
+def truncated_document(adapter: RecordAdapter, position: int, e: TruncatedFile, recovered: str) -> Document:
+    """The lost tail of a cut compressed file, as one malformed record with the figures."""
+    where = f"{adapter.display_path}:{position}"
+    message = (
+        f"truncated {e.codec} file: all {e.compressed} compressed bytes read, decompression stopped at "
+        f"{e.decompressed} bytes inside an unfinished {'member' if e.codec == 'gzip' else 'frame'}; {recovered}, the rest is lost"
+    )
+    tail = e.tail.decode("utf-8", "replace")
+    return Document(**malformed_record(adapter.doc_id("truncated"), where, "truncated_file", message, tail))
+
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+TXT_SUFFIXES = (".txt", ".md", ".rst")
+SUPPORTED = ".jsonl/.json/.ndjson, .parquet, .txt/.md/.rst (each also .gz or .zst)"
+
+
+def format_of(path: Path) -> str | None:
+    """A file's format: parquet by its magic bytes, else by its name with .gz/.zst taken off
+    (compression itself is found from the content when reading); None when neither tells."""
+    if sniff_path(path) == "parquet":
+        return "parquet"
+    name = path.name.lower().removesuffix(".gz").removesuffix(".zst").removesuffix(".zstd")
     if name.endswith(".parquet"):
         return "parquet"
-    if name.endswith((".txt", ".md", ".rst")):
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(TXT_SUFFIXES):
         return "txt"
-    return "jsonl"
+    return None
+
+
+def source_files(path: Path, fmt: str) -> list[tuple[Path, str | None]]:
+    """The files of one source, sorted, each with the format it is read with. A named file is
+    read as `fmt` (auto: its own format, else jsonl). A folder (every file under it except hidden
+    ones such as .git/ or .cache/) or a glob mixes formats freely: each file is read with its own;
+    a file of no supported format, or not of the `fmt` asked for, gets None (reported at ingest)."""
+    if path.is_file():
+        return [(path, fmt if fmt != "auto" else format_of(path) or "jsonl")]
+    if path.is_dir():
+        files = [f for f in path.rglob("*") if f.is_file() and not any(p.startswith(".") for p in f.relative_to(path).parts)]
+    else:
+        files = [f for f in path.parent.glob(path.name) if f.is_file()]
+    found = [(f, format_of(f)) for f in sorted(files)]
+    return [(f, own if fmt in ("auto", own) else None) for f, own in found]
+
+
+def is_hf_disk(path: Path) -> bool:
+    """A folder written by datasets' save_to_disk (a Dataset or a DatasetDict)."""
+    return path.is_dir() and any((path / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json"))

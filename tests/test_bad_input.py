@@ -60,7 +60,7 @@ def test_each_planted_record_is_reported_counted_and_kept(tmp_path):
     assert "'g1'" in dup and f"{src}:1" in dup
     # invalid bytes survive (replaced) in the kept record; nothing is thrown away silently
     assert "caf" in removed.filter(pl.col("reason") == "malformed/invalid_utf8")["text"][0]
-    cut = removed.filter(pl.col("reason") == "malformed/unreadable_file")
+    cut = removed.filter(pl.col("reason") == "malformed/truncated_file")
     assert cut.height == 1 and "cut.jsonl.gz" in cut["detail"][0]
     assert removed.filter(pl.col("reason") == "length/too_long")["id"].to_list() == ["huge/huge.jsonl:1"]
     # the ledger adds up and names every reason
