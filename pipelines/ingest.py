@@ -88,6 +88,10 @@ def plan_work(cfg: MixforgeConfig) -> list[WorkItem]:
         files = source_files(root, source.format)
         if not files:
             raise ConfigError(f"sources[{i}].path: no input found at {root}")
+        if all(fmt is None for _, fmt in files):
+            names = ", ".join(f.name for f, _ in files[:5]) + (", ..." if len(files) > 5 else "")
+            asked = f"{source.format} " if source.format != "auto" else ""
+            raise ConfigError(f"sources[{i}].path: no {asked}file of a supported format at {root} (found {names}; supported: {SUPPORTED})")
         if all(_blank(f, fmt) for f, fmt in files):  # stops at the first file with data
             raise ConfigError(
                 f"sources[{i}].path: {root} holds no data (empty or whitespace-only): fill it or remove the source"

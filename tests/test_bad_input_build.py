@@ -236,8 +236,11 @@ def test_empty_or_blank_source_stops_before_any_work(tmp_path, fixture):
     assert not (tmp_path / "ws" / "ingest").exists()
 
 
-def test_nonexistent_path_names_it(tmp_path):
+def test_nonexistent_path_or_no_supported_file_names_it(tmp_path):
     _stops(write_config(tmp_path, [{"path": "absent/*.jsonl"}]), "sources[0].path", "absent")
+    (tmp_path / "csv").mkdir()
+    shutil.copy(BAD / "mixed" / "notes.csv", tmp_path / "csv")
+    _stops(write_config(tmp_path, [{"path": "csv"}]), "sources[0].path", "no file of a supported format", "notes.csv")
 
 
 def test_hf_datasetdict_without_split_lists_the_splits(tmp_path):
