@@ -28,9 +28,12 @@ from mixforge.errors import MixforgeError
 def export_lock(out: Path) -> Iterator[None]:
     """Hold `<parent>/.<name>.lock` (flock) for the block; refuse at once if another process holds it."""
     lock = out.parent / f".{out.name}.lock"
-    out.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:  # a read-only or missing place for --out: the user's to fix
+            raise MixforgeError(f"cannot export to {out}: {lock}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -226,3 +226,10 @@ def test_verify_checks_mds_index_files_and_text_shards(built, tmp_path):
     bad, _ = _damaged(jsonl, tmp_path / "jsonl-docs", lambda x: x["shards"][1].update(documents=x["shards"][1]["documents"] + 2))
     code, err = _verify(bad)
     assert code == 1 and f"{m['shards'][1]['path']}: {m['shards'][1]['documents']} documents, the manifest says" in err
+
+
+def test_an_export_where_no_folder_can_be_made_is_a_clear_error(built, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    out = tmp_path / "notes.txt" / "mix"
+    run = subprocess.run(_export_cmd(built, tmp_path, out, "--format", "numpy"), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and f"cannot export to {out}" in run.stderr
