@@ -4,6 +4,7 @@ search figures come along as provenance."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from mixforge.errors import MixforgeError
@@ -33,8 +34,9 @@ def current_verify(folder: Path, proposal: dict) -> dict | None:
     return verified if verified and verified.get("proposal_sha256") == proposal_digest(proposal) else None
 
 
-def read_mixture(path: str | Path) -> tuple[dict[str, float], dict]:
-    """(weights, provenance). Weights are checked against the components where they are used."""
+def read_mixture(path: str | Path, components: list[str] | None = None) -> tuple[dict[str, float], dict]:
+    """(weights, provenance). Every weight must be a finite number >= 0, some > 0; with
+    `components`, every name must be one of them (the sampler checks again where they are used)."""
     import yaml
 
     path = Path(path)
@@ -45,15 +47,41 @@ def read_mixture(path: str | Path) -> tuple[dict[str, float], dict]:
     if not path.exists():
         raise MixforgeError(f"mixture {path} not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise MixforgeError(f"{path}: cannot read the mixture: {e}") from None
     provenance = {}
     if isinstance(data, dict) and "weights" in data and "strategy" in data:  # a search proposal
         provenance = {"search": {k: data.get(k) for k in ("strategy", "objective", "predicted", "fit", "runs_used")},
                       "verified": current_verify(path.parent, data)}
         data = data["weights"]
-    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
+    if data is None or data == {}:
+        raise MixforgeError(f"{path}: no weights: expected a mapping of component name -> weight (or a search's proposal.json)")
+    if not isinstance(data, dict):
         raise MixforgeError(f"{path}: expected a mapping of component name -> weight (or a search's proposal.json), "
                             f"got {data!r}")
-    return data, provenance
+    return _checked_weights(path, data, components), provenance
+
+
+def _checked_weights(path: Path, data: dict, components: list[str] | None) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for key, value in data.items():
+        if isinstance(key, bool) or key is None:  # yes/no/on/off/null: YAML reads them as booleans or null
+            raise MixforgeError(f"{path}: key {key!r} is not a component name (YAML reads yes/no/on/off/true/false/null "
+                                "as booleans or null): quote it")
+        name = str(key)  # `0:` is an integer to YAML; the component's name is the string
+        if name in weights:
+            raise MixforgeError(f"{path}: component {name!r} is given twice")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MixforgeError(f"{path}: weight of {name!r} is {value!r}, not a number")
+        if not math.isfinite(value):
+            raise MixforgeError(f"{path}: weight of {name!r} is {value}: weights must be finite numbers")
+        if value < 0:
+            raise MixforgeError(f"{path}: weight of {name!r} is {value}: weights cannot be negative")
+        weights[name] = float(value)
+    unknown = [n for n in weights if components is not None and n not in components]
+    if unknown:
+        raise MixforgeError(f"{path}: unknown component(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(components))}")
+    if sum(weights.values()) <= 0:
+        raise MixforgeError(f"{path}: the weights sum to 0: at least one component needs a positive weight")
+    return weights

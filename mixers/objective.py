@@ -2,12 +2,14 @@
 one column where lower is better; plus the KL penalty towards the prior that keeps proposals
 from collapsing onto one component (DoReMi's and Olmix's warning).
 
-Direction comes from the metric's name: loss_*, bpb_*, train_loss and ppl* are minimised, acc_*
-maximised; any other column needs `maximize` set. A combination standardises each metric over the
+Direction comes from the words of the metric's name (split at _ - . @): loss, bpb, perplexity and ppl
+are minimised, acc, accuracy, f1, exact_match and pass@k maximised; a name with words of both kinds
+or of neither needs `maximize` set. A combination standardises each metric over the
 runs (z-scores) before weighting, so bits per byte and accuracy can be added."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,15 +18,28 @@ from mixforge.errors import ConfigError
 from mixforge.mixers.runs_data import RunsData
 
 
+LOWER_IS_BETTER = {"loss", "bpb", "perplexity", "ppl"}
+HIGHER_IS_BETTER = {"acc", "accuracy", "f1", "exact_match", "pass@k"}
+
+
 def direction(metric: str, maximize: bool | None = None) -> int:
     """+1 when lower is better, -1 when higher is better."""
     if maximize is not None:
         return -1 if maximize else 1
-    if metric.startswith(("loss_", "bpb_", "ppl")) or metric == "train_loss":
+    words = re.split(r"[_\-.@]", metric.lower())
+    pairs = [f"{a}_{b}" for a, b in zip(words, words[1:])]  # exact_match is two words
+    lower = sorted(LOWER_IS_BETTER.intersection(words))
+    higher = sorted(HIGHER_IS_BETTER.intersection(words + pairs))
+    if re.search(r"(^|[_\-.@])pass@(\d+|k)($|[_\-.@])", metric.lower()):
+        higher.append("pass@k")
+    if lower and not higher:
         return 1
-    if metric.startswith("acc_"):
+    if higher and not lower:
         return -1
-    raise ConfigError(f"target {metric!r}: cannot tell whether higher or lower is better; set search.maximize")
+    why = (f"its name has both {', '.join(lower)} (lower is better) and {', '.join(higher)} (higher is better)" if lower
+           else f"its name has none of {', '.join(sorted(LOWER_IS_BETTER | HIGHER_IS_BETTER))}")
+    raise ConfigError(f"target {metric!r}: cannot tell whether higher or lower is better ({why}); "
+                      "set search.maximize: true/false in the config, or pass --maximize / --minimize")
 
 
 @dataclass
@@ -41,6 +56,8 @@ class Objective:
         targets = {target: 1.0} if isinstance(target, str) else dict(target)
         if any(not np.isfinite(w) or w <= 0 for w in targets.values()):
             raise ConfigError(f"search.target weights must be positive numbers, got {targets}")
+        for metric in targets:  # an unknown direction fails here, not after the fit
+            direction(metric, maximize)
         return cls(targets, maximize)
 
     @property

@@ -4,8 +4,11 @@ and the run ids, with every problem reported by column or row.
 Accepted layouts (CSV or Parquet):
 - one table: a row per run, weight columns (by prefix, default `w_`, or named), metric columns;
 - two tables: weights in one, metrics in the other, joined on a run id column (default `run_id`).
-Weights may be shares or raw amounts: each row is normalised to sum to 1 (rows that did not are
-reported in a warning; a row of zeros or a negative weight is an error).
+Weights may be shares or raw amounts: each row is normalised to sum to 1 (rows within 1% of 1 are
+counted in one summary line, rows further off are listed in a warning; a row of zeros or a negative
+weight is an error). A target that is infinite in some run is an error naming the runs: unlike an
+empty value it is not a missing measurement but a diverged run, and dropping it silently would
+hide the worst mixtures from the fit.
 """
 
 from __future__ import annotations
@@ -80,17 +83,27 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
         notes.append(f"{frame.height - complete.height} run(s) without a value for {', '.join(targets)} left out")
     if complete.height < min_runs:
         raise InputError(f"{where}: {complete.height} usable run(s); the predictor needs at least {min_runs}")
+    ids = complete[id_column].cast(pl.Utf8).to_list() if id_column in complete.columns else [str(i) for i in range(complete.height)]
+    for t in targets:
+        inf = np.flatnonzero(np.isinf(complete[t].to_numpy().astype(float)))
+        if len(inf):
+            raise InputError(f"{where}: target {t!r} is infinite in run(s) {_rows(ids, inf)}: drop those runs or leave "
+                             "the value empty (runs without a value are left out and counted)")
     w = complete.select(columns).fill_null(0).to_numpy().astype(float)
-    ids = complete[id_column].cast(pl.Utf8).to_list() if id_column in complete.columns else [str(i) for i in range(len(w))]
     bad = np.flatnonzero(~np.isfinite(w).all(axis=1) | (w < 0).any(axis=1) | (w.sum(axis=1) <= 0))
     if len(bad):
         raise InputError(f"{where}: weights negative, not finite or all zero in run(s) {_rows(ids, bad)}")
     sums = w.sum(axis=1)
-    off = np.flatnonzero(np.abs(sums - 1) > 1e-3)
+    gap = np.abs(sums - 1)
+    near = np.flatnonzero((gap > 1e-3) & (gap <= 0.01))  # rounded shares: one line, not one per run
+    if len(near):
+        warnings.warn(f"{where}: {len(near)} runs' weights summed to within 1% of 1 and were normalised", stacklevel=2)
+    off = np.flatnonzero(gap > 0.01)
     if len(off):
         warnings.warn(f"{where}: weights of run(s) {_rows(ids, off)} do not sum to 1 (e.g. {sums[off[0]]:.4g}): normalised",
                       stacklevel=2)
-        notes.append(f"{len(off)} run(s) with weights not summing to 1 normalised")
+    if len(near) + len(off):
+        notes.append(f"{len(near) + len(off)} run(s) with weights not summing to 1 normalised")
     ys = {t: complete[t].to_numpy().astype(float) for t in targets}
     for t, y in ys.items():
         if np.ptp(y) == 0:

@@ -30,7 +30,7 @@ def main() -> None:
     if len(args) >= 2 and args[0] == "search" and args[1] not in ("run", "fit", "verify", "--help", "-h"):
         args = ["search", "run"] + args[1:]
     try:
-        code = app(args, standalone_mode=False)  # click returns typer.Exit's code instead of exiting
+        code = app(args, prog_name="mixforge", standalone_mode=False)  # click returns typer.Exit's code instead of exiting
         if isinstance(code, int) and code:
             sys.exit(code)
     except MixforgeError as e:
@@ -41,7 +41,10 @@ def main() -> None:
         sys.exit(130)
     except (typer.Abort, typer.Exit) as e:
         sys.exit(getattr(e, "exit_code", 1))
-    except Exception as e:  # click usage errors carry their own exit code
+    except typer.TyperException as e:  # usage errors: typer raises its own (vendored) click classes, exit code 2
+        e.show() if hasattr(e, "show") else console.print(f"[bold red]error:[/] {e.format_message()}", highlight=False)
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors (a typer that uses click itself) carry their own exit code
         import click
 
         if isinstance(e, click.ClickException):
@@ -180,7 +183,7 @@ app.add_typer(proxy_app, name="proxy")
 def proxy_train(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
     mixture: Path = typer.Option(..., "--mixture", help="YAML mapping of component -> weight, or a search's proposal.json."),
-    seed: Optional[int] = typer.Option(None, help="Seed of this run (default: the config's)."),
+    seed: Optional[int] = typer.Option(None, min=0, help="Seed of this run (default: the config's)."),
     run_id: Optional[str] = typer.Option(None, help="Name of the run (default: a hash of mixture and settings)."),
 ) -> None:
     """Train one proxy on a mixture and record it in the runs table."""
@@ -190,7 +193,7 @@ def proxy_train(
     from mixforge.proxy_training.proxy import run_proxy
 
     cfg = load_config(config)
-    weights, _ = read_mixture(mixture)
+    weights, _ = read_mixture(mixture, _built_components(cfg))  # a bad mixture fails here, before training
     with progress_bar() as bar:
         task = bar.add_task("proxy", total=None, rate="")
         row = run_proxy(cfg, weights, seed=seed, run_id=run_id,
@@ -202,7 +205,7 @@ def proxy_train(
 def proxy_sweep(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
     runs: int = typer.Option(64, "--runs", min=1, help="Proxies to train on random mixtures."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the mixtures (default: the config's)."),
+    seed: Optional[int] = typer.Option(None, min=0, help="Seed of the mixtures (default: the config's)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
     """Train proxies on random mixtures (RegMix's Dirichlet recipe) as a Prefect flow; finished
@@ -298,7 +301,7 @@ def search_fit(
     weights: Optional[str] = typer.Option(None, help="Weight columns by name, comma-separated (instead of the prefix)."),
     predictor: str = typer.Option("lightgbm", help="lightgbm | mixing_law | linear | ensemble."),
     maximize: Optional[bool] = typer.Option(None, "--maximize/--minimize", help="Direction (default: from the name)."),
-    seed: int = typer.Option(0, help="Seed of the folds and candidates."),
+    seed: int = typer.Option(0, min=0, help="Seed of the folds and candidates."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit report and proposal as JSON."),
 ) -> None:
     """Fit a predictor on any runs table (produced anywhere), report rank correlation, propose a mixture."""
@@ -375,7 +378,7 @@ def export(
     from mixforge.pipelines.export import run_export
 
     cfg = load_config(config)
-    weights, provenance = read_mixture(mixture)
+    weights, provenance = read_mixture(mixture, _built_components(cfg))
     m = run_export(cfg, weights, out, fmt or cfg.export.format, tokens=tokens or cfg.export.tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite,
                    max_epochs=max_epochs, provenance=provenance)
     table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")
@@ -402,6 +405,14 @@ def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> 
             console.print(f"[red]mismatch:[/] {p}", highlight=False)
         raise typer.Exit(1)
     Console().print(f"{folder}: every shard matches its manifest", soft_wrap=True)
+
+
+def _built_components(cfg) -> Optional[list[str]]:
+    """The components the tokens stage wrote (what a mixture may name), or None before the build."""
+    from mixforge.workspace import Workspace
+
+    record = Workspace(cfg.workspace_dir).stage_record("tokens")
+    return sorted(record["counts"]["components"]) if record else None
 
 
 def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -> Path:

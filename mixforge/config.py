@@ -211,7 +211,14 @@ class DedupConfig(Section):
     n_grams: int = Field(5, ge=1, description="Word n-gram size of MinHash shingles.")
     num_buckets: int = Field(14, ge=1, description="LSH bands.")
     hashes_per_bucket: int = Field(8, ge=1, description="Rows per band (14x8 ~ Jaccard 0.75 at 50% recall).")
-    seed: int = Field(1, description="Seed of the MinHash permutations.")
+    seed: int = Field(1, ge=0, description="Seed of the MinHash permutations.")
+
+
+def _positive_or_auto(value: int | str) -> int | str:
+    """A count that may also be "auto": 0 or less would crash the stage minutes later."""
+    if value != "auto" and value < 1:
+        raise ValueError("must be at least 1 (or auto)")
+    return value
 
 
 # ---------------------------------------------------------------- later stages (format fixed now)
@@ -232,6 +239,11 @@ class EmbedConfig(Section):
         "transformer", description="static: CPU fast path, a model2vec model distilled locally from `model`."
     )
 
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value):
+        return _positive_or_auto(value)
+
 
 class ClusterConfig(Section):
     """k-means over embeddings (faiss), then merging clusters into components (super-clusters)."""
@@ -250,6 +262,11 @@ class ClusterConfig(Section):
     )
     semdedup: bool = Field(False, description="Remove within-cluster near-duplicates by cosine (SemDeDup).")
     semdedup_threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity at which a later document is a duplicate.")
+
+    @field_validator("n_clusters")
+    @classmethod
+    def _positive_clusters(cls, value):
+        return _positive_or_auto(value)
 
     @model_validator(mode="after")
     def _one_merge_rule(self) -> "ClusterConfig":
@@ -307,7 +324,7 @@ class SearchConfig(Section):
     target: str | dict[str, float] | None = Field(
         None, description="Metric column to optimise (e.g. bpb_mean, acc_next_line), or {metric: weight} to combine several."
     )
-    maximize: bool | None = Field(None, description="Direction; null infers it (loss_/bpb_ lower is better, acc_ higher).")
+    maximize: bool | None = Field(None, description="Direction; null infers it from the name (loss, bpb, perplexity, ppl: lower is better; acc, f1, exact_match, pass@k: higher).")
     runs: int = Field(64, ge=2, description="Proxy runs the search may train (regmix, climb).")
     predictor: Literal["lightgbm", "mixing_law", "linear", "ensemble"] = Field("lightgbm", description="Regression model of target on weights.")
     folds: int = Field(5, ge=2, description="Cross-validation folds of the fit report.")
@@ -335,7 +352,7 @@ class ExportConfig(Section):
         "parquet", description="Output format of `mixforge export`: parquet, jsonl (.jsonl.zst), megatron (.bin/.idx), "
         "datatrove (.ds), numpy (token memmaps), mds (MosaicML streaming)."
     )
-    tokens: int | None = Field(None, description="Token budget of the export; default: all available.")
+    tokens: int | None = Field(None, ge=1, description="Token budget of the export; default: all available.")
 
 
 # ---------------------------------------------------------------- the whole file
@@ -345,7 +362,7 @@ class MixforgeConfig(Section):
     """A mixforge project: where data comes from, how it is cleaned, where results go."""
 
     workspace: str = Field("./mixforge-work", description="Folder for all stage outputs (relative to the config).")
-    seed: int = Field(0, description="Seed for every random choice; recorded in manifests and run rows.")
+    seed: int = Field(0, ge=0, description="Seed for every random choice; recorded in manifests and run rows.")
     workers: int = Field(0, ge=0, description="Parallel worker processes; 0 = number of CPU cores.")
     shard_mb: int = Field(64, ge=1, description="Target size of normalised Parquet shards (MB of input).")
     sources: list[SourceConfig] = Field(..., min_length=1, description="Inputs to read.")
@@ -401,7 +418,7 @@ def load_config(path: str | Path, workspace: str | None = None) -> MixforgeConfi
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    text = _read_utf8(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -420,7 +437,21 @@ def load_config(path: str | Path, workspace: str | None = None) -> MixforgeConfi
             raise ConfigError(f"{path}: sources.{i}.filters: {e}") from None
     if workspace is not None:
         cfg.workspace = workspace
+    if cfg.workspace_dir.exists() and not cfg.workspace_dir.is_dir():  # else every stage fails on its first write
+        where = "--workspace" if workspace is not None else f"{path}: line {_line_of(yaml.compose(text), ['workspace'])}, field `workspace`"
+        raise ConfigError(f"{where}: {cfg.workspace_dir} is a file, not a folder; point it at a folder (made if missing)")
     return cfg
+
+
+def _read_utf8(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(f"{path}: not UTF-8: byte 0x{raw[e.start]:02x} at byte offset {e.start} (line {line}, "
+                          f"column {column}); save the file as UTF-8") from None
 
 
 def _describe_validation_error(path: Path, text: str, error: ValidationError) -> str:

@@ -73,6 +73,10 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def resolve_device(device: str) -> str:
+    if device == "cuda" and not torch.cuda.is_available():  # else torch fails deep inside the first step
+        from mixforge.errors import ConfigError
+
+        raise ConfigError("proxy.device is 'cuda' but no CUDA device is visible: set proxy.device to auto or cpu")
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
