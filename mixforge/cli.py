@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -25,12 +26,15 @@ def main() -> None:
 
     # user-facing warnings (e.g. weights normalised) as one line, not with a source excerpt
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    signal.signal(signal.SIGTERM, _terminated)  # `kill PID` unwinds like Ctrl-C: pools, servers, children stop
     # `mixforge search CONFIG ...` runs a search; `search fit` and `search verify` are subcommands
     args = sys.argv[1:]
     if len(args) >= 2 and args[0] == "search" and args[1] not in ("run", "fit", "verify", "--help", "-h"):
         args = ["search", "run"] + args[1:]
     try:
         code = app(args, prog_name="mixforge", standalone_mode=False)  # click returns typer.Exit's code instead of exiting
+        if code == 130:  # typer turns Ctrl-C (and SIGTERM, see _terminated) into exit code 130
+            console.print("interrupted: rerun the same command to resume where it stopped")
         if isinstance(code, int) and code:
             sys.exit(code)
     except MixforgeError as e:
@@ -51,6 +55,11 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+
+
+def _terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -102,8 +111,12 @@ def build(
 
     check_until(until)
     from mixforge.flows.build import build_flow
+    from mixforge.processes import ChildTracker, reap_leftovers
 
-    results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict, until=until)
+    record = cfg.workspace_dir / ".build.pid"  # this build's child processes, for a rerun after a SIGKILL
+    reap_leftovers(record, "build", console.print)
+    with ChildTracker(record):
+        results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict, until=until)
     _print_summary(cfg, results)
 
 

@@ -1,0 +1,121 @@
+"""No orphaned workers: `mixforge build` stops its children (datatrove's pool, manager and
+forkserver, Prefect's temporary server) on SIGTERM, and a rerun after a SIGKILL of the main
+process alone (which no handler sees) finds the leftovers and stops them before it builds."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import mixforge_cmd
+from mixforge.processes import alive
+
+pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
+
+
+def _group(pgid: int) -> set[tuple[int, int]]:
+    """Live (pid, start time) of every process in process group `pgid` (zombies are dead)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        try:
+            text = (d / "stat").read_text() if d.name.isdigit() else ""
+        except OSError:
+            continue
+        if text:
+            fields = text[text.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                out.add((int(d.name), int(fields[19])))
+    return out
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _start_build(config: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(mixforge_cmd() + ["build", str(config), *extra], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _in_filter_with_children(proc: subprocess.Popen, ws: Path):
+    """True once the build is in its filter stage and its record lists every child it has now
+    (at least Prefect's server and datatrove's workers)."""
+    assert proc.poll() is None, f"the build ended early: {proc.stderr.read()[-2000:]}"
+    if not (ws / "filter.partial").exists():
+        return False
+    record = json.loads((ws / ".build.pid").read_text())
+    children = _group(proc.pid) - {tuple(record["main"])}
+    return len(children) >= 3 and children <= {tuple(c) for c in record["children"]}
+
+
+@pytest.fixture
+def group_reaper():
+    """Kill whatever process groups a test started, whatever it asserted."""
+    groups: list[int] = []
+    yield groups.append
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_stops_every_child(slice_config, group_reaper):
+    ws = slice_config.parent / "ws"
+    proc = _start_build(slice_config)
+    group_reaper(proc.pid)
+    _wait(lambda: _in_filter_with_children(proc, ws), 180, "the filter stage with workers")
+    assert len(_group(proc.pid)) >= 4  # main, Prefect's server, datatrove's workers: there is something to stop
+    proc.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` does
+    assert proc.wait(timeout=30) == 130
+    err = proc.stderr.read()
+    assert "interrupted" in err and "Traceback" not in err, err[-3000:]
+    _wait(lambda: not _group(proc.pid), 30, "no process of the build's group left")
+    assert not (ws / ".build.pid").exists()
+
+
+@pytest.mark.timeout(300)
+def test_rerun_after_sigkill_stops_the_leftovers(slice_config, group_reaper):
+    ws = slice_config.parent / "ws"
+    proc = _start_build(slice_config, "--until", "filter")
+    group_reaper(proc.pid)
+    _wait(lambda: _in_filter_with_children(proc, ws), 180, "the filter stage with workers")
+    proc.kill()  # the main process only: no handler runs
+    proc.wait()
+    orphans = _group(proc.pid)
+    assert orphans, "SIGKILL of the main process left no children (nothing to reap: the test would prove nothing)"
+
+    rerun = subprocess.run(mixforge_cmd() + ["build", str(slice_config), "--until", "filter"], capture_output=True,
+                           text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "leftover process(es) of an interrupted `mixforge build`" in rerun.stderr
+    assert not [o for o in orphans if alive(o)]
+    assert (ws / "filter" / "_stage.json").exists() and not (ws / ".build.pid").exists()
+
+
+def test_a_live_build_on_the_workspace_is_not_reaped(slice_config, tmp_path):
+    """A record whose main process is alive is another build running: refused, nothing killed."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        from mixforge.processes import identity
+
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        (ws / ".build.pid").write_text(json.dumps({"main": identity(sleeper.pid), "children": []}))
+        run = subprocess.run(mixforge_cmd() + ["build", str(slice_config)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2
+        assert f"pid {sleeper.pid}" in run.stderr and "Traceback" not in run.stderr
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
