@@ -56,8 +56,6 @@ class Objective:
         targets = {target: 1.0} if isinstance(target, str) else dict(target)
         if any(not np.isfinite(w) or w <= 0 for w in targets.values()):
             raise ConfigError(f"search.target weights must be positive numbers, got {targets}")
-        for metric in targets:  # an unknown direction fails here, not after the fit
-            direction(metric, maximize)
         return cls(targets, maximize)
 
     @property

@@ -176,9 +176,10 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     from mixforge.mixers.runs_data import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
 
-    kwargs = dict(metrics=metrics, id_column=id_column, weight_prefix=weight_prefix, weight_columns=weight_columns)
-    data = load_runs(runs, [target], **kwargs)  # a missing column is reported before an unknown direction
     objective = Objective.parse(target, maximize)
+    kwargs = dict(metrics=metrics, id_column=id_column, weight_prefix=weight_prefix, weight_columns=weight_columns)
+    data = load_runs(runs, [target], **kwargs)
+    objective.sign  # noqa: B018 - an unknown direction fails before the fit (a missing column before that)
     X, y = data.weights, objective.column(data)
     X_eval = y_eval = None
     if eval_runs is not None:

@@ -267,7 +267,7 @@ def search_run(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
     strategy: Optional[str] = typer.Option(None, help="regmix | climb | influence (default: search.strategy)."),
     target: Optional[str] = typer.Option(None, help="Metric to optimise, or METRIC=W,METRIC=W (default: search.target)."),
-    runs: Optional[int] = typer.Option(None, help="Proxy runs the search may train (default: search.runs)."),
+    runs: Optional[int] = typer.Option(None, min=2, help="Proxy runs the search may train (default: search.runs)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
     """Propose a mixture (`mixforge search CONFIG`): train proxies, fit, simulate, report."""
@@ -285,7 +285,7 @@ def search_run(
 @search_app.command("verify")
 def search_verify(
     config: Path = typer.Argument(..., help="Config file of the search."),
-    seeds: Optional[int] = typer.Option(None, help="Fresh proxies per mixture (default: search.verify_seeds)."),
+    seeds: Optional[int] = typer.Option(None, min=1, help="Fresh proxies per mixture (default: search.verify_seeds)."),
     folder: Optional[Path] = typer.Option(None, help="A search folder (default: the latest search)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
@@ -432,6 +432,8 @@ def _config_path(config: Optional[Path], demo: bool, workspace: Optional[str]) -
     if demo:
         from mixforge.demo import write_demo_config
 
+        if workspace and Path(workspace).exists() and not Path(workspace).is_dir():
+            raise MixforgeError(f"--workspace: {Path(workspace).resolve()} is a file, not a folder; point it at a folder (made if missing)")
         return write_demo_config(Path(workspace or DEMO_WORKSPACE))
     if config is None:
         raise MixforgeError("give a config file (mixforge init writes one) or --demo")

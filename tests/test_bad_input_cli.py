@@ -41,6 +41,9 @@ USAGE = [  # id, arguments, fragments of the message
     ("unknown_command", ["frobnicate"], ["frobnicate"]),
     ("unknown_subcommand", ["proxy", "frobnicate"], ["frobnicate"]),
     ("runs_zero", ["proxy", "sweep", "c.yaml", "--runs", "0"], ["--runs", "greater than or equal to 1"]),
+    ("search_runs_one", ["search", "c.yaml", "--runs", "1"], ["--runs", "greater than or equal to 2"]),
+    ("verify_seeds_zero", ["search", "verify", "c.yaml", "--seeds", "0"], ["--seeds", "greater than or equal to 1"]),
+    ("seed_negative", ["proxy", "train", "c.yaml", "--mixture", "m.yaml", "--seed", "-1"], ["--seed", "greater than or equal to 0"]),
 ]
 
 
@@ -73,11 +76,12 @@ def test_bad_config_is_rejected_at_load(tmp_path, name, fragments):
     assert not (tmp_path / "ws").exists()
 
 
-def test_workspace_option_pointing_at_a_file(tmp_path):
-    config = tmp_path / "mixforge.yaml"
-    config.write_text("sources:\n  - path: unused.jsonl\n")
+@pytest.mark.parametrize("config", [["mixforge.yaml"], ["--demo"]], ids=["config", "demo"])
+def test_workspace_option_pointing_at_a_file(tmp_path, config):
+    (tmp_path / "mixforge.yaml").write_text("sources:\n  - path: unused.jsonl\n")
     (tmp_path / "a_file.txt").write_text("a file, not a folder\n")
-    assert_user_error(cli("build", config, "--workspace", tmp_path / "a_file.txt"), "a_file.txt", "is a file", "--workspace")
+    r = cli("build", *config, "--workspace", "a_file.txt", cwd=tmp_path)
+    assert_user_error(r, "a_file.txt", "is a file", "--workspace")
 
 
 # ---------------------------------------------------------------- mixture files (proxy train, errors before training)
@@ -92,6 +96,7 @@ MIXTURES = [  # fixture, fragments of the message (file name is checked for ever
     ("string_weight.yaml", ["'bible'", "'0.5'", "not a number"]),
     ("bool_weight.yaml", ["'bible'", "True", "not a number"]),
     ("empty.yaml", ["no weights"]),
+    ("non_utf8.yaml", ["cannot read the mixture", "0xe9"]),
 ]
 
 
