@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from mixforge.config import read_utf8
 from mixforge.errors import MixforgeError
 from mixforge.workspace import read_json
 
@@ -47,8 +48,8 @@ def read_mixture(path: str | Path, components: list[str] | None = None) -> tuple
     if not path.exists():
         raise MixforgeError(f"mixture {path} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        data = yaml.safe_load(read_utf8(path))
+    except (OSError, yaml.YAMLError) as e:
         raise MixforgeError(f"{path}: cannot read the mixture: {e}") from None
     provenance = {}
     if isinstance(data, dict) and "weights" in data and "strategy" in data:  # a search proposal

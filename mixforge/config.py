@@ -418,7 +418,7 @@ def load_config(path: str | Path, workspace: str | None = None) -> MixforgeConfi
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = _read_utf8(path)
+    text = read_utf8(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -443,7 +443,8 @@ def load_config(path: str | Path, workspace: str | None = None) -> MixforgeConfi
     return cfg
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """A text file's content; a byte that is not UTF-8 is a ConfigError naming its offset, line and column."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")

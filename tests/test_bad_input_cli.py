@@ -96,7 +96,7 @@ MIXTURES = [  # fixture, fragments of the message (file name is checked for ever
     ("string_weight.yaml", ["'bible'", "'0.5'", "not a number"]),
     ("bool_weight.yaml", ["'bible'", "True", "not a number"]),
     ("empty.yaml", ["no weights"]),
-    ("non_utf8.yaml", ["cannot read the mixture", "0xe9"]),
+    ("non_utf8.yaml", ["not UTF-8", "byte 0xe9 at byte offset 14 (line 2, column 4)"]),
 ]
 
 
