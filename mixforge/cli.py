@@ -391,7 +391,7 @@ def export(
     from mixforge.pipelines.export import run_export
 
     cfg = load_config(config)
-    weights, provenance = read_mixture(mixture, _built_components(cfg))
+    weights, provenance = read_mixture(mixture)  # components checked by the export (its documents, held-out ones too)
     m = run_export(cfg, weights, out, fmt or cfg.export.format, tokens=tokens or cfg.export.tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite,
                    max_epochs=max_epochs, provenance=provenance)
     table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")
