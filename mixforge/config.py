@@ -309,6 +309,7 @@ class ProxyConfig(Section):
         default_factory=list, description="Extra multiple-choice tasks: JSONL lines {context, choices, gold}."
     )
     task_items: int = Field(200, ge=1, description="Items per task evaluated (the built-in next-line task has 200).")
+    eval_max_tokens: int = Field(0, ge=0, description="Tokens scored per held-out text (0: every token; a cap scores a seeded sample of windows spread over the whole text).")
     eval_texts: list[str] = Field(
         default_factory=list,
         description="Extra held-out texts (.jsonl lines {text}, or a plain text file): loss_<name> and bpb_<name> per run.",
