@@ -70,7 +70,8 @@ def init(
     label_field: Optional[str] = typer.Option(None, help="Take each record's label from this field (default: file name)."),
     force: bool = typer.Option(False, help="Overwrite an existing config file."),
 ) -> None:
-    """Write a commented default config that reads the given sources."""
+    """Write a commented default config that reads the given sources, with each source's kind
+    guessed from a seeded sample of its records (the evidence is written beside it)."""
     from mixforge.config_template import default_config, render_config
     from mixforge.workspace import atomic_write_text
 
@@ -83,8 +84,15 @@ def init(
     if missing:
         raise MixforgeError(f"--source not found: {', '.join(missing)}")
     cfg = default_config([str(Path(s).resolve()) for s in source], workspace, label_field, base)
-    atomic_write_text(out, render_config(cfg))
-    console.print(f"wrote {out} ({len(source)} source(s)); next: mixforge build {out}")
+    from mixforge.pipelines.filter_preview import suggest_source_settings
+
+    cfg._base_dir = base  # the guesses read the sources as the build will
+    notes = suggest_source_settings(cfg)  # each source's kind (and filter overrides) from a sample
+    atomic_write_text(out, render_config(cfg, notes))
+    for i, s in enumerate(cfg.sources):
+        relaxed = f"; filters: {notes[i]['filters']}" if "filters" in notes[i] else ""
+        console.print(f"sources[{i}] {s.path}: kind {s.kind} ({notes[i]['kind']}){relaxed}", highlight=False)
+    console.print(f"wrote {out} ({len(source)} source(s)); check the guessed kinds, then: mixforge filter-preview {out}; mixforge build {out}")
 
 
 @app.command()
@@ -144,6 +152,39 @@ def status(
     out.print(_ledger_table(states, ledger))
     if ledger:
         out.print(_reasons_table(ledger))
+
+
+@app.command("filter-preview")
+def filter_preview(
+    config: Path = typer.Argument(..., help="Config file."),
+    sample: int = typer.Option(200, "--sample", min=1, help="Records sampled per source (seeded by the config's seed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Show what each source's filters would remove, on a seeded sample of its records, with
+    examples per reason. Runs before any build and writes nothing."""
+    from mixforge.config import load_config
+    from mixforge.pipelines.filter_preview import filter_preview as preview
+    from mixforge.pipelines.filter_report import removal_warning
+    from mixforge.pipelines.ingest import plan_work
+
+    cfg = load_config(config)
+    plan_work(cfg)  # a missing source fails here, naming it
+    previews = preview(cfg, sample)
+    if as_json:
+        typer.echo(json.dumps(previews, indent=2))
+        return
+    out = Console()
+    for p in previews:
+        table = Table(title=f"sources[{p['index']}] {p['source']} (kind {p['kind']}): {p['kept']} of {p['sample']} sampled records kept")
+        for col in ("reason", "docs", "share", "examples"):
+            table.add_column(col, justify="right" if col in ("docs", "share") else "left", overflow="fold")
+        for r in p["reasons"]:
+            table.add_row(r["reason"], str(r["documents"]), f"{r['share']:.0%}", "\n".join(r["examples"]))
+        out.print(table)
+        line = removal_warning(cfg, p["source"], p["sample"], {r["reason"]: r["documents"] for r in p["reasons"]},
+                               what="on this sample, the filters would remove")
+        if line:
+            console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
 
 @app.command()
@@ -500,6 +541,10 @@ def _print_summary(cfg, results) -> None:
     out.print(_ledger_table(states, ledger))
     out.print(_reasons_table(ledger))
     out.print(_sources_table(Path(doc_results[0].docs_dir), Path(doc_results[-1].docs_dir)))
+    from mixforge.pipelines.filter_report import filter_warnings
+
+    for line in filter_warnings(cfg):  # a source the filters mostly removed: say why and what to change
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
     if any(r.stage == "components" for r in results):
         out.print(_components_table(load_components(ws)))
         out.print(f"cluster report: {ws.stage_dir('components') / 'extra' / 'report.md'}")

@@ -155,6 +155,9 @@ class FiltersConfig(Section):
     fineweb_quality: FineWebQualityConfig = Field(
         default_factory=FineWebQualityConfig, description="FineWeb rules."
     )
+    warn_removed_share: float = Field(
+        0.5, ge=0, le=1, description="`build` warns about a source when filtering removes more than this share of it."
+    )
 
 
 # Filters that judge natural-language prose. A source of another kind skips them unless its own

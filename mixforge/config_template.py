@@ -16,15 +16,16 @@ HEADER = """\
 """
 
 
-def render_config(cfg: MixforgeConfig) -> str:
-    return HEADER + "\n".join(_render_model(cfg, indent=0)) + "\n"
+def render_config(cfg: MixforgeConfig, source_notes: dict[int, dict[str, str]] | None = None) -> str:
+    """`source_notes`: {source index: {key: comment}}, written after that key (init's evidence)."""
+    return HEADER + "\n".join(_render_model(cfg, indent=0, notes=source_notes or {})) + "\n"
 
 
 def _scalar(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
 
 
-def _render_model(model: BaseModel, indent: int, comments: bool = True) -> list[str]:
+def _render_model(model: BaseModel, indent: int, comments: bool = True, notes: dict | None = None) -> list[str]:
     pad = " " * indent
     lines: list[str] = []
     for name, field in type(model).model_fields.items():
@@ -38,6 +39,8 @@ def _render_model(model: BaseModel, indent: int, comments: bool = True) -> list[
             lines.append(f"{pad}{name}:")
             for i, source in enumerate(value):
                 body = _render_model(source, indent + 4, comments=comments and i == 0)
+                for key, note in (notes or {}).get(i, {}).items():
+                    body = [f"{line}  # {note}" if line.lstrip().startswith(f"{key}:") else line for line in body]
                 first = next(k for k, line in enumerate(body) if not line.lstrip().startswith("#"))
                 body[first] = f"{pad}  - " + body[first].lstrip()
                 lines += body

@@ -181,7 +181,9 @@ def filters_by_source(cfg: MixforgeConfig) -> dict[str, FiltersConfig]:
 
 
 def filter_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
-    return section_hash(upstream_fingerprint, {k: v.model_dump() for k, v in filters_by_source(cfg).items()})
+    # the warning threshold changes no document: changing it must not refilter
+    settings = {k: v.model_dump(exclude={"warn_removed_share"}) for k, v in filters_by_source(cfg).items()}
+    return section_hash(upstream_fingerprint, settings)
 
 
 def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
