@@ -133,8 +133,9 @@ def status(
     config: Path = typer.Argument(..., help="Config file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """Show each stage (done / stale / missing) and the ledger."""
+    """Show each stage (done / stale / missing), the ledger, and sources filtering mostly removed."""
     from mixforge.config import load_config
+    from mixforge.pipelines.filter_report import filter_warnings
     from mixforge.pipelines.build import stage_states
     from mixforge.workspace import Workspace, read_json
 
@@ -145,6 +146,7 @@ def status(
     if as_json:
         payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s),
                    "summary": (ws.stage_record(s) or {}).get("counts") if s not in ledger else None} for s, st in states.items()}}
+        payload["filter_warnings"] = filter_warnings(cfg)
         typer.echo(json.dumps(payload, indent=2))
         return
     out = Console()
@@ -152,6 +154,8 @@ def status(
     out.print(_ledger_table(states, ledger))
     if ledger:
         out.print(_reasons_table(ledger))
+    for line in filter_warnings(cfg):
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
 
 @app.command("filter-preview")

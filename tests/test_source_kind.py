@@ -59,6 +59,8 @@ def test_build_warns_when_filtering_removes_most_of_a_source(tmp_path):
     assert "source 'code' (sources[1], kind prose)" in line and "of 16 documents" in line
     assert "gopher_quality/gopher_below_alpha_threshold" in line
     assert "`sources[1].kind: code`" in line and "`sources[1].filters.gopher_quality.max_non_alpha_words_ratio`" in line
+    status = subprocess.run(mixforge_cmd() + ["status", str(config), "--json"], capture_output=True, text=True, timeout=120)
+    assert json.loads(status.stdout)["filter_warnings"] == [line.removeprefix("warning: ")]
 
     # the threshold changes no document: raising it silences the warning, and the filter stage stays done
     data = yaml.safe_load(config.read_text())
