@@ -87,11 +87,13 @@ def init(
     from mixforge.pipelines.filter_preview import suggest_source_settings
 
     cfg._base_dir = base  # the guesses read the sources as the build will
-    notes = suggest_source_settings(cfg)  # each source's kind (and filter overrides) from a sample
+
+    def done(i: int, note: dict) -> None:
+        relaxed = f"; filters: {note['filters']}" if "filters" in note else ""
+        console.print(f"sources[{i}] {cfg.sources[i].path}: kind {cfg.sources[i].kind} ({note['kind']}){relaxed}", highlight=False)
+
+    notes = suggest_source_settings(cfg, done=done)  # each source's kind (and filter overrides) from a sample
     atomic_write_text(out, render_config(cfg, notes))
-    for i, s in enumerate(cfg.sources):
-        relaxed = f"; filters: {notes[i]['filters']}" if "filters" in notes[i] else ""
-        console.print(f"sources[{i}] {s.path}: kind {s.kind} ({notes[i]['kind']}){relaxed}", highlight=False)
     console.print(f"wrote {out} ({len(source)} source(s)); check the guessed kinds, then: mixforge filter-preview {out}; mixforge build {out}")
 
 
@@ -167,18 +169,17 @@ def filter_preview(
     """Show what each source's filters would remove, on a seeded sample of its records, with
     examples per reason. Runs before any build and writes nothing."""
     from mixforge.config import load_config
-    from mixforge.pipelines.filter_preview import filter_preview as preview
+    from mixforge.pipelines.filter_preview import preview_source
     from mixforge.pipelines.filter_report import removal_warning
     from mixforge.pipelines.ingest import plan_work
 
     cfg = load_config(config)
     plan_work(cfg)  # a missing source fails here, naming it
-    previews = preview(cfg, sample)
     if as_json:
-        typer.echo(json.dumps(previews, indent=2))
+        typer.echo(json.dumps([preview_source(cfg, i, sample) for i in range(len(cfg.sources))], indent=2))
         return
     out = Console()
-    for p in previews:
+    for p in (preview_source(cfg, i, sample) for i in range(len(cfg.sources))):  # each source as it is done
         table = Table(title=f"sources[{p['index']}] {p['source']} (kind {p['kind']}): {p['kept']} of {p['sample']} sampled records kept")
         for col in ("reason", "docs", "share", "examples"):
             table.add_column(col, justify="right" if col in ("docs", "share") else "left", overflow="fold")

@@ -93,14 +93,14 @@ def relax_filters(cfg: MixforgeConfig, index: int, docs: list[Document], languag
     if not notes:
         return overrides, ""
     return overrides, (f"set by init: the {source.kind} filters would remove {first:.0%} of a {len(docs)}-record sample; "
-                       f"turned off what removed most: {', '.join(notes)}")
+                       f"relaxed what removed most: {', '.join(notes)}")
 
 
-def suggest_source_settings(cfg: MixforgeConfig, n: int = SAMPLE) -> dict[int, dict[str, str]]:
+def suggest_source_settings(cfg: MixforgeConfig, n: int = SAMPLE, done=None) -> dict[int, dict[str, str]]:
     """What `mixforge init` writes per source: sets each source's `kind` to its guess and, where
     the guessed kind's filters would still remove more than filters.warn_removed_share of the
     sample, per-source `filters:` overrides (see `relax_filters`). Returns {index: {key: comment}}
-    with the evidence, for the config's comments."""
+    with the evidence, for the config's comments; `done(index, notes)` is called per source."""
     from mixforge.pipelines.filters import OfflineFT176
     from mixforge.pipelines.source_kind import guess_kind, measure
 
@@ -115,4 +115,6 @@ def suggest_source_settings(cfg: MixforgeConfig, n: int = SAMPLE) -> dict[int, d
         if relaxed:
             source.filters = overrides
             notes[i]["filters"] = relaxed
+        if done:
+            done(i, notes[i])
     return notes

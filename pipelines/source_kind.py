@@ -200,7 +200,8 @@ def guess_kind(f: SourceFeatures, min_language_score: float = 0.65) -> KindGuess
     if f.language_score < min_language_score:
         skipped = "the language filter is skipped for code" if kind == "code" else "the language filter may remove much of it"
         language += f" (low confidence, under filters.language.min_score {min_language_score:g}: {skipped})"
-    return KindGuess(kind, f"guessed from {f.records} records: {why}; {language}", f)
+    records = f"{f.records} record" + ("s" if f.records != 1 else "")
+    return KindGuess(kind, f"guessed from {records}: {why}; {language}", f)
 
 
 def guess_source_kinds(cfg: MixforgeConfig, n: int = SAMPLE) -> list[KindGuess]:

@@ -46,6 +46,17 @@ def test_init_guesses_the_slice_kinds_and_the_build_keeps_half_of_each_source(tm
     assert filter_warnings(cfg) == []
 
 
+def test_init_keeps_a_source_in_another_language_in_its_own_language(tmp_path):
+    lang = SLICE.parent / "lang"
+    result = _init(tmp_path, [lang / "de_apropos.txt", lang / "fr_apropos.txt"])
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "mixforge.yaml").read_text()
+    assert "language de 0.99" in text and "language/other_language (100%)" in text
+    cfg = load_config(tmp_path / "mixforge.yaml")
+    assert [s.filters for s in cfg.sources] == [{"language": {"languages": ["de"]}}, {"language": {"languages": ["fr"]}}]
+    assert [cfg.source_filters(s).language.languages for s in cfg.sources] == [["de"], ["fr"]]
+
+
 def test_build_warns_when_filtering_removes_most_of_a_source(tmp_path):
     shutil.copy(SLICE / "code.jsonl", tmp_path / "code.jsonl")
     shutil.copy(SLICE / "bible.jsonl", tmp_path / "bible.jsonl")
