@@ -184,6 +184,6 @@ def test_regmix_proposal_beats_uniform_under_verify_cli(tmp_path):
     proposal, again = run_search(cfg, _loop(cfg), "regmix")
     assert again == folder and proposal.weights != read_json(folder / "verify.json")["results"]["proposal"]["weights"]
     report = (folder / "report.md").read_text()
-    assert "Not verified: this folder's verify.json measured an earlier proposal" in report and "| proposal |" not in report
+    assert "Not verified: this folder's verify.json measured an earlier proposal" in report and "measured mean" not in report
     assert not (folder / "verify.png").exists()
     assert read_mixture(folder)[1]["verified"] is None  # export ships no stale figures
