@@ -65,8 +65,7 @@ def relax_filters(cfg: MixforgeConfig, index: int, docs: list[Document], languag
     1 - filters.warn_removed_share of `docs` (its sample), found by turning off, one at a time,
     the rule that removes the most (length and malformed records are never relaxed), and a note
     naming each rule with the share of the sample it removed ("" when nothing was relaxed).
-    `language`: the source's own language
-    (an `other_language` removal then keeps that language instead of turning the filter off)."""
+    `language`: the source's own language, kept when `language/other_language` removes most."""
     from mixforge.pipelines.filter_report import reason_setting
 
     source = cfg.sources[index]
@@ -84,9 +83,8 @@ def relax_filters(cfg: MixforgeConfig, index: int, docs: list[Document], languag
         if setting is None:
             break  # the biggest loss is one no setting should undo
         name, key, value = setting
-        if key == "languages":
-            value = [language] if language else None
-            key, value = ("languages", value) if value else ("enabled", False)
+        if key == "languages":  # a source in another language keeps its own
+            key, value = ("languages", [language]) if language else ("enabled", False)
         overrides.setdefault(name, {})[key] = value
         notes.append(f"{reason} ({count / len(docs):.0%})")
         pending = [d for d, _ in removed]  # relaxing only loosens: kept documents stay kept

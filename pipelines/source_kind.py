@@ -5,6 +5,9 @@ which filters run: prose rules (Gopher, C4, FineWeb) remove most code and refere
 design. The features are the ones those filters judge by, measured on the sample:
 code-like lines, mean line length, lines ending in sentence punctuation, short lines,
 alphabetic words (Gopher's alpha rule), stop words, and lid.176's language and confidence.
+The guess uses code-like lines, code file names, indented or markup lines and alphabetic words;
+the others separate the demo's prose from its reference text less well (stop words: fortunes
+11%, reference texts 8-13%) and stay in `SourceFeatures` for reading.
 """
 
 from __future__ import annotations
