@@ -214,6 +214,8 @@ def phase(root: Path, rows_before: int) -> str:
     partial = sorted(p.name.removesuffix(".partial") for p in ws.glob("*.partial"))
     if partial:
         return "in " + ",".join(partial)
+    if (root / "export").exists():
+        return "export in place (no rerun)"
     if list(root.glob(".export.partial-*")):
         return "writing export"
     rows = len(list((ws / "runs" / "rows").glob("*.parquet"))) - rows_before
@@ -251,9 +253,7 @@ def trial(cmd: Command, start: Path, ref: dict, at: float, folder: Path, env: di
     if code:  # it failed on its own
         problems.append(f"exited {code} unkilled: {(folder / 'killed.log').read_text()[-1500:]}")
     t0 = time.perf_counter()
-    if cmd.done_when and (folder / cmd.done_when).exists():
-        where += ", complete"  # killed after the rename into place; after_kill verified it
-    else:
+    if not (cmd.done_when and (folder / cmd.done_when).exists()):  # in place: after_kill verified it
         try:
             cli(folder, cmd.argv, env)
         except (RuntimeError, subprocess.TimeoutExpired) as e:  # reported with the trial; the next trials still run

@@ -21,3 +21,42 @@ def test_killed_commands_rerun_to_identical_outputs(tmp_path):
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     trials = [line for line in run.stdout.splitlines() if " trial " in line]
     assert len(trials) == 4 * TRIALS and all(line.endswith(": ok") for line in trials), run.stdout
+
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fault_inject", ROOT / "scripts" / "fault_inject.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _workspace(root: Path, finished_at: str, wall_s: float, text: str, token: int) -> Path:
+    import json
+
+    import polars as pl
+
+    ws = root / "ws"
+    for d in ("tokens/extra/train", "runs/rows", "prune/docs", "prune/logs"):
+        (ws / d).mkdir(parents=True)
+    (ws / "tokens" / "_stage.json").write_text(json.dumps({"counts": {"docs": 2, "seconds": wall_s}, "finished_at": finished_at}))
+    (ws / "tokens" / "extra" / "train" / "c00.bin").write_bytes(bytes([1, 2, token]))
+    pl.DataFrame([{"run_id": "r1", "loss_mean": 3.5, "wall_s": wall_s, "created_at": finished_at}]).write_parquet(ws / "runs" / "rows" / "r1.parquet")
+    pl.DataFrame({"id": ["a", "b"], "text": ["one", text]}).write_parquet(ws / "prune" / "docs" / "00000.parquet")
+    (ws / "prune" / "logs" / "stats.json").write_text(json.dumps({"time": wall_s}))
+    return root
+
+
+def test_comparison_ignores_timings_and_catches_changed_bytes(tmp_path):
+    """The tool's verdict can fail: a changed token, a changed text, a left-over partial folder are
+    reported; timings (records, runs rows, datatrove logs) and the run's own folder are not."""
+    fi = _tool()
+    ref = fi.outputs(_workspace(tmp_path / "ref", "2026-12-01T10:00", 1.0, "two", 3))
+    assert fi.differences(fi.outputs(_workspace(tmp_path / "same", "2026-12-01T11:00", 9.0, "two", 3)), ref) == []
+    changed = _workspace(tmp_path / "changed", "2026-12-01T11:00", 9.0, "TWO", 4)
+    (changed / "ws" / "dedup.partial").mkdir()
+    got = fi.differences(fi.outputs(changed), ref) + fi.leftovers(changed)
+    assert got == ["differs ws/prune/docs/00000.parquet", "differs ws/tokens/extra/train/c00.bin",
+                   "differs kept documents (id, xxh3 of text) (2 vs 2 items)", "left behind ws/dedup.partial"], got
