@@ -64,9 +64,10 @@ CODE_LINE = re.compile(
            |var|let|const|pub|public|private|protected|static|struct|impl|interface|enum|typedef|using|namespace
            |try|except|finally|elif|else|defer|go|select|switch|case|async|await)\b
       | \#\s*(?:include|define|if|ifdef|ifndef|endif|pragma)\b
+      | //|/\*                                            # C-family comments
       | (?:if|for|while|with|catch)\b.*[:{(]\s*$
       | @[\w.]+                                          # decorator / annotation
-      | [\w.\[\]'"]+\s*(?:[-+*/%|&^]?=|:=)(?!=)\s*\S     # assignment
+      | [\w.\[\]'"]+(?:\s*,\s*[\w.]+)*\s*(?:[-+*/%|&^]?=|:=)(?!=)\s*\S   # assignment (a, b = ...)
       | [\w.]+\(.*\)\s*$                                  # a call on its own line
       | [)\]}]+[,;]?\s*$                                  # closing brackets
       | .*(?:[{;]|\)\s*:|=>|->)\s*$                       # ends like a statement or block opener
@@ -116,9 +117,10 @@ class SourceFeatures:
 
 
 def record_extension(doc: Document) -> str:
-    """The file extension a record's own id (or its input file) names, e.g. '.py' for
-    'code/usr/lib/python3.11/difflib.py#8'."""
-    name = str(doc.metadata.get("source_id") or doc.id.rsplit(":", 1)[0])
+    """The file extension a record's own id names, e.g. '.py' for
+    'code/usr/lib/python3.11/difflib.py#8' ('' without an id: the input file's name says how
+    records are stored, not what they are)."""
+    name = str(doc.metadata.get("source_id") or "")
     name = name.rsplit("/", 1)[-1].split("#", 1)[0].split("?", 1)[0]
     return ("." + name.rsplit(".", 1)[1].lower()) if "." in name.strip(".") else ""
 
@@ -183,12 +185,12 @@ class KindGuess:
 def guess_kind(f: SourceFeatures, min_language_score: float = 0.65) -> KindGuess:
     """The kind a sample's features point to, with the figures that decided it."""
     structured = min(f.markup_lines + f.indented_lines, 1.0)  # markup lines are rarely indented
-    types = f" file types {', '.join(f.top_extensions)}," if f.top_extensions else ""
     if f.records == 0:
         return KindGuess("prose", "no readable records to guess from; prose is the default", f)
     if f.code_extensions >= CODE_EXTENSIONS_MIN or f.code_lines >= CODE_LINES_MIN:
         kind = "code"
-        why = f"{f.code_lines:.0%} code-like lines,{types} {f.code_extensions:.0%} of records named as code files"
+        named = f", {f.code_extensions:.0%} of records named as code files" if f.code_extensions else ""
+        why = f"{f.code_lines:.0%} code-like lines" + (f", file types {', '.join(f.top_extensions)}" if f.top_extensions else "") + named
     elif structured >= STRUCTURED_LINES_MIN or f.alpha_words < PROSE_ALPHA_WORDS_MIN:
         kind = "reference"
         signs = [f"{structured:.0%} indented or markup lines (>= {STRUCTURED_LINES_MIN:.0%})"] if structured >= STRUCTURED_LINES_MIN else []

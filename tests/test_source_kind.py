@@ -15,7 +15,7 @@ from mixforge.config import load_config
 from mixforge.ledger import docs_per_source
 from mixforge.pipelines.build import build, stage_states
 from mixforge.pipelines.filter_report import filter_warnings, reason_setting
-from mixforge.pipelines.source_kind import guess_kind, measure, record_extension
+from mixforge.pipelines.source_kind import guess_kind, guess_source_kinds, measure, record_extension
 from datatrove.data import Document
 
 
@@ -44,6 +44,27 @@ def test_init_guesses_the_slice_kinds_and_the_build_keeps_half_of_each_source(tm
     kept = {label: after.get(label, 0) / n for label, n in before.items()}
     assert set(kept) == set(SLICE_KINDS) and min(kept.values()) >= 0.5, kept
     assert filter_warnings(cfg) == []
+
+
+def test_guesses_match_the_demo_configs_kinds_on_the_whole_demo_corpus(tmp_path):
+    from mixforge.demo import write_demo_config
+
+    cfg = load_config(write_demo_config(tmp_path))
+    demo_kinds = [s.kind for s in cfg.sources]
+    for s in cfg.sources:
+        s.kind = "prose"  # the guess must not read the kind it is guessing
+    assert [g.kind for g in guess_source_kinds(cfg)] == demo_kinds
+
+
+def test_init_tells_go_source_by_its_lines_alone(tmp_path):
+    # the case: Go source marked prose kept 5 of 1,500 documents
+    result = _init(tmp_path, [SLICE.parent / "go" / "go.jsonl"])
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "mixforge.yaml").read_text()
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("kind:"))
+    assert line.strip().startswith("kind: code  # guessed from 4 records: ") and "code-like lines; language en" in line
+    assert "(low confidence, under filters.language.min_score 0.65: the language filter is skipped for code)" in line
+    assert load_config(tmp_path / "mixforge.yaml").sources[0].filters == {}
 
 
 def test_init_keeps_a_source_in_another_language_in_its_own_language(tmp_path):
