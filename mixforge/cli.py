@@ -548,8 +548,8 @@ def _print_summary(cfg, results) -> None:
     out.print(_sources_table(Path(doc_results[0].docs_dir), Path(doc_results[-1].docs_dir)))
     from mixforge.pipelines.filter_report import filter_warnings
 
-    for line in filter_warnings(cfg):  # a source the filters mostly removed: say why and what to change
-        console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
+    for line in filter_warnings(cfg) if any(r.stage == "filter" for r in results) else []:
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False)  # a source filtering mostly removed
     if any(r.stage == "components" for r in results):
         out.print(_components_table(load_components(ws)))
         out.print(f"cluster report: {ws.stage_dir('components') / 'extra' / 'report.md'}")
