@@ -139,12 +139,12 @@ def status(
     from mixforge.config import load_config
     from mixforge.pipelines.filter_report import filter_warnings
     from mixforge.pipelines.build import stage_states
-    from mixforge.workspace import Workspace, read_json
+    from mixforge.workspace import Workspace
 
     cfg = load_config(config)
     states = stage_states(cfg)
     ws = Workspace(cfg.workspace_dir)
-    ledger = read_json(ws.ledger_path) or {}
+    ledger = ws.ledger()
     if as_json:
         payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s),
                    "summary": (ws.stage_record(s) or {}).get("counts") if s not in ledger else None} for s, st in states.items()}}
