@@ -136,6 +136,7 @@ class ChildTracker:
 
     def close(self, keep_prefect: bool = False) -> None:
         self._stop.set()
+        # before exit, Prefect's server stays: Prefect logs to it until then and stops it itself
         keep = SELF_ENDING + ((b"prefect.server",) if keep_prefect else ())
         me = os.getpid()
         stop([i for i in descendants(me) if not (_runs(i[0], keep) and (_stat(i[0]) or (0,))[0] == me)])
@@ -150,8 +151,7 @@ SELF_ENDING = (b"multiprocess.resource_tracker", b"multiprocessing.resource_trac
 
 
 def _runs(pid: int, needles: tuple[bytes, ...]) -> bool:
-    """Whether the command line of `pid` contains one of `needles`. Prefect stops its temporary
-    server at exit itself (and logs to it until then)."""
+    """Whether the command line of `pid` contains one of `needles`."""
     try:
         cmdline = (PROC / str(pid) / "cmdline").read_bytes()
     except OSError:
