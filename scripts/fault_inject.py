@@ -69,14 +69,14 @@ def environment(workdir: Path, threads: int) -> dict[str, str]:
     }
 
 
-def write_config(folder: Path, data: Path) -> None:
+def write_config(folder: Path, data: Path, proxy_tokens: int = 2000) -> None:
     """Sources by absolute path (ingest's fingerprint names the files), so that a copied workspace
     is up to date in its new folder; the workspace is relative to the config."""
     cfg = {
         "workspace": "ws", "workers": 2,
         "sources": [{"path": str(data / f"{label}.jsonl"), "label": label, "kind": kind} for label, kind in KINDS.items()],
         "cluster": {"n_components": 4},
-        "proxy": {"tokens": 2000, "seq_len": 32, "batch_size": 8, "preset": "tiny", "vocab_size": 512,
+        "proxy": {"tokens": proxy_tokens, "seq_len": 32, "batch_size": 8, "preset": "tiny", "vocab_size": 512,
                   "warmup_steps": 2, "lr": 3e-3, "task_items": 10},
         "search": {"runs": 4, "candidates": 1000, "verify_seeds": 1, "target": "bpb_mean"},
     }
@@ -263,14 +263,14 @@ def trial(cmd: Command, start: Path, ref: dict, at: float, folder: Path, env: di
     return {"command": cmd.name, "at": at, "killed": killed, "phase": where, "rerun_s": rerun, "problems": problems}
 
 
-def prepare(workdir: Path, names: list[str], cmds: dict[str, Command], env: dict) -> tuple[dict, dict, dict]:
+def prepare(workdir: Path, names: list[str], cmds: dict[str, Command], env: dict, proxy_tokens: int) -> tuple[dict, dict, dict]:
     """The starting states, and each command's reference outputs and duration."""
     data = workdir / "data"
     if not data.exists():
         shutil.copytree(SLICE, data)
     starts = {"empty": workdir / "start" / "empty"}
     shutil.rmtree(starts["empty"], ignore_errors=True)
-    write_config(starts["empty"], data)
+    write_config(starts["empty"], data, proxy_tokens)
     refs, durations = {}, {}
     built = copy_state(starts["empty"], workdir / "ref" / "build")
     durations["build"] = cli(built, cmds["build"].argv, env)
@@ -295,6 +295,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     ap.add_argument("--workdir", type=Path, required=True, help="scratch folder (reused: the slice copy, Prefect's home)")
     ap.add_argument("--sweep-runs", type=int, default=4, help="proxies in the sweep")
+    ap.add_argument("--proxy-tokens", type=int, default=2000, help="training tokens per proxy (more: kills land in training more often)")
     ap.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per process")
     ap.add_argument("--keep", action="store_true", help="keep each trial's folder (default: delete it once it passed)")
     args = ap.parse_args()
@@ -304,7 +305,7 @@ def main() -> int:
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     env, cmds = environment(workdir, args.threads), commands(args.sweep_runs)
-    starts, refs, durations = prepare(workdir, names, cmds, env)
+    starts, refs, durations = prepare(workdir, names, cmds, env, args.proxy_tokens)
     results = []
     for name in names:
         t0 = time.perf_counter()
