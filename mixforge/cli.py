@@ -275,7 +275,20 @@ def proxy_sweep(
     load_config(config)
     from mixforge.flows.proxy import sweep_flow
 
-    _print_runs(sweep_flow(str(config), runs, seed))
+    with _proxy_children(config, "sweep"):
+        rows = sweep_flow(str(config), runs, seed)
+    _print_runs(rows)
+
+
+def _proxy_children(config: Path, what: str):
+    """Records this command's child processes (Prefect's server, proxy workers) under
+    <workspace>/.runs/ for as long as it runs, after stopping what killed runs left there."""
+    from mixforge.config import load_config
+    from mixforge.processes import ChildTracker, reap_dead_runs
+
+    folder = load_config(config).workspace_dir / ".runs"
+    reap_dead_runs(folder, console.print)
+    return ChildTracker(folder / f"{what}-{os.getpid()}.json")
 
 
 def _print_runs(rows: list[dict]) -> None:
@@ -323,7 +336,8 @@ def search_run(
     load_config(config)  # a bad config fails here, before Prefect starts
     from mixforge.flows.search import search_flow
 
-    out = search_flow(str(config), strategy, _parse_target(target), runs)
+    with _proxy_children(config, "search"):
+        out = search_flow(str(config), strategy, _parse_target(target), runs)
     _print_proposal(out["proposal"], None)
     Console().print(f"report: {Path(out['folder']) / 'report.md'}\nnext: mixforge search verify {config}")
 
@@ -344,7 +358,8 @@ def search_verify(
 
     cfg = load_config(config)
     folder = folder or latest_folder(cfg)
-    result = verify_flow(str(config), str(folder), seeds)
+    with _proxy_children(config, "verify"):
+        result = verify_flow(str(config), str(folder), seeds)
     _print_proposal(read_json(folder / "proposal.json"), result)
     Console().print(f"report: {folder / 'report.md'}")
 

@@ -101,6 +101,16 @@ def reap_leftovers(record: Path, what: str, say: Callable[[str], None]) -> None:
     record.unlink(missing_ok=True)
 
 
+def reap_dead_runs(folder: Path, say: Callable[[str], None]) -> None:
+    """The same for commands that may run side by side on one workspace (proxy sweeps, searches,
+    verifies: each run writes its own rows), each recorded in `folder/<command>-<pid>.json`:
+    the leftovers of every recorded run whose main process is gone are stopped."""
+    for record in sorted(folder.glob("*-*.json")) if folder.is_dir() else []:
+        data = read_json(record) or {}
+        if not alive(tuple(data.get("main") or (0, 0))):
+            reap_leftovers(record, record.stem.rsplit("-", 1)[0], say)
+
+
 class ChildTracker:
     """While active, keeps `record` listing this process and its live descendants (polled every
     `every` s: a child started and killed within one poll is missed). At interpreter exit

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mixforge_cmd
+from conftest import mixforge_cmd, workspace_with_tokens
 from mixforge.processes import alive
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
@@ -101,6 +101,32 @@ def test_rerun_after_sigkill_stops_the_leftovers(slice_config, group_reaper):
     assert "leftover process(es) of an interrupted `mixforge build`" in rerun.stderr
     assert not [o for o in orphans if alive(o)]
     assert (ws / "filter" / "_stage.json").exists() and not (ws / ".build.pid").exists()
+
+
+@pytest.mark.timeout(240)
+def test_a_sweep_after_a_killed_sweep_stops_its_leftovers(tmp_path, group_reaper):
+    """Sweeps may run side by side (one record each); a dead one's Prefect server is stopped."""
+    config = workspace_with_tokens(tmp_path)
+    proc = subprocess.Popen(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "200"], cwd=tmp_path,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    group_reaper(proc.pid)
+    record = tmp_path / "ws" / ".runs" / f"sweep-{proc.pid}.json"
+
+    def recorded():
+        assert proc.poll() is None, f"the sweep ended early: {proc.stderr.read()[-2000:]}"
+        children = {tuple(c) for c in json.loads(record.read_text())["children"]} if record.exists() else set()
+        return children and _group(proc.pid) - {tuple(json.loads(record.read_text())["main"])} <= children
+
+    _wait(recorded, 150, "the sweep's children in its record")
+    proc.kill()
+    proc.wait()
+    orphans = _group(proc.pid)
+    assert orphans, "nothing outlived the sweep: the test would prove nothing"
+    rerun = subprocess.run(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "1"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "leftover process(es) of an interrupted `mixforge sweep`" in rerun.stderr
+    assert not [o for o in orphans if alive(o)] and not list(record.parent.iterdir())
 
 
 def test_a_live_build_on_the_workspace_is_not_reaped(slice_config, tmp_path):
