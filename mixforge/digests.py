@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def file_digest(path: Path) -> str:
-    """xxh3-128 of a file's bytes, read in blocks (fast enough to hash token shards on every build)."""
+def file_digest(path: Path, algorithm: str = "xxh3_128") -> str:
+    """Hex digest of a file's bytes, read in blocks: xxh3-128 (fast enough to hash token shards on
+    every build) or any hashlib algorithm (sha256 for manifests that others check)."""
+    import hashlib
+
     import xxhash
 
-    h = xxhash.xxh3_128()
+    h = xxhash.xxh3_128() if algorithm == "xxh3_128" else hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)

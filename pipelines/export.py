@@ -26,6 +26,7 @@ import numpy as np
 import mixforge
 from mixforge import __version__
 from mixforge.config import MixforgeConfig, section_hash
+from mixforge.digests import file_digest
 from mixforge.errors import InputError, MixforgeError
 from mixforge.pipelines.export_card import write_card
 from mixforge.pipelines.export_folder import export_lock, partial_dir, put_in_place, recover
@@ -228,7 +229,7 @@ def _check_file(folder: Path, entry: dict, problems: list[str]) -> Path | None:
     else:
         if path.stat().st_size != entry["bytes"]:
             problems.append(f"{entry['path']}: {path.stat().st_size} bytes, the manifest says {entry['bytes']} (truncated or changed)")
-        elif _sha256(path) != entry["sha256"]:
+        elif file_digest(path, "sha256") != entry["sha256"]:
             problems.append(f"{entry['path']}: sha256 differs from the manifest's (the file changed)")
         return path
     return None
@@ -247,15 +248,7 @@ def _write_indexes(root: Path, fmt: str, shards: list[dict], dtype: np.dtype) ->
 
 
 def _file_entry(path: Path, root: Path) -> dict:
-    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": _sha256(path)}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": file_digest(path, "sha256")}
 
 
 def trainer_fragments(m: dict) -> dict:
