@@ -128,7 +128,7 @@ def test_deterministic_init_and_training():
     assert losses_a[-1] < losses_a[0]  # SGD on a fixed batch goes down
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # seconds when idle; a loaded 2-core machine took past 60
 def test_tiny_learns_bible_bytes():
     text = "\n".join(
         json.loads(line)["text"] for line in (SLICE / "bible.jsonl").read_text().splitlines() if line
