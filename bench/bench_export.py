@@ -75,7 +75,7 @@ def bench_mds(cfg, ws, natural: dict, tokenizer: str, repeat: int) -> None:
     """Our MDS export against MosaicML's MDSWriter fed by a user's read + tokenize loop, which runs
     in the readers' environment and times itself (the two sides run one after the other)."""
     from mixforge.pipelines.export import run_export
-    from mixforge.proxy_training.tokenize import eos_id, load_tokenizer
+    from mixforge.pipelines.tokenize import eos_id, load_tokenizer
 
     python = ROOT / ".venv-readers" / "bin" / "python"
     if not python.exists():

@@ -16,7 +16,7 @@ from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixers.mixture_file import current_verify, latest_search, proposal_digest
 from mixforge.mixers.objective import Objective
 from mixforge.mixers.report import write_report
-from mixforge.mixers.runs import RunsTable
+from mixforge.proxy_training.runs import RunsTable
 from mixforge.mixers.strategies import STRATEGIES, Proposal, SearchContext, TrainFn, fit
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 

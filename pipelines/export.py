@@ -48,7 +48,7 @@ def load_documents(ws: Workspace, reuse_tokens: bool = True, keep_text: bool = T
     import polars as pl
 
     from mixforge.pipelines.tokens import text_hash
-    from mixforge.proxy_training.tokenize import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
+    from mixforge.pipelines.tokenize import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
 
     extra = ws.stage_dir("tokens") / "extra"
     tok_path = extra / "tokenizer.json"
@@ -81,7 +81,7 @@ def load_documents(ws: Workspace, reuse_tokens: bool = True, keep_text: bool = T
 
 def plan(docs: list[tuple], weights: dict[str, float], budget: int | None, seed: int, max_epochs: float) -> tuple[dict, dict]:
     """Which documents each component contributes: ({component: [doc index, ...]}, per-component stats)."""
-    from mixforge.proxy_training.data import check_weights
+    from mixforge.mixture import check_weights
 
     by_comp: dict[str, list[int]] = {}
     for n, d in enumerate(docs):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.digests import shard_digests
-from mixforge.proxy_training.tokenize import (
+from mixforge.pipelines.tokenize import (
     load_tokenizer,
     tokenize_components,
     tokenizer_identity,
@@ -28,7 +28,7 @@ from mixforge.proxy_training.tokenize import (
 )
 from mixforge.errors import ConfigError
 from mixforge.pipelines.quality import read_reference
-from mixforge.proxy_training.tasks import next_line_task
+from mixforge.pipelines.tasks import next_line_task
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_parquet, atomic_write_text
 

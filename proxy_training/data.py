@@ -10,7 +10,6 @@ stream is used up; repetition is allowed up to `max_epochs` (RegMix caps it at 1
 from __future__ import annotations
 
 import math
-import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mixforge.errors import InputError, MixforgeError
+from mixforge.mixture import check_weights  # noqa: F401  (the sampler's callers import it from here)
 from mixforge.workspace import read_json
 
 
@@ -45,31 +45,6 @@ def load_shards(folder: str | Path) -> dict[str, np.memmap]:
     if len(hashes) > 1:
         raise InputError(f"the shards in {folder} come from {len(hashes)} different tokenizers: tokenize again")
     return shards
-
-
-def check_weights(weights: dict[str, float], known: list[str]) -> dict[str, float]:
-    """Weights for every known component (missing ones are 0), summing to 1."""
-    unknown = sorted(set(weights) - set(known))
-    if unknown:
-        raise MixforgeError(f"unknown component(s) {', '.join(unknown)} in the weights; known: {', '.join(sorted(known))}")
-    clean = {}
-    for comp in known:
-        w = weights.get(comp, 0.0)
-        try:
-            w = float(w)
-        except (TypeError, ValueError):
-            raise MixforgeError(f"weight of component {comp!r} is {w!r}, not a number") from None
-        if math.isnan(w) or math.isinf(w):
-            raise MixforgeError(f"weight of component {comp!r} is {w}: weights must be finite numbers")
-        if w < 0:
-            raise MixforgeError(f"weight of component {comp!r} is {w}: weights cannot be negative")
-        clean[comp] = w
-    total = sum(clean.values())
-    if total <= 0:
-        raise MixforgeError("the weights sum to 0: at least one component needs a positive weight")
-    if abs(total - 1.0) > 1e-4:  # rounding noise (weights written to 6 decimals) is normalised silently
-        warnings.warn(f"mixture weights sum to {total:.6g}, not 1: normalised", stacklevel=3)
-    return {c: w / total for c, w in clean.items()}
 
 
 def apportion(weights: np.ndarray, n: int) -> np.ndarray:

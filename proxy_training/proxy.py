@@ -14,12 +14,12 @@ from mixforge import __version__
 from mixforge.config import MixforgeConfig
 from mixforge.digests import file_digest, shard_digests
 from mixforge.errors import MixforgeError
-from mixforge.mixers.runs import RunsTable
+from mixforge.proxy_training.runs import RunsTable
 from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
 from mixforge.proxy_training.model import preset
-from mixforge.proxy_training.tasks import load_task
-from mixforge.proxy_training.tokenize import load_tokenizer
+from mixforge.pipelines.tasks import load_task
+from mixforge.pipelines.tokenize import load_tokenizer
 from mixforge.proxy_training.train import TrainConfig, train
 from mixforge.proxy_training.train import checkpoints as saved_checkpoints
 from mixforge.workspace import Workspace, read_json

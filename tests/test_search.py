@@ -14,7 +14,7 @@ from conftest import FIXTURES, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import ConfigError, InputError
 from mixforge.mixers.mixture_file import read_mixture
-from mixforge.mixers.runs import RunsTable
+from mixforge.proxy_training.runs import RunsTable
 from mixforge.mixers.predictors import PREDICTORS, fit_report, make_predictor
 from mixforge.mixers.runs_data import load_runs
 from mixforge.mixers.search import fit_table, run_search, verify

@@ -13,13 +13,13 @@ import torch
 from conftest import LABELS, SLICE, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import LedgerError
-from mixforge.mixers.runs import RunsTable
+from mixforge.proxy_training.runs import RunsTable
 from mixforge.pipelines.build import build
 from mixforge.pipelines.tokens import is_heldout
 from mixforge.proxy_training.evaluate import heldout_loss
 from mixforge.proxy_training.model import GPT, preset
 from mixforge.proxy_training.proxy import data_fingerprint, run_proxy
-from mixforge.proxy_training.tokenize import tokenize_components, workspace_frames
+from mixforge.pipelines.tokenize import tokenize_components, workspace_frames
 from mixforge.workspace import Workspace, read_json
 
 
