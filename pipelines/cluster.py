@@ -15,6 +15,7 @@ import polars as pl
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
+from mixforge.pipelines.samples import choose_positions, gather
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_npy, atomic_write_parquet
 
@@ -31,7 +32,8 @@ def vector_shards(ws: Workspace) -> list[Path]:
     return sorted((ws.stage_dir("embed") / "extra" / "vectors").glob("*.parquet"))
 
 
-def _load(meta_file: Path) -> tuple[pl.DataFrame, np.ndarray]:
+def load_vector_shard(meta_file: Path) -> tuple[pl.DataFrame, np.ndarray]:
+    """(id, tokens, valid) and the float32 vectors of one embed shard."""
     return pl.read_parquet(meta_file), np.load(meta_file.with_suffix(".npy")).astype(np.float32)
 
 
@@ -42,16 +44,13 @@ def valid_counts(shards: list[Path]) -> list[int]:
 
 def training_sample(shards: list[Path], counts: list[int], size: int, seed: int) -> np.ndarray:
     """A seeded uniform sample of valid vectors (`counts` per shard), gathered shard by shard."""
-    total = sum(counts)
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(total, size=min(size, total), replace=False))
-    parts, offset = [], 0
-    for f, n in zip(shards, counts):
-        meta, vecs = _load(f)
-        local = chosen[(chosen >= offset) & (chosen < offset + n)] - offset
-        parts.append(vecs[meta["valid"].to_numpy()][local])
-        offset += n
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+    chosen = np.sort(choose_positions(sum(counts), size, seed))
+    return gather(chosen, counts, lambda i: valid_vectors(shards[i]))
+
+
+def valid_vectors(meta_file: Path) -> np.ndarray:
+    meta, vecs = load_vector_shard(meta_file)
+    return vecs[meta["valid"].to_numpy()]
 
 
 def train_kmeans(sample: np.ndarray, k: int, iterations: int, seed: int, sample_per_centroid: int):
@@ -95,31 +94,38 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
         k = auto_clusters(n_valid) if c.n_clusters == "auto" else c.n_clusters
         if n_valid < 2 or k > n_valid:
             raise ConfigError(f"cluster.n_clusters: {k} clusters asked for, but only {n_valid} documents have embeddings")
-        sample = training_sample(shards, counts, k * c.sample_per_centroid, cfg.seed)
-        centroids, device = train_kmeans(sample, k, c.iterations, cfg.seed, c.sample_per_centroid)
         out = partial / "extra"
         (out / "assign").mkdir(parents=True, exist_ok=True)
-        atomic_write_npy(out / "centroids.npy", centroids)
+        sample_size = min(k * c.sample_per_centroid, n_valid)
+        if (out / "centroids.npy").exists():  # resumed: assign with the centroids already fitted
+            centroids, device = np.load(out / "centroids.npy"), "resumed"
+        else:
+            sample = training_sample(shards, counts, sample_size, cfg.seed)
+            centroids, device = train_kmeans(sample, k, c.iterations, cfg.seed, c.sample_per_centroid)
+            atomic_write_npy(out / "centroids.npy", centroids)
         inertia = 0.0
         for f in shards:
-            meta, vecs = _load(f)
+            target = out / "assign" / f.name
+            if target.exists():  # assigned before an interruption (the centroids are seeded: the same)
+                inertia += float(pl.read_parquet(target, columns=["distance"])["distance"].fill_nan(None).sum() or 0)
+                continue
+            meta, vecs = load_vector_shard(f)
             valid = meta["valid"].to_numpy()
             ids, dist = assign(vecs, centroids) if len(vecs) else (np.zeros(0, np.int32), np.zeros(0, np.float32))
             ids[~valid], dist[~valid] = -1, np.nan
             inertia += float(np.nansum(dist))
             frame = meta.select("id", "tokens").with_columns(pl.Series("cluster", ids), pl.Series("distance", dist))
-            atomic_write_parquet(out / "assign" / f.name, frame)
-        return {"clusters": k, "documents": n_valid, "train_sample": len(sample), "device": device,
+            atomic_write_parquet(target, frame)
+        return {"clusters": k, "documents": n_valid, "train_sample": sample_size, "device": device,
                 "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
 
     fingerprint = cluster_fingerprint(cfg, upstream.fingerprint)
     return run_side_stage(ws, "cluster", fingerprint, body, upstream.docs_dir, force=force, settings=c.model_dump())
 
 
-def load_assignments(ws: Workspace) -> pl.DataFrame:
-    """id, tokens, cluster, distance for every embedded document (shard order)."""
-    files = sorted((ws.stage_dir("cluster") / "extra" / "assign").glob("*.parquet"))
-    return pl.read_parquet(files) if files else pl.DataFrame()
+def assignment_file(ws: Workspace, shard: Path) -> Path:
+    """id, tokens, cluster, distance of the documents of one dedup (or prune) shard."""
+    return ws.stage_dir("cluster") / "extra" / "assign" / f"{shard.stem}.parquet"
 
 
 def load_centroids(ws: Workspace) -> np.ndarray:

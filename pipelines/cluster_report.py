@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mixforge.pipelines.samples import BottomK, id_keys
 from mixforge.plots import pyplot, save_png
-from mixforge.workspace import Workspace, atomic_write_text
+from mixforge.workspace import atomic_write_text
 
 TERMS_PER_COMPONENT = 8
 SNIPPET_CHARS = 160
@@ -42,42 +43,80 @@ def _snippet(text: str) -> str:
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
 
 
-def component_table(docs: pl.DataFrame) -> list[dict]:
+TERM_DOCS = 1000  # documents per component whose text the term statistics read (seeded sample)
+QUALITY_DOCS = 5000  # quality scores per component in the box plot
+MAP_DOCS = 3000  # documents on the 2-D map
+
+
+class ReportSample:
+    """What the report shows of the documents, gathered shard by shard in bounded memory: per
+    component a seeded sample of texts and of quality scores and its three documents nearest a
+    cluster centre; a seeded sample of vectors for the map. Samples are chosen by a seeded hash
+    of the id, so they do not depend on shard order."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.texts: dict[str, BottomK] = {}
+        self.quality: dict[str, BottomK] = {}
+        self.nearest: dict[str, pl.DataFrame] = {}
+        self.map = BottomK(MAP_DOCS)
+
+    def add(self, docs: pl.DataFrame, vectors_meta: Path) -> None:
+        """`docs`: one shard's id, text, component, distance, quality; `vectors_meta`: its embed shard."""
+        from mixforge.pipelines.cluster import load_vector_shard
+
+        keys = id_keys(docs["id"], self.seed)
+        for (name,), group in docs.with_row_index("row").group_by("component", maintain_order=True):
+            rows = group["row"].to_numpy()
+            self.texts.setdefault(name, BottomK(TERM_DOCS)).offer(keys[rows], [t[:MAX_CHARS_PER_DOC] for t in group["text"]])
+            scored = group.filter(pl.col("quality").is_not_null())
+            self.quality.setdefault(name, BottomK(QUALITY_DOCS)).offer(keys[scored["row"].to_numpy()], scored["quality"].to_list())
+            near = group.select("distance", "id", "text").sort(["distance", "id"]).head(3)
+            self.nearest[name] = pl.concat([self.nearest[name], near]).sort(["distance", "id"]).head(3) if name in self.nearest else near
+        local = np.sort(np.argsort(keys, kind="stable")[:MAP_DOCS])  # only these can enter the map sample
+        meta, vectors = load_vector_shard(vectors_meta)
+        row_of = dict(zip(meta["id"].to_list(), range(meta.height)))
+        ids, components = docs["id"].to_list(), docs["component"].to_list()
+        self.map.offer(keys[local], [(components[i], vectors[row_of[ids[i]]].copy()) for i in local])
+
+
+def component_table(totals: pl.DataFrame, sample: ReportSample) -> list[dict]:
     """One record per component (largest first): docs, tokens, quality, clusters, sources,
-    top terms and three snippets (the documents nearest their cluster centres)."""
-    texts = {c: g["text"].to_list() for (c,), g in docs.sort("component").group_by("component", maintain_order=True)}
-    terms = distinctive_terms(texts)
+    top terms and three snippets (the documents nearest their cluster centres). `totals`: per
+    (cluster, source, component) docs, tokens, quality_sum and quality_n."""
+    terms = distinctive_terms({name: sample.texts[name].items() for name in sorted(sample.texts)})
     rows = []
-    for (name,), group in docs.sort("component").group_by("component", maintain_order=True):
-        sources = group.group_by("source").len().sort(["len", "source"], descending=[True, False])
-        nearest = group.sort(["distance", "id"]).head(3)
+    for (name,), group in totals.sort("component").group_by("component", maintain_order=True):
+        sources = group.group_by("source").agg(pl.col("docs").sum()).sort(["docs", "source"], descending=[True, False])
+        scored = int(group["quality_n"].sum())
         rows.append({
             "component": name,
-            "documents": group.height,
+            "documents": int(group["docs"].sum()),
             "tokens": int(group["tokens"].sum()),
-            "quality_mean": round(float(group["quality"].mean()), 3) if group["quality"].null_count() < group.height else None,
+            "quality_mean": round(float(group["quality_sum"].sum() / scored), 3) if scored else None,
             "clusters": sorted(group["cluster"].unique().to_list()),
-            "sources": dict(zip(sources["source"].to_list(), sources["len"].to_list())),
+            "sources": dict(zip(sources["source"].to_list(), sources["docs"].to_list())),
             "top_terms": terms.get(name, []),
-            "snippets": [_snippet(t) for t in nearest["text"].to_list()],
+            "snippets": [_snippet(t) for t in sample.nearest[name]["text"].to_list()] if name in sample.nearest else [],
         })
     return sorted(rows, key=lambda r: (-r["tokens"], r["component"]))
 
 
-def write_report(out: Path, docs: pl.DataFrame, table: list[dict], summary: dict, ws: Workspace, seed: int) -> None:
+def cluster_rows(totals: pl.DataFrame) -> list[tuple]:
+    """(cluster, component, documents, tokens, mean quality) per cluster, by cluster id; the
+    component is the one holding most of the cluster's documents (components may be sources)."""
+    per = totals.sort(["docs", "component"], descending=[True, False]).group_by("cluster").agg(
+        pl.col("component").first(), pl.col("docs").sum(), pl.col("tokens").sum(),
+        (pl.col("quality_sum").sum() / pl.col("quality_n").sum()).alias("quality")).sort("cluster")
+    return [(c, comp, n, t, None if q is None or np.isnan(q) else q) for c, comp, n, t, q in per.iter_rows()]
+
+
+def write_report(out: Path, table: list[dict], summary: dict, clusters: list[tuple], sample: ReportSample) -> None:
     """report.md plus sizes.png, map.png and quality.png in `out`."""
     _plot_sizes(out / "sizes.png", table)
-    _plot_map(out / "map.png", docs, ws, seed)
-    _plot_quality(out / "quality.png", docs, table)
-    atomic_write_text(out / "report.md", _markdown(table, summary, _cluster_rows(docs)))
-
-
-def _cluster_rows(docs: pl.DataFrame) -> list[tuple]:
-    """(cluster, component, documents, tokens, mean quality) per cluster, by cluster id."""
-    per = docs.group_by("cluster").agg(
-        pl.col("component").first(), pl.len(), pl.col("tokens").sum(), pl.col("quality").mean()
-    ).sort("cluster")
-    return list(per.iter_rows())
+    _plot_map(out / "map.png", sample)
+    _plot_quality(out / "quality.png", sample, table)
+    atomic_write_text(out / "report.md", _markdown(table, summary, clusters))
 
 
 def _markdown(table: list[dict], summary: dict, clusters: list[tuple]) -> str:
@@ -120,38 +159,33 @@ def _plot_sizes(path: Path, table: list[dict]) -> None:
     save_png(fig, path)
 
 
-def _plot_map(path: Path, docs: pl.DataFrame, ws: Workspace, seed: int, sample: int = 3000) -> None:
+def _plot_map(path: Path, sample: ReportSample) -> None:
     from sklearn.decomposition import PCA
 
-    from mixforge.pipelines.embed import load_vectors
-
-    ids, vectors, _, _ = load_vectors(ws)
-    index = {i: n for n, i in enumerate(ids)}
-    rng = np.random.default_rng(seed)
-    picked = docs.select("id", "component").sample(n=min(sample, docs.height), seed=seed) if docs.height else docs
-    rows = np.array([index[i] for i in picked["id"]], dtype=np.int64)
+    picked = sample.map.items()
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    if len(rows) >= 3:
-        xy = PCA(n_components=2, random_state=int(rng.integers(1 << 31))).fit_transform(vectors[rows])
-        comps = sorted(set(picked["component"]))
+    if len(picked) >= 3:
+        components = np.array([c for c, _ in picked])
+        xy = PCA(n_components=2, random_state=sample.seed).fit_transform(np.stack([v for _, v in picked]))
+        comps = sorted(set(components))
         colours = plt.get_cmap("tab20", max(len(comps), 1))
         for k, comp in enumerate(comps):
-            mask = (picked["component"] == comp).to_numpy()
+            mask = components == comp
             ax.scatter(xy[mask, 0], xy[mask, 1], s=6, color=colours(k), label=comp)
         ax.legend(markerscale=2, fontsize=7, ncol=2, frameon=False)
-    ax.set_title(f"Documents by component (PCA of embeddings, {len(rows):,} sampled)")
+    ax.set_title(f"Documents by component (PCA of embeddings, {len(picked):,} sampled)")
     save_png(fig, path)
 
 
-def _plot_quality(path: Path, docs: pl.DataFrame, table: list[dict]) -> None:
+def _plot_quality(path: Path, sample: ReportSample, table: list[dict]) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(table)), 3.6))
     names = [r["component"] for r in table]
-    data = [docs.filter(pl.col("component") == n)["quality"].drop_nulls().to_list() or [np.nan] for n in names]
+    data = [(sample.quality[n].items() if n in sample.quality else []) or [np.nan] for n in names]
     ax.boxplot(data, tick_labels=names, showfliers=False)
     ax.set_ylabel("quality (1-5)")
     ax.set_ylim(1, 5)
-    ax.set_title("Quality by component")
+    ax.set_title("Quality by component (seeded sample)")
     ax.tick_params(axis="x", rotation=60)
     save_png(fig, path)

@@ -18,8 +18,8 @@ import polars as pl
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import LedgerError
 from mixforge.ledger import parquet_files
-from mixforge.pipelines.cluster import load_assignments, load_centroids
-from mixforge.pipelines.quality import load_scores
+from mixforge.pipelines.cluster import assignment_file, load_centroids
+from mixforge.pipelines.quality import score_file
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
 
@@ -41,39 +41,64 @@ def merge_clusters(centroids: np.ndarray, n_components: int | None, distance: fl
     return model.fit_predict(centroids)
 
 
+def agreement_from_counts(counts: pl.DataFrame) -> dict:
+    """NMI (arithmetic mean of the entropies, as scikit-learn's default) and purity of `group`
+    against `label`, from a table of (label, group, n): the same figures as from per-document
+    lists, computed from counts summed shard by shard."""
+    table = counts.pivot(on="group", index="label", values="n", aggregate_function="sum").fill_null(0)
+    c = table.drop("label").to_numpy().astype(np.float64)
+    n = c.sum()
+    if n == 0:
+        return {"nmi": 1.0, "purity": 0.0}
+    p, rows, cols = c / n, c.sum(axis=1) / n, c.sum(axis=0) / n
+    nz = p > 0
+    mi = float((p[nz] * np.log(p[nz] / np.outer(rows, cols)[nz])).sum())
+    h_rows, h_cols = (float(-(x[x > 0] * np.log(x[x > 0])).sum()) for x in (rows, cols))
+    if c.shape == (1, 1):  # neither labelling splits the data: a perfect match
+        nmi = 1.0
+    else:
+        nmi = max(mi, 0.0) / max((h_rows + h_cols) / 2, np.finfo(np.float64).eps) if mi > 1e-15 else 0.0
+    return {"nmi": round(nmi, 4), "purity": round(float(c.max(axis=0).sum() / n), 4)}
+
+
+def _counts(labels: list, groups: list) -> pl.DataFrame:
+    return pl.DataFrame({"label": [str(x) for x in labels], "group": [str(g) for g in groups]}).group_by("label", "group").agg(pl.len().alias("n"))
+
+
 def purity(labels: list, groups: list) -> float:
     """Share of documents whose group's majority label is their own label."""
-    frame = pl.DataFrame({"label": labels, "group": groups})
-    majority = frame.group_by("group", "label").len().group_by("group").agg(pl.col("len").max())
-    return float(majority["len"].sum() / max(frame.height, 1))
+    return agreement_from_counts(_counts(labels, groups))["purity"]
 
 
 def label_agreement(labels: list, groups: list) -> dict:
-    from sklearn.metrics import normalized_mutual_info_score
-
-    return {"nmi": round(float(normalized_mutual_info_score(labels, groups)), 4), "purity": round(purity(labels, groups), 4)}
+    return agreement_from_counts(_counts(labels, groups))
 
 
-def assign_components(cfg: MixforgeConfig, docs: pl.DataFrame, centroids: np.ndarray) -> pl.DataFrame:
-    """id -> component name (c00, c01, ... by tokens, largest first)."""
+def component_mapping(cfg: MixforgeConfig, totals: pl.DataFrame, centroids: np.ndarray) -> tuple[str, pl.DataFrame]:
+    """(key, key -> component name): the key is `cluster` (merged clusters) or `source` (source
+    labels as components); names c00, c01, ... by tokens, largest first."""
     if cfg.cluster.components == "sources":
-        raw = docs.select("id", "tokens", pl.col("source").alias("group"))
+        key = "source"
+        groups = totals.select(pl.col("source").unique().sort()).with_columns(pl.col("source").alias("group"))
     else:
-        kept = sorted(docs["cluster"].unique().to_list())
+        key = "cluster"
+        kept = sorted(totals["cluster"].unique().to_list())
         merged = merge_clusters(centroids[kept], cfg.cluster.n_components, cfg.cluster.merge_distance)
-        mapping = pl.DataFrame({"cluster": kept, "group": [str(g) for g in merged]}, schema={"cluster": pl.Int32, "group": pl.String})
-        raw = docs.join(mapping, on="cluster").select("id", "tokens", "group")
-    order = raw.group_by("group").agg(pl.col("tokens").sum()).sort(["tokens", "group"], descending=[True, False])
+        groups = pl.DataFrame({"cluster": kept, "group": [str(g) for g in merged]}, schema={"cluster": pl.Int32, "group": pl.String})
+    order = totals.join(groups, on=key).group_by("group").agg(pl.col("tokens").sum()).sort(["tokens", "group"], descending=[True, False])
     width = max(2, len(str(order.height - 1)))
     names = order.with_row_index("rank").select("group", pl.format("c{}", pl.col("rank").cast(pl.String).str.zfill(width)).alias("component"))
-    if cfg.cluster.components == "sources":
+    if key == "source":
         names = names.with_columns(pl.col("group").alias("component"))
-    return raw.join(names, on="group").select("id", "component")
+    return key, groups.join(names, on="group").select(key, "component")
+
+
+LAYOUT_VERSION = 2  # components/<shard>.parquet (version 1: one components.parquet)
 
 
 def components_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     c = cfg.cluster
-    return section_hash(upstream_fingerprint, c.components, c.n_components, c.merge_distance)
+    return section_hash(upstream_fingerprint, c.components, c.n_components, c.merge_distance, LAYOUT_VERSION)
 
 
 def check_join(kept: pl.DataFrame, joined: pl.DataFrame, what: str) -> None:
@@ -85,38 +110,65 @@ def check_join(kept: pl.DataFrame, joined: pl.DataFrame, what: str) -> None:
                           f"missing ids (first 5): {missing}. Rerun the build with --force.")
 
 
+def shard_documents(ws: Workspace, shard: Path, text: bool = False) -> pl.DataFrame:
+    """One prune shard's documents with tokens, cluster, distance and quality (checked joins)."""
+    kept = pl.read_parquet(shard, columns=["id", "text", "source"] if text else ["id", "source"])
+    docs = kept.join(pl.read_parquet(assignment_file(ws, shard)), on="id", maintain_order="left")
+    check_join(kept, docs, f"cluster assignments ({assignment_file(ws, shard)})")
+    return docs.join(pl.read_parquet(score_file(ws, shard), columns=["id", "quality"]), on="id", how="left", maintain_order="left")
+
+
+def corpus_totals(ws: Workspace, shards: list[Path]) -> pl.DataFrame:
+    """Per (cluster, source): documents, tokens, quality sum and count, summed shard by shard."""
+    aggs = [pl.len().alias("docs"), pl.col("tokens").sum(), pl.col("quality").sum().alias("quality_sum"),
+            pl.col("quality").count().alias("quality_n")]
+    parts = [shard_documents(ws, f).group_by("cluster", "source").agg(aggs) for f in shards]
+    return pl.concat(parts).group_by("cluster", "source").agg(pl.col(c).sum() for c in ("docs", "tokens", "quality_sum", "quality_n"))
+
+
 def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
-    """Merge the pruned corpus's clusters into components; write components and the report."""
-    from mixforge.pipelines.cluster_report import component_table, write_report
+    """Merge the pruned corpus's clusters into components; write `components/<shard>.parquet`
+    (id, component, cluster per prune shard) and the report. Two passes over the shards: totals
+    per cluster and source, then names and report samples; memory holds one shard and the samples."""
+    from mixforge.pipelines.cluster_report import ReportSample, cluster_rows, component_table, write_report
 
     ws = Workspace(cfg.workspace_dir)
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
-        kept = pl.read_parquet(parquet_files(Path(upstream.docs_dir)), columns=["id", "text", "source"])
-        docs = (
-            kept.join(load_assignments(ws), on="id")
-            .join(load_scores(ws).select("id", "quality"), on="id", how="left")
-        )
-        check_join(kept, docs, "cluster assignments (cluster/extra/assign/)")
-        docs = docs.join(assign_components(cfg, docs, load_centroids(ws)), on="id")
-        check_join(kept, docs, "component assignment")
+        shards = parquet_files(Path(upstream.docs_dir))
+        totals = corpus_totals(ws, shards)
+        key, mapping = component_mapping(cfg, totals, load_centroids(ws))
+        totals = totals.join(mapping, on=key)
         out = partial / "extra"
-        atomic_write_parquet(out / "components.parquet", docs.select("id", "component", "cluster"))
-        table = component_table(docs)
-        summary = {"components": len(table), "documents": docs.height, "tokens": int(docs["tokens"].sum()),
-                   "mode": cfg.cluster.components, "clusters": docs["cluster"].n_unique()}
-        if docs["source"].n_unique() > 1:
-            labels = docs["source"].to_list()
-            summary["vs_source_labels"] = {"components": label_agreement(labels, docs["component"].to_list()),
-                                           "clusters": label_agreement(labels, docs["cluster"].to_list())}
+        sample = ReportSample(cfg.seed)
+        for f in shards:
+            docs = shard_documents(ws, f, text=True)
+            named = docs.join(mapping, on=key, maintain_order="left")
+            check_join(docs, named, "component assignment")
+            atomic_write_parquet(out / "components" / f.name, named.select("id", "component", "cluster"))
+            sample.add(named, ws.stage_dir("embed") / "extra" / "vectors" / f.name)
+        table = component_table(totals, sample)
+        summary = {"components": len(table), "documents": int(totals["docs"].sum()), "tokens": int(totals["tokens"].sum()),
+                   "mode": cfg.cluster.components, "clusters": totals["cluster"].n_unique()}
+        if totals["source"].n_unique() > 1:
+            counts = {g: totals.group_by("source", g).agg(pl.col("docs").sum().alias("n"))
+                      .select(pl.col("source").alias("label"), pl.col(g).cast(pl.String).alias("group"), "n")
+                      for g in ("component", "cluster")}
+            summary["vs_source_labels"] = {"components": agreement_from_counts(counts["component"]),
+                                           "clusters": agreement_from_counts(counts["cluster"])}
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         atomic_write_json(out / "components.json", {"summary": summary, "components": table})
-        write_report(out, docs, table, summary, ws, cfg.seed)
+        write_report(out, table, summary, cluster_rows(totals), sample)
         return summary
 
     fingerprint = components_fingerprint(cfg, upstream.fingerprint)
     return run_side_stage(ws, "components", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.cluster.model_dump())
+
+
+def component_file(ws: Workspace, shard: Path) -> Path:
+    """id, component, cluster of the documents of one prune shard."""
+    return ws.stage_dir("components") / "extra" / "components" / f"{shard.stem}.parquet"
 
 
 def load_components(ws: Workspace) -> dict | None:

@@ -171,18 +171,3 @@ def _embed_shard(encoder: Encoder, frame: pl.DataFrame, stem: Path) -> int:
     atomic_write_parquet(stem.with_suffix(".parquet"), meta)
     atomic_write_npy(stem.with_suffix(".npy"), vectors.astype(np.float16))  # written last: marks the shard done
     return int((~valid).sum())
-
-
-def load_vectors(ws: Workspace) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """All embeddings of a workspace: ids, float32 vectors, token counts, valid mask (shard order)."""
-    folder = ws.stage_dir("embed") / "extra" / "vectors"
-    ids, vecs, tokens, valid = [], [], [], []
-    for meta_file in sorted(folder.glob("*.parquet")):
-        meta = pl.read_parquet(meta_file)
-        ids += meta["id"].to_list()
-        tokens.append(meta["tokens"].to_numpy())
-        valid.append(meta["valid"].to_numpy())
-        vecs.append(np.load(meta_file.with_suffix(".npy")).astype(np.float32))
-    if not vecs:
-        return [], np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
-    return ids, np.concatenate(vecs), np.concatenate(tokens), np.concatenate(valid)

@@ -15,16 +15,30 @@ import polars as pl
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
-from mixforge.pipelines.cluster import load_assignments
-from mixforge.pipelines.quality import load_scores
+from mixforge.pipelines.cluster import assignment_file
+from mixforge.pipelines.quality import score_file
 from mixforge.pipelines.records import REMOVED_SCHEMA
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
 
-def cluster_quality(marks: pl.DataFrame) -> pl.DataFrame:
-    """Per cluster: documents and mean quality (valid documents only)."""
-    return marks.filter(pl.col("cluster") >= 0).group_by("cluster").agg(pl.len().alias("docs"), pl.col("quality").mean().alias("quality"))
+SEMDEDUP_BATCH_VECTORS = 250_000  # vectors held at once while SemDeDup compares within clusters (~400 MB)
+
+
+def shard_marks(ws: Workspace, shard: Path) -> pl.DataFrame:
+    """id, cluster, distance, quality of one shard's documents."""
+    return pl.read_parquet(assignment_file(ws, shard), columns=["id", "cluster"]).join(
+        pl.read_parquet(score_file(ws, shard), columns=["id", "quality"]), on="id", how="left")
+
+
+def cluster_quality(ws: Workspace, shards: list[Path]) -> pl.DataFrame:
+    """Per cluster: documents and mean quality (valid documents only), summed shard by shard."""
+    parts = [shard_marks(ws, f).filter(pl.col("cluster") >= 0).group_by("cluster").agg(
+        pl.len().alias("docs"), pl.col("quality").sum().alias("total"), pl.col("quality").count().alias("scored"))
+        for f in shards]
+    if not parts:
+        return pl.DataFrame(schema={"cluster": pl.Int32, "docs": pl.UInt32, "quality": pl.Float64})
+    return pl.concat(parts).group_by("cluster").agg(pl.col("docs").sum(), (pl.col("total").sum() / pl.col("scored").sum()).alias("quality"))
 
 
 def semantic_duplicates(ids: list[str], vectors: np.ndarray, clusters: np.ndarray, threshold: float) -> dict[str, str]:
@@ -51,26 +65,49 @@ def semantic_duplicates(ids: list[str], vectors: np.ndarray, clusters: np.ndarra
     return out
 
 
-def removal_marks(ws: Workspace, cfg: MixforgeConfig) -> pl.DataFrame:
-    """id -> reason, detail, kept_id for every document this stage removes."""
-    marks = load_assignments(ws).join(load_scores(ws).select("id", "quality"), on="id", how="left")
+def cluster_batches(sizes: dict[int, int], budget: int) -> list[list[int]]:
+    """Clusters grouped so that each group holds at most `budget` vectors (a larger cluster alone)."""
+    batches, current, held = [], [], 0
+    for c in sorted(sizes):
+        if current and held + sizes[c] > budget:
+            batches.append(current)
+            current, held = [], 0
+        current.append(c)
+        held += sizes[c]
+    return batches + [current] if current else batches
+
+
+def semantic_duplicate_marks(ws: Workspace, shards: list[Path], skip: set[int], threshold: float,
+                             budget: int = SEMDEDUP_BATCH_VECTORS) -> pl.DataFrame:
+    """SemDeDup out of core: clusters in batches of at most `budget` vectors; each batch reads
+    its members' vectors from every shard (corpus order kept), compares within clusters."""
+    from mixforge.pipelines.cluster import load_vector_shard
+
+    sizes = cluster_quality(ws, shards).select("cluster", "docs").rows()
+    rows: list[tuple[str, str]] = []
+    for batch in cluster_batches({c: n for c, n in sizes if c not in skip}, budget):
+        ids, vectors, clusters = [], [], []
+        for f in shards:
+            meta, vecs = load_vector_shard(ws.stage_dir("embed") / "extra" / "vectors" / f"{f.stem}.parquet")
+            cl = pl.read_parquet(assignment_file(ws, f), columns=["cluster"])["cluster"].to_numpy()
+            hit = np.isin(cl, batch)
+            ids += meta["id"].filter(pl.Series(hit)).to_list()
+            vectors.append(vecs[hit])
+            clusters.append(cl[hit])
+        rows += semantic_duplicates(ids, np.concatenate(vectors), np.concatenate(clusters), threshold).items()
+    return pl.DataFrame(rows, schema={"id": pl.String, "kept_id": pl.String}, orient="row")
+
+
+def removal_marks(ws: Workspace, cfg: MixforgeConfig, shard: Path, low: dict[int, float], semantic: pl.DataFrame) -> pl.DataFrame:
+    """id -> reason, why, kept_id for every document of `shard` this stage removes (`low`: the
+    clusters below quality.min_cluster_score and their means; `semantic`: SemDeDup's id -> kept_id)."""
+    marks = shard_marks(ws, shard)
     rows = [(i, "unembeddable", "no usable embedding (empty, zero or NaN vector)", None)
             for i in marks.filter(pl.col("cluster") < 0)["id"]]
-    threshold = cfg.quality.min_cluster_score
-    if threshold is not None:
-        low = cluster_quality(marks).filter(pl.col("quality") < threshold)
-        means = dict(zip(low["cluster"], low["quality"]))
-        for i, c in marks.filter(pl.col("cluster").is_in(list(means))).select("id", "cluster").iter_rows():
-            rows.append((i, "low_quality_cluster", f"cluster {c} mean quality {means[c]:.2f} < {threshold}", None))
-    if cfg.cluster.semdedup:
-        from mixforge.pipelines.embed import load_vectors
-
-        ids, vectors, _, _ = load_vectors(ws)
-        clusters = marks.select("id", "cluster").join(pl.DataFrame({"id": ids}).with_row_index("i"), on="id").sort("i")["cluster"].to_numpy()
-        already = {r[0] for r in rows}
-        for dup, kept in semantic_duplicates(ids, vectors, clusters, cfg.cluster.semdedup_threshold).items():
-            if dup not in already and kept not in already:
-                rows.append((dup, "semantic_duplicate", f"cosine >= {cfg.cluster.semdedup_threshold} to {kept}", kept))
+    for i, c in marks.filter(pl.col("cluster").is_in(list(low))).select("id", "cluster").iter_rows():
+        rows.append((i, "low_quality_cluster", f"cluster {c} mean quality {low[c]:.2f} < {cfg.quality.min_cluster_score}", None))
+    for dup, kept in semantic.join(marks.select("id"), on="id", how="semi").iter_rows():
+        rows.append((dup, "semantic_duplicate", f"cosine >= {cfg.cluster.semdedup_threshold} to {kept}", kept))
     return pl.DataFrame(rows, schema={"id": pl.String, "reason": pl.String, "why": pl.String, "kept_id": pl.String}, orient="row")
 
 
@@ -80,22 +117,31 @@ def prune_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
 
 
 def run_prune(cfg: MixforgeConfig, upstream: StageResult, docs: StageResult, force: bool = False, strict: bool = False) -> StageResult:
-    """Split `docs` (the dedup output) into `prune/docs` and removed shards.
+    """Split `docs` (the dedup output) into `prune/docs` and removed shards, one shard at a time.
     `upstream` is the quality stage (its fingerprint covers embed and cluster)."""
     ws = Workspace(cfg.workspace_dir)
     files = parquet_files(Path(docs.docs_dir))
 
     def body(partial: Path) -> None:
-        marks = removal_marks(ws, cfg)
+        threshold = cfg.quality.min_cluster_score
+        low: dict[int, float] = {}
+        if threshold is not None:
+            below = cluster_quality(ws, files).filter(pl.col("quality") < threshold)
+            low = dict(zip(below["cluster"], below["quality"]))
+        semantic = pl.DataFrame(schema={"id": pl.String, "kept_id": pl.String})
+        if cfg.cluster.semdedup:  # low-quality clusters go whole: nothing in them to deduplicate
+            semantic = semantic_duplicate_marks(ws, files, set(low), cfg.cluster.semdedup_threshold)
         (partial / "docs").mkdir(parents=True, exist_ok=True)
         for f in files:
+            if (partial / "docs" / f.name).exists():  # written last for its shard: done before an interruption
+                continue
             frame = pl.read_parquet(f)
-            hit = frame.join(marks, on="id", how="inner")
-            atomic_write_parquet(partial / "docs" / f.name, frame.join(marks, on="id", how="anti"))
-            hit = hit.with_columns(pl.format("{}: {}", "origin", "why").alias("detail"))
+            marks = removal_marks(ws, cfg, f, low, semantic)
+            hit = frame.join(marks, on="id", how="inner").with_columns(pl.format("{}: {}", "origin", "why").alias("detail"))
             for reason in hit["reason"].unique().sort():
                 part = hit.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
                 atomic_write_parquet(partial / "removed" / reason / f"prune-{f.stem}.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
+            atomic_write_parquet(partial / "docs" / f.name, frame.join(marks, on="id", how="anti"))
 
     fingerprint = prune_fingerprint(cfg, upstream.fingerprint)
     settings = {"min_cluster_score": cfg.quality.min_cluster_score, "semdedup": cfg.cluster.semdedup}

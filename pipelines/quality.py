@@ -19,8 +19,11 @@ import numpy as np
 import polars as pl
 
 from mixforge.config import MixforgeConfig, section_hash
-from mixforge.errors import ConfigError
+from mixforge.errors import ConfigError, LedgerError
 from mixforge.ledger import parquet_files
+from mixforge.pipelines.cluster import load_vector_shard, valid_counts, valid_vectors, vector_shards
+from mixforge.pipelines.embed import Encoder
+from mixforge.pipelines.samples import choose_positions, gather
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
@@ -29,7 +32,7 @@ STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 WORD = re.compile(r"\S+")
 
 
-SCORER_VERSION = 2  # bump when heuristic_score changes: scores are recomputed
+SCORER_VERSION = 3  # bump when heuristic_score or the scores' layout (scores/<shard>.parquet) changes
 PARAGRAPH = re.compile(r"\n\s*\n")
 
 
@@ -109,36 +112,42 @@ def quality_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
 
 
 def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
-    """Score every kept document into `<workspace>/quality/extra/scores.parquet`."""
-    from mixforge.pipelines.embed import Encoder, load_vectors
-
+    """Score every kept document into `<workspace>/quality/extra/scores/<shard>.parquet`, one
+    dedup shard at a time (finished shards are kept on resume)."""
     ws = Workspace(cfg.workspace_dir)
     q = cfg.quality
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
-        docs = pl.read_parquet(parquet_files(Path(upstream.docs_dir)), columns=["id", "text"])
-        scores = docs.select("id", pl.col("text").map_elements(heuristic_score, return_dtype=pl.Float64).alias("heuristic"))
-        summary: dict = {"documents": docs.height, "heuristic_mean": round(scores["heuristic"].mean() or 0, 3)}
+        out = partial / "extra" / "scores"
+        out.mkdir(parents=True, exist_ok=True)
+        summary: dict = {}
+        model = None
         if q.reference:
             reference = read_reference([cfg.resolve(r) for r in q.reference])
-            ids, vectors, _, valid = load_vectors(ws)
             positives = Encoder(cfg.embed, cache_dir=ws.root / "models").encode(reference)
-            rng = np.random.default_rng(cfg.seed)
-            pool = np.flatnonzero(valid)
-            negatives = vectors[rng.choice(pool, size=min(q.negatives, len(pool)), replace=False)]
+            shards = vector_shards(ws)
+            counts = valid_counts(shards)
+            chosen = choose_positions(sum(counts), q.negatives, cfg.seed)
+            negatives = gather(chosen, counts, lambda i: valid_vectors(shards[i]))
             model, auc, auc_std = train_classifier(positives, negatives, q.classifier, cfg.seed)
-            prob = np.where(valid, model.predict_proba(vectors)[:, 1], np.nan)
-            classifier = pl.DataFrame({"id": ids, "classifier": 1 + 4 * prob}, nan_to_null=True)
-            scores = scores.join(classifier, on="id", how="left")
             summary.update(reference_texts=len(reference), negatives=len(negatives), classifier=q.classifier,
-                           cv_roc_auc=round(auc, 4), cv_roc_auc_std=round(auc_std, 4),
-                           classifier_mean=round(scores["classifier"].mean() or 0, 3))
-            scores = scores.with_columns(pl.coalesce("classifier", "heuristic").alias("quality"))
-        else:
-            scores = scores.with_columns(pl.lit(None, pl.Float64).alias("classifier"), pl.col("heuristic").alias("quality"))
-        (partial / "extra").mkdir(parents=True, exist_ok=True)
-        atomic_write_parquet(partial / "extra" / "scores.parquet", scores)
+                           cv_roc_auc=round(auc, 4), cv_roc_auc_std=round(auc_std, 4))
+        docs = heuristic_sum = classifier_sum = classified = 0
+        for f in parquet_files(Path(upstream.docs_dir)):
+            target = out / f"{f.stem}.parquet"
+            if target.exists():
+                scores = pl.read_parquet(target)
+            else:
+                scores = _score_shard(ws, f, model)
+                atomic_write_parquet(target, scores)
+            docs += scores.height
+            heuristic_sum += scores["heuristic"].sum() or 0
+            classifier_sum += scores["classifier"].sum() or 0
+            classified += scores["classifier"].count()
+        summary = {"documents": docs, "heuristic_mean": round(heuristic_sum / max(docs, 1), 3)} | summary
+        if model is not None:
+            summary["classifier_mean"] = round(classifier_sum / max(classified, 1), 3)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         return summary
 
@@ -146,5 +155,21 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
                           force=force, settings=q.model_dump())
 
 
-def load_scores(ws: Workspace) -> pl.DataFrame:
-    return pl.read_parquet(ws.stage_dir("quality") / "extra" / "scores.parquet")
+def _score_shard(ws: Workspace, shard: Path, model) -> pl.DataFrame:
+    """id, heuristic, classifier (null without reference texts or a usable vector), quality."""
+    docs = pl.read_parquet(shard, columns=["id", "text"])
+    scores = docs.select("id", pl.col("text").map_elements(heuristic_score, return_dtype=pl.Float64).alias("heuristic"))
+    if model is None:
+        return scores.with_columns(pl.lit(None, pl.Float64).alias("classifier"), pl.col("heuristic").alias("quality"))
+    meta, vectors = load_vector_shard(ws.stage_dir("embed") / "extra" / "vectors" / f"{shard.stem}.parquet")
+    if meta["id"].to_list() != scores["id"].to_list():
+        raise LedgerError(f"quality: the vectors of {shard.name} are not for its documents; rerun the build with --force")
+    valid = meta["valid"].to_numpy()
+    prob = np.where(valid, model.predict_proba(vectors)[:, 1], np.nan) if len(vectors) else np.zeros(0)
+    scores = scores.with_columns(pl.Series("classifier", 1 + 4 * prob).fill_nan(None))
+    return scores.with_columns(pl.coalesce("classifier", "heuristic").alias("quality"))
+
+
+def score_file(ws: Workspace, shard: Path) -> Path:
+    """The quality scores of the documents of one dedup (or prune) shard."""
+    return ws.stage_dir("quality") / "extra" / "scores" / f"{shard.stem}.parquet"

@@ -12,7 +12,10 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
+
 from mixforge.errors import ConfigError
+from mixforge.pipelines.samples import BottomK
 
 CONTEXT_LINES = 3
 MIN_LINE_CHARS = 20
@@ -22,33 +25,61 @@ def usable_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if len(line.strip()) >= MIN_LINE_CHARS]
 
 
+TASK_DOCS_PER_COMPONENT = 2000  # held-out documents per component the task draws from (seeded sample)
+
+
+class NextLinePool:
+    """Held-out documents' usable lines per component, a seeded sample of at most
+    `per_component` documents each (smallest keys), so memory does not grow with the corpus."""
+
+    def __init__(self, per_component: int = TASK_DOCS_PER_COMPONENT):
+        self.per_component = per_component
+        self.by_comp: dict[str, BottomK] = {}
+
+    def add(self, comp: str, keys: np.ndarray, texts: list[str]) -> None:
+        kept = [(k, lines) for k, lines in zip(keys, map(usable_lines, texts)) if len(lines) > CONTEXT_LINES]
+        if kept:
+            self.by_comp.setdefault(comp, BottomK(self.per_component)).offer(np.array([k for k, _ in kept], np.uint64), [ls for _, ls in kept])
+
+    def items(self, n_items: int = 200, n_choices: int = 4, seed: int = 0) -> list[dict]:
+        """Deterministic for a seed; linear in the pool (distractor documents are drawn by index
+        from the pool without the item's own component, never by building that list)."""
+        rng = random.Random(seed)
+        if len(self.by_comp) < 2:
+            return []  # distractors must come from another component
+        pool, spans = [], {}
+        for c in sorted(self.by_comp):
+            docs = self.by_comp[c].items()
+            spans[c] = (len(pool), len(pool) + len(docs))
+            pool += [(c, lines) for lines in docs]
+        items = []
+        for _ in range(n_items * 5):
+            if len(items) == n_items:
+                break
+            comp, lines = rng.choice(pool)
+            i = rng.randrange(len(lines) - CONTEXT_LINES)
+            start, end = spans[comp]
+            distractors = []
+            for _ in range(n_choices - 1):
+                j = rng.randrange(len(pool) - (end - start))
+                distractors.append(rng.choice(pool[j if j < start else j + end - start][1]))
+            gold = lines[i + CONTEXT_LINES]
+            if gold in distractors:
+                continue
+            choices = distractors + [gold]
+            rng.shuffle(choices)
+            items.append({"context": "\n".join(lines[i : i + CONTEXT_LINES]) + "\n", "choices": choices,
+                          "gold": choices.index(gold), "component": comp})
+        return items
+
+
 def next_line_task(docs: list[tuple[str, str]], n_items: int = 200, n_choices: int = 4, seed: int = 0) -> list[dict]:
-    """Items from (component, text) pairs; deterministic for a seed."""
-    rng = random.Random(seed)
-    by_comp: dict[str, list[list[str]]] = {}
-    for comp, text in docs:
-        lines = usable_lines(text)
-        if len(lines) > CONTEXT_LINES:
-            by_comp.setdefault(comp, []).append(lines)
-    pool = [(c, lines) for c, docs_ in sorted(by_comp.items()) for lines in docs_]
-    if len(by_comp) < 2:
-        return []  # distractors must come from another component
-    items = []
-    for _ in range(n_items * 5):
-        if len(items) == n_items:
-            break
-        comp, lines = rng.choice(pool)
-        i = rng.randrange(len(lines) - CONTEXT_LINES)
-        others = [ls for c, ls in pool if c != comp]
-        distractors = [rng.choice(rng.choice(others)) for _ in range(n_choices - 1)]
-        gold = lines[i + CONTEXT_LINES]
-        if gold in distractors:
-            continue
-        choices = distractors + [gold]
-        rng.shuffle(choices)
-        items.append({"context": "\n".join(lines[i : i + CONTEXT_LINES]) + "\n", "choices": choices,
-                      "gold": choices.index(gold), "component": comp})
-    return items
+    """Items from (component, text) pairs (the first TASK_DOCS_PER_COMPONENT usable documents of
+    each component); deterministic for a seed."""
+    pool = NextLinePool()
+    for n, (comp, text) in enumerate(docs):
+        pool.add(comp, np.array([n], np.uint64), [text])
+    return pool.items(n_items, n_choices, seed)
 
 
 def load_task(path: Path) -> list[dict]:

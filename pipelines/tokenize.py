@@ -101,93 +101,126 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.uint32)
 
 
-def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str | Path,
-                        batch_size: int = 1024) -> dict:
-    """Tokenize (component, text) pairs into `<out>/<component>.bin` + `<component>.json` +
+class TokenShardWriter:
+    """Streams (component, text) batches into `<out>/<component>.bin` + `<component>.json` +
     `<component>.lengths.npy` (each document's tokens, EOS included, in order).
 
-    `tokenizer` is a Tokenizer or a tokenizer.json path. Each component streams into a temp file
-    in `out_dir`, renamed into place only after every document was encoded, so a kill leaves the
-    previous shards (or none). Returns {component: metadata}.
-    """
-    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else _disable_cut(tokenizer)
-    identity = tokenizer_identity(tokenizer)
-    eos = eos_id(tok)
-    dtype = token_dtype(identity["vocab_size"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, tuple[str, object]] = {}  # component -> (temp path, open file)
-    stats: dict[str, dict] = {}
-    lengths: dict[str, list[int]] = {}  # component -> tokens of each document, EOS included, in order
+    Each component's tokens and lengths stream into temp files in `out_dir`, renamed into place
+    only by `close()`, after every document was encoded, so a kill leaves the previous shards (or
+    none). Memory holds one batch."""
 
-    def flush(batch: list[tuple[str, str]]) -> None:
+    def __init__(self, tokenizer, out_dir: str | Path):
+        self.tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else _disable_cut(tokenizer)
+        self.identity = tokenizer_identity(tokenizer)
+        self.eos = eos_id(self.tok)
+        self.dtype = token_dtype(self.identity["vocab_size"])
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, tuple[list[str], list]] = {}  # component -> ([tokens temp, lengths temp], open files)
+        self.stats: dict[str, dict] = {}
+
+    def _open(self, comp: str) -> None:
+        if not SAFE_NAME.match(comp):
+            raise InputError(f"component name {comp!r} cannot be a file name (letters, digits, _ . - only)")
+        paths, handles = [], []
+        for kind in ("bin", "lengths"):
+            fd, tmp = tempfile.mkstemp(dir=self.out, prefix=f".{comp}.{kind}.", suffix=".tmp")
+            paths.append(tmp)
+            handles.append(os.fdopen(fd, "wb"))
+        self.files[comp] = (paths, handles)
+        self.stats[comp] = {"documents": 0, "tokens": 0}
+
+    def add(self, batch: list[tuple[str, str]]) -> list[int]:
+        """Encode and append a batch; returns each document's length in tokens (EOS included)."""
         # encode_batch runs on all cores; add_special_tokens=False so BERT-like tokenizers add no [CLS].
-        encodings = tok.encode_batch([text for _, text in batch], add_special_tokens=False)
-        per_comp: dict[str, list[int]] = {}
+        encodings = self.tok.encode_batch([text or "" for _, text in batch], add_special_tokens=False)
+        per_comp: dict[str, tuple[list[int], list[int]]] = {}
+        sizes = []
         for (comp, _), enc in zip(batch, encodings):
-            ids = per_comp.setdefault(comp, [])
+            comp = str(comp)
+            if comp not in self.files:
+                self._open(comp)
+            ids, lengths = per_comp.setdefault(comp, ([], []))
             ids.extend(enc.ids)
-            ids.append(eos)
-            stats[comp]["documents"] += 1
-            lengths[comp].append(len(enc.ids) + 1)
-        for comp, ids in per_comp.items():
-            files[comp][1].write(np.asarray(ids, dtype=dtype).tobytes())
-            stats[comp]["tokens"] += len(ids)
+            ids.append(self.eos)
+            lengths.append(len(enc.ids) + 1)
+            sizes.append(len(enc.ids) + 1)
+        for comp, (ids, lengths) in per_comp.items():
+            tokens_file, lengths_file = self.files[comp][1]
+            tokens_file.write(np.asarray(ids, dtype=self.dtype).tobytes())
+            lengths_file.write(np.asarray(lengths, dtype=np.uint32).tobytes())
+            self.stats[comp]["documents"] += len(lengths)
+            self.stats[comp]["tokens"] += len(ids)
+        return sizes
 
+    def close(self) -> dict:
+        """Publish every component's files; returns {component: metadata}."""
+        result = {}
+        for comp in sorted(self.files):
+            (tokens_tmp, lengths_tmp), handles = self.files[comp]
+            for f in handles:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            atomic_write_npy(self.out / f"{comp}.lengths.npy", np.fromfile(lengths_tmp, dtype=np.uint32))
+            Path(lengths_tmp).unlink()
+            os.replace(tokens_tmp, self.out / f"{comp}.bin")
+            meta = {"component": comp, "tokens": self.stats[comp]["tokens"], "documents": self.stats[comp]["documents"],
+                    "dtype": self.dtype.name, "eos_id": self.eos, "tokenizer_sha256": self.identity["sha256"],
+                    "tokenizer": self.identity}
+            atomic_write_json(self.out / f"{comp}.json", meta)
+            result[comp] = meta
+        self.files = {}
+        return result
+
+    def abort(self) -> None:
+        for paths, handles in self.files.values():
+            for f in handles:
+                f.close()
+            for tmp in paths:
+                Path(tmp).unlink(missing_ok=True)
+        self.files = {}
+
+
+def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str | Path,
+                        batch_size: int = 1024) -> dict:
+    """Tokenize (component, text) pairs into token shards (see `TokenShardWriter`). `tokenizer`
+    is a Tokenizer or a tokenizer.json path. Returns {component: metadata}."""
+    writer = TokenShardWriter(tokenizer, out_dir)
     try:
         batch: list[tuple[str, str]] = []
-        for comp, text in docs:
-            comp = str(comp)
-            if comp not in files:
-                if not SAFE_NAME.match(comp):
-                    raise InputError(f"component name {comp!r} cannot be a file name (letters, digits, _ . - only)")
-                fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{comp}.bin.", suffix=".tmp")
-                files[comp] = (tmp, os.fdopen(fd, "wb"))
-                stats[comp] = {"documents": 0, "tokens": 0}
-                lengths[comp] = []
-            batch.append((comp, text or ""))
+        for pair in docs:
+            batch.append(pair)
             if len(batch) >= batch_size:
-                flush(batch)
+                writer.add(batch)
                 batch = []
         if batch:
-            flush(batch)
-        for comp, (tmp, f) in files.items():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(tmp, out / f"{comp}.bin")
+            writer.add(batch)
+        return writer.close()
     except BaseException:
-        for tmp, f in files.values():
-            f.close()
-            Path(tmp).unlink(missing_ok=True)
+        writer.abort()
         raise
-    result = {}
-    for comp in sorted(stats):
-        meta = {"component": comp, "tokens": stats[comp]["tokens"], "documents": stats[comp]["documents"],
-                "dtype": dtype.name, "eos_id": eos, "tokenizer_sha256": identity["sha256"], "tokenizer": identity}
-        atomic_write_npy(out / f"{comp}.lengths.npy", np.asarray(lengths[comp], dtype=np.uint32))
-        atomic_write_json(out / f"{comp}.json", meta)
-        result[comp] = meta
-    return result
 
 
 def workspace_frames(ws: Workspace | str | Path):
-    """Every kept document as polars frames (id, text, source, component), one prune shard at a time, so
-    the corpus never sits in memory whole: prune docs joined with components.parquet."""
+    """Every kept document as polars frames (id, text, source, component), one prune shard at a
+    time, so the corpus never sits in memory whole: each prune shard joined with its
+    components/<shard>.parquet."""
     import polars as pl
 
     from mixforge.ledger import parquet_files
+    from mixforge.pipelines.components import component_file
 
     ws = ws if isinstance(ws, Workspace) else Workspace(Path(ws))
-    comp_path = ws.stage_dir("components") / "extra" / "components.parquet"
-    if not comp_path.exists():
-        raise MixforgeError(f"{comp_path} not found: run the components stage (mixforge build) first")
     shards = parquet_files(ws.docs_dir("prune"))
     if not shards:
         raise MixforgeError(f"no documents under {ws.docs_dir('prune')}: run the prune stage (mixforge build) first")
-    components = pl.read_parquet(comp_path, columns=["id", "component"])
     for shard in shards:
+        comp_path = component_file(ws, shard)
+        if not comp_path.exists():
+            raise MixforgeError(f"{comp_path} not found: run the components stage (mixforge build) first")
         docs = pl.read_parquet(shard, columns=["id", "text", "source"])
+        components = pl.read_parquet(comp_path, columns=["id", "component"])
         joined = docs.join(components, on="id", how="inner", maintain_order="left")
         if joined.height != docs.height:  # a document without its component (or with two) must not vanish quietly
             missing = docs.join(joined.select("id"), on="id", how="anti")["id"].head(5).to_list()

@@ -11,26 +11,31 @@ tokenized into `eval/<name>.bin` for loss and bits per byte. Output under `token
 from __future__ import annotations
 
 import json
-import random
+import os
 import shutil
 import time
 import zlib
 from pathlib import Path
 
+import polars as pl
+
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.digests import shard_digests
+from mixforge.errors import ConfigError
+from mixforge.pipelines.components import load_components
+from mixforge.pipelines.quality import read_reference
+from mixforge.pipelines.samples import BottomK, id_keys
+from mixforge.pipelines.tasks import NextLinePool
 from mixforge.pipelines.tokenize import (
+    TokenShardWriter,
     load_tokenizer,
     tokenize_components,
     tokenizer_identity,
     train_default_tokenizer,
     workspace_frames,
 )
-from mixforge.errors import ConfigError
-from mixforge.pipelines.quality import read_reference
-from mixforge.pipelines.tasks import next_line_task
 from mixforge.stage_runner import StageResult, run_side_stage
-from mixforge.workspace import Workspace, atomic_write_parquet, atomic_write_text
+from mixforge.workspace import Workspace, atomic_write_text
 
 TOKENIZER_SAMPLE_DOCS = 20_000
 
@@ -83,29 +88,52 @@ def text_hash(text: str) -> int:
     return xxhash.xxh3_64_intdigest(text.encode("utf-8"))
 
 
-def write_document_index(out: Path, ids: list[str], docs: list[tuple[str, str]], splits: list[str]) -> None:
-    """`documents.parquet`: where each kept document's tokens are (split, component, start and
-    length in tokens, EOS included) and a hash of its text, so that export slices the tokens
-    instead of tokenizing again."""
-    import numpy as np
-    import polars as pl
+class DocumentIndex:
+    """`documents.parquet`, streamed: where each kept document's tokens are (split, component,
+    start and length in tokens, EOS included) and a hash of its text, so that export slices the
+    tokens instead of tokenizing again. Rows go to a temp file, renamed into place by `close()`."""
 
-    components = [c for c, _ in docs]
-    lengths = {key: np.load(out / key[0] / f"{key[1]}.lengths.npy").astype(np.int64) for key in set(zip(splits, components))}
-    begins = {key: np.cumsum(n) - n for key, n in lengths.items()}
-    starts, sizes, seen = [], [], dict.fromkeys(lengths, 0)  # documents of each (split, component) come in order
-    for key in zip(splits, components):
-        k = seen[key]
-        seen[key] = k + 1
-        starts.append(int(begins[key][k]))
-        sizes.append(int(lengths[key][k]))
-    atomic_write_parquet(out / "documents.parquet", pl.DataFrame(
-        {"id": ids, "component": components, "split": splits, "start": starts, "length": sizes,
-         "text_hash": pl.Series([text_hash(t) for _, t in docs], dtype=pl.UInt64)}))
+    def __init__(self, path: Path):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.path = path
+        self.schema = pa.schema([("id", pa.string()), ("component", pa.string()), ("split", pa.string()),
+                                 ("start", pa.int64()), ("length", pa.int64()), ("text_hash", pa.uint64())])
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        self.offsets: dict[tuple[str, str], int] = {}
+
+    def add(self, ids: list[str], components: list[str], split: str, lengths: list[int], texts: list[str]) -> None:
+        import pyarrow as pa
+
+        starts = []
+        for comp, n in zip(components, lengths):
+            start = self.offsets.get((split, comp), 0)
+            starts.append(start)
+            self.offsets[(split, comp)] = start + n
+        self.writer.write_table(pa.table({"id": ids, "component": components, "split": [split] * len(ids), "start": starts,
+                                          "length": lengths, "text_hash": [text_hash(t) for t in texts]}, schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
+BATCH_DOCS = 1024
+
+
+def tokenizer_sample(ws: Workspace, seed: int, size: int = TOKENIZER_SAMPLE_DOCS) -> list[str]:
+    """A seeded sample of kept texts for training the default tokenizer (by a hash of the id)."""
+    sample = BottomK(size)
+    for frame in workspace_frames(ws):
+        sample.offer(id_keys(frame["id"], seed), frame["text"].to_list())
+    return sample.items()
 
 
 def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
-    """Tokenize the components into `<workspace>/tokens/extra/{train,heldout}/`."""
+    """Tokenize the components into `<workspace>/tokens/extra/{train,heldout}/`, one prune shard
+    at a time (memory: one shard, the tokenizer's training sample and the task's pool)."""
     ws = Workspace(cfg.workspace_dir)
     p = cfg.proxy
 
@@ -114,32 +142,40 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
         out = partial / "extra"
         out.mkdir(parents=True, exist_ok=True)
         tok_path = out / "tokenizer.json"
-        frames = list(workspace_frames(ws))  # read once: the split below keeps every text anyway
-        ids = [i for f in frames for i in f["id"].to_list()]
-        docs = [d for f in frames for d in zip(f["component"].to_list(), f["text"].to_list())]
-        extra_eval = eval_texts(cfg, {c for c, _ in docs})  # bad files fail before any work
+        names = {r["component"] for r in (load_components(ws) or {}).get("components", [])}
+        extra_eval = eval_texts(cfg, names)  # bad files fail before any work
         if p.tokenizer:
             load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
             shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
         else:
-            sample = [text for _, text in docs]
-            random.Random(cfg.seed).shuffle(sample)
-            train_default_tokenizer(sample[:TOKENIZER_SAMPLE_DOCS], tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
+            train_default_tokenizer(tokenizer_sample(ws, cfg.seed), tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
+        writers = {split: TokenShardWriter(tok_path, out / split) for split in ("train", "heldout")}
+        index = DocumentIndex(out / "documents.parquet")
+        pool = NextLinePool()
         held_bytes: dict[str, int] = {}
-        train_docs, held_docs = [], []
-        splits = ["heldout" if is_heldout(doc_id, cfg.seed, p.heldout_fraction) else "train" for doc_id in ids]
-        for (comp, text), split in zip(docs, splits):
-            if split == "heldout":
-                held_docs.append((comp, text))
-                held_bytes[comp] = held_bytes.get(comp, 0) + len(text.encode("utf-8"))
-            else:
-                train_docs.append((comp, text))
-        task = next_line_task(held_docs, n_items=200, seed=cfg.seed)
+        try:
+            for frame in workspace_frames(ws):
+                frame = frame.with_columns(pl.Series("split", ["heldout" if is_heldout(i, cfg.seed, p.heldout_fraction) else "train"
+                                                               for i in frame["id"]]))
+                for start in range(0, frame.height, BATCH_DOCS):
+                    batch = frame.slice(start, BATCH_DOCS)
+                    for (split,), part in batch.group_by("split", maintain_order=True):
+                        comps, texts = part["component"].to_list(), part["text"].to_list()
+                        lengths = writers[split].add(list(zip(comps, texts)))
+                        index.add(part["id"].to_list(), comps, split, lengths, texts)
+                held = frame.filter(pl.col("split") == "heldout")
+                for (comp,), part in held.group_by("component", maintain_order=True):
+                    held_bytes[comp] = held_bytes.get(comp, 0) + int(part["text"].str.len_bytes().sum())
+                    pool.add(comp, id_keys(part["id"], cfg.seed), part["text"].to_list())
+            train, held = (writers[split].close() for split in ("train", "heldout"))
+            index.close()
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        task = pool.items(n_items=200, seed=cfg.seed)
         atomic_write_text(out / "tasks" / "next_line.jsonl", "".join(json.dumps(item) + "\n" for item in task))
-        train = tokenize_components(train_docs, tok_path, out / "train")
-        held = tokenize_components(held_docs, tok_path, out / "heldout")
         evals = tokenize_components(extra_eval, tok_path, out / "eval") if extra_eval else {}
-        write_document_index(out, ids, docs, splits)
         eval_bytes = {n: sum(len(t.encode("utf-8")) for nn, t in extra_eval if nn == n) for n in evals}
         components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
                           "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}

@@ -10,9 +10,9 @@ from conftest import SLICE, write_config
 from mixforge.config import EmbedConfig, load_config
 from mixforge.errors import ConfigError
 from mixforge.pipelines.build import build
-from mixforge.pipelines.cluster import assign, auto_clusters, run_cluster, train_kmeans
+from mixforge.pipelines.cluster import assign, auto_clusters, load_vector_shard, run_cluster, train_kmeans, vector_shards
 from mixforge.pipelines.components import label_agreement, merge_clusters, purity
-from mixforge.pipelines.embed import Encoder, load_vectors
+from mixforge.pipelines.embed import Encoder
 from mixforge.pipelines.prune import semantic_duplicates
 from mixforge.pipelines.quality import heuristic_score, read_reference, train_classifier
 from mixforge.proxy_training.proxy import run_proxy
@@ -138,7 +138,10 @@ def test_full_build_on_the_slice_components_report_and_pruning(tmp_path, slice_c
     results = build(cfg)
     assert [r.stage for r in results][-6:] == ["embed", "cluster", "quality", "prune", "components", "tokens"]
     ws = Workspace(cfg.workspace_dir)
-    ids, vectors, tokens, valid = load_vectors(ws)
+    shards = [load_vector_shard(f) for f in vector_shards(ws)]
+    ids = [i for meta, _ in shards for i in meta["id"]]
+    vectors = np.concatenate([v for _, v in shards])
+    tokens, valid = (np.concatenate([meta[c].to_numpy() for meta, _ in shards]) for c in ("tokens", "valid"))
     kept = pl.read_parquet(sorted(ws.docs_dir("dedup").glob("*.parquet")), columns=["id"])["id"].to_list()
     assert ids == kept and vectors.shape == (len(kept), 384) and valid.all() and (tokens > 0).all()
     assert results[-1].counts["eval_texts"]["tutorial"]["documents"] == 4
@@ -167,7 +170,7 @@ def test_full_build_on_the_slice_components_report_and_pruning(tmp_path, slice_c
         assert (ws.stage_dir("components") / "extra" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # pruning: the lowest-quality clusters go to removed/low_quality_cluster, and the ledger adds up
-    scores = pl.read_parquet(ws.stage_dir("quality") / "extra" / "scores.parquet")
+    scores = pl.read_parquet(sorted((ws.stage_dir("quality") / "extra" / "scores").glob("*.parquet")))
     assignments = pl.read_parquet(sorted((ws.stage_dir("cluster") / "extra" / "assign").glob("*.parquet")))
     means = assignments.join(scores, on="id").group_by("cluster").agg(pl.col("quality").mean()).sort("quality")
     cfg.quality.min_cluster_score = float(means["quality"][1]) + 1e-6  # prune the two worst clusters

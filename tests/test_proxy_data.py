@@ -108,13 +108,13 @@ def test_corrupt_tokenizer_names_file(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_tokenize_workspace(built, tmp_path):
-    """Prune docs joined with components.parquet give the same shards as the (component, text) pairs."""
+    """Prune docs joined with components/<shard>.parquet give the same shards as the (component, text) pairs."""
     ws = Workspace(tmp_path / "ws")
     docs = built["docs"]
     frame = pl.DataFrame({"id": [i for _, i, _ in docs], "text": [t for _, _, t in docs], "source": [c for c, _, _ in docs]})
     atomic_write_parquet(ws.docs_dir("prune") / "000.parquet", frame)
     comps = frame.select("id", pl.col("source").alias("component"), pl.lit(0, dtype=pl.Int32).alias("cluster"))
-    atomic_write_parquet(ws.stage_dir("components") / "extra" / "components.parquet", comps)
+    atomic_write_parquet(ws.stage_dir("components") / "extra" / "components" / "000.parquet", comps)
     meta = tokenize_workspace(ws, built["tok_path"], tmp_path / "shards")
     assert {c: m["tokens"] for c, m in meta.items()} == {c: m["tokens"] for c, m in built["meta"].items()}
     shards = load_shards(tmp_path / "shards")

@@ -14,7 +14,9 @@ from conftest import LABELS, SLICE, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import LedgerError
 from mixforge.proxy_training.runs import RunsTable
+from mixforge.ledger import parquet_files
 from mixforge.pipelines.build import build
+from mixforge.pipelines.components import component_file
 from mixforge.pipelines.tokens import is_heldout
 from mixforge.proxy_training.evaluate import heldout_loss
 from mixforge.proxy_training.model import GPT, preset
@@ -105,7 +107,7 @@ def test_heldout_split_by_id_ledger_repair_and_joins(built, tmp_path):
     assert read_json(ws.ledger_path) == ledger
 
     # a kept document without a component fails loudly instead of vanishing from the token shards
-    comp_path = ws.stage_dir("components") / "extra" / "components.parquet"
+    comp_path = component_file(ws, parquet_files(ws.docs_dir("prune"))[0])
     original = comp_path.read_bytes()
     try:
         pl.read_parquet(comp_path).slice(1).write_parquet(comp_path)
