@@ -4,11 +4,11 @@ search figures come along as provenance."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from mixforge.config import read_utf8
 from mixforge.errors import MixforgeError
+from mixforge.mixture import weight_value
 from mixforge.workspace import read_json
 
 
@@ -73,13 +73,12 @@ def _checked_weights(path: Path, data: dict, components: list[str] | None) -> di
         name = str(key)  # `0:` is an integer to YAML; the component's name is the string
         if name in weights:
             raise MixforgeError(f"{path}: component {name!r} is given twice")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise MixforgeError(f"{path}: weight of {name!r} is {value!r}, not a number")
-        if not math.isfinite(value):
-            raise MixforgeError(f"{path}: weight of {name!r} is {value}: weights must be finite numbers")
-        if value < 0:
-            raise MixforgeError(f"{path}: weight of {name!r} is {value}: weights cannot be negative")
-        weights[name] = float(value)
+        if not isinstance(value, (int, float)):  # a quoted "0.5" is a string to YAML: say so rather than convert
+            raise MixforgeError(f"{path}: weight of component {name!r} is {value!r}, not a number")
+        try:
+            weights[name] = weight_value(name, value)
+        except MixforgeError as e:
+            raise MixforgeError(f"{path}: {e}") from None
     unknown = [n for n in weights if components is not None and n not in components]
     if unknown:
         raise MixforgeError(f"{path}: unknown component(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(components))}")

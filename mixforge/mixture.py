@@ -8,23 +8,27 @@ import warnings
 from mixforge.errors import MixforgeError
 
 
+def weight_value(comp: str, w) -> float:
+    """One component's weight as a float: a finite number >= 0, else an error naming the component."""
+    try:
+        if isinstance(w, bool):
+            raise TypeError
+        w = float(w)
+    except (TypeError, ValueError):
+        raise MixforgeError(f"weight of component {comp!r} is {w!r}, not a number") from None
+    if math.isnan(w) or math.isinf(w):
+        raise MixforgeError(f"weight of component {comp!r} is {w}: weights must be finite numbers")
+    if w < 0:
+        raise MixforgeError(f"weight of component {comp!r} is {w}: weights cannot be negative")
+    return w
+
+
 def check_weights(weights: dict[str, float], known: list[str]) -> dict[str, float]:
     """Weights for every known component (missing ones are 0), summing to 1."""
     unknown = sorted(set(weights) - set(known))
     if unknown:
         raise MixforgeError(f"unknown component(s) {', '.join(unknown)} in the weights; known: {', '.join(sorted(known))}")
-    clean = {}
-    for comp in known:
-        w = weights.get(comp, 0.0)
-        try:
-            w = float(w)
-        except (TypeError, ValueError):
-            raise MixforgeError(f"weight of component {comp!r} is {w!r}, not a number") from None
-        if math.isnan(w) or math.isinf(w):
-            raise MixforgeError(f"weight of component {comp!r} is {w}: weights must be finite numbers")
-        if w < 0:
-            raise MixforgeError(f"weight of component {comp!r} is {w}: weights cannot be negative")
-        clean[comp] = w
+    clean = {comp: weight_value(comp, weights.get(comp, 0.0)) for comp in known}
     total = sum(clean.values())
     if total <= 0:
         raise MixforgeError("the weights sum to 0: at least one component needs a positive weight")

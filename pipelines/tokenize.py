@@ -24,6 +24,7 @@ EOS = "<|endoftext|>"
 # EOS candidates for tokenizers the user brings (GPT-2 style, Llama/T5 style, BERT style).
 EOS_CANDIDATES = [EOS, "</s>", "<eos>", "[SEP]"]
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ENCODE_CHARS = 1_000_000  # characters per encode call (see TokenShardWriter.add)
 
 
 def _disable_cut(tok):
@@ -131,9 +132,23 @@ class TokenShardWriter:
         self.stats[comp] = {"documents": 0, "tokens": 0}
 
     def add(self, batch: list[tuple[str, str]]) -> list[int]:
-        """Encode and append a batch; returns each document's length in tokens (EOS included)."""
-        # encode_batch runs on all cores; add_special_tokens=False so BERT-like tokenizers add no [CLS].
-        encodings = self.tok.encode_batch([text or "" for _, text in batch], add_special_tokens=False)
+        """Encode and append a batch; returns each document's length in tokens (EOS included).
+        Encoded in pieces of about ENCODE_CHARS characters: an Encoding costs ~70 bytes per token,
+        so a whole shard of long documents at once would cost hundreds of MB."""
+        sizes: list[int] = []
+        start = 0
+        while start < len(batch):
+            end, held = start, 0
+            while end < len(batch) and (end == start or held + len(batch[end][1] or "") <= ENCODE_CHARS):
+                held += len(batch[end][1] or "")
+                end += 1
+            sizes += self._add(batch[start:end])
+            start = end
+        return sizes
+
+    def _add(self, batch: list[tuple[str, str]]) -> list[int]:
+        # encode_batch_fast (no offsets) runs on all cores; add_special_tokens=False so BERT-like tokenizers add no [CLS].
+        encodings = self.tok.encode_batch_fast([text or "" for _, text in batch], add_special_tokens=False)
         per_comp: dict[str, tuple[list[int], list[int]]] = {}
         sizes = []
         for (comp, _), enc in zip(batch, encodings):

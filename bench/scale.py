@@ -1,0 +1,80 @@
+"""Build a scale corpus's workspace one stage at a time, each in its own process, and measure
+every stage's wall time and peak resident memory (shared by bench_scale.py and the memory test).
+
+Peak memory is the `ru_maxrss` that `wait4` reports for the stage's process: the largest RSS of
+that process or of any worker it waited for (datatrove's pool), so a stage that loads the corpus
+into one process shows it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+POST_DEDUP = ["embed", "cluster", "quality", "prune", "components", "tokens"]
+STAGES = ["ingest", "filter", "dedup", *POST_DEDUP]
+KINDS = {"code": "code", "docs": "reference", "man": "reference", "legal": "reference"}
+CHEAP_FILTERS = {name: {"enabled": False} for name in ("language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")}
+
+
+def make_corpus(out: Path, docs: int, seed: int = 0, piece: int = 6000, per_file: int = 500) -> Path:
+    """scripts/make_scale_corpus.py into `out` (kept when it is already there)."""
+    if not (out / "labels.json").exists():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_scale_corpus.py"), str(out), "--docs", str(docs),
+                        "--seed", str(seed), "--piece", str(piece), "--per-file", str(per_file)], check=True, timeout=900)
+    return out
+
+
+def write_config(corpus: Path, folder: Path, **settings) -> Path:
+    """Cheap settings for scale runs: the length filter only, exact + MinHash dedup, small shards."""
+    labels = sorted(p.name for p in corpus.iterdir() if p.is_dir())
+    data = {"workspace": str(folder / "ws"), "workers": 2, "shard_mb": 1, "seed": 0,
+            "sources": [{"path": str(corpus / label), "label": label, "kind": KINDS.get(label, "reference")} for label in labels],
+            "filters": dict(CHEAP_FILTERS), "embed": {"max_tokens": 64}, "cluster": {"n_components": 4}, **settings}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mixforge.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+RUN_STAGE = """
+import sys
+from mixforge.config import load_config
+from mixforge.pipelines.build import build
+build(load_config(sys.argv[1]), until=sys.argv[2])
+"""
+
+
+def measure(config: Path, stages: list[str] = STAGES, timeout: float = 1800) -> list[dict]:
+    """Every stage in order, each measured in a process of its own (see `stage_peak`)."""
+    return [stage_peak(config, stage, timeout) for stage in stages]
+
+
+def stage_peak(config: Path, stage: str, timeout: float = 1800) -> dict:
+    """Run the build up to `stage` (earlier stages are done and skip) in a fresh process:
+    {stage, seconds, peak_rss_mb}, the peak from wait4's rusage of that process alone."""
+    log = config.parent / f"{stage}.log"
+    t0 = time.perf_counter()
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", RUN_STAGE, str(config), stage], stdout=subprocess.DEVNULL,
+                                stderr=err, env={**os.environ, "TQDM_DISABLE": "1"})
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                raise TimeoutError(f"stage {stage} ran past {timeout} s (log: {log})")
+            time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {stage} failed ({log}):\n{log.read_text(errors='replace')[-4000:]}")
+    return {"stage": stage, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
