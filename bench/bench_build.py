@@ -102,7 +102,7 @@ def profile_ours() -> dict[str, float]:
             try:
                 return original(*a, **kw)
             finally:
-                key = label if isinstance(label, str) else "datatrove: " + (a[4] if len(a) > 4 else kw["description"])
+                key = label if isinstance(label, str) else "datatrove: " + (a[5] if len(a) > 5 else kw["description"])
                 spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
 
         setattr(module, name, timed_call)

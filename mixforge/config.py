@@ -359,6 +359,16 @@ class ExportConfig(Section):
     tokens: int | None = Field(None, ge=1, description="Token budget of the export; default: all available.")
 
 
+class RayConfig(Section):
+    """Where and how the Ray executor runs (`executor: ray`)."""
+
+    address: str | None = Field(None, description="host:port of a running Ray cluster; none: start a local Ray for the build.")
+    cpus_per_task: float = Field(1, gt=0, description="CPUs reserved per shard task.")
+    gpus_per_embed_task: float = Field(0, ge=0, description="GPUs reserved per embedding task (1: one task per GPU).")
+    memory_per_task_gb: float = Field(1.0, gt=0, description="Memory reserved per task (Ray waits for a node that has it).")
+    max_retries: int = Field(3, ge=0, description="Times a task whose worker died is rerun.")
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -369,6 +379,9 @@ class MixforgeConfig(Section):
     seed: int = Field(0, ge=0, description="Seed for every random choice; recorded in manifests and run rows.")
     workers: int = Field(0, ge=0, description="Parallel worker processes; 0 = number of CPU cores.")
     shard_mb: int = Field(64, ge=1, description="Target size of normalised Parquet shards (MB of input).")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: worker processes on this machine; ray: shard tasks on a Ray cluster (see `ray`).")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray executor settings.")
     sources: list[SourceConfig] = Field(..., min_length=1, description="Inputs to read.")
     filters: FiltersConfig = Field(default_factory=FiltersConfig, description="Global filter settings.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication settings.")

@@ -14,6 +14,7 @@ from mixforge.pipelines.cluster import cluster_fingerprint, run_cluster
 from mixforge.pipelines.components import components_fingerprint, run_components
 from mixforge.pipelines.dedup import dedup_fingerprint, run_dedup
 from mixforge.pipelines.embed import embed_fingerprint, run_embed
+from mixforge.pipelines.engine import ray_session
 from mixforge.pipelines.filters import filter_fingerprint, run_filter
 from mixforge.pipelines.ingest import ingest_fingerprint, run_ingest
 from mixforge.pipelines.prune import prune_fingerprint, run_prune
@@ -62,8 +63,9 @@ def build(
     `run(stage, *args)` calls the stage function (the Prefect flow passes its tasks here)."""
     run = run or (lambda stage, *args: STAGE_FUNCTIONS[stage](*args))
     done: dict[str, StageResult] = {}
-    for stage in STAGES[: STAGES.index(check_until(until)) + 1]:
-        done[stage] = run(stage, *_arguments(stage, cfg, done, force, strict))
+    with ray_session(cfg):  # executor: ray connects (or starts a local Ray) once for the build
+        for stage in STAGES[: STAGES.index(check_until(until)) + 1]:
+            done[stage] = run(stage, *_arguments(stage, cfg, done, force, strict))
     return list(done.values())
 
 

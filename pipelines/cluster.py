@@ -15,6 +15,7 @@ import polars as pl
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
+from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.samples import choose_positions, gather
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_npy, atomic_write_parquet
@@ -97,30 +98,31 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
         out = partial / "extra"
         (out / "assign").mkdir(parents=True, exist_ok=True)
         sample_size = min(k * c.sample_per_centroid, n_valid)
-        if (out / "centroids.npy").exists():  # resumed: assign with the centroids already fitted
-            centroids, device = np.load(out / "centroids.npy"), "resumed"
-        else:
+        device = "resumed"  # a resumed stage assigns with the centroids it already fitted
+        if not (out / "centroids.npy").exists():
             sample = training_sample(shards, counts, sample_size, cfg.seed)
             centroids, device = train_kmeans(sample, k, c.iterations, cfg.seed, c.sample_per_centroid)
             atomic_write_npy(out / "centroids.npy", centroids)
-        inertia = 0.0
-        for f in shards:
-            target = out / "assign" / f.name
-            if target.exists():  # assigned before an interruption (the centroids are seeded: the same)
-                inertia += float(pl.read_parquet(target, columns=["distance"])["distance"].fill_nan(None).sum() or 0)
-                continue
-            meta, vecs = load_vector_shard(f)
-            valid = meta["valid"].to_numpy()
-            ids, dist = assign(vecs, centroids) if len(vecs) else (np.zeros(0, np.int32), np.zeros(0, np.float32))
-            ids[~valid], dist[~valid] = -1, np.nan
-            inertia += float(np.nansum(dist))
-            frame = meta.select("id", "tokens").with_columns(pl.Series("cluster", ids), pl.Series("distance", dist))
-            atomic_write_parquet(target, frame)
+        calls = [(str(f), str(out / "centroids.npy"), str(out / "assign" / f.name)) for f in shards]
+        inertia = sum(map_shards(cfg, assign_shard, calls, "cluster: assign", counts))
         return {"clusters": k, "documents": n_valid, "train_sample": sample_size, "device": device,
                 "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
 
     fingerprint = cluster_fingerprint(cfg, upstream.fingerprint)
     return run_side_stage(ws, "cluster", fingerprint, body, upstream.docs_dir, force=force, settings=c.model_dump())
+
+
+def assign_shard(meta_file: str, centroids_file: str, target: str) -> float:
+    """Nearest centroid for every vector of one embed shard into `target` (kept when already
+    there: a resumed stage uses the centroids it fitted); returns the summed cosine distance."""
+    if Path(target).exists():
+        return float(pl.read_parquet(target, columns=["distance"])["distance"].fill_nan(None).sum() or 0)
+    meta, vecs = load_vector_shard(Path(meta_file))
+    valid = meta["valid"].to_numpy()
+    ids, dist = assign(vecs, np.load(centroids_file)) if len(vecs) else (np.zeros(0, np.int32), np.zeros(0, np.float32))
+    ids[~valid], dist[~valid] = -1, np.nan
+    atomic_write_parquet(Path(target), meta.select("id", "tokens").with_columns(pl.Series("cluster", ids), pl.Series("distance", dist)))
+    return float(np.nansum(dist))
 
 
 def assignment_file(ws: Workspace, shard: Path) -> Path:

@@ -130,9 +130,9 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
         unique = [docs_reader(str(in_dir)), SkipIds(set(exact))]
         pipeline = list(unique)
         if d.minhash and files:
-            run_pipeline(unique + [MinhashDedupSignature(str(work / "sigs"), config=mh)], len(files), workers, logs / "mh1", "dedup: minhash signatures", sizes)
-            run_pipeline([MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mh)], mh.num_buckets, workers, logs / "mh2", "dedup: minhash buckets")
-            run_pipeline([MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=mh, save_cluster_id=True)], 1, 1, logs / "mh3", "dedup: minhash clusters")
+            run_pipeline(cfg, unique + [MinhashDedupSignature(str(work / "sigs"), config=mh)], len(files), workers, logs / "mh1", "dedup: minhash signatures", sizes)
+            run_pipeline(cfg, [MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mh)], mh.num_buckets, workers, logs / "mh2", "dedup: minhash buckets")
+            run_pipeline(cfg, [MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=mh, save_cluster_id=True)], 1, 1, logs / "mh3", "dedup: minhash clusters")
             _complete_cluster_files(work / "remove", len(files))
             near_writer = ParquetWriter(str(work / "near"), output_filename="${rank}.parquet", adapter=_near_row, compression=None)
             pipeline += [
@@ -140,7 +140,7 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
                 RecordClusterIds(str(work / "kept_clusters")),
             ]
         pipeline.append(docs_writer(str(partial / "docs"), cfg.shard_mb))
-        run_pipeline(pipeline, len(files), workers, logs / "final", "dedup: write", sizes)
+        run_pipeline(cfg, pipeline, len(files), workers, logs / "final", "dedup: write", sizes)
         _write_duplicates(in_dir, exact, _near_duplicates(work), partial / "removed")
 
     return run_stage(ws, "dedup", fingerprint, body, lambda _: shard_counts(files), force, strict, d.model_dump())

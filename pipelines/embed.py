@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import pyarrow as pa
 from mixforge.config import EmbedConfig, MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
 from mixforge.ledger import parquet_files
-from mixforge.progress import progress_bar
+from mixforge.pipelines.engine import map_shards
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_npy, atomic_write_parquet
 
@@ -79,7 +80,8 @@ class Encoder:
         if self.device == "cuda":
             self.model.half()
         else:
-            torch.set_num_threads(os.cpu_count() or 1)
+            # every core, unless the process was given a share (Ray sets OMP_NUM_THREADS to a task's CPUs)
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
         self.static = _static_model(path, cache_dir) if settings.backend == "static" else None
         self.batch_size = settings.batch_size if settings.batch_size != "auto" else (512 if self.device == "cuda" else 64)
 
@@ -133,30 +135,44 @@ def embed_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
 
 
 def run_embed(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
-    """Embed every shard of `upstream` (the dedup output) into `<workspace>/embed/extra/vectors/`."""
+    """Embed every shard of `upstream` (the dedup output) into `<workspace>/embed/extra/vectors/`,
+    one task per shard (Ray tasks with `ray.gpus_per_embed_task` GPUs under `executor: ray`)."""
     ws = Workspace(cfg.workspace_dir)
     files = parquet_files(Path(upstream.docs_dir))
     fingerprint = embed_fingerprint(cfg, upstream.fingerprint)
 
     def body(partial: Path) -> dict:
-        encoder = Encoder(cfg.embed, cache_dir=ws.root / "models")
         out = partial / "extra" / "vectors"
         out.mkdir(parents=True, exist_ok=True)
-        total = sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files)
-        done = invalid = 0
+        sizes = [pl.scan_parquet(f).select(pl.len()).collect().item() for f in files]
         t0 = time.perf_counter()
-        with progress_bar() as progress:
-            bar = progress.add_task("embed", total=total, rate="")
-            for f in files:
-                frame = pl.read_parquet(f, columns=["id", "text"])
-                if not (out / f"{f.stem}.npy").exists():  # finished shards are kept on resume
-                    invalid += _embed_shard(encoder, frame, out / f.stem)
-                done += frame.height
-                progress.update(bar, completed=done, rate=f"{done / (time.perf_counter() - t0):,.1f} docs/s")
-        return {"documents": total, "invalid": invalid, "dim": encoder.dim, "device": encoder.device,
+        calls = [(cfg.embed, str(ws.root / "models"), str(f), str(out)) for f in files]
+        done = map_shards(cfg, embed_shard, calls, "embed", sizes, gpus=cfg.ray.gpus_per_embed_task)
+        dims = {d for _, _, d, _ in done} or {0}
+        return {"documents": sum(sizes), "invalid": sum(n for _, n, _, _ in done), "dim": max(dims),
+                "device": ",".join(sorted({dev for *_, dev in done} - {"resumed"})) or detect_device(cfg.embed.device),
                 "model": cfg.embed.model, "backend": cfg.embed.backend, "seconds": round(time.perf_counter() - t0, 2)}
 
     return run_side_stage(ws, "embed", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.embed.model_dump())
+
+
+@functools.lru_cache(maxsize=1)
+def cached_encoder(settings_json: str, cache_dir: str) -> Encoder:
+    """One loaded model per process (a Ray worker keeps it across the shards it runs)."""
+    return Encoder(EmbedConfig.model_validate_json(settings_json), cache_dir=Path(cache_dir))
+
+
+def embed_shard(settings: EmbedConfig, cache_dir: str, shard: str, out: str) -> tuple[int, int, int, str]:
+    """Embed one dedup shard into `<out>/<stem>.npy` + `.parquet` (kept when already there):
+    (documents, invalid vectors, dimension, device)."""
+    stem = Path(out) / Path(shard).stem
+    if stem.with_suffix(".npy").exists():  # finished before an interruption
+        meta = pl.read_parquet(stem.with_suffix(".parquet"), columns=["valid"])
+        dim = np.load(stem.with_suffix(".npy"), mmap_mode="r").shape[1]
+        return meta.height, int((~meta["valid"]).sum()), dim, "resumed"
+    encoder = cached_encoder(settings.model_dump_json(), cache_dir)
+    frame = pl.read_parquet(shard, columns=["id", "text"])
+    return frame.height, _embed_shard(encoder, frame, stem), encoder.dim, encoder.device
 
 
 BLOCK = 2048  # texts per encode call: enough for length sorting to pay off, bounded memory

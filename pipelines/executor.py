@@ -14,6 +14,8 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.utils.logging import logger
 
+from mixforge.config import MixforgeConfig
+from mixforge.errors import MixforgeError
 from mixforge.progress import progress_bar
 
 
@@ -38,6 +40,7 @@ def quiet_logs() -> None:
 
 
 def run_pipeline(
+    cfg: MixforgeConfig,
     pipeline: list,
     tasks: int,
     workers: int,
@@ -46,7 +49,8 @@ def run_pipeline(
     task_sizes: list[int] | None = None,
     unit: str = "docs",
 ) -> None:
-    """Run `pipeline` as `tasks` datatrove tasks. Finished tasks (completion markers under
+    """Run `pipeline` as `tasks` datatrove tasks, with datatrove's local executor or, for
+    `executor: ray`, its RayPipelineExecutor. Finished tasks (completion markers under
     `logging_dir`) are skipped, so an interrupted stage resumes where it stopped.
 
     `task_sizes` (work per task, in `unit`) drives the progress bar's rate.
@@ -54,17 +58,29 @@ def run_pipeline(
     if tasks <= 0:
         return
     quiet_logs()
-    workers = min(default_workers(workers), tasks) if _workers_can_start() else 1
-    executor = QuietExecutor(
-        pipeline=pipeline,
-        tasks=tasks,
-        workers=workers,
-        logging_dir=str(logging_dir),
-        start_method="forkserver" if workers > 1 else "spawn",
-    )
     sizes = task_sizes or [1] * tasks
+    if cfg.executor == "ray":
+        from datatrove.executor import RayPipelineExecutor
+
+        executor = RayPipelineExecutor(
+            pipeline=pipeline, tasks=tasks, workers=-1, logging_dir=str(logging_dir), cpus_per_task=cfg.ray.cpus_per_task,
+            mem_per_cpu_gb=cfg.ray.memory_per_task_gb / cfg.ray.cpus_per_task,
+        )
+    else:
+        workers = min(default_workers(workers), tasks) if _workers_can_start() else 1
+        executor = QuietExecutor(
+            pipeline=pipeline,
+            tasks=tasks,
+            workers=workers,
+            logging_dir=str(logging_dir),
+            start_method="forkserver" if workers > 1 else "spawn",
+        )
     with _TaskProgress(logging_dir / "completions", sizes, description, unit):
         executor.run()
+    incomplete = executor.get_incomplete_ranks(range(tasks))
+    if incomplete:  # RayPipelineExecutor returns normally when tasks fail
+        raise MixforgeError(f"{description}: {len(incomplete)} of {tasks} tasks did not complete (ranks {incomplete[:10]}); "
+                            f"their logs are under {logging_dir}/logs. Rerun the build: finished tasks are kept.")
 
 
 def _workers_can_start() -> bool:

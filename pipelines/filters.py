@@ -204,7 +204,7 @@ def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, 
             docs_writer(str(partial / "docs"), cfg.shard_mb),
         ]
         sizes = [shard_counts([f])[0] for f in files]
-        run_pipeline(pipeline, len(files), workers, partial / "logs", "filter", sizes, "docs")
+        run_pipeline(cfg, pipeline, len(files), workers, partial / "logs", "filter", sizes, "docs")
 
     settings = {k: v.model_dump() for k, v in per_source.items()}
     return run_stage(ws, "filter", fingerprint, body, lambda _: shard_counts(files), force, strict, settings)

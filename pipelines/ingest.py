@@ -257,6 +257,7 @@ def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False) -
 
     def body(partial: Path) -> None:
         run_pipeline(
+            cfg,
             ingest_pipeline(cfg, tasks, partial),
             tasks=len(tasks),
             workers=workers,

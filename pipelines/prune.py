@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.cluster import assignment_file
+from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.quality import score_file
 from mixforge.pipelines.records import REMOVED_SCHEMA
 from mixforge.stage_runner import StageResult, run_stage
@@ -111,6 +113,21 @@ def removal_marks(ws: Workspace, cfg: MixforgeConfig, shard: Path, low: dict[int
     return pl.DataFrame(rows, schema={"id": pl.String, "reason": pl.String, "why": pl.String, "kept_id": pl.String}, orient="row")
 
 
+def prune_shard(cfg: MixforgeConfig, shard: str, low: dict[int, float], semantic: pl.DataFrame, partial: str) -> None:
+    """Split one dedup shard into `<partial>/docs/<shard>` and its removed rows (the docs file is
+    written last: when it exists, the shard is done)."""
+    f, partial_dir = Path(shard), Path(partial)
+    if (partial_dir / "docs" / f.name).exists():
+        return
+    frame = pl.read_parquet(f)
+    marks = removal_marks(Workspace(cfg.workspace_dir), cfg, f, low, semantic)
+    hit = frame.join(marks, on="id", how="inner").with_columns(pl.format("{}: {}", "origin", "why").alias("detail"))
+    for reason in hit["reason"].unique().sort():
+        part = hit.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
+        atomic_write_parquet(partial_dir / "removed" / reason / f"prune-{f.stem}.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
+    atomic_write_parquet(partial_dir / "docs" / f.name, frame.join(marks, on="id", how="anti"))
+
+
 def prune_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     c = cfg.cluster
     return section_hash(upstream_fingerprint, cfg.quality.min_cluster_score, c.semdedup, c.semdedup_threshold)
@@ -132,16 +149,8 @@ def run_prune(cfg: MixforgeConfig, upstream: StageResult, docs: StageResult, for
         if cfg.cluster.semdedup:  # low-quality clusters go whole: nothing in them to deduplicate
             semantic = semantic_duplicate_marks(ws, files, set(low), cfg.cluster.semdedup_threshold)
         (partial / "docs").mkdir(parents=True, exist_ok=True)
-        for f in files:
-            if (partial / "docs" / f.name).exists():  # written last for its shard: done before an interruption
-                continue
-            frame = pl.read_parquet(f)
-            marks = removal_marks(ws, cfg, f, low, semantic)
-            hit = frame.join(marks, on="id", how="inner").with_columns(pl.format("{}: {}", "origin", "why").alias("detail"))
-            for reason in hit["reason"].unique().sort():
-                part = hit.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
-                atomic_write_parquet(partial / "removed" / reason / f"prune-{f.stem}.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
-            atomic_write_parquet(partial / "docs" / f.name, frame.join(marks, on="id", how="anti"))
+        calls = [(cfg, str(f), low, semantic, str(partial)) for f in files]
+        map_shards(cfg, prune_shard, calls, "prune", [pq.ParquetFile(f).metadata.num_rows for f in files])
 
     fingerprint = prune_fingerprint(cfg, upstream.fingerprint)
     settings = {"min_cluster_score": cfg.quality.min_cluster_score, "semdedup": cfg.cluster.semdedup}

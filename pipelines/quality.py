@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError, LedgerError
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.cluster import load_vector_shard, valid_counts, valid_vectors, vector_shards
-from mixforge.pipelines.embed import Encoder
+from mixforge.pipelines.embed import cached_encoder
+from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.samples import choose_positions, gather
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
@@ -125,7 +127,7 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
         model = None
         if q.reference:
             reference = read_reference([cfg.resolve(r) for r in q.reference])
-            positives = Encoder(cfg.embed, cache_dir=ws.root / "models").encode(reference)
+            positives = cached_encoder(cfg.embed.model_dump_json(), str(ws.root / "models")).encode(reference)
             shards = vector_shards(ws)
             counts = valid_counts(shards)
             chosen = choose_positions(sum(counts), q.negatives, cfg.seed)
@@ -133,18 +135,10 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
             model, auc, auc_std = train_classifier(positives, negatives, q.classifier, cfg.seed)
             summary.update(reference_texts=len(reference), negatives=len(negatives), classifier=q.classifier,
                            cv_roc_auc=round(auc, 4), cv_roc_auc_std=round(auc_std, 4))
-        docs = heuristic_sum = classifier_sum = classified = 0
-        for f in parquet_files(Path(upstream.docs_dir)):
-            target = out / f"{f.stem}.parquet"
-            if target.exists():
-                scores = pl.read_parquet(target)
-            else:
-                scores = _score_shard(ws, f, model)
-                atomic_write_parquet(target, scores)
-            docs += scores.height
-            heuristic_sum += scores["heuristic"].sum() or 0
-            classifier_sum += scores["classifier"].sum() or 0
-            classified += scores["classifier"].count()
+        files = parquet_files(Path(upstream.docs_dir))
+        calls = [(str(ws.root), str(f), model, str(out / f"{f.stem}.parquet")) for f in files]
+        done = map_shards(cfg, score_shard, calls, "quality", [pq.ParquetFile(f).metadata.num_rows for f in files])
+        docs, heuristic_sum, classifier_sum, classified = (sum(col) for col in zip(*done)) if done else (0, 0, 0, 0)
         summary = {"documents": docs, "heuristic_mean": round(heuristic_sum / max(docs, 1), 3)} | summary
         if model is not None:
             summary["classifier_mean"] = round(classifier_sum / max(classified, 1), 3)
@@ -153,6 +147,17 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
 
     return run_side_stage(ws, "quality", quality_fingerprint(cfg, upstream.fingerprint), body, upstream.docs_dir,
                           force=force, settings=q.model_dump())
+
+
+def score_shard(ws_root: str, shard: str, model, target: str) -> tuple[int, float, float, int]:
+    """Scores of one dedup shard into `target` (kept when already there): (documents, sum of
+    heuristic scores, sum of classifier scores, documents with a classifier score)."""
+    if Path(target).exists():
+        scores = pl.read_parquet(target)
+    else:
+        scores = _score_shard(Workspace(Path(ws_root)), Path(shard), model)
+        atomic_write_parquet(Path(target), scores)
+    return scores.height, scores["heuristic"].sum() or 0, scores["classifier"].sum() or 0, scores["classifier"].count()
 
 
 def _score_shard(ws: Workspace, shard: Path, model) -> pl.DataFrame:

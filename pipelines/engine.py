@@ -1,0 +1,96 @@
+"""Where shard work runs: in this process (`executor: local`) or as Ray tasks (`executor: ray`).
+
+A stage hands `map_shards` a top-level function and one argument tuple per shard (or group of
+shards); each call writes its shard's outputs atomically and returns a small summary. On Ray each
+call is a task with the stage's resource request; a task whose worker dies is rerun
+(`ray.max_retries`), which is safe because a rerun rewrites the same files. The global steps
+(k-means fit, components, tokens) stay in the driver.
+
+`ray_session` connects to `ray.address` or starts a local Ray bound to 127.0.0.1 for the build,
+and shuts down only what it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from mixforge.config import MixforgeConfig
+from mixforge.errors import ConfigError, MixforgeError
+from mixforge.progress import progress_bar
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def uses_ray(cfg: MixforgeConfig) -> bool:
+    return cfg.executor == "ray"
+
+
+@contextlib.contextmanager
+def ray_session(cfg: MixforgeConfig) -> Iterator[None]:
+    """Ray connected for the duration (nothing for the local executor)."""
+    if not uses_ray(cfg):
+        yield
+        return
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor: ray needs Ray installed: pip install 'mixforge[ray]'") from None
+    if ray.is_initialized():  # a caller (a notebook, a test) already connected
+        yield
+        return
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        if cfg.ray.address:
+            ray.init(address=cfg.ray.address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(num_cpus=cfg.workers or None, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"ray.address: cannot connect to Ray at {cfg.ray.address or '(a new local Ray)'}: {e}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def map_shards(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], description: str,
+               sizes: Sequence[int] | None = None, gpus: float = 0, unit: str = "docs") -> list:
+    """`fn(*args)` for every args tuple in `calls`, results in the same order, with a progress
+    bar (`sizes`: work per call). Ray tasks when `executor: ray`, else one after another here."""
+    sizes = list(sizes or [1] * len(calls))
+    results: list = [None] * len(calls)
+    t0 = time.perf_counter()
+    with progress_bar() as progress:
+        bar = progress.add_task(description, total=len(calls), rate="")
+        done_work = 0
+
+        def advance(i: int) -> None:
+            nonlocal done_work
+            done_work += sizes[i]
+            progress.update(bar, advance=1, rate=f"{done_work / max(time.perf_counter() - t0, 1e-9):,.0f} {unit}/s")
+
+        if not uses_ray(cfg) or not calls:
+            for i, args in enumerate(calls):
+                results[i] = fn(*args)
+                advance(i)
+            return results
+        import ray
+
+        task = ray.remote(fn).options(num_cpus=cfg.ray.cpus_per_task, num_gpus=gpus, max_retries=cfg.ray.max_retries,
+                                      memory=int(cfg.ray.memory_per_task_gb * 2**30), retry_exceptions=False)
+        pending = {task.remote(*args): i for i, args in enumerate(calls)}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=10)
+            for ref in ready:
+                i = pending.pop(ref)
+                try:
+                    results[i] = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # the function raised: the stage's own error, not Ray's
+                    raise e.as_instanceof_cause() from None
+                except ray.exceptions.RayError as e:
+                    raise MixforgeError(f"{description}: a Ray task failed after {cfg.ray.max_retries} retries: {e}") from None
+                advance(i)
+    return results
