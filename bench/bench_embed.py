@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--no-static", action="store_true", help="skip the static fast path (its distillation takes minutes on CPU)")
     args = parser.parse_args()
 
     import numpy as np
@@ -69,6 +70,8 @@ def main() -> None:
         "baseline": "SentenceTransformer.encode defaults (batch 32), same max_seq_length",
     })
 
+    if args.no_static:
+        return
     with tempfile.TemporaryDirectory() as cache:
         fast = Encoder(EmbedConfig(max_tokens=args.max_tokens, backend="static"), cache_dir=Path(cache))
         s, _ = timed_pair(lambda: fast.encode(texts), encode_plain, 1)
