@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--piece", type=int, default=3000, help="largest document in characters (smaller gives more pieces)")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "scale")
+    parser.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2],
+                        help="also build N documents with executor: ray on a local Ray of this many CPUs (none: skip)")
     args = parser.parse_args()
     rows = {}
     for factor in args.factors:
@@ -39,6 +41,14 @@ def main() -> None:
     print(f"peak RSS {large:,} docs / {small:,} docs: {peak(large) / peak(small):.2f}x (goal <= 1.3x)")
     for a, b in zip(rows[small], rows[large]):
         print(f"  {a['stage']:<11} peak {b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x  docs/s {b['docs_per_s'] / a['docs_per_s']:.2f}x")
+    local_total = sum(r["seconds"] for r in rows[small])
+    for workers in args.ray_workers:
+        config = scale.write_config(args.out / f"corpus-{small}", args.out / f"run-{small}-ray{workers}", executor="ray", workers=workers)
+        whole = scale.stage_peak(config, "tokens")  # every stage in one process: Ray starts once
+        same = scale.build_outputs(config) == scale.build_outputs(args.out / f"run-{small}" / "mixforge.yaml")
+        print(f"ray, {workers} worker(s), {small:,} docs: {whole['seconds']:.1f} s (local, stage by stage: {local_total:.1f} s, "
+              f"ratio local/ray {local_total / whole['seconds']:.2f}x), peak {whole['peak_rss_mb']:.0f} MB, outputs identical: {same}")
+        rows[f"ray{workers}"] = [whole | {"identical_to_local": same}]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     with (OUT_DIR / "results.jsonl").open("a") as f:
         f.write(json.dumps({"name": "bench_scale", "commit": git_commit(), "device": device_info(), "stages": rows}) + "\n")

@@ -78,3 +78,20 @@ def stage_peak(config: Path, stage: str, timeout: float = 1800) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"stage {stage} failed ({log}):\n{log.read_text(errors='replace')[-4000:]}")
     return {"stage": stage, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def build_outputs(config: Path) -> dict:
+    """What two executors must agree on: kept ids and text digests, the ledger, every token shard."""
+    import json
+
+    import polars as pl
+
+    from mixforge.config import load_config
+    from mixforge.digests import shard_digests
+    from mixforge.workspace import Workspace
+
+    ws = Workspace(load_config(config).workspace_dir)
+    kept = pl.read_parquet(sorted(ws.docs_dir("prune").glob("*.parquet")), columns=["id", "text"])
+    return {"kept": sorted(zip(kept["id"].to_list(), kept["text"].hash().to_list())),
+            "ledger": json.loads(ws.ledger_path.read_text()),
+            "tokens": shard_digests(ws.stage_dir("tokens") / "extra")}

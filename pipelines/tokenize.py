@@ -110,9 +110,11 @@ class TokenShardWriter:
     only by `close()`, after every document was encoded, so a kill leaves the previous shards (or
     none). Memory holds one batch."""
 
-    def __init__(self, tokenizer, out_dir: str | Path):
+    def __init__(self, tokenizer, out_dir: str | Path, tokenizer_path: str | None = None):
+        """`tokenizer_path`: what the shards' metadata names as the tokenizer's path (the tokens
+        stage gives its workspace-relative path; the default is the file's absolute path)."""
         self.tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else _disable_cut(tokenizer)
-        self.identity = tokenizer_identity(tokenizer)
+        self.identity = tokenizer_identity(tokenizer) | ({"path": tokenizer_path} if tokenizer_path else {})
         self.eos = eos_id(self.tok)
         self.dtype = token_dtype(self.identity["vocab_size"])
         self.out = Path(out_dir)
@@ -198,10 +200,10 @@ class TokenShardWriter:
 
 
 def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str | Path,
-                        batch_size: int = 1024) -> dict:
+                        batch_size: int = 1024, tokenizer_path: str | None = None) -> dict:
     """Tokenize (component, text) pairs into token shards (see `TokenShardWriter`). `tokenizer`
     is a Tokenizer or a tokenizer.json path. Returns {component: metadata}."""
-    writer = TokenShardWriter(tokenizer, out_dir)
+    writer = TokenShardWriter(tokenizer, out_dir, tokenizer_path)
     try:
         batch: list[tuple[str, str]] = []
         for pair in docs:

@@ -38,6 +38,7 @@ from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_text
 
 TOKENIZER_SAMPLE_DOCS = 20_000
+TOKENIZER_IN_WORKSPACE = "tokens/extra/tokenizer.json"  # the path shard metadata names (the same on every machine)
 
 
 def is_heldout(doc_id: str, seed: int, fraction: float) -> bool:
@@ -149,7 +150,7 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
             shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
         else:
             train_default_tokenizer(tokenizer_sample(ws, cfg.seed), tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
-        writers = {split: TokenShardWriter(tok_path, out / split) for split in ("train", "heldout")}
+        writers = {split: TokenShardWriter(tok_path, out / split, TOKENIZER_IN_WORKSPACE) for split in ("train", "heldout")}
         index = DocumentIndex(out / "documents.parquet")
         pool = NextLinePool()
         held_bytes: dict[str, int] = {}
@@ -175,12 +176,12 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
             raise
         task = pool.items(n_items=200, seed=cfg.seed)
         atomic_write_text(out / "tasks" / "next_line.jsonl", "".join(json.dumps(item) + "\n" for item in task))
-        evals = tokenize_components(extra_eval, tok_path, out / "eval") if extra_eval else {}
+        evals = tokenize_components(extra_eval, tok_path, out / "eval", tokenizer_path=TOKENIZER_IN_WORKSPACE) if extra_eval else {}
         eval_bytes = {n: sum(len(t.encode("utf-8")) for nn, t in extra_eval if nn == n) for n in evals}
         components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
                           "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}
                       for c, m in train.items()}
-        return {"next_line_items": len(task), "shard_digests": shard_digests(out), "tokenizer": tokenizer_identity(tok_path) | {"path": "tokens/extra/tokenizer.json", "source": p.tokenizer or "default BPE"},
+        return {"next_line_items": len(task), "shard_digests": shard_digests(out), "tokenizer": tokenizer_identity(tok_path) | {"path": TOKENIZER_IN_WORKSPACE, "source": p.tokenizer or "default BPE"},
                 "components": components, "seconds": round(time.perf_counter() - t0, 2),
                 "eval_texts": {n: {"tokens": m["tokens"], "documents": m["documents"], "bytes": eval_bytes[n]}
                                for n, m in evals.items()}}
