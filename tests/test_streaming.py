@@ -69,3 +69,37 @@ def test_next_line_pool_caps_each_component():
     used = {item["context"].split(" ")[1] for item in items}
     assert len(items) == 30 and len(used) <= 10  # contexts from at most 5 documents per component
     assert next_line_task(docs, n_items=30, seed=0) == next_line_task(docs, n_items=30, seed=0)
+
+
+@pytest.mark.timeout(400)
+def test_semdedup_in_cluster_batches_removes_a_planted_near_copy(slice_config):
+    """SemDeDup reads vectors from every shard in batches of clusters: batches of one cluster
+    give the same removals as one batch of all, and a planted near-copy goes with its reason."""
+    import json
+
+    import polars as pl
+
+    from mixforge.config import load_config
+    from mixforge.ledger import parquet_files
+    from mixforge.pipelines.build import build
+    from mixforge.pipelines.prune import semantic_duplicate_marks
+    from mixforge.workspace import Workspace
+
+    bible = slice_config.parent / "data" / "bible.jsonl"
+    first = json.loads(bible.read_text().splitlines()[0])
+    with bible.open("a") as f:  # one word changed: not an exact duplicate, and MinHash is off
+        f.write(json.dumps({"id": "planted-copy", "text": first["text"].replace("serpent", "snake", 1)}) + "\n")
+    cfg = load_config(slice_config)
+    cfg.dedup.minhash = False
+    cfg.cluster.semdedup = True
+    pruned = build(cfg, until="prune")[-1]
+    assert pruned.counts["docs_in"] == pruned.counts["docs_out"] + pruned.counts["docs_removed"]
+    ws = Workspace(cfg.workspace_dir)
+    removed = pl.read_parquet(parquet_files(ws.removed_dir / "semantic_duplicate"))
+    assert pruned.counts["removed"]["semantic_duplicate"]["docs"] == removed.height >= 1
+    planted = removed.filter(pl.col("source_id") == "planted-copy")  # the later of the two in corpus order
+    assert planted.height == 1 and planted["kept_id"][0].startswith("bible/"), removed.select("source_id", "kept_id")
+    files = parquet_files(ws.docs_dir("dedup"))
+    whole = semantic_duplicate_marks(ws, files, set(), cfg.cluster.semdedup_threshold)
+    one_cluster_each = semantic_duplicate_marks(ws, files, set(), cfg.cluster.semdedup_threshold, budget=1)
+    assert whole.sort("id").equals(one_cluster_each.sort("id")) and whole.height == removed.height
