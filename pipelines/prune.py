@@ -79,15 +79,14 @@ def cluster_batches(sizes: dict[int, int], budget: int) -> list[list[int]]:
     return batches + [current] if current else batches
 
 
-def semantic_duplicate_marks(ws: Workspace, shards: list[Path], skip: set[int], threshold: float,
+def semantic_duplicate_marks(ws: Workspace, shards: list[Path], sizes: dict[int, int], threshold: float,
                              budget: int = SEMDEDUP_BATCH_VECTORS) -> pl.DataFrame:
-    """SemDeDup out of core: clusters in batches of at most `budget` vectors; each batch reads
-    its members' vectors from every shard (corpus order kept), compares within clusters."""
+    """SemDeDup out of core over the clusters in `sizes` (cluster -> documents): in batches of
+    at most `budget` vectors, each read from every shard (corpus order kept), compared within clusters."""
     from mixforge.pipelines.cluster import load_vector_shard
 
-    sizes = cluster_quality(ws, shards).select("cluster", "docs").rows()
     rows: list[tuple[str, str]] = []
-    for batch in cluster_batches({c: n for c, n in sizes if c not in skip}, budget):
+    for batch in cluster_batches(sizes, budget):
         ids, vectors, clusters = [], [], []
         for f in shards:
             meta, vecs = load_vector_shard(ws.stage_dir("embed") / "extra" / "vectors" / f"{f.stem}.parquet")
@@ -141,13 +140,15 @@ def run_prune(cfg: MixforgeConfig, upstream: StageResult, docs: StageResult, for
 
     def body(partial: Path) -> None:
         threshold = cfg.quality.min_cluster_score
+        per_cluster = cluster_quality(ws, files)
         low: dict[int, float] = {}
         if threshold is not None:
-            below = cluster_quality(ws, files).filter(pl.col("quality") < threshold)
+            below = per_cluster.filter(pl.col("quality") < threshold)
             low = dict(zip(below["cluster"], below["quality"]))
         semantic = pl.DataFrame(schema={"id": pl.String, "kept_id": pl.String})
         if cfg.cluster.semdedup:  # low-quality clusters go whole: nothing in them to deduplicate
-            semantic = semantic_duplicate_marks(ws, files, set(low), cfg.cluster.semdedup_threshold)
+            sizes = {c: n for c, n in per_cluster.select("cluster", "docs").iter_rows() if c not in low}
+            semantic = semantic_duplicate_marks(ws, files, sizes, cfg.cluster.semdedup_threshold)
         (partial / "docs").mkdir(parents=True, exist_ok=True)
         calls = [(cfg, str(f), low, semantic, str(partial)) for f in files]
         map_shards(cfg, prune_shard, calls, "prune", [pq.ParquetFile(f).metadata.num_rows for f in files])

@@ -82,7 +82,7 @@ def test_semdedup_in_cluster_batches_removes_a_planted_near_copy(slice_config):
     from mixforge.config import load_config
     from mixforge.ledger import parquet_files
     from mixforge.pipelines.build import build
-    from mixforge.pipelines.prune import semantic_duplicate_marks
+    from mixforge.pipelines.prune import cluster_quality, semantic_duplicate_marks
     from mixforge.workspace import Workspace
 
     bible = slice_config.parent / "data" / "bible.jsonl"
@@ -100,6 +100,7 @@ def test_semdedup_in_cluster_batches_removes_a_planted_near_copy(slice_config):
     planted = removed.filter(pl.col("source_id") == "planted-copy")  # the later of the two in corpus order
     assert planted.height == 1 and planted["kept_id"][0].startswith("bible/"), removed.select("source_id", "kept_id")
     files = parquet_files(ws.docs_dir("dedup"))
-    whole = semantic_duplicate_marks(ws, files, set(), cfg.cluster.semdedup_threshold)
-    one_cluster_each = semantic_duplicate_marks(ws, files, set(), cfg.cluster.semdedup_threshold, budget=1)
+    sizes = dict(cluster_quality(ws, files).select("cluster", "docs").iter_rows())
+    whole = semantic_duplicate_marks(ws, files, sizes, cfg.cluster.semdedup_threshold)
+    one_cluster_each = semantic_duplicate_marks(ws, files, sizes, cfg.cluster.semdedup_threshold, budget=1)
     assert whole.sort("id").equals(one_cluster_each.sort("id")) and whole.height == removed.height
