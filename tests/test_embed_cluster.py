@@ -145,6 +145,8 @@ def test_full_build_on_the_slice_components_report_and_pruning(tmp_path, slice_c
     kept = pl.read_parquet(sorted(ws.docs_dir("dedup").glob("*.parquet")), columns=["id"])["id"].to_list()
     assert ids == kept and vectors.shape == (len(kept), 384) and valid.all() and (tokens > 0).all()
     assert results[-1].counts["eval_texts"]["tutorial"]["documents"] == 4
+    for meta in (ws.stage_dir("tokens") / "extra").glob("*/*.json"):  # not the partial folder's absolute path
+        assert json.loads(meta.read_text())["tokenizer"]["path"] == "tokens/extra/tokenizer.json", meta
     cfg.proxy.tokens, cfg.proxy.seq_len, cfg.proxy.warmup_steps = 4096, 32, 2
     comps = results[-1].counts["components"]
     row = run_proxy(cfg, {c: 1 / len(comps) for c in comps})
