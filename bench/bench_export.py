@@ -36,19 +36,20 @@ def main() -> None:
     from datatrove.pipeline.readers import ParquetReader
     from datatrove.pipeline.tokens import MegatronDocumentTokenizer
 
+    import polars as pl
+
     from mixforge.config import load_config
-    from mixforge.pipelines.export import load_documents, run_export
+    from mixforge.pipelines.export import run_export
+    from mixforge.pipelines.export_plan import load_table
     from mixforge.pipelines.export_formats import read_megatron_index
     from mixforge.workspace import Workspace
 
     cfg = load_config(workspace / "demo.yaml")
     ws = Workspace(cfg.workspace_dir)
-    docs, _ = load_documents(ws)  # untimed: the natural shares, in exactly the tokens the export counts
-    counts: dict[str, int] = {}
-    for d in docs:
-        counts[d[1]] = counts.get(d[1], 0) + len(d[3]) + 1
-    total = sum(counts.values())
-    natural = {c: n / total for c, n in counts.items()}
+    table = load_table(ws, OUT_DIR / "export-scratch")  # untimed: the natural shares, in exactly the tokens the export counts
+    counts = table.frame.group_by(pl.col("component").cast(pl.String)).agg(pl.col("length").sum())
+    total = counts["length"].sum()
+    natural = {c: n / total for c, n in counts.iter_rows()}
     ours_dir, base_dir = OUT_DIR / "export-ours", OUT_DIR / "export-datatrove"
     tokenizer = str(ws.stage_dir("tokens") / "extra" / "tokenizer.json")
 

@@ -30,6 +30,8 @@ from mixforge.digests import file_digest
 from mixforge.errors import InputError, MixforgeError
 from mixforge.pipelines.export_card import write_card
 from mixforge.pipelines.export_folder import export_lock, partial_dir, put_in_place, recover
+from mixforge.pipelines.export_plan import first_occurrences, load_table, plan, shard_cuts, source_stats
+from mixforge.pipelines.export_texts import ShardTexts
 from mixforge.pipelines.export_snippets import trainer_snippets
 from mixforge.progress import progress_bar
 from mixforge.pipelines.export_formats import (FORMATS, TEXT_FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_mds_index,
@@ -37,83 +39,6 @@ from mixforge.pipelines.export_formats import (FORMATS, TEXT_FORMATS, TOKEN_FORM
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text, read_json
 
 SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.json"  # shipped in the package
-
-
-def load_documents(ws: Workspace, reuse_tokens: bool = True, keep_text: bool = True) -> tuple[list[tuple], dict]:
-    """(id, component, text, token ids without EOS, source label) of every kept document, and the tokenizer's
-    identity. The tokens are read-only memory maps of the tokens stage's shards
-    (`documents.parquet` says where each document's are); documents it does not list (a workspace
-    from before the index, or a text changed since) are tokenized. Token formats pass
-    keep_text=False: texts are then read one shard at a time and dropped, so memory holds ids."""
-    import polars as pl
-
-    from mixforge.pipelines.tokens import text_hash
-    from mixforge.pipelines.tokenize import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
-
-    extra = ws.stage_dir("tokens") / "extra"
-    tok_path = extra / "tokenizer.json"
-    if not tok_path.exists():
-        raise MixforgeError(f"{tok_path} not found: run `mixforge build` first (it ends with the tokens stage)")
-    tok = load_tokenizer(tok_path)
-    identity = tokenizer_identity(tok_path) | {"eos_id": eos_id(tok), "name": "tokens/extra/tokenizer.json"}
-    index = pl.read_parquet(extra / "documents.parquet") if reuse_tokens and (extra / "documents.parquet").exists() else None
-    shards: dict[tuple[str, str], np.ndarray] = {}
-    docs = []
-    for frame in workspace_frames(ws):
-        rows = None
-        if index is not None:  # a document whose text or component changed since the tokens stage is not reused
-            rows = frame.with_columns(pl.Series("text_hash", [text_hash(t) for t in frame["text"].to_list()], dtype=pl.UInt64))
-            rows = rows.join(index, on=["id", "component", "text_hash"], how="left", maintain_order="left")
-        if rows is None or rows["start"].null_count():
-            texts = frame["text"].to_list()
-            encoded = [np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(texts, add_special_tokens=False)]
-            docs += list(zip(frame["id"].to_list(), frame["component"].to_list(), texts if keep_text else [""] * len(texts),
-                             encoded, frame["source"].to_list()))
-            continue
-        for i, c, t, src, split, start, length in rows.select("id", "component", "text", "source", "split", "start",
-                                                              "length").iter_rows():
-            if (split, c) not in shards:
-                dtype = json.loads((extra / split / f"{c}.json").read_text())["dtype"]
-                shards[split, c] = np.memmap(extra / split / f"{c}.bin", dtype=dtype, mode="r")
-            docs.append((i, c, t if keep_text else "", shards[split, c][start : start + length - 1], src))
-    return docs, identity
-
-
-def plan(docs: list[tuple], weights: dict[str, float], budget: int | None, seed: int, max_epochs: float) -> tuple[dict, dict]:
-    """Which documents each component contributes: ({component: [doc index, ...]}, per-component stats)."""
-    from mixforge.mixture import check_weights
-
-    by_comp: dict[str, list[int]] = {}
-    for n, d in enumerate(docs):
-        by_comp.setdefault(d[1], []).append(n)
-    weights = check_weights(weights, sorted(by_comp))
-    sizes = {c: sum(len(docs[n][3]) + 1 for n in idx) for c, idx in by_comp.items()}
-    if budget is None:  # all available: the largest budget that repeats no component
-        budget = int(min(sizes[c] / w for c, w in weights.items() if w > 0))
-    problems = [f"{c}: {sizes[c]:,} tokens, {w * budget:,.0f} needed = {w * budget / sizes[c]:.1f} epochs"
-                for c, w in weights.items() if w > 0 and w * budget / sizes[c] > max_epochs]
-    if problems:
-        raise MixforgeError(f"a budget of {budget:,} tokens needs more than {max_epochs} epochs of: " + "; ".join(problems)
-                            + ". Lower --tokens or the weight, or raise --max-epochs.")
-    chosen, stats = {}, {}
-    for c in sorted(by_comp):
-        target, picked, got = round(weights[c] * budget), [], 0  # whole tokens: no float overshoot
-        rng = np.random.default_rng([seed, int(hashlib.sha256(c.encode()).hexdigest()[:8], 16)])
-        while weights[c] > 0 and got < target:
-            for n in rng.permutation(by_comp[c]):  # one pass per epoch, each in its own order
-                if got >= target:
-                    break
-                picked.append(int(n))
-                got += len(docs[n][3]) + 1
-        chosen[c] = picked
-        stats[c] = {"weight": weights[c], "tokens": got, "documents": len(picked), "available_tokens": sizes[c],
-                    "available_documents": len(by_comp[c]), "epochs": round(got / sizes[c], 4)}
-    total = sum(s["tokens"] for s in stats.values())
-    total_docs = sum(s["documents"] for s in stats.values())
-    for s in stats.values():
-        s["share"] = round(s["tokens"] / total, 6) if total else 0.0
-        s["document_probability"] = round(s["documents"] / total_docs, 6) if total_docs else 0.0
-    return chosen, {"budget": budget, "components": stats}
 
 
 def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: str, tokens: int | None = None,
@@ -146,36 +71,47 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
 
 def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt: str, tokens: int | None, mode: str,
                   shard_tokens: int, max_epochs: float, provenance: dict | None) -> dict:
-    """Every file of the export, written into `tmp`; returns the manifest."""
+    """Every file of the export, written into `tmp` one shard at a time; returns the manifest.
+    Scratch files (re-tokenized documents, spilled texts) live in `tmp/_work` until the shards are done."""
     ws = Workspace(cfg.workspace_dir)
-    docs, tokenizer = load_documents(ws, keep_text=fmt not in TOKEN_FORMATS)
-    chosen, stats = plan(docs, weights, tokens, cfg.seed, max_epochs)
+    work = tmp / "_work"
+    table = load_table(ws, work / "tokens")
+    chosen, stats = plan(table, weights, tokens, cfg.seed, max_epochs)
+    tokenizer = table.tokenizer
     dtype = token_dtype(tokenizer["vocab_size"], fmt)
+    lengths = table.lengths
     rng = np.random.default_rng([cfg.seed, 7])
     if mode == "materialised":
-        order = np.concatenate([np.asarray(chosen[c], dtype=np.int64) for c in sorted(chosen)])
-        groups = [(None, rng.permutation(order))]
+        groups = [(None, rng.permutation(np.concatenate([chosen[c] for c in sorted(chosen)])))]
     else:
-        groups = [(c, np.asarray(list(dict.fromkeys(chosen[c])), dtype=np.int64)) for c in sorted(chosen) if chosen[c]]
+        groups = [(c, first_occurrences(chosen[c])) for c in sorted(chosen) if len(chosen[c])]
+    order = np.concatenate([o for _, o in groups]) if groups else np.empty(0, np.int64)
+    cuts, parts, offset = [], [], 0
+    for comp, rows in groups:
+        for a, b in shard_cuts(lengths[rows], shard_tokens):
+            cuts.append((offset + a, offset + b))
+            parts.append(comp)
+        offset += len(rows)
+    texts = ShardTexts(ws, table, order, cuts, work / "spill") if fmt not in TOKEN_FORMATS else None
     shards = []
     with progress_bar() as bar:
-        task = bar.add_task(f"export {fmt}", total=sum(len(o) for _, o in groups), rate="")
+        task = bar.add_task(f"export {fmt}", total=len(order), rate="")
         t0, done = time.perf_counter(), 0
-        for comp, order in groups:
-            start, size = 0, 0
-            for i, n in enumerate(order):
-                size += len(docs[n][3]) + 1
-                if size >= shard_tokens or i == len(order) - 1:
-                    rel = f"{comp}/shard-{len(shards):05d}" if comp else f"shard-{len(shards):05d}"
-                    batch = [docs[k] for k in order[start : i + 1]]
-                    files = write_shard(fmt, tmp / rel, batch, tokenizer["eos_id"], dtype, tokenizer["name"])
-                    shards.append({"path": rel, "component": comp, "documents": len(batch), "tokens": size,
-                                   "files": [_file_entry(f, tmp) for f in files]})
-                    start, done, size = i + 1, done + size, 0
-                    bar.update(task, advance=len(batch), rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
+        for j, ((a, b), comp) in enumerate(zip(cuts, parts)):
+            rel = f"{comp}/shard-{j:05d}" if comp else f"shard-{j:05d}"
+            batch = table.documents(order[a:b], texts.texts(j) if texts else None)
+            files = write_shard(fmt, tmp / rel, batch, tokenizer["eos_id"], dtype, tokenizer["name"])
+            size = int(lengths[order[a:b]].sum())
+            shards.append({"path": rel, "component": comp, "documents": b - a, "tokens": size,
+                           "files": [_file_entry(f, tmp) for f in files]})
+            done += size
+            bar.update(task, advance=b - a, rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
+    licences = {(s.label or Path(s.path).name.split(".")[0]): s.license for s in cfg.sources}
+    sources = source_stats(table, chosen, licences)
+    del table, texts  # the memory maps of scratch files, before the folder goes
+    shutil.rmtree(work, ignore_errors=True)
     index_files = _write_indexes(tmp, fmt, shards, dtype)
     weights_used = {c: s["weight"] for c, s in stats["components"].items()}
-    sources = source_stats(docs, chosen, cfg)
     manifest = {
         "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
         "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
@@ -193,21 +129,6 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
     _write_trainer_files(tmp, manifest)
     write_card(tmp, manifest, ws, cfg)
     return manifest
-
-
-def source_stats(docs: list[tuple], chosen: dict[str, list[int]], cfg: MixforgeConfig) -> dict:
-    """Tokens and documents the mixture draws from each source label (repeats included), with its
-    licence from the config: what a data card owes the sources."""
-    licences = {(s.label or Path(s.path).name.split(".")[0]): s.license for s in cfg.sources}
-    out: dict[str, dict] = {}
-    for picked in chosen.values():
-        for n in picked:
-            row = out.setdefault(docs[n][4], {"tokens": 0, "documents": 0})
-            row["tokens"] += len(docs[n][3]) + 1
-            row["documents"] += 1
-    total = sum(r["tokens"] for r in out.values()) or 1
-    return {label: {**row, "share": round(row["tokens"] / total, 6), "license": licences.get(label)}
-            for label, row in sorted(out.items(), key=lambda kv: -kv[1]["tokens"])}
 
 
 def _inside(folder: Path, rel: str) -> Path | None:

@@ -172,30 +172,34 @@ def test_card_carries_the_search_and_its_verification(built, tmp_path):
 def test_export_reuses_the_tokens_stage_shards_and_checks_the_texts(built, tmp_path):
     import polars as pl
 
-    from mixforge.pipelines.export import load_documents
+    from mixforge.pipelines.export_plan import load_table
     from mixforge.workspace import Workspace
 
     _, cfg, _ = built
     ws = Workspace(cfg.workspace_dir)
-    reused, _ = load_documents(ws)
-    fresh, _ = load_documents(ws, reuse_tokens=False)
-    assert [d[:3] for d in reused] == [d[:3] for d in fresh]
-    assert all(np.array_equal(a[3], b[3]) for a, b in zip(reused, fresh))
-    assert {d[3].dtype.name for d in reused} == {"uint16"} and {d[3].dtype.name for d in fresh} == {"int64"}
-    light, _ = load_documents(ws, keep_text=False)  # what token formats load: no texts held
-    assert {d[2] for d in light} == {""} and all(np.array_equal(a[3], b[3]) for a, b in zip(light, fresh))
+    reused = load_table(ws, tmp_path / "a")
+    fresh = load_table(ws, tmp_path / "b", reuse_tokens=False)
+    n = reused.frame.height
+    assert reused.frame.select("id", "component", "source").equals(fresh.frame.select("id", "component", "source"))
+    assert not (tmp_path / "a").exists()  # every document's tokens were reused: nothing tokenized again
+    assert all(np.array_equal(reused.tokens(i), fresh.tokens(i)) for i in range(n))
+    assert {reused.tokens(i).dtype.name for i in range(n)} == {"uint16"} and {fresh.tokens(i).dtype.name for i in range(n)} == {"int64"}
+    docs = reused.documents(np.arange(n))  # what token formats read: ids and tokens, no texts held
+    assert {d[2] for d in docs} == {""} and [d[0] for d in docs] == reused.frame["id"].to_list()
     # a text that no longer hashes as the tokens stage saw it is tokenized again, not reused
     index_path = cfg.workspace_dir / "tokens" / "extra" / "documents.parquet"
     original = index_path.read_bytes()
+    first = reused.frame["id"][0]
     try:
         index = pl.read_parquet(index_path)
-        index.with_columns(pl.when(pl.col("id") == reused[0][0]).then(pl.lit(0, pl.UInt64)).otherwise(pl.col("text_hash"))
+        index.with_columns(pl.when(pl.col("id") == first).then(pl.lit(0, pl.UInt64)).otherwise(pl.col("text_hash"))
                            .alias("text_hash")).write_parquet(index_path)
-        again, _ = load_documents(ws)
+        again = load_table(ws, tmp_path / "c")
     finally:
         index_path.write_bytes(original)
-    assert again[0][3].dtype.name == "int64" and np.array_equal(again[0][3], fresh[0][3])
-    assert all(np.array_equal(a[3], b[3]) for a, b in zip(again, fresh))
+    assert again.tokens(0).dtype.name == "int64" and np.array_equal(again.tokens(0), fresh.tokens(0))
+    assert {again.tokens(i).dtype.name for i in range(1, n)} == {"uint16"}
+    assert all(np.array_equal(again.tokens(i), fresh.tokens(i)) for i in range(n))
 
 
 def test_a_search_folder_names_its_latest_proposal(tmp_path):
@@ -210,6 +214,25 @@ def test_a_search_folder_names_its_latest_proposal(tmp_path):
     for path in (search, search / "regmix-bpb", search / "regmix-bpb" / "proposal.json"):
         weights, provenance = read_mixture(path)
         assert weights == {"a": 0.25, "b": 0.75} and provenance["search"]["runs_used"] == 16
+
+
+@pytest.mark.timeout(600)
+def test_texts_gathered_out_of_core_are_each_documents_own(built, tmp_path):
+    """The global shuffle draws every output shard from every prune shard: each row's text must be
+    its own document's, repeats included, and no scratch file may stay in the export."""
+    from mixforge.pipelines.tokenize import workspace_frames
+
+    _, cfg, _ = built
+    texts = pl.concat(list(workspace_frames(cfg.workspace_dir))).select("id", "text", "component")
+    weights = {c: w for c, w in zip(sorted(_weights(cfg)), [0.85, 0.05, 0.05, 0.05])}  # one component repeats
+    m = run_export(cfg, weights, tmp_path / "e", "parquet", tokens=60_000, shard_tokens=5_000)
+    rows = pl.concat([pl.read_parquet(tmp_path / "e" / s["files"][0]["path"]) for s in m["shards"]])
+    assert len(m["shards"]) >= 5 and rows.height == sum(c["documents"] for c in m["components"].values())
+    assert rows["id"].n_unique() < rows.height  # repeats
+    joined = rows.join(texts, on="id", how="left", suffix="_kept")
+    assert joined["text_kept"].null_count() == 0
+    assert (joined["text"] == joined["text_kept"]).all() and (joined["component"] == joined["component_kept"]).all()
+    assert not list((tmp_path / "e").rglob("_work")) and verify_export(tmp_path / "e") == []
 
 
 def test_reference_mode_writes_each_document_once(built, tmp_path):
