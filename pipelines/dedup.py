@@ -1,10 +1,12 @@
 """Dedup: exact (normalised-content hash) then MinHash near-duplicates (datatrove's 4 stages).
 
 Every removed duplicate is recorded with the id of the document that was kept:
-- exact: polars hashes each document's normalised text (lowercase, whitespace collapsed), compares
-  the texts of equal hashes in full (a 64-bit hash alone never drops a document), and
+- exact: polars hashes each document's normalised text (lowercase, whitespace collapsed), confirms
+  equal hashes with a 128-bit xxh3 digest of the same text (a 64-bit hash alone never drops a
+  document; no duplicate's text is held in memory), and
   keeps the first of each group in corpus order (the rest never reach MinHash). datatrove's ExactDedup stages are not used
   because they do not report which document was kept.
+- removed rows (texts included) are written one input shard at a time, `removed/<reason>/dedup-<shard>.parquet`.
 - near: datatrove MinhashDedupSignature -> Buckets -> Cluster(save_cluster_id) -> Filter
   (load_cluster_ids); removed documents are joined to the kept member of their cluster, which
   datatrove's union-by-size picks (deterministic for the data, not always the earliest).
@@ -47,8 +49,9 @@ def find_exact_duplicates(files: list[Path], key=lambda text: normalised(text).h
     """id of each exact duplicate -> id of the first document with the same normalised text.
 
     polars' 64-bit `hash` (`key`) only finds candidates: a document is dropped when its normalised
-    text equals the kept one's, compared in full, so a hash collision never removes a document.
-    Only the candidates' texts are read a second time."""
+    text also has the same 128-bit xxh3 digest as the kept one's (a false match has odds of 2^-128),
+    so a collision of the first hash never removes a document. The candidates' texts are read a
+    second time, one file at a time: memory holds ids and digests, never the duplicates' texts."""
     frames = [pl.read_parquet(f, columns=["id", "text"]).select("id", key(pl.col("text")).alias("h")) for f in files]
     if not frames:
         return {}
@@ -57,11 +60,19 @@ def find_exact_duplicates(files: list[Path], key=lambda text: normalised(text).h
     if candidates.height == 0:
         return {}
     ids = candidates["id"].implode()
-    texts = pl.concat([pl.read_parquet(f, columns=["id", "text"]).filter(pl.col("id").is_in(ids)) for f in files])
-    groups = candidates.join(texts.select("id", normalised(pl.col("text")).alias("norm")), on="id")
-    first = groups.group_by("h", "norm").agg(pl.col("id").sort_by("order").first().alias("kept_id"), pl.col("order").min().alias("first"))
-    dups = groups.join(first, on=["h", "norm"]).filter(pl.col("order") != pl.col("first"))
+    digests = pl.concat([_text_digests(pl.read_parquet(f, columns=["id", "text"]).filter(pl.col("id").is_in(ids))) for f in files])
+    groups = candidates.join(digests, on="id")
+    first = groups.group_by("h", "digest").agg(pl.col("id").sort_by("order").first().alias("kept_id"), pl.col("order").min().alias("first"))
+    dups = groups.join(first, on=["h", "digest"]).filter(pl.col("order") != pl.col("first"))
     return dict(zip(dups["id"].to_list(), dups["kept_id"].to_list()))
+
+
+def _text_digests(docs: pl.DataFrame) -> pl.DataFrame:
+    import xxhash
+
+    norm = docs.select(normalised(pl.col("text")))["text"].to_list()
+    return pl.DataFrame({"id": docs["id"], "digest": [xxhash.xxh3_128_digest(t.encode("utf-8")) for t in norm]},
+                        schema={"id": pl.String, "digest": pl.Binary})
 
 
 class SkipIds(PipelineStep):
@@ -180,9 +191,10 @@ def _write_duplicates(in_dir: Path, exact: dict[str, str], near: dict[str, tuple
     if not rows:
         return
     marks = pl.DataFrame(rows, schema=["id", "reason", "kept_id", "why"], orient="row")
-    docs = pl.scan_parquet(parquet_files(in_dir)).join(marks.lazy(), on="id", how="inner").collect()
-    docs = docs.with_columns(pl.format("{}: {}", "origin", "why").alias("detail")).sort("id")
-    for reason in (EXACT, NEAR):
-        part = docs.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
-        if part.height:
-            atomic_write_parquet(removed / reason / "dedup-00000.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
+    for k, f in enumerate(parquet_files(in_dir)):  # one input shard's rows at a time
+        docs = pl.read_parquet(f).join(marks, on="id", how="inner")
+        docs = docs.with_columns(pl.format("{}: {}", "origin", "why").alias("detail")).sort("id")
+        for reason in (EXACT, NEAR):
+            part = docs.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
+            if part.height:
+                atomic_write_parquet(removed / reason / f"dedup-{k:05d}.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
