@@ -254,7 +254,10 @@ class ClusterConfig(Section):
     n_clusters: int | Literal["auto"] = Field(
         "auto", description="k-means centroids; auto: sqrt(documents), at most 1000 (CLIMB's count for 1T tokens)."
     )
-    iterations: int = Field(20, ge=1, description="k-means iterations.")
+    iterations: int = Field(20, ge=1, description="Most k-means iterations.")
+    tolerance: float = Field(
+        1e-3, ge=0, description="Stop k-means once an iteration lowers the summed cosine distance by less than this fraction; 0: run every iteration."
+    )
     sample_per_centroid: int = Field(256, ge=8, description="Training sample size per centroid (faiss's default).")
     components: Literal["clusters", "sources"] = Field(
         "clusters", description="What a mixture weighs: merged clusters, or the source labels."
@@ -319,6 +322,10 @@ class ProxyConfig(Section):
     )
     checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0: none).")
     processes: int = Field(1, ge=1, description="Proxies trained at once in separate processes (CPU sweeps).")
+    batched: Literal["auto", "on", "off"] = Field(
+        "auto", description="Sweeps train runs in groups in one process (`train_many`, stacked models under vmap); auto: on CUDA only (on CPU it is slower). Not with checkpoints."
+    )
+    batched_group: int = Field(16, ge=1, description="Most runs trained together in one batched group.")
 
 
 class SearchConfig(Section):

@@ -1,6 +1,7 @@
 """Cluster: faiss k-means on the embeddings (CLIMB step 2), cosine by default.
 
-Trained on a seeded sample of `sample_per_centroid` vectors per centroid, then every document is
+Trained on a seeded sample of `sample_per_centroid` vectors per centroid (until an iteration gains
+less than `tolerance`, at most `iterations`), then every document is
 assigned shard by shard: `assign/<stem>.parquet` holds id, cluster, cosine distance to the
 centroid, and tokens. The GPU index is used when faiss has GPU support and CUDA is visible.
 """
@@ -8,6 +9,7 @@ centroid, and tokens. The GPU index is used when faiss has GPU support and CUDA 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,17 +56,52 @@ def valid_vectors(meta_file: Path) -> np.ndarray:
     return vecs[meta["valid"].to_numpy()]
 
 
-def train_kmeans(sample: np.ndarray, k: int, iterations: int, seed: int, sample_per_centroid: int):
-    """faiss spherical k-means (GPU when available); returns (centroids, device)."""
+@dataclass
+class KMeansFit:
+    centroids: np.ndarray
+    device: str
+    iterations: int  # Lloyd iterations run
+    converged: bool  # stopped by `tolerance` before the iteration cap
+    objective: float  # mean cosine distance of the sample in the last iteration's assignment
+
+
+def fit_kmeans(sample: np.ndarray, k: int, iterations: int, seed: int, sample_per_centroid: int,
+               tolerance: float = 0.0) -> KMeansFit:
+    """faiss spherical k-means (GPU when available), at most `iterations` Lloyd iterations; stops
+    early once an iteration lowers the summed cosine distance by less than `tolerance` (relative).
+
+    faiss has no stopping rule of its own, so this runs one faiss iteration per call, starting each
+    from the previous centroids: the same steps as one `niter` call (the first call's seeded random
+    init, faiss's centroid update and empty-cluster split), so it stays seeded and GPU-capable."""
     import faiss
 
     use_gpu = faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
+    x = np.ascontiguousarray(sample, dtype=np.float32)
+    device = "cuda" if use_gpu else "cpu"
+    if len(x) == k:  # faiss takes the points as centroids and reports a meaningless objective of 0
+        return KMeansFit(x / np.linalg.norm(x, axis=1, keepdims=True), device, 0, True, 0.0)
     km = faiss.Kmeans(
-        sample.shape[1], k, niter=iterations, seed=seed, spherical=True, gpu=use_gpu,
+        x.shape[1], k, niter=1, seed=seed, spherical=True, gpu=use_gpu,
         max_points_per_centroid=sample_per_centroid, min_points_per_centroid=1, verbose=False,
     )
-    km.train(np.ascontiguousarray(sample))
-    return km.centroids, ("cuda" if use_gpu else "cpu")
+    used = min(len(x), k * sample_per_centroid)  # faiss subsamples beyond that (the same points each call)
+    centroids, losses, converged = None, [], False
+    for _ in range(iterations):
+        km.train(x, init_centroids=centroids)
+        centroids = km.centroids
+        # the stat is the summed similarity of the assignment made from the previous centroids
+        losses.append(used - km.iteration_stats[-1]["obj"])
+        if len(losses) > 1 and losses[-2] - losses[-1] < tolerance * losses[-2]:
+            converged = True
+            break
+    return KMeansFit(centroids, device, len(losses), converged, float(losses[-1] / used))
+
+
+def train_kmeans(sample: np.ndarray, k: int, iterations: int, seed: int, sample_per_centroid: int,
+                 tolerance: float = 0.0):
+    """`fit_kmeans`, returning (centroids, device)."""
+    fit = fit_kmeans(sample, k, iterations, seed, sample_per_centroid, tolerance)
+    return fit.centroids, fit.device
 
 
 def assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +116,7 @@ def assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.n
 
 def cluster_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     c = cfg.cluster
-    return section_hash(upstream_fingerprint, c.n_clusters, c.iterations, c.sample_per_centroid, cfg.seed)
+    return section_hash(upstream_fingerprint, c.n_clusters, c.iterations, c.tolerance, c.sample_per_centroid, cfg.seed)
 
 
 def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
@@ -98,14 +135,16 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
         out = partial / "extra"
         (out / "assign").mkdir(parents=True, exist_ok=True)
         sample_size = min(k * c.sample_per_centroid, n_valid)
-        device = "resumed"  # a resumed stage assigns with the centroids it already fitted
+        fit_stats = {"device": "resumed"}  # a resumed stage assigns with the centroids it already fitted
         if not (out / "centroids.npy").exists():
             sample = training_sample(shards, counts, sample_size, cfg.seed)
-            centroids, device = train_kmeans(sample, k, c.iterations, cfg.seed, c.sample_per_centroid)
-            atomic_write_npy(out / "centroids.npy", centroids)
+            fit = fit_kmeans(sample, k, c.iterations, cfg.seed, c.sample_per_centroid, c.tolerance)
+            atomic_write_npy(out / "centroids.npy", fit.centroids)
+            fit_stats = {"device": fit.device, "iterations": fit.iterations, "converged": fit.converged,
+                         "train_mean_cosine_distance": round(fit.objective, 4)}
         calls = [(str(f), str(out / "centroids.npy"), str(out / "assign" / f.name)) for f in shards]
         inertia = sum(map_shards(cfg, assign_shard, calls, "cluster: assign", counts))
-        return {"clusters": k, "documents": n_valid, "train_sample": sample_size, "device": device,
+        return {"clusters": k, "documents": n_valid, "train_sample": sample_size, **fit_stats,
                 "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
 
     fingerprint = cluster_fingerprint(cfg, upstream.fingerprint)

@@ -10,7 +10,9 @@ from conftest import SLICE, write_config
 from mixforge.config import EmbedConfig, load_config
 from mixforge.errors import ConfigError
 from mixforge.pipelines.build import build
-from mixforge.pipelines.cluster import assign, auto_clusters, load_vector_shard, run_cluster, train_kmeans, vector_shards
+from mixforge.pipelines.cluster import (
+    assign, auto_clusters, fit_kmeans, load_vector_shard, run_cluster, train_kmeans, vector_shards,
+)
 from mixforge.pipelines.components import label_agreement, merge_clusters, purity
 from mixforge.pipelines.embed import Encoder
 from mixforge.pipelines.prune import semantic_duplicates
@@ -84,6 +86,25 @@ def test_kmeans_is_seeded_and_assigns_nearest_centroid(encoder):
     assert label_agreement(labels, ids.tolist())["purity"] >= 0.6  # chance level is ~0.4
 
 
+def test_kmeans_stops_on_tolerance_with_faiss_own_steps():
+    import faiss
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    # tolerance 0: every iteration, and the same centroids as one faiss call of that many iterations
+    full = fit_kmeans(x, 30, 6, seed=3, sample_per_centroid=256)
+    km = faiss.Kmeans(16, 30, niter=6, seed=3, spherical=True, max_points_per_centroid=256, min_points_per_centroid=1)
+    km.train(x)
+    assert full.iterations == 6 and not full.converged and np.allclose(full.centroids, km.centroids, atol=1e-6)
+    early = fit_kmeans(x, 30, 50, seed=3, sample_per_centroid=256, tolerance=1e-2)
+    again = fit_kmeans(x, 30, 50, seed=3, sample_per_centroid=256, tolerance=1e-2)
+    assert early.converged and 2 <= early.iterations < 50 and np.array_equal(early.centroids, again.centroids)
+    assert 0 < early.objective < 1
+    points = fit_kmeans(x[:30], 30, 5, seed=3, sample_per_centroid=256, tolerance=1e-2)  # as many points as centroids
+    assert points.iterations == 0 and points.centroids.shape == (30, 16)
+
+
 def test_auto_clusters_and_merge_rules():
     assert auto_clusters(1) == 2 and auto_clusters(900) == 30 and auto_clusters(10**9) == 1000
     rng = np.random.default_rng(0)
@@ -137,6 +158,8 @@ def test_full_build_on_the_slice_components_report_and_pruning(tmp_path, slice_c
     cfg.proxy.eval_texts = [str(target)]
     results = build(cfg)
     assert [r.stage for r in results][-6:] == ["embed", "cluster", "quality", "prune", "components", "tokens"]
+    fit = results[-5].counts
+    assert 1 <= fit["iterations"] <= cfg.cluster.iterations and isinstance(fit["converged"], bool)
     ws = Workspace(cfg.workspace_dir)
     shards = [load_vector_shard(f) for f in vector_shards(ws)]
     ids = [i for meta, _ in shards for i in meta["id"]]
