@@ -3,12 +3,14 @@ every stage's wall time and peak resident memory (shared by bench_scale.py and t
 
 Peak memory is the `ru_maxrss` that `wait4` reports for the stage's process: the largest RSS of
 that process or of any worker it waited for (datatrove's pool), so a stage that loads the corpus
-into one process shows it.
+into one process shows it. The stage is forked from a small launcher (see LAUNCH).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 POST_DEDUP = ["embed", "cluster", "quality", "prune", "components", "tokens"]
-STAGES = ["ingest", "filter", "dedup", *POST_DEDUP]
+STAGES = ["ingest", "filter", "dedup", *POST_DEDUP, "export"]  # export: parquet (texts), see RUN_EXPORT
 KINDS = {"code": "code", "docs": "reference", "man": "reference", "legal": "reference"}
 CHEAP_FILTERS = {name: {"enabled": False} for name in ("language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")}
 
@@ -50,40 +52,61 @@ from mixforge.pipelines.build import build
 build(load_config(sys.argv[1]), until=sys.argv[2])
 """
 
+# a materialised parquet export of the uniform mixture, every component's tokens available, in shards of 1M tokens
+RUN_EXPORT = """
+import json, sys
+from pathlib import Path
+from mixforge.config import load_config
+from mixforge.pipelines.export import run_export
+cfg = load_config(sys.argv[1])
+comps = sorted(json.loads((cfg.workspace_dir / "tokens" / "_stage.json").read_text())["counts"]["components"])
+run_export(cfg, {c: 1 / len(comps) for c in comps}, Path(sys.argv[1]).parent / "export", "parquet",
+           shard_tokens=1_000_000, overwrite=True)
+"""
+
 
 def measure(config: Path, stages: list[str] = STAGES, timeout: float = 1800) -> list[dict]:
     """Every stage in order, each measured in a process of its own (see `stage_peak`)."""
     return [stage_peak(config, stage, timeout) for stage in stages]
 
 
+# Forks the stage from a small process and reports its rusage: Linux carries a process's RSS
+# high-water mark across fork and exec, so a stage started straight from a large parent (pytest
+# holding a corpus) would report the parent's peak as its own.
+LAUNCH = """
+import json, os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss}, f)
+"""
+
+
 def stage_peak(config: Path, stage: str, timeout: float = 1800) -> dict:
-    """Run the build up to `stage` (earlier stages are done and skip) in a fresh process:
-    {stage, seconds, peak_rss_mb}, the peak from wait4's rusage of that process alone."""
-    log = config.parent / f"{stage}.log"
+    """Run the build up to `stage` (earlier stages are done and skip), or the export, in a fresh process:
+    {stage, seconds, peak_rss_mb}, the peak from wait4's rusage of that process and the workers it waited for."""
+    log, report = config.parent / f"{stage}.log", config.parent / f"{stage}.rusage.json"
+    report.unlink(missing_ok=True)
+    script = RUN_EXPORT if stage == "export" else RUN_STAGE
     t0 = time.perf_counter()
     with log.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-c", RUN_STAGE, str(config), stage], stdout=subprocess.DEVNULL,
-                                stderr=err, env={**os.environ, "TQDM_DISABLE": "1"})
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                raise TimeoutError(f"stage {stage} ran past {timeout} s (log: {log})")
-            time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, str(report), sys.executable, "-c", script, str(config), stage],
+                                stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "TQDM_DISABLE": "1"},
+                                start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise TimeoutError(f"stage {stage} ran past {timeout} s (log: {log})") from None
+    result = json.loads(report.read_text()) if report.exists() else {"code": proc.returncode, "maxrss_kb": 0}
+    if proc.returncode != 0 or result["code"] != 0:
         raise RuntimeError(f"stage {stage} failed ({log}):\n{log.read_text(errors='replace')[-4000:]}")
-    return {"stage": stage, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"stage": stage, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(result["maxrss_kb"] / 1024, 1)}
 
 
 def build_outputs(config: Path) -> dict:
     """What two executors must agree on: kept ids and text digests, the ledger, every token shard."""
-    import json
-
     import polars as pl
 
     from mixforge.config import load_config

@@ -33,6 +33,7 @@ from mixforge.workspace import Workspace, atomic_write_npy, atomic_write_parquet
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 CHARS_PER_TOKEN = 8  # generous: MiniLM word pieces average ~4 characters of English
+COUNT_CHARS = 1_000_000  # characters per call when counting whole texts' tokens
 
 
 def detect_device(requested: str = "auto") -> str:
@@ -90,8 +91,19 @@ class Encoder:
         return self.static.dim if self.static is not None else self.model.get_embedding_dimension()
 
     def count_tokens(self, texts: list[str]) -> np.ndarray:
-        ids = self.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
-        return np.array([len(x) for x in ids], dtype=np.int64)
+        """Tokens of each whole text, tokenized in pieces of about COUNT_CHARS characters: the
+        tokenizer's output costs ~150 bytes per token, so a whole shard at once would hold
+        ~40x the shard's text."""
+        counts, start = [], 0
+        while start < len(texts):
+            end, held = start + 1, len(texts[start])
+            while end < len(texts) and held + len(texts[end]) <= COUNT_CHARS:
+                held += len(texts[end])
+                end += 1
+            ids = self.tokenizer(texts[start:end], add_special_tokens=False, truncation=False)["input_ids"]
+            counts += [len(x) for x in ids]
+            start = end
+        return np.array(counts, dtype=np.int64)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """L2-normalised float32 vectors, one per text."""

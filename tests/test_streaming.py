@@ -104,3 +104,19 @@ def test_semdedup_in_cluster_batches_removes_a_planted_near_copy(slice_config):
     whole = semantic_duplicate_marks(ws, files, sizes, cfg.cluster.semdedup_threshold)
     one_cluster_each = semantic_duplicate_marks(ws, files, sizes, cfg.cluster.semdedup_threshold, budget=1)
     assert whole.sort("id").equals(one_cluster_each.sort("id")) and whole.height == removed.height
+
+
+def test_whole_text_token_counts_in_pieces_equal_one_call(monkeypatch):
+    """embed counts every text's tokens in pieces of about COUNT_CHARS characters (a whole shard
+    at once held ~40x its text): the counts must be the ones of a single call."""
+    import json
+
+    from conftest import SLICE
+    from mixforge.config import EmbedConfig
+    from mixforge.pipelines import embed
+
+    texts = [json.loads(line)["text"] for f in sorted(SLICE.glob("*.jsonl")) for line in f.read_text().splitlines()][:60]
+    encoder = embed.Encoder(EmbedConfig(max_tokens=32))
+    whole = [len(x) for x in encoder.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]]
+    monkeypatch.setattr(embed, "COUNT_CHARS", 3_000)  # many pieces, some of one text longer than the budget
+    assert max(map(len, texts)) > 3_000 and encoder.count_tokens(texts).tolist() == whole
