@@ -53,14 +53,19 @@ def _removed_row(writer, doc: Document) -> dict:
     return row
 
 
+WRITE_BATCH_DOCS = 128  # datatrove checks the file size only after a batch: 1,000 long documents would make 250 MB shards
+
+
 def docs_writer(folder, shard_mb: int = 64) -> ParquetWriter:
-    """Kept documents, one or more shards per task (rotated at `shard_mb`)."""
+    """Kept documents, one or more shards per task (rotated at `shard_mb`, checked every
+    WRITE_BATCH_DOCS documents)."""
     return ParquetWriter(
         folder,
         output_filename="${rank}.parquet",
         adapter=_doc_row,
         schema=DOC_SCHEMA,
         compression="zstd",
+        batch_size=WRITE_BATCH_DOCS,
         max_file_size=shard_mb * 2**20,
         use_content_defined_chunking=False,
     )
