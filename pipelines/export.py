@@ -253,7 +253,7 @@ def verify_export(folder: Path) -> list[str]:
     manifest names (shards, their files, index files) inside the folder; every file's size and
     sha256; each shard's documents and tokens re-counted from its files (what `count_shard`
     can count in that format); the total; the trainer fragments and `trainer/` files against the
-    shards. MixforgeError when the folder has no readable manifest."""
+    shards; no file the manifest does not name. MixforgeError when the folder has no readable manifest."""
     folder = Path(folder).resolve()
     manifest = read_manifest(folder)
     try:
@@ -272,7 +272,17 @@ def verify_export(folder: Path) -> list[str]:
     total = sum(s["tokens"] for s in manifest["shards"])
     if total != manifest["tokens"]:
         problems.append(f"shards hold {total} tokens, the manifest's total is {manifest['tokens']}")
-    return problems + _check_trainer(folder, manifest)
+    return problems + _check_trainer(folder, manifest) + _unnamed_files(folder, manifest)
+
+
+def _unnamed_files(folder: Path, manifest: dict) -> list[str]:
+    """Files the manifest does not name: a loader that globs the folder (`*.parquet`, `*.bin`)
+    would train on them too (a shard left from another export, say)."""
+    named = {e["path"] for s in manifest["shards"] for e in s["files"]} | {e["path"] for e in manifest.get("index_files", [])}
+    named |= {"manifest.json", "README.md", "mixture.png"} | {f"trainer/{name}" for name in trainer_files(manifest)}
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    return [f"{rel}: a file the manifest does not name (a loader that globs the folder would read it); remove it or "
+            "export again" for rel in found if rel not in named]
 
 
 def _check_shard(folder: Path, fmt: str, dtype: np.dtype, shard: dict) -> list[str]:

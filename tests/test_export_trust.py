@@ -206,6 +206,11 @@ def test_verify_refuses_every_damaged_or_escaping_path(built, tmp_path):
     assert code == 1 and f"{man['shards'][0]['path']}: {man['shards'][0]['documents'] - 1} documents" in err
     assert f"{man['shards'][-1]['path']}: {man['shards'][-1]['documents'] + 1} documents" in err
 
+    bad, man = _damaged(good, tmp_path / "stray")  # a shard of another export left in the folder
+    shutil.copy(bad / man["shards"][0]["files"][0]["path"], bad / "shard-99999.bin")
+    code, err = _verify(bad)
+    assert code == 1 and "shard-99999.bin: a file the manifest does not name" in err
+
     bad = _damaged(good, tmp_path / "blend")[0]
     (bad / "trainer" / "megatron_data_path.txt").write_text("--data-path 1.0 ../elsewhere/shard\n")
     code, err = _verify(bad)
