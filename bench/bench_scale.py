@@ -1,9 +1,10 @@
 """Benchmark: the build at N, 4N and 16N documents of the scale corpus (scripts/make_scale_corpus.py),
-cheap settings (length filter, exact + MinHash dedup, 64 embedding tokens), each stage in its own
+cheap settings (length filter, exact + MinHash dedup, 64 embedding tokens, `embed.backend: static`
+unless --backend transformer), then a parquet export of the uniform mixture, each stage in its own
 process: wall time, documents/s and peak RSS per stage, and the ratio of peak RSS at 16N to N
 (goal: within 1.3x; docs/s flat or rising).
 
-    python bench/bench_scale.py [--docs 10000] [--factors 1 4 16] [--out bench/out/scale]
+    python bench/bench_scale.py [--docs 10000] [--factors 1 4 16] [--backend static] [--out bench/out/scale]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--piece", type=int, default=3000, help="largest document in characters (smaller gives more pieces)")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "scale")
+    parser.add_argument("--backend", default="static", help="embed.backend (static: distilled once per workspace)")
     parser.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2],
                         help="also build N documents with executor: ray on a local Ray of this many CPUs (none: skip)")
     args = parser.parse_args()
@@ -31,7 +33,7 @@ def main() -> None:
     for factor in args.factors:
         n = args.docs * factor
         corpus = scale.make_corpus(args.out / f"corpus-{n}", n, piece=args.piece)
-        config = scale.write_config(corpus, args.out / f"run-{n}")
+        config = scale.write_config(corpus, args.out / f"run-{n}", embed={"max_tokens": 64, "backend": args.backend})
         rows[n] = scale.measure(config)
         for r in rows[n]:
             r["docs_per_s"] = round(n / r["seconds"], 1)
