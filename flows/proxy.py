@@ -1,6 +1,7 @@
 """Proxy sweeps as a Prefect flow: one task per proxy run. Finished run ids are skipped (the
 runs table is the cache), so a rerun after an interruption trains only what is missing. With
-`proxy.processes` > 1 the tasks run concurrently, each training its proxy in a worker process."""
+`proxy.processes` > 1 the tasks run concurrently, each training its proxy in a worker process.
+With `proxy.batched` (auto: on CUDA) one task trains a group of runs together (`train_many`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from mixforge.config import load_config
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.progress import progress_bar
 from mixforge.proxy_training.parallel import ProxyPool
-from mixforge.proxy_training.proxy import run_proxy, tokens_summary
+from mixforge.proxy_training.proxy import batched_proxies, run_proxies, run_proxy, tokens_summary
 from mixforge.workspace import Workspace
 
 
@@ -24,6 +25,11 @@ def proxy_task(config_path: str, weights: dict[str, float] | list[dict[str, floa
     return run_proxy(load_config(config_path), weights, seed=seed, checkpoints=checkpoints)
 
 
+@task(name="proxy group", cache_policy=NO_CACHE, persist_result=False)
+def proxy_group_task(config_path: str, mixtures: list, seeds: list[int]) -> list[dict]:
+    return run_proxies(load_config(config_path), mixtures, seeds)
+
+
 _POOLS: dict[int, ProxyPool] = {}  # tasks reach the flow's pool by id (a pool cannot be a task parameter)
 
 
@@ -31,6 +37,15 @@ def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: st
                    checkpoints: int = 0) -> list[dict]:
     """One Prefect task per mixture, inside a running flow; rows in the order of `mixtures`."""
     cfg = load_config(config_path)
+    if batched_proxies(cfg, checkpoints):  # one task per group of runs trained together
+        size, rows = cfg.proxy.batched_group, []
+        with progress_bar() as bar:
+            done = bar.add_task(label, total=len(mixtures), rate="batched")
+            for i in range(0, len(mixtures), size):
+                group = proxy_group_task(config_path, mixtures[i : i + size], seeds[i : i + size])
+                rows += group
+                bar.update(done, advance=len(group), rate=f"batched, {group[-1]['tokens_per_s']:,.0f} tokens/s per run")
+        return rows
     pool = ProxyPool(config_path, cfg.proxy.processes) if cfg.proxy.processes > 1 else None
     if pool:
         _POOLS[id(pool)] = pool

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,7 +21,8 @@ from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, hel
 from mixforge.proxy_training.model import preset
 from mixforge.pipelines.tasks import load_task
 from mixforge.pipelines.tokenize import load_tokenizer
-from mixforge.proxy_training.train import TrainConfig, train
+from mixforge.proxy_training.batched import train_many
+from mixforge.proxy_training.train import TrainConfig, resolve_device, train
 from mixforge.proxy_training.train import checkpoints as saved_checkpoints
 from mixforge.workspace import Workspace, read_json
 
@@ -103,6 +105,70 @@ def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, f
     return "r" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+@dataclass
+class _Run:
+    """One run of a config: found finished (`row`) or ready to train."""
+
+    run_id: str
+    seed: int
+    weights: dict | list  # a mixture, or a multi-phase schedule
+    phases: list | None
+    row: dict | None = None
+    sampler: MixtureSampler | None = None
+    steps: int = 0
+    model_cfg: object = None
+    train_cfg: TrainConfig | None = None
+
+
+def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, data: str, weights, seed: int | None,
+             run_id: str | None, checkpoints: int) -> _Run:
+    p, seed = cfg.proxy, cfg.seed if seed is None else seed
+    phases = [check_weights(w, sorted(shards)) for w in weights] if isinstance(weights, list) and len(weights) > 1 else None
+    weights = phases or check_weights(weights[0] if isinstance(weights, list) else weights, sorted(shards))
+    table = RunsTable(ws)
+    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"], data)
+    if table.has(run_id) and not (checkpoints and not saved_checkpoints(checkpoint_dir(ws, run_id))):
+        return _Run(run_id, seed, weights, phases, row=table.load().filter(run_id=run_id).row(0, named=True))
+    sampler = MixtureSampler(shards, weights, p.seq_len, p.tokens, seed, max_epochs=p.max_epochs)
+    steps = -(-len(sampler) // p.batch_size)
+    model_cfg = preset(p.preset, vocab_size=summary["tokenizer"]["vocab_size"], block_size=p.seq_len)
+    train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
+                            seed=seed, device=p.device,
+                            checkpoint_every=-(-steps // checkpoints) if checkpoints else p.checkpoint_every)
+    return _Run(run_id, seed, weights, phases, sampler=sampler, steps=steps, model_cfg=model_cfg, train_cfg=train_cfg)
+
+
+def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model, result, train_s: float) -> dict:
+    """Evaluate a trained proxy and append its row; wall_s is `train_s` plus the evaluation."""
+    p, folder, t0 = cfg.proxy, ws.stage_dir("tokens") / "extra", time.perf_counter()
+    row: dict = {"run_id": run.run_id}
+    row.update({f"w_{c}": float(w) for c, w in sorted(run.sampler.weights.items())})
+    if run.phases:
+        row["phases"] = json.dumps(run.phases)
+    held = heldout_metrics(model, folder / "heldout", {c: v["heldout_bytes"] for c, v in summary["components"].items()},
+                           p.seq_len, p.eval_max_tokens, run.seed)
+    row.update(held)
+    row["loss_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("loss_")]))
+    row["bpb_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("bpb_")]))
+    row.update(heldout_metrics(model, folder / "eval", {n: v["bytes"] for n, v in summary.get("eval_texts", {}).items()},
+                               p.seq_len, p.eval_max_tokens, run.seed))
+    task_items = tasks(cfg, ws)
+    encode = encoder(ws) if task_items else None  # the tokenizer is loaded once for every task
+    for name, items in task_items.items():
+        row[f"acc_{name}"] = choice_accuracy(model, encode, items[: p.task_items], max_len=p.seq_len)
+    row.update({
+        "train_loss": result.final_loss, "tokens": result.tokens, "steps": result.steps,
+        "max_epochs_used": max(run.sampler.epochs.values()), "preset": p.preset,
+        "non_embedding_params": result.non_embedding_params, "seq_len": p.seq_len, "batch_size": p.batch_size,
+        "lr": p.lr, "schedule": p.schedule, "seed": run.seed, "tokenizer": summary["tokenizer"]["source"],
+        "tokenizer_sha256": summary["tokenizer"]["sha256"], "wall_s": round(train_s + time.perf_counter() - t0, 2),
+        "tokens_per_s": result.tokens_per_s, "device": result.device, "mixforge_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    RunsTable(ws).append(row)
+    return row
+
+
 def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int | None = None,
               run_id: str | None = None, progress=None, checkpoints: int = 0) -> dict:
     """Train one proxy on `weights` (over the components; a list is a multi-phase schedule, one
@@ -112,50 +178,52 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     that many evenly spaced checkpoints (the last at the end) under runs/checkpoints/<run_id>/;
     a finished run that lacks them is trained again to make them."""
     ws = Workspace(cfg.workspace_dir)
-    p, seed = cfg.proxy, cfg.seed if seed is None else seed
     summary = tokens_summary(ws)
-    folder = ws.stage_dir("tokens") / "extra"
-    shards = load_shards(folder / "train")
-    phases = [check_weights(w, sorted(shards)) for w in weights] if isinstance(weights, list) and len(weights) > 1 else None
-    weights = phases or check_weights(weights[0] if isinstance(weights, list) else weights, sorted(shards))
-    table = RunsTable(ws)
-    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"], data_fingerprint(cfg, ws))
-    ckpt_dir = checkpoint_dir(ws, run_id)
-    if table.has(run_id) and not (checkpoints and not saved_checkpoints(ckpt_dir)):
-        return table.load().filter(run_id=run_id).row(0, named=True)
-
-    sampler = MixtureSampler(shards, weights, p.seq_len, p.tokens, seed, max_epochs=p.max_epochs)
-    steps = -(-len(sampler) // p.batch_size)
-    model_cfg = preset(p.preset, vocab_size=summary["tokenizer"]["vocab_size"], block_size=p.seq_len)
-    train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
-                            seed=seed, device=p.device,
-                            checkpoint_every=-(-steps // checkpoints) if checkpoints else p.checkpoint_every)
+    shards = load_shards(ws.stage_dir("tokens") / "extra" / "train")
+    data = data_fingerprint(cfg, ws) if run_id is None else ""
+    run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints)
+    if run.row is not None:
+        return run.row
+    ckpt_dir = checkpoint_dir(ws, run.run_id)
     t0 = time.perf_counter()
-    model, result = train(model_cfg, train_cfg, sampler.batches(p.batch_size), steps, progress,
-                          checkpoint_dir=ckpt_dir if train_cfg.checkpoint_every else None)
-    row: dict = {"run_id": run_id}
-    row.update({f"w_{c}": float(w) for c, w in sorted(sampler.weights.items())})
-    if phases:
-        row["phases"] = json.dumps(phases)
-    held = heldout_metrics(model, folder / "heldout", {c: v["heldout_bytes"] for c, v in summary["components"].items()},
-                           p.seq_len, p.eval_max_tokens, seed)
-    row.update(held)
-    row["loss_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("loss_")]))
-    row["bpb_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("bpb_")]))
-    row.update(heldout_metrics(model, folder / "eval", {n: v["bytes"] for n, v in summary.get("eval_texts", {}).items()},
-                               p.seq_len, p.eval_max_tokens, seed))
-    task_items = tasks(cfg, ws)
-    encode = encoder(ws) if task_items else None  # the tokenizer is loaded once for every task
-    for name, items in task_items.items():
-        row[f"acc_{name}"] = choice_accuracy(model, encode, items[: p.task_items], max_len=p.seq_len)
-    row.update({
-        "train_loss": result.final_loss, "tokens": result.tokens, "steps": result.steps,
-        "max_epochs_used": max(sampler.epochs.values()), "preset": p.preset,
-        "non_embedding_params": result.non_embedding_params, "seq_len": p.seq_len, "batch_size": p.batch_size,
-        "lr": p.lr, "schedule": p.schedule, "seed": seed, "tokenizer": summary["tokenizer"]["source"],
-        "tokenizer_sha256": summary["tokenizer"]["sha256"], "wall_s": round(time.perf_counter() - t0, 2),
-        "tokens_per_s": result.tokens_per_s, "device": result.device, "mixforge_version": __version__,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
-    table.append(row)
-    return row
+    model, result = train(run.model_cfg, run.train_cfg, run.sampler.batches(cfg.proxy.batch_size), run.steps, progress,
+                          checkpoint_dir=ckpt_dir if run.train_cfg.checkpoint_every else None)
+    return _record(cfg, ws, summary, run, model, result, time.perf_counter() - t0)
+
+
+def batched_proxies(cfg: MixforgeConfig, checkpoints: int = 0) -> bool:
+    """`proxy.batched` resolved: auto batches on CUDA only (on CPU train_many measured 0.7x of one
+    run after another, BENCHMARKS.md), and never when checkpoints are asked for (train_many keeps none)."""
+    p = cfg.proxy
+    if p.batched == "off" or checkpoints or p.checkpoint_every:
+        return False
+    return p.batched == "on" or resolve_device(p.device) == "cuda"
+
+
+def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[dict]:
+    """`run_proxy` for many runs, trained together in groups of at most `proxy.batched_group` with
+    `train_many` (same seeds, batches and rows as one by one, up to float rounding). Runs already
+    in the table are not retrained, and each group's rows are written as soon as it is trained, so
+    an interrupted call loses at most the group in training. Returns the rows in the order of
+    `mixtures`."""
+    ws = Workspace(cfg.workspace_dir)
+    summary = tokens_summary(ws)
+    shards = load_shards(ws.stage_dir("tokens") / "extra" / "train")
+    data = data_fingerprint(cfg, ws)
+    runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, 0) for w, s in zip(mixtures, seeds)]
+    rows = {r.run_id: r.row for r in runs if r.row is not None}
+    todo = list({r.run_id: r for r in runs if r.row is None}.values())  # a run asked for twice trains once
+    by_steps: dict[int, list[_Run]] = {}
+    for r in todo:  # one train_many call has one step count (its lr schedule); the shape is the config's preset
+        by_steps.setdefault(r.steps, []).append(r)
+    size = cfg.proxy.batched_group
+    for steps, group in sorted(by_steps.items()):
+        for i in range(0, len(group), size):
+            chunk = group[i : i + size]
+            t0 = time.perf_counter()
+            trained = train_many(chunk[0].model_cfg, chunk[0].train_cfg, [r.sampler.batches(cfg.proxy.batch_size) for r in chunk],
+                                 steps, seeds=[r.seed for r in chunk])
+            share = (time.perf_counter() - t0) / len(chunk)  # each run's share of the group's training time
+            for r, (model, result) in zip(chunk, trained):
+                rows[r.run_id] = _record(cfg, ws, summary, r, model, result, share)
+    return [rows[r.run_id] for r in runs]

@@ -5,6 +5,7 @@ train() runs, on real slice text."""
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import slice_token_streams
 from mixforge.proxy_training.batched import per_model_clip_, train_many
@@ -126,3 +127,66 @@ def test_ragged_batches_are_padded_exactly(setup):
         _, alone = train(cfg, tc, iter(stream), 2)
         np.testing.assert_allclose(_curve(together), _curve(alone), rtol=1e-4)
         assert together.tokens == alone.tokens
+
+
+@pytest.mark.timeout(300)
+def test_batched_sweep_records_the_rows_of_one_by_one_and_resumes(tmp_path, monkeypatch):
+    """`proxy.batched: on` on CPU: a sweep interrupted after its first group and run again trains
+    only the missing run, and its rows equal the rows of the same runs trained one by one."""
+    import polars as pl
+
+    from conftest import workspace_with_tokens
+    from mixforge.config import load_config
+    from mixforge.flows.proxy import sweep_flow
+    from mixforge.mixers.sampling import random_mixtures
+    from mixforge.proxy_training import proxy
+    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.workspace import Workspace
+
+    def small(folder, **proxy_settings):  # a few steps and a capped evaluation: seconds per run
+        folder.mkdir()
+        config = workspace_with_tokens(folder, tokens=1024)
+        data = yaml.safe_load(config.read_text())
+        data["proxy"].update(seq_len=16, eval_max_tokens=256, task_items=10, **proxy_settings)
+        config.write_text(yaml.safe_dump(data))
+        return config
+
+    alone = load_config(small(tmp_path / "one"))
+    counts = {c: v["train_tokens"] for c, v in proxy.tokens_summary(Workspace(alone.workspace_dir))["components"].items()}
+    mixtures = random_mixtures(counts, 3, alone.seed, alone.proxy.tokens, alone.proxy.max_epochs)
+    expected = {r["run_id"]: r for r in (proxy.run_proxy(alone, w, seed=alone.seed + i) for i, w in enumerate(mixtures))}
+
+    config = small(tmp_path / "batched", batched="on", batched_group=2)
+    cfg = load_config(config)
+    assert proxy.batched_proxies(cfg) and not proxy.batched_proxies(cfg, checkpoints=2)
+
+    groups = []
+    def interrupted(*args, **kwargs):
+        groups.append(len(args[2]))
+        if len(groups) == 2:
+            raise KeyboardInterrupt  # the sweep is stopped while its second group trains
+        return train_many(*args, **kwargs)
+
+    monkeypatch.setattr(proxy, "train_many", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        proxy.run_proxies(cfg, mixtures, [cfg.seed + i for i in range(3)])
+    table = RunsTable(Workspace(cfg.workspace_dir))
+    first = table.load()
+    assert groups == [2, 1] and first.height == 2
+
+    groups.clear()
+    monkeypatch.setattr(proxy, "train_many", lambda *a, **k: groups.append(len(a[2])) or train_many(*a, **k))
+    rows = sweep_flow(str(config), runs=3)
+    assert groups == [1]  # only the run the interruption lost
+    runs = table.load()
+    assert runs.filter(pl.col("run_id").is_in(first["run_id"].to_list()))["created_at"].to_list() == first["created_at"].to_list()
+    assert [r["run_id"] for r in rows] == list(expected) and sorted(runs["run_id"]) == sorted(expected)
+    volatile = {"wall_s", "tokens_per_s", "created_at"}
+    for row in runs.iter_rows(named=True):
+        want = expected[row["run_id"]]
+        assert set(row) == set(want)
+        for key in set(row) - volatile:
+            if isinstance(want[key], float):
+                assert row[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
+            else:
+                assert row[key] == want[key], key
