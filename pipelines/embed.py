@@ -149,9 +149,9 @@ class Encoder:
             yield self._combine(current[0], out, current[1])
 
     def _batches(self, blocks: Iterable[list[str]]) -> Iterator[tuple]:
-        """("block", texts, owner, pieces) then ("batch", piece indices, features) per batch: the
-        longest pieces first, as `SentenceTransformer.encode` sorts them, so batches hold similar
-        lengths and the vectors equal `encode`'s."""
+        """Per block ("block", number of texts, owner, number of pieces), then ("batch", piece
+        indices, features) per batch: the longest pieces first, as `SentenceTransformer.encode`
+        sorts them, so batches hold similar lengths and the vectors equal `encode`'s."""
         import torch
 
         for texts in blocks:
