@@ -74,17 +74,13 @@ def load_table(ws: Workspace, scratch: Path, reuse_tokens: bool = True) -> Docum
                                    pl.lit(None, pl.Int64).alias("length"))
     else:  # a document whose text or component changed since the tokens stage is not reused
         table = table.join(index, on=["id", "component", "text_hash"], how="left", maintain_order="left")
-    files: list[np.ndarray] = []
-    keys = table.select("split", "component").unique(maintain_order=True).drop_nulls()
-    key_of = {}
-    for split, comp in keys.iter_rows():
-        dtype = json.loads((extra / split / f"{comp}.json").read_text())["dtype"]
-        key_of[split, comp] = len(files)
-        files.append(np.memmap(extra / split / f"{comp}.bin", dtype=dtype, mode="r"))
-    file_col = np.array([key_of.get(k, -1) for k in zip(table["split"].to_list(), table["component"].to_list())],
-                        dtype=np.int32)
-    table = table.with_columns(pl.Series("file", file_col))
-    stale = np.flatnonzero(file_col < 0)
+    keys = table.select("split", "component").unique(maintain_order=True).drop_nulls().with_row_index("file")
+    files: list[np.ndarray] = [
+        np.memmap(extra / split / f"{comp}.bin", dtype=json.loads((extra / split / f"{comp}.json").read_text())["dtype"], mode="r")
+        for _, split, comp in keys.iter_rows()]
+    table = table.join(keys.with_columns(pl.col("file").cast(pl.Int32)), on=["split", "component"], how="left",
+                       maintain_order="left").with_columns(pl.col("file").fill_null(-1))
+    stale = np.flatnonzero(table["file"].to_numpy() < 0)
     if len(stale):
         table = _tokenize_stale(ws, table, stale, tok, scratch, files)
     frame = table.select(pl.col("id"), pl.col("component").cast(pl.Categorical), pl.col("source").cast(pl.Categorical),
