@@ -98,10 +98,11 @@ def _tokenize_stale(ws: Workspace, table: pl.DataFrame, stale: np.ndarray, tok, 
     file_col = table["file"].to_numpy().copy()
     start, length = (table[c].fill_null(0).to_numpy().astype(np.int64) for c in ("start", "length"))
     for s, frame in enumerate(workspace_frames(ws)):
-        mine = stale[shard_of == s]
-        if not len(mine):
+        in_shard = shard_of == s
+        if not in_shard.any():
             continue
-        texts = frame["text"].gather(row_of[shard_of == s]).to_list()
+        mine = stale[in_shard]
+        texts = frame["text"].gather(row_of[in_shard]).to_list()
         encoded = [np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(texts, add_special_tokens=False)]
         sizes = np.array([len(e) for e in encoded], dtype=np.int64)
         path = scratch / f"{s}.bin"
