@@ -481,6 +481,75 @@ def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> 
     Console().print(f"{folder}: every shard matches its manifest", soft_wrap=True)
 
 
+@app.command()
+def deploy(
+    config: Optional[Path] = typer.Argument(None, help="Config file of the build to schedule."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the deployment (mixforge-scheduled-build/NAME in Prefect)."),
+    cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 3 * * *" (03:00 every day).'),
+    interval: Optional[int] = typer.Option(None, "--interval", min=1, help="Run every SECONDS instead of on a cron schedule."),
+    timezone: str = typer.Option("UTC", "--timezone", help="IANA timezone of the schedule, e.g. Europe/Berlin."),
+    then: Optional[str] = typer.Option(None, "--then", help="After a build that changed the components: search, or search,export."),
+    export_out: Optional[Path] = typer.Option(None, "--export-out", help="Export folder of --then search,export, replaced by each new export (default: <workspace>/export)."),
+    serve: bool = typer.Option(False, "--serve", help="Serve the deployment from this process until Ctrl-C (the default)."),
+    work_pool: Optional[str] = typer.Option(None, "--work-pool", help="Deploy to this existing process work pool and return; its workers run the builds."),
+    list_: bool = typer.Option(False, "--list", help="List mixforge's deployments: schedule, last run and its state, next run."),
+    delete: Optional[str] = typer.Option(None, "--delete", metavar="NAME", help="Delete the deployment NAME."),
+) -> None:
+    """Schedule the data build as a Prefect deployment on the server in PREFECT_API_URL (never a
+    temporary server). Each run builds like `mixforge build`: finished stages are skipped."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if list_ or delete:
+        if list_ and delete or any(v is not None for v in (config, name, cron, interval, then, export_out, work_pool)) or serve:
+            raise MixforgeError("--list and --delete NAME take nothing else (no CONFIG, schedule or other option)")
+        return _list_or_delete_deployment(delete)
+    if config is None or not name:
+        raise MixforgeError("give a config file and --name NAME (or --list, or --delete NAME)")
+    if "/" in name or not name.strip():
+        raise MixforgeError(f"--name {name!r}: a deployment name must be non-empty and hold no '/'")
+    if serve and work_pool:
+        raise MixforgeError("give --serve or --work-pool POOL, not both")
+    from mixforge.config import load_config
+    from mixforge.flows import deployments as dep
+    from mixforge.pipelines.ingest import plan_work
+
+    cfg = load_config(config)
+    plan_work(cfg)  # missing sources and bad options fail now, not at 3 a.m.
+    stages = dep.check_then([s.strip() for s in then.split(",")] if then is not None else [], cfg)
+    if export_out and "export" not in stages:
+        raise MixforgeError("--export-out is the folder of --then search,export; it needs export in --then")
+    schedule, when = dep.make_schedule(cron, interval, timezone)
+    url = dep.server_url()
+    parameters = {"config_path": str(config.resolve()), "workspace": str(cfg.workspace_dir), "then": stages,
+                  "export_out": str(export_out.resolve()) if export_out else None}
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"deployment {dep.FLOW_NAME}/{name} on {url}: {when}; builds {parameters['config_path']} into "
+              f"{parameters['workspace']}" + (f", then {','.join(stages)} when the components changed" if stages else ""))
+    if work_pool:
+        dep.run_safely(lambda: dep.deploy_to_pool(name, work_pool, schedule, parameters))
+        out.print(f"registered for work pool {work_pool}: a worker runs the builds (`prefect worker start --pool {work_pool}`, "
+                  "in an environment where mixforge is installed); `mixforge deploy --list` shows the runs")
+        return
+    out.print(f"serving it from this process: scheduled runs start here, one at a time, while it runs. Stop with Ctrl-C "
+              f"(its schedule is paused then); `mixforge deploy --delete {name}` removes it")
+    dep.run_safely(lambda: dep.serve(name, schedule, parameters))
+
+def _list_or_delete_deployment(delete: Optional[str]) -> None:
+    """`mixforge deploy --list` (a table) or `--delete NAME`."""
+    from mixforge.flows import deployments as dep
+
+    url = dep.server_url()
+    if delete:
+        dep.run_safely(lambda: dep.delete(delete))
+        Console().print(f"deleted deployment {dep.FLOW_NAME}/{delete} from {url}", highlight=False)
+        return
+    rows = dep.run_safely(dep.deployment_rows)
+    table = Table(title=f"deployments of {dep.FLOW_NAME} on {url}")
+    for col in ("name", "schedule", "runs on", "last run", "state", "next run", "config"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    Console().print(table if rows else f"no deployments of {dep.FLOW_NAME} on {url}", highlight=False)
+
 def _built_components(cfg) -> Optional[list[str]]:
     """The components the tokens stage wrote (what a mixture may name), or None before the build."""
     from mixforge.workspace import Workspace

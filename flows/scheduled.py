@@ -1,0 +1,74 @@
+"""The flow a scheduled deployment runs (`mixforge deploy`): the data build, then optionally a
+mixture search and an export of its proposal, when the build changed the components.
+
+The build is `build_flow` as a subflow, so a scheduled run resumes and skips like
+`mixforge build`: stages done for their inputs and settings are skipped.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from mixforge.config import load_config
+from mixforge.errors import MixforgeError
+from mixforge.flows.build import build_flow
+from mixforge.flows.deployments import FLOW_NAME, check_then
+from mixforge.flows.proxy import train_mixtures
+from mixforge.mixers.mixture_file import read_mixture
+from mixforge.mixers.search import run_search
+from mixforge.pipelines.export import run_export
+from mixforge.processes import ChildTracker, reap_leftovers
+from mixforge.workspace import STAGES
+
+COMPONENT_STAGES = ("components", "tokens")  # a rerun of either changes what a search trains on
+
+
+@task(name="search", cache_policy=NO_CACHE, persist_result=False)
+def search_task(config_path: str) -> str:
+    """A search with the config's settings; its folder (proxy runs already trained are reused)."""
+    _, folder = run_search(load_config(config_path), partial(train_mixtures, config_path))
+    return str(folder)
+
+
+@task(name="export", cache_policy=NO_CACHE, persist_result=False)
+def export_task(config_path: str, folder: str, out: str) -> str:
+    """The search's proposal exported with the config's export settings, replacing the last one
+    (the new export is put in place only once complete)."""
+    cfg = load_config(config_path)
+    weights, provenance = read_mixture(Path(folder))
+    run_export(cfg, weights, Path(out), cfg.export.format, tokens=cfg.export.tokens, overwrite=True, provenance=provenance)
+    return out
+
+
+@flow(name=FLOW_NAME, persist_result=False, log_prints=False)
+def scheduled_build_flow(
+    config_path: str, workspace: str | None = None, then: list[str] | None = None, export_out: str | None = None,
+    until: str | None = None,
+) -> dict:
+    """Build (skipping finished stages); with `then`, search and export when the build reran
+    the components or tokens, or when there is no search / export yet."""
+    cfg = load_config(config_path, workspace=workspace)
+    then = check_then(then or [], cfg)
+    own = load_config(config_path).workspace_dir
+    if then and cfg.workspace_dir != own:
+        raise MixforgeError(f"workspace {workspace}: with search or export the build must use the config's workspace ({own}), "
+                            "where the search reads and writes")
+    record = cfg.workspace_dir / ".build.pid"  # as `mixforge build`: a killed run's workers are stopped first
+    reap_leftovers(record, "build", print)
+    with ChildTracker(record):
+        results = build_flow(config_path=config_path, workspace=workspace, until=until)
+    summary = {"build": {r.stage: r.status for r in results}, "search": None, "export": None}
+    if not then or (until is not None and until != STAGES[-1]):
+        return summary
+    changed = any(r.stage in COMPONENT_STAGES and r.status != "skipped" for r in results)
+    latest = cfg.workspace_dir / "search" / "latest.json"
+    if changed or not latest.exists():
+        summary["search"] = search_task(config_path)
+    out = export_out or str(cfg.workspace_dir / "export")
+    if "export" in then and (summary["search"] or not (Path(out) / "manifest.json").exists()):
+        summary["export"] = export_task(config_path, summary["search"] or str(cfg.workspace_dir / "search"), out)
+    return summary
