@@ -19,8 +19,9 @@ TASKS = {stage: task(fn, name=stage, cache_policy=NO_CACHE, persist_result=False
 
 @flow(name="mixforge-build", persist_result=False, log_prints=False)
 def build_flow(
-    config_path: str, workspace: str | None = None, force: bool = False, strict: bool = False, until: str | None = None
+    config_path: str, workspace: str | None = None, force: bool = False, strict: bool = False, until: str | None = None,
+    allow_changed: bool = False,
 ) -> list[StageResult]:
-    """ingest -> filter -> dedup -> embed -> cluster -> quality -> prune -> components."""
+    """ingest -> filter -> dedup -> embed -> cluster -> quality -> prune -> components -> tokens."""
     cfg = load_config(config_path, workspace=workspace)
-    return build(cfg, force, strict, until, run=lambda stage, *args: TASKS[stage](*args))
+    return build(cfg, force, strict, until, run=lambda stage, *args: TASKS[stage](*args), allow_changed=allow_changed)

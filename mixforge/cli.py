@@ -105,10 +105,12 @@ def build(
     force: bool = typer.Option(False, help="Redo every stage even if its inputs are unchanged."),
     strict: bool = typer.Option(False, help="Fail on malformed records instead of counting them."),
     until: Optional[str] = typer.Option(None, help="Stop after this stage (e.g. dedup)."),
+    allow_changed: bool = typer.Option(False, help="Rebuild when input files changed or were deleted since the last build, retracting their old documents."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
     """Run the data build as a Prefect flow: ingest, filter, dedup, embed, cluster, quality,
-    prune, components. Finished stages are skipped."""
+    prune, components, tokens. Finished stages are skipped; after a build, files added to the
+    sources are processed alone and appended."""
     config_path = _config_path(config, demo, workspace)
     _quiet_prefect(verbose)
     from mixforge.config import load_config
@@ -126,7 +128,8 @@ def build(
     record = cfg.workspace_dir / ".build.pid"  # this build's child processes, for a rerun after a SIGKILL
     reap_leftovers(record, "build", console.print)
     with ChildTracker(record):
-        results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict, until=until)
+        results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict, until=until,
+                             allow_changed=allow_changed)
     _print_summary(cfg, results)
 
 
@@ -139,6 +142,7 @@ def status(
     from mixforge.config import load_config
     from mixforge.pipelines.filter_report import filter_warnings
     from mixforge.pipelines.build import stage_states
+    from mixforge.pipelines.builds import list_builds
     from mixforge.workspace import Workspace
 
     cfg = load_config(config)
@@ -149,6 +153,8 @@ def status(
         payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s),
                    "summary": (ws.stage_record(s) or {}).get("counts") if s not in ledger else None} for s, st in states.items()}}
         payload["filter_warnings"] = filter_warnings(cfg)
+        payload["builds"] = [{k: b.get(k) for k in ("id", "started", "finished", "sources_added", "sources_changed",
+                                                  "sources_deleted", "retracted", "stages", "ledger")} for b in list_builds(ws)]
         typer.echo(json.dumps(payload, indent=2))
         return
     out = Console()
@@ -156,6 +162,9 @@ def status(
     out.print(_ledger_table(states, ledger))
     if ledger:
         out.print(_reasons_table(ledger))
+    builds = list_builds(ws)
+    if len(builds) > 1:
+        out.print(_builds_table(builds))
     for line in filter_warnings(cfg):
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 
@@ -592,6 +601,19 @@ def _ledger_table(states: dict[str, str], ledger: dict) -> Table:
             stage, state, f"{row['docs_in']:,}", f"{row['docs_out']:,}", f"{row['docs_removed']:,}",
             f"{row['chars_in']:,}", f"{row['chars_out']:,}", f"{row['chars_trimmed']:,}",
         )
+    return table
+
+
+def _builds_table(builds: list[dict]) -> Table:
+    table = Table(title="builds (what each added)")
+    for col in ("build", "finished", "files added", "changed", "ingested", "kept after dedup", "stages run"):
+        table.add_column(col)
+    for b in builds:
+        ledger = b.get("ledger") or {}
+        table.add_row(b["id"], str(b.get("finished") or "unfinished"), str(len(b.get("sources_added") or [])),
+                      str(len(b.get("sources_changed") or []) + len(b.get("sources_deleted") or [])),
+                      str((ledger.get("ingest") or {}).get("docs_out", "-")), str((ledger.get("dedup") or {}).get("docs_out", "-")),
+                      ", ".join(b.get("stages") or []))
     return table
 
 

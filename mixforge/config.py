@@ -267,6 +267,10 @@ class ClusterConfig(Section):
     merge_distance: float | None = Field(
         None, gt=0, description="Instead of a count: merge centroids closer than this Euclidean distance."
     )
+    refit_drift: float | None = Field(
+        None, gt=0, le=1,
+        description="After a build adds documents: refit the centroids (a new version) when more than this share of the new documents is farther from every centroid than 95% of the fitted ones; none: always assign them to the saved centroids.",
+    )
     semdedup: bool = Field(False, description="Remove within-cluster near-duplicates by cosine (SemDeDup).")
     semdedup_threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity at which a later document is a duplicate.")
 

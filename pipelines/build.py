@@ -10,6 +10,7 @@ from typing import Callable
 
 from mixforge.config import MixforgeConfig
 from mixforge.errors import MixforgeError
+from mixforge.pipelines.builds import finish_build, open_build
 from mixforge.pipelines.cluster import cluster_fingerprint, run_cluster
 from mixforge.pipelines.components import components_fingerprint, run_components
 from mixforge.pipelines.dedup import dedup_fingerprint, run_dedup
@@ -45,10 +46,11 @@ STAGE_FUNCTIONS = {
 }
 
 
-def _arguments(stage: str, cfg: MixforgeConfig, done: dict[str, StageResult], force: bool, strict: bool) -> tuple:
+def _arguments(stage: str, cfg: MixforgeConfig, done: dict[str, StageResult], force: bool, strict: bool,
+               allow_changed: bool = False) -> tuple:
     previous = list(done.values())[-1] if done else None
     if stage == "ingest":
-        return cfg, force, strict
+        return cfg, force, strict, allow_changed
     if stage in ("filter", "dedup"):
         return cfg, previous, force, strict
     if stage == "prune":  # prunes the dedup output with what the side stages learned about it
@@ -57,15 +59,21 @@ def _arguments(stage: str, cfg: MixforgeConfig, done: dict[str, StageResult], fo
 
 
 def build(
-    cfg: MixforgeConfig, force: bool = False, strict: bool = False, until: str | None = None, run: Callable | None = None
+    cfg: MixforgeConfig, force: bool = False, strict: bool = False, until: str | None = None, run: Callable | None = None,
+    allow_changed: bool = False,
 ) -> list[StageResult]:
-    """Every stage in order up to `until`, each skipped when done for its inputs and settings.
-    `run(stage, *args)` calls the stage function (the Prefect flow passes its tasks here)."""
+    """Every stage in order up to `until`, each skipped when done for its inputs and settings, or
+    extended with only what is new since the last build (see mixforge/layers.py). The build gets
+    a record in `builds/` (see pipelines/builds.py). `run(stage, *args)` calls the stage function
+    (the Prefect flow passes its tasks here)."""
     run = run or (lambda stage, *args: STAGE_FUNCTIONS[stage](*args))
     done: dict[str, StageResult] = {}
+    ws = Workspace(cfg.workspace_dir)
+    build_id = open_build(ws)["id"]
     with ray_session(cfg):  # executor: ray connects (or starts a local Ray) once for the build
         for stage in STAGES[: STAGES.index(check_until(until)) + 1]:
-            done[stage] = run(stage, *_arguments(stage, cfg, done, force, strict))
+            done[stage] = run(stage, *_arguments(stage, cfg, done, force, strict, allow_changed))
+    finish_build(ws, build_id)
     return list(done.values())
 
 

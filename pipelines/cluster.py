@@ -8,6 +8,7 @@ centroid, and tokens. The GPU index is used when faiss has GPU support and CUDA 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,11 @@ from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
 from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.samples import choose_positions, gather
+from mixforge.layers import lineage, plan_layer
+from mixforge.ledger import parquet_files
+from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
-from mixforge.workspace import Workspace, atomic_write_npy, atomic_write_parquet
+from mixforge.workspace import Workspace, atomic_write_json, atomic_write_npy, atomic_write_parquet, read_json
 
 MAX_AUTO_CLUSTERS = 1000  # CLIMB's K for a trillion tokens; more gave no gain in its ablation
 
@@ -120,20 +124,35 @@ def cluster_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
 
 
 def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
-    """k-means over the embed stage's vectors into `<workspace>/cluster/extra/`."""
+    """k-means over the embed stage's vectors into `<workspace>/cluster/extra/`. After a build,
+    only the new vectors are assigned, to the saved centroids, and the drift is reported; past
+    `cluster.refit_drift` the centroids are refitted as a new version (see `incremental_assign`)."""
     ws = Workspace(cfg.workspace_dir)
     c = cfg.cluster
+    fingerprint = cluster_fingerprint(cfg, upstream.fingerprint)
+    base = cluster_fingerprint(cfg, "")
+    plan = plan_layer(ws, "cluster", fingerprint, base, current_build(ws), upstream.layers,
+                      [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
+        out = partial / "extra"
+        (out / "assign").mkdir(parents=True, exist_ok=True)
+        drift = None
+        if plan.incremental:
+            drift = incremental_assign(cfg, ws, out, plan)
+            if not drift["refit"]:
+                fit = read_json(out / FIT_FILE)
+                return {"clusters": fit["clusters"], "centroid_version": fit["version"], "documents": drift["documents"],
+                        "drift": drift, "seconds": round(time.perf_counter() - t0, 2)}
+            plan.previous, plan.consumed = [], lineage(upstream.layers)  # refitted: every assignment is new
+            plan.inputs = [f.name for f in parquet_files(Path(upstream.docs_dir))]
         shards = vector_shards(ws)
         counts = valid_counts(shards)
         n_valid = sum(counts)
         k = auto_clusters(n_valid) if c.n_clusters == "auto" else c.n_clusters
         if n_valid < 2 or k > n_valid:
             raise ConfigError(f"cluster.n_clusters: {k} clusters asked for, but only {n_valid} documents have embeddings")
-        out = partial / "extra"
-        (out / "assign").mkdir(parents=True, exist_ok=True)
         sample_size = min(k * c.sample_per_centroid, n_valid)
         fit_stats = {"device": "resumed"}  # a resumed stage assigns with the centroids it already fitted
         if not (out / "centroids.npy").exists():
@@ -144,11 +163,71 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
                          "train_mean_cosine_distance": round(fit.objective, 4)}
         calls = [(str(f), str(out / "centroids.npy"), str(out / "assign" / f.name)) for f in shards]
         inertia = sum(map_shards(cfg, assign_shard, calls, "cluster: assign", counts))
-        return {"clusters": k, "documents": n_valid, "train_sample": sample_size, **fit_stats,
-                "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
+        version = record_fit(out, k, drift)
+        summary = {"clusters": k, "centroid_version": version, "documents": n_valid, "train_sample": sample_size, **fit_stats,
+                   "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
+        return summary | ({"drift": drift} if drift else {})
 
-    fingerprint = cluster_fingerprint(cfg, upstream.fingerprint)
-    return run_side_stage(ws, "cluster", fingerprint, body, upstream.docs_dir, force=force, settings=c.model_dump())
+    return run_side_stage(ws, "cluster", fingerprint, body, upstream.docs_dir, force=force, settings=c.model_dump(),
+                          layer=plan, base=base)
+
+
+FIT_FILE = "fit.json"  # cluster/extra/: centroid version, clusters, the fit's 95th-percentile distance, sizes
+DRIFT_FILE = "drift.json"  # cluster/extra/: the latest build's drift report
+
+
+def assignments(folder: Path, shards: list[str] | None = None) -> pl.DataFrame:
+    files = sorted(folder.glob("*.parquet")) if shards is None else [folder / n for n in shards]
+    return pl.concat([pl.read_parquet(f, columns=["cluster", "distance"]) for f in files]) if files else pl.DataFrame(
+        schema={"cluster": pl.Int32, "distance": pl.Float32})
+
+
+def record_fit(out: Path, k: int, drift: dict | None) -> int:
+    """Write fit.json for centroids just fitted (version 1, or one more than the refitted ones,
+    whose centroids stay as centroids-v<N>.npy with the mapping of their clusters to the new)."""
+    previous = read_json(out / FIT_FILE) if drift else None
+    version = previous["version"] + 1 if previous else 1
+    done = assignments(out / "assign").filter(pl.col("cluster") >= 0)
+    fit = {"version": version, "clusters": k, "distance_p95": float(done["distance"].quantile(0.95) or 0.0),
+           "sizes": {str(c): n for c, n in done.group_by("cluster").len().sort("cluster").iter_rows()}}
+    if previous:  # each old cluster -> the nearest new centroid
+        old = np.load(out / f"centroids-v{previous['version']}.npy")
+        fit["previous"] = {"version": previous["version"], "mapping": assign(old, np.load(out / "centroids.npy"))[0].tolist()}
+    atomic_write_json(out / FIT_FILE, fit)
+    return version
+
+
+def incremental_assign(cfg: MixforgeConfig, ws: Workspace, out: Path, plan) -> dict:
+    """Assign the new shards to the saved centroids and report the drift: the share of new
+    documents farther from every centroid than the fit's 95th-percentile distance, and the
+    clusters whose size changed most. With `cluster.refit_drift` below that share, the saved
+    centroids become centroids-v<N>.npy and the caller refits (resumable: the report is kept)."""
+    drift = read_json(out / DRIFT_FILE)
+    if drift and drift.get("layer") == plan.id:
+        return drift
+    vectors = ws.stage_dir("embed") / "extra" / "vectors"
+    new = [vectors / f"{Path(n).stem}.parquet" for n in plan.inputs]
+    calls = [(str(f), str(out / "centroids.npy"), str(out / "assign" / f.name)) for f in new]
+    map_shards(cfg, assign_shard, calls, "cluster: assign new", valid_counts(new))
+    fit = read_json(out / FIT_FILE)
+    added = assignments(out / "assign", [f.name for f in new]).filter(pl.col("cluster") >= 0)
+    beyond = float((added["distance"] > fit["distance_p95"]).mean() or 0.0) if added.height else 0.0
+    sizes = {int(c): n for c, n in fit["sizes"].items()}
+    grown = added.group_by("cluster").len().with_columns(
+        pl.col("cluster").replace_strict(sizes, default=0).alias("before")).with_columns(
+        (pl.col("len") / pl.col("before").clip(1)).alias("growth")).sort("growth", descending=True)
+    threshold = cfg.cluster.refit_drift
+    drift = {"layer": plan.id, "documents": added.height, "centroid_version": fit["version"],
+             "distance_p95": fit["distance_p95"], "share_beyond_p95": round(beyond, 4), "refit_drift": threshold,
+             "refit": threshold is not None and beyond > threshold,
+             "largest_growth": [{"cluster": c, "before": b, "added": n, "growth": round(g, 3)}
+                                for c, n, b, g in grown.head(10).select("cluster", "len", "before", "growth").iter_rows()]}
+    if drift["refit"]:
+        os.replace(out / "centroids.npy", out / f"centroids-v{fit['version']}.npy")
+        for f in (out / "assign").glob("*.parquet"):
+            f.unlink()
+    atomic_write_json(out / DRIFT_FILE, drift)
+    return drift
 
 
 def assign_shard(meta_file: str, centroids_file: str, target: str) -> float:

@@ -20,6 +20,8 @@ from mixforge.errors import LedgerError
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.cluster import assignment_file, load_centroids
 from mixforge.pipelines.quality import score_file
+from mixforge.layers import full_layer
+from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
 
@@ -163,7 +165,9 @@ def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = Fal
         return summary
 
     fingerprint = components_fingerprint(cfg, upstream.fingerprint)
-    return run_side_stage(ws, "components", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.cluster.model_dump())
+    layer = full_layer(current_build(ws), upstream.layers, [f.name for f in parquet_files(Path(upstream.docs_dir))])
+    return run_side_stage(ws, "components", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.cluster.model_dump(),
+                          layer=layer)
 
 
 def component_file(ws: Workspace, shard: Path) -> Path:

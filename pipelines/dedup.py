@@ -32,7 +32,10 @@ from datatrove.pipeline.writers import ParquetWriter
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.executor import default_workers, run_pipeline
-from mixforge.pipelines.records import REMOVED_SCHEMA, docs_reader, docs_writer
+from mixforge.layers import plan_layer
+from mixforge.pipelines.builds import current_build
+from mixforge.pipelines.dedup_index import earlier_duplicates, index_rows, write_index
+from mixforge.pipelines.records import REMOVED_SCHEMA, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir, layer_stage_name
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
@@ -125,20 +128,29 @@ def dedup_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
 
 
 def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
-    """Deduplicate `filter/docs` into `dedup/docs`."""
+    """Deduplicate `filter/docs` into `dedup/docs`. After a build, only the shards filter added
+    are deduplicated: against each other, and against every document kept before (the index)."""
     ws = Workspace(cfg.workspace_dir)
     in_dir = Path(upstream.docs_dir)
     d = cfg.dedup
     fingerprint = dedup_fingerprint(cfg, upstream.fingerprint)
-    files = parquet_files(in_dir)
+    base = dedup_fingerprint(cfg, "")
+    plan = plan_layer(ws, "dedup", fingerprint, base, current_build(ws), upstream.layers, [f.name for f in parquet_files(in_dir)], force)
+    files = [in_dir / name for name in plan.inputs]
     workers = default_workers(cfg.workers)
     mh = MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket, seed=d.seed)
+    exact_key = lambda text: normalised(text).hash(seed=0)  # noqa: E731
 
     def body(partial: Path) -> None:
         sizes = [shard_counts([f])[0] for f in files]  # documents per task, for the progress rate
-        exact = find_exact_duplicates(files) if d.exact else {}
+        exact = find_exact_duplicates(files, exact_key) if d.exact else {}
         work, logs = partial / "work", partial / "logs"
-        unique = [docs_reader(str(in_dir)), SkipIds(set(exact))]
+        earlier = {}
+        if plan.incremental:
+            new = pl.concat([_new_rows(f, exact, mh if d.minhash else None, work, exact_key) for f in files])
+            earlier = earlier_duplicates(new, partial / "extra" / "index", partial / "docs", mh if d.minhash else None, d.exact, _text_digests)
+        reader = docs_reader(str(in_dir), plan.inputs, partial / "inputs.txt") if plan.incremental else docs_reader(str(in_dir))
+        unique = [reader, SkipIds(set(exact) | set(earlier))]
         pipeline = list(unique)
         if d.minhash and files:
             run_pipeline(cfg, unique + [MinhashDedupSignature(str(work / "sigs"), config=mh)], len(files), workers, logs / "mh1", "dedup: minhash signatures", sizes)
@@ -150,11 +162,22 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
                 MinhashDedupFilter(str(work / "remove"), exclusion_writer=near_writer, load_cluster_ids=True),
                 RecordClusterIds(str(work / "kept_clusters")),
             ]
-        pipeline.append(docs_writer(str(partial / "docs"), cfg.shard_mb))
+        pipeline.append(docs_writer(str(layer_docs_dir(partial, plan)), cfg.shard_mb))
         run_pipeline(cfg, pipeline, len(files), workers, logs / "final", "dedup: write", sizes)
-        _write_duplicates(in_dir, exact, _near_duplicates(work), partial / "removed")
+        _write_duplicates(files, exact, _near_duplicates(work), earlier, partial / "removed", layer_stage_name("dedup", plan))
+        adopt_layer_docs(partial, plan)
+        new_shards = [f for f in parquet_files(partial / "docs") if not plan.incremental or f.name.startswith(f"{plan.id}-")]
+        write_index(new_shards, partial / "extra" / "index", mh if d.minhash else None, work, exact_key)
 
-    return run_stage(ws, "dedup", fingerprint, body, lambda _: shard_counts(files), force, strict, d.model_dump())
+    return run_stage(ws, "dedup", fingerprint, body, lambda _: shard_counts(files), force, strict, d.model_dump(),
+                     layer=plan, base=base)
+
+
+def _new_rows(f: Path, exact: dict[str, str], mh: MinhashConfig | None, scratch: Path, exact_key) -> pl.DataFrame:
+    """Index rows and text digests of one new shard's documents that are not exact duplicates of
+    each other (those are already removed)."""
+    docs = pl.read_parquet(f, columns=["id", "text"]).filter(~pl.col("id").is_in(list(exact)))
+    return index_rows(docs, mh, scratch, exact_key).join(_text_digests(docs), on="id", maintain_order="left")
 
 
 def _complete_cluster_files(folder: Path, tasks: int) -> None:
@@ -177,24 +200,30 @@ def _near_duplicates(work: Path) -> dict[str, tuple[str, int]]:
     return {i: (k, c) for i, k, c in zip(rows["id"], rows["kept_id"], rows["cluster"])}
 
 
-def _write_duplicates(in_dir: Path, exact: dict[str, str], near: dict[str, tuple[str, int]], removed: Path) -> None:
+def _write_duplicates(files: list[Path], exact: dict[str, str], near: dict[str, tuple[str, int]],
+                      earlier: dict[str, tuple[str, str, str]], removed: Path, prefix: str = "dedup") -> None:
     """Removed duplicates as full rows, each naming a document that was kept. An exact copy of a
-    document that MinHash then removed points on to that document's kept cluster member."""
+    document that MinHash then removed points on to that document's kept cluster member; a
+    duplicate of a document kept by an earlier build (`earlier`) names that document."""
     rows = []
     for doc_id, kept in exact.items():
         if kept in near:
             kept, cluster = near[kept]
             rows.append((doc_id, EXACT, kept, f"same normalised text as a near-duplicate (MinHash cluster {cluster}) of {kept}"))
+        elif kept in earlier:
+            kept = earlier[kept][0]
+            rows.append((doc_id, EXACT, kept, f"same normalised text as a duplicate of {kept}"))
         else:
             rows.append((doc_id, EXACT, kept, f"same normalised text as {kept}"))
     rows += [(doc_id, NEAR, kept, f"near-duplicate of {kept} (MinHash cluster {cluster})") for doc_id, (kept, cluster) in near.items()]
+    rows += [(doc_id, reason, kept, why) for doc_id, (kept, reason, why) in earlier.items()]
     if not rows:
         return
     marks = pl.DataFrame(rows, schema=["id", "reason", "kept_id", "why"], orient="row")
-    for k, f in enumerate(parquet_files(in_dir)):  # one input shard's rows at a time
+    for k, f in enumerate(files):  # one input shard's rows at a time
         docs = pl.read_parquet(f).join(marks, on="id", how="inner")
         docs = docs.with_columns(pl.format("{}: {}", "origin", "why").alias("detail")).sort("id")
         for reason in (EXACT, NEAR):
             part = docs.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
             if part.height:
-                atomic_write_parquet(removed / reason / f"dedup-{k:05d}.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
+                atomic_write_parquet(removed / reason / f"{prefix}-{k:05d}.parquet", part.to_arrow().cast(REMOVED_SCHEMA))

@@ -34,6 +34,8 @@ from mixforge.config import EmbedConfig, MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.engine import map_shards
+from mixforge.layers import plan_layer
+from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_npy, atomic_write_parquet
 
@@ -255,8 +257,11 @@ def run_embed(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -
     one call per shard (under `executor: ray`: Ray tasks, or with `ray.gpus_per_embed_task` one
     actor per GPU that takes shard after shard)."""
     ws = Workspace(cfg.workspace_dir)
-    files = parquet_files(Path(upstream.docs_dir))
     fingerprint = embed_fingerprint(cfg, upstream.fingerprint)
+    base = embed_fingerprint(cfg, "")
+    plan = plan_layer(ws, "embed", fingerprint, base, current_build(ws), upstream.layers,
+                      [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
+    files = [Path(upstream.docs_dir) / name for name in plan.inputs]  # after a build: only the new shards
 
     def body(partial: Path) -> dict:
         out = partial / "extra" / "vectors"
@@ -270,7 +275,8 @@ def run_embed(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -
                 "device": ",".join(sorted({dev for *_, dev in done} - {"resumed"})) or detect_device(cfg.embed.device),
                 "model": cfg.embed.model, "backend": cfg.embed.backend, "seconds": round(time.perf_counter() - t0, 2)}
 
-    return run_side_stage(ws, "embed", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.embed.model_dump())
+    return run_side_stage(ws, "embed", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.embed.model_dump(),
+                          layer=plan, base=base)
 
 
 @functools.lru_cache(maxsize=1)

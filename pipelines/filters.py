@@ -30,7 +30,10 @@ from mixforge.errors import MixforgeError
 from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.executor import default_workers, run_pipeline
 from mixforge.pipelines.ingest import source_key
-from mixforge.pipelines.records import RouteRemoved, docs_reader, docs_writer, mark_removed, removed_writer
+from mixforge.layers import plan_layer
+from mixforge.pipelines.builds import current_build
+from mixforge.pipelines.records import (RouteRemoved, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir,
+                                        layer_stage_name, mark_removed, removed_writer)
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace
 
@@ -187,24 +190,31 @@ def filter_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
 
 
 def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
-    """Filter `ingest/docs` into `filter/docs`."""
+    """Filter `ingest/docs` into `filter/docs` (after a build: only the shards ingest added)."""
     ws = Workspace(cfg.workspace_dir)
     in_dir = Path(upstream.docs_dir)
     per_source = filters_by_source(cfg)
     fingerprint = filter_fingerprint(cfg, upstream.fingerprint)
-    files = parquet_files(in_dir)
+    plan = plan_layer(ws, "filter", fingerprint, filter_fingerprint(cfg, ""), current_build(ws), upstream.layers,
+                      [f.name for f in parquet_files(in_dir)], force)
+    files = [in_dir / name for name in plan.inputs]
     workers = default_workers(cfg.workers)
 
     def body(partial: Path) -> None:
         chains = {key: build_filters(settings) for key, settings in per_source.items()}
+        scopes = {source_key(cfg, i): (i, s.id_scope) for i, s in enumerate(cfg.sources)}
+        reader = docs_reader(str(in_dir), plan.inputs, partial / "inputs.txt") if plan.incremental else docs_reader(str(in_dir))
         pipeline = [
-            docs_reader(str(in_dir)),
-            FilterChain(chains, find_duplicate_ids(in_dir, {source_key(cfg, i): (i, s.id_scope) for i, s in enumerate(cfg.sources)})),
-            RouteRemoved(removed_writer(str(partial / "removed"), "filter")),
-            docs_writer(str(partial / "docs"), cfg.shard_mb),
+            reader,
+            # ids repeated across layers count too: the whole ingest output is checked, earlier layers first
+            FilterChain(chains, find_duplicate_ids(in_dir, scopes)),
+            RouteRemoved(removed_writer(str(partial / "removed"), layer_stage_name("filter", plan))),
+            docs_writer(str(layer_docs_dir(partial, plan)), cfg.shard_mb),
         ]
         sizes = [shard_counts([f])[0] for f in files]
         run_pipeline(cfg, pipeline, len(files), workers, partial / "logs", "filter", sizes, "docs")
+        adopt_layer_docs(partial, plan)
 
     settings = {k: v.model_dump() for k, v in per_source.items()}
-    return run_stage(ws, "filter", fingerprint, body, lambda _: shard_counts(files), force, strict, settings)
+    return run_stage(ws, "filter", fingerprint, body, lambda _: shard_counts(files), force, strict, settings,
+                     layer=plan, base=filter_fingerprint(cfg, ""))

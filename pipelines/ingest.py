@@ -26,8 +26,10 @@ from mixforge import __version__
 from mixforge.config import MixforgeConfig, SourceConfig, section_hash
 from mixforge.errors import ConfigError, InputError
 from mixforge.ledger import parquet_files
+from mixforge.layers import LayerPlan, resumed_plan
 from mixforge.stage_runner import StageResult, run_stage
-from mixforge.workspace import Workspace
+from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
+from mixforge.pipelines.builds import BUILDS, current_build, note_sources
 from mixforge.pipelines.executor import default_workers, run_pipeline, stat_total
 from mixforge.pipelines.readers import (
     SUPPORTED,
@@ -40,12 +42,14 @@ from mixforge.pipelines.readers import (
     malformed_record,
     source_files,
 )
-from mixforge.pipelines.records import RouteRemoved, docs_writer, removed_writer
+from mixforge.pipelines.records import RouteRemoved, adopt_layer_docs, docs_writer, layer_docs_dir, layer_stage_name, removed_writer
+from mixforge.pipelines.source_manifest import SourceDiff, diff_manifests, source_manifest
 
 
 # What reading a damaged or inaccessible file raises (truncated gzip/zstd, bad Parquet, I/O errors)
 UNREADABLE = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)
 UNSUPPORTED = "unsupported"  # a file in a source's folder or glob that no reader reads
+SOURCES_FILE = "sources.json"  # ingest/extra/: the source manifest the published ingest read
 BLANK_CHECK_BYTES = 1 << 16  # plan_work looks inside files this small for whitespace-only content
 
 
@@ -158,20 +162,30 @@ def pack_tasks(items: list[WorkItem], shard_mb: int) -> list[list[WorkItem]]:
     return tasks
 
 
-def input_fingerprint(cfg: MixforgeConfig, items: list[WorkItem]) -> str:
-    """What ingest depends on: the source settings and each file's size and mtime."""
-    files = []
-    for it in items:
-        p = Path(it.path)
-        stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
-        files.append(stats)
+def ingest_base(cfg: MixforgeConfig) -> str:
+    """What ingest depends on besides the files: the source settings, shard size and version."""
     # the mixforge version is part of the root fingerprint: an upgrade rebuilds every stage
     sources = [s.model_dump(exclude={"filters", "kind", "license"}) for s in cfg.sources]  # a licence changes no data
-    return section_hash(__version__, sources, cfg.shard_mb, files)
+    return section_hash(__version__, sources, cfg.shard_mb)
+
+
+def work_manifest(cfg: MixforgeConfig, items: list[WorkItem]) -> list[dict]:
+    """The source manifest of `items` (hashes reused from the published ingest's where size and
+    mtime are unchanged), each entry with the `key` that starts its documents' ids."""
+    previous = read_json(Workspace(cfg.workspace_dir).stage_dir("ingest") / "extra" / SOURCES_FILE) or []
+    entries = source_manifest([it.path for it in items], previous)
+    keys = [source_key(cfg, i) for i in range(len(cfg.sources))]
+    return [e | {"key": f"{keys[it.source]}/{it.relative}"} for e, it in zip(entries, items)]
+
+
+def input_fingerprint(cfg: MixforgeConfig, manifest: list[dict]) -> str:
+    """The settings and each input's path, size and content hash (not its mtime: a file touched
+    without a change is not new input)."""
+    return section_hash(ingest_base(cfg), [(e["path"], e["size"], e["hash"]) for e in manifest])
 
 
 def ingest_fingerprint(cfg: MixforgeConfig) -> str:
-    return input_fingerprint(cfg, plan_work(cfg))
+    return input_fingerprint(cfg, work_manifest(cfg, plan_work(cfg)))
 
 
 class SourcesReader(PipelineStep):
@@ -237,43 +251,95 @@ def _unsupported_record(item: WorkItem, src: SourceConfig, key: str) -> dict:
     return malformed_record(f"{key}:unsupported", f"{item.path}:1", "unsupported_file", message, "")
 
 
-def ingest_pipeline(cfg: MixforgeConfig, tasks: list[list[WorkItem]], out_dir: Path) -> list:
+def ingest_pipeline(cfg: MixforgeConfig, tasks: list[list[WorkItem]], out_dir: Path, plan: LayerPlan | None = None) -> list:
     keys = [source_key(cfg, i) for i in range(len(cfg.sources))]
     sources = [s.model_dump() for s in cfg.sources]
     return [
         SourcesReader(tasks, sources, keys),
-        RouteRemoved(removed_writer(str(out_dir / "removed"), "ingest")),
-        docs_writer(str(out_dir / "docs"), cfg.shard_mb),
+        RouteRemoved(removed_writer(str(out_dir / "removed"), layer_stage_name("ingest", plan))),
+        docs_writer(str(layer_docs_dir(out_dir, plan)), cfg.shard_mb),
     ]
 
 
-def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False) -> StageResult:
-    """Ingest every source into `<workspace>/ingest/docs/`."""
+def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False, allow_changed: bool = False) -> StageResult:
+    """Ingest the sources into `<workspace>/ingest/docs/`. After a build, only files added since
+    are read, into a new layer; a changed or deleted file is an error naming it, unless
+    `allow_changed`: then ingest runs in full and the old documents of those files are retracted."""
     ws = Workspace(cfg.workspace_dir)
+    build = current_build(ws)
     items = plan_work(cfg)
+    manifest = work_manifest(cfg, items)
+    fingerprint = input_fingerprint(cfg, manifest)
+    base = ingest_base(cfg)
+    plan = _plan_ingest(cfg, ws, build, manifest, base, fingerprint, force, allow_changed)
+    new_items = [it for it in items if it.path in set(plan.inputs)]
+    tasks = pack_tasks(new_items, cfg.shard_mb)
     workers = default_workers(cfg.workers)
-    tasks = pack_tasks(items, cfg.shard_mb)
-    fingerprint = input_fingerprint(cfg, items)
 
     def body(partial: Path) -> None:
+        atomic_write_json(partial / "extra" / SOURCES_FILE, manifest)
         run_pipeline(
             cfg,
-            ingest_pipeline(cfg, tasks, partial),
+            ingest_pipeline(cfg, tasks, partial, plan),
             tasks=len(tasks),
             workers=workers,
             logging_dir=partial / "logs",
-            description="ingest",
+            description="ingest" + (f" ({len(new_items)} new files)" if plan.incremental else ""),
             task_sizes=[sum(it.bytes for it in t) // 2**20 or 1 for t in tasks],
             unit="MB",
         )
+        adopt_layer_docs(partial, plan)
 
     def count_input(partial: Path) -> tuple[int, None]:
         return stat_total(partial / "logs", SourcesReader.name, "records"), None
 
     settings = {"sources": [s.model_dump() for s in cfg.sources], "files": len(items), "tasks": len(tasks)}
-    result = run_stage(ws, "ingest", fingerprint, body, count_input, force=force, strict=strict, settings=settings)
+    result = run_stage(ws, "ingest", fingerprint, body, count_input, force=force, strict=strict, settings=settings,
+                       layer=plan, base=base)
+    if result.status == "ran":
+        atomic_write_json(ws.root / BUILDS / f"{build}-sources.json", manifest)
     check_every_source_kept_documents(cfg, result)
     return result
+
+
+def _plan_ingest(cfg: MixforgeConfig, ws: Workspace, build: str, manifest: list[dict], base: str, fingerprint: str,
+                 force: bool, allow_changed: bool) -> LayerPlan:
+    """Incremental when the published ingest had the same settings and files were only added.
+    What the build found (files added, changed, deleted; retracted documents) goes in its record."""
+    paths = [e["path"] for e in manifest]
+    full = LayerPlan(build, [build], [], paths)
+    resumed = None if force else resumed_plan(ws, "ingest", fingerprint)
+    record = ws.stage_record("ingest")
+    if resumed or (record and record.get("fingerprint") == fingerprint and not force):
+        return resumed or full  # resuming (the build record has the diff), or done
+    published = read_json(ws.stage_dir("ingest") / "extra" / SOURCES_FILE)
+    diff = diff_manifests(published or [], manifest)
+    plan, retracted = full, None
+    if published is not None and (diff.changed or diff.deleted):
+        if not allow_changed:
+            named = "\n".join(f"  {kind}: {p}" for kind, ps in (("changed", diff.changed), ("deleted", diff.deleted)) for p in ps)
+            raise InputError(f"input files changed or were deleted since the last build:\n{named}\n"
+                             "Restore them, or rerun with --allow-changed to rebuild and retract their old documents.")
+        retracted = retract(ws, build, published, diff)
+    elif record and published is not None and not force and record.get("base") == base and diff.added and record.get("layers"):
+        plan = LayerPlan(build, [build], record.get("layers", []), diff.added)
+    note_sources(ws, build, diff.to_dict(), retracted)
+    return plan
+
+
+def retract(ws: Workspace, build: str, published: list[dict], diff: SourceDiff) -> dict:
+    """The published documents of changed and deleted files, listed in `retracted/<build>.parquet`
+    (id, file, why) before the full rebuild replaces them."""
+    keys = {e["key"]: ("changed" if e["path"] in diff.changed else "deleted") for e in published
+            if e["path"] in diff.changed or e["path"] in diff.deleted}
+    files = parquet_files(ws.docs_dir("ingest"))
+    frame = pl.DataFrame(schema={"id": pl.String})
+    if files:
+        frame = pl.scan_parquet(files).select("id").collect()
+    frame = frame.with_columns(pl.col("id").str.replace(r":[^:]*$", "").alias("file"))
+    frame = frame.filter(pl.col("file").is_in(list(keys))).with_columns(pl.col("file").replace_strict(keys, default="").alias("why"))
+    atomic_write_parquet(ws.root / "retracted" / f"{build}.parquet", frame)
+    return {"docs": frame.height, "files": sorted(keys), "list": f"retracted/{build}.parquet"}
 
 
 def check_every_source_kept_documents(cfg: MixforgeConfig, result: StageResult) -> None:

@@ -1,7 +1,7 @@
 """Prune: drop clusters whose mean quality is below the threshold (CLIMB step 3), documents
 without a usable embedding, and optionally within-cluster semantic duplicates (SemDeDup).
 
-Removed documents go to removed/<reason>/prune-<shard>.parquet like every other stage's:
+Removed documents go to removed/<reason>/prune-<shard>.parquet (prune-<build>-<shard> for a later build's layer) like every other stage's:
 `low_quality_cluster` (detail names the cluster and its mean), `unembeddable`, and
 `semantic_duplicate` (with the id of the kept document).
 """
@@ -20,6 +20,9 @@ from mixforge.pipelines.cluster import assignment_file
 from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.quality import score_file
 from mixforge.pipelines.records import REMOVED_SCHEMA
+from mixforge.layers import full_layer, plan_layer
+from mixforge.pipelines.builds import current_build
+from mixforge.pipelines.records import layer_stage_name
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
@@ -80,9 +83,10 @@ def cluster_batches(sizes: dict[int, int], budget: int) -> list[list[int]]:
 
 
 def semantic_duplicate_marks(ws: Workspace, shards: list[Path], sizes: dict[int, int], threshold: float,
-                             budget: int = SEMDEDUP_BATCH_VECTORS) -> pl.DataFrame:
+                             budget: int = SEMDEDUP_BATCH_VECTORS, skip: set[str] | None = None) -> pl.DataFrame:
     """SemDeDup out of core over the clusters in `sizes` (cluster -> documents): in batches of
-    at most `budget` vectors, each read from every shard (corpus order kept), compared within clusters."""
+    at most `budget` vectors, each read from every shard (corpus order kept), compared within clusters.
+    `skip`: documents removed before (by an earlier build), which a later document cannot duplicate."""
     from mixforge.pipelines.cluster import load_vector_shard
 
     rows: list[tuple[str, str]] = []
@@ -91,7 +95,7 @@ def semantic_duplicate_marks(ws: Workspace, shards: list[Path], sizes: dict[int,
         for f in shards:
             meta, vecs = load_vector_shard(ws.stage_dir("embed") / "extra" / "vectors" / f"{f.stem}.parquet")
             cl = pl.read_parquet(assignment_file(ws, f), columns=["cluster"])["cluster"].to_numpy()
-            hit = np.isin(cl, batch)
+            hit = np.isin(cl, batch) & ~meta["id"].is_in(list(skip or ())).to_numpy()
             ids += meta["id"].filter(pl.Series(hit)).to_list()
             vectors.append(vecs[hit])
             clusters.append(cl[hit])
@@ -112,7 +116,8 @@ def removal_marks(ws: Workspace, cfg: MixforgeConfig, shard: Path, low: dict[int
     return pl.DataFrame(rows, schema={"id": pl.String, "reason": pl.String, "why": pl.String, "kept_id": pl.String}, orient="row")
 
 
-def prune_shard(cfg: MixforgeConfig, shard: str, low: dict[int, float], semantic: pl.DataFrame, partial: str) -> None:
+def prune_shard(cfg: MixforgeConfig, shard: str, low: dict[int, float], semantic: pl.DataFrame, partial: str,
+                prefix: str = "prune") -> None:
     """Split one dedup shard into `<partial>/docs/<shard>` and its removed rows (the docs file is
     written last: when it exists, the shard is done)."""
     f, partial_dir = Path(shard), Path(partial)
@@ -123,7 +128,7 @@ def prune_shard(cfg: MixforgeConfig, shard: str, low: dict[int, float], semantic
     hit = frame.join(marks, on="id", how="inner").with_columns(pl.format("{}: {}", "origin", "why").alias("detail"))
     for reason in hit["reason"].unique().sort():
         part = hit.filter(pl.col("reason") == reason).select(REMOVED_SCHEMA.names)
-        atomic_write_parquet(partial_dir / "removed" / reason / f"prune-{f.stem}.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
+        atomic_write_parquet(partial_dir / "removed" / reason / f"{prefix}-{f.stem}.parquet", part.to_arrow().cast(REMOVED_SCHEMA))
     atomic_write_parquet(partial_dir / "docs" / f.name, frame.join(marks, on="id", how="anti"))
 
 
@@ -134,25 +139,39 @@ def prune_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
 
 def run_prune(cfg: MixforgeConfig, upstream: StageResult, docs: StageResult, force: bool = False, strict: bool = False) -> StageResult:
     """Split `docs` (the dedup output) into `prune/docs` and removed shards, one shard at a time.
-    `upstream` is the quality stage (its fingerprint covers embed and cluster)."""
+    `upstream` is the quality stage (its fingerprint covers embed and cluster). After a build, only
+    the new shards are split, while the low-quality clusters stay the same ones (else: in full);
+    SemDeDup then compares new documents with every document kept before in their cluster."""
     ws = Workspace(cfg.workspace_dir)
-    files = parquet_files(Path(docs.docs_dir))
+    all_files = parquet_files(Path(docs.docs_dir))
+    fingerprint = prune_fingerprint(cfg, upstream.fingerprint)
+    base = prune_fingerprint(cfg, "")
+    threshold = cfg.quality.min_cluster_score
+    per_cluster = cluster_quality(ws, all_files)
+    low: dict[int, float] = {}
+    if threshold is not None:
+        below = per_cluster.filter(pl.col("quality") < threshold)
+        low = dict(zip(below["cluster"], below["quality"]))
+    plan = plan_layer(ws, "prune", fingerprint, base, current_build(ws), upstream.layers, [f.name for f in all_files], force)
+    if plan.incremental and sorted(low) != (ws.stage_record("prune") or {}).get("settings", {}).get("low_clusters"):
+        plan = full_layer(plan.id, upstream.layers, [f.name for f in all_files])  # other clusters are low now: redo all
+    files = [Path(docs.docs_dir) / name for name in plan.inputs]
 
     def body(partial: Path) -> None:
-        threshold = cfg.quality.min_cluster_score
-        per_cluster = cluster_quality(ws, files)
-        low: dict[int, float] = {}
-        if threshold is not None:
-            below = per_cluster.filter(pl.col("quality") < threshold)
-            low = dict(zip(below["cluster"], below["quality"]))
         semantic = pl.DataFrame(schema={"id": pl.String, "kept_id": pl.String})
         if cfg.cluster.semdedup:  # low-quality clusters go whole: nothing in them to deduplicate
             sizes = {c: n for c, n in per_cluster.select("cluster", "docs").iter_rows() if c not in low}
-            semantic = semantic_duplicate_marks(ws, files, sizes, cfg.cluster.semdedup_threshold)
+            removed_before = set(_removed_ids(partial / "removed")) if plan.incremental else set()
+            semantic = semantic_duplicate_marks(ws, all_files if plan.incremental else files, sizes,
+                                                cfg.cluster.semdedup_threshold, skip=removed_before)
         (partial / "docs").mkdir(parents=True, exist_ok=True)
-        calls = [(cfg, str(f), low, semantic, str(partial)) for f in files]
+        calls = [(cfg, str(f), low, semantic, str(partial), layer_stage_name("prune", plan)) for f in files]
         map_shards(cfg, prune_shard, calls, "prune", [pq.ParquetFile(f).metadata.num_rows for f in files])
 
-    fingerprint = prune_fingerprint(cfg, upstream.fingerprint)
-    settings = {"min_cluster_score": cfg.quality.min_cluster_score, "semdedup": cfg.cluster.semdedup}
-    return run_stage(ws, "prune", fingerprint, body, lambda _: shard_counts(files), force, strict, settings)
+    settings = {"min_cluster_score": threshold, "semdedup": cfg.cluster.semdedup, "low_clusters": sorted(low)}
+    return run_stage(ws, "prune", fingerprint, body, lambda _: shard_counts(files), force, strict, settings, layer=plan, base=base)
+
+
+def _removed_ids(folder: Path) -> list[str]:
+    files = parquet_files(folder)
+    return pl.concat([pl.read_parquet(f, columns=["id"]) for f in files])["id"].to_list() if files else []

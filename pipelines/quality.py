@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import time
 from pathlib import Path
@@ -26,14 +27,17 @@ from mixforge.pipelines.cluster import load_vector_shard, valid_counts, valid_ve
 from mixforge.pipelines.embed import cached_encoder
 from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.samples import choose_positions, gather
+from mixforge.layers import plan_layer
+from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
-from mixforge.workspace import Workspace, atomic_write_parquet
+from mixforge.workspace import Workspace, atomic_write_bytes, atomic_write_parquet
 
 # Gopher's stop words (datatrove's GopherQualityFilter uses the same list)
 STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 WORD = re.compile(r"\S+")
 
 
+MODEL_FILE = "classifier.pkl"  # quality/extra/: the fitted classifier, reused to score a later build's documents
 SCORER_VERSION = 3  # bump when heuristic_score or the scores' layout (scores/<shard>.parquet) changes
 PARAGRAPH = re.compile(r"\n\s*\n")
 
@@ -118,6 +122,10 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
     dedup shard at a time (finished shards are kept on resume)."""
     ws = Workspace(cfg.workspace_dir)
     q = cfg.quality
+    fingerprint = quality_fingerprint(cfg, upstream.fingerprint)
+    base = quality_fingerprint(cfg, "")
+    plan = plan_layer(ws, "quality", fingerprint, base, current_build(ws), upstream.layers,
+                      [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
@@ -125,7 +133,11 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
         out.mkdir(parents=True, exist_ok=True)
         summary: dict = {}
         model = None
-        if q.reference:
+        model_file = partial / "extra" / MODEL_FILE
+        if q.reference and model_file.exists():  # after a build (or on resume): the classifier fitted then
+            model = pickle.loads(model_file.read_bytes())
+            summary["classifier"] = f"{q.classifier} (fitted by an earlier build)"
+        elif q.reference:
             reference = read_reference([cfg.resolve(r) for r in q.reference])
             positives = cached_encoder(cfg.embed.model_dump_json(), str(ws.root / "models")).encode(reference)
             shards = vector_shards(ws)
@@ -133,9 +145,10 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
             chosen = choose_positions(sum(counts), q.negatives, cfg.seed)
             negatives = gather(chosen, counts, lambda i: valid_vectors(shards[i]))
             model, auc, auc_std = train_classifier(positives, negatives, q.classifier, cfg.seed)
+            atomic_write_bytes(model_file, pickle.dumps(model))
             summary.update(reference_texts=len(reference), negatives=len(negatives), classifier=q.classifier,
                            cv_roc_auc=round(auc, 4), cv_roc_auc_std=round(auc_std, 4))
-        files = parquet_files(Path(upstream.docs_dir))
+        files = [Path(upstream.docs_dir) / name for name in plan.inputs]  # after a build: only the new shards
         calls = [(str(ws.root), str(f), model, str(out / f"{f.stem}.parquet")) for f in files]
         done = map_shards(cfg, score_shard, calls, "quality", [pq.ParquetFile(f).metadata.num_rows for f in files])
         docs, heuristic_sum, classifier_sum, classified = (sum(col) for col in zip(*done)) if done else (0, 0, 0, 0)
@@ -145,8 +158,8 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         return summary
 
-    return run_side_stage(ws, "quality", quality_fingerprint(cfg, upstream.fingerprint), body, upstream.docs_dir,
-                          force=force, settings=q.model_dump())
+    return run_side_stage(ws, "quality", fingerprint, body, upstream.docs_dir, force=force, settings=q.model_dump(),
+                          layer=plan, base=base)
 
 
 def score_shard(ws_root: str, shard: str, model, target: str) -> tuple[int, float, float, int]:

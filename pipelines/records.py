@@ -7,11 +7,16 @@ that fired) and kept_id (for duplicates: the id of the document that was kept).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pyarrow as pa
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.writers import ParquetWriter
+
+from mixforge.layers import LayerPlan
 
 DOC_SCHEMA = pa.schema(
     [
@@ -84,9 +89,14 @@ def removed_writer(folder, stage: str) -> ParquetWriter:
     )
 
 
-def docs_reader(folder) -> ParquetReader:
-    """Read normalised shards back; extra columns land in doc.metadata."""
-    return ParquetReader(folder, read_metadata=True, glob_pattern="*.parquet")
+def docs_reader(folder, names: list[str] | None = None, paths_file: Path | None = None) -> ParquetReader:
+    """Read normalised shards back; extra columns land in doc.metadata. With `names`, only those
+    shards of `folder` (listed in `paths_file`, one task per shard)."""
+    if names is None:
+        return ParquetReader(folder, read_metadata=True, glob_pattern="*.parquet")
+    paths_file.parent.mkdir(parents=True, exist_ok=True)
+    paths_file.write_text("".join(f"{n}\n" for n in names))
+    return ParquetReader(folder, read_metadata=True, paths_file=str(paths_file))
 
 
 class RouteRemoved(PipelineStep):
@@ -110,3 +120,23 @@ class RouteRemoved(PipelineStep):
                     continue
                 self.stat_update("kept")
                 yield doc
+
+
+def layer_docs_dir(partial: Path, plan: LayerPlan | None) -> Path:
+    """Where a run writes kept shards: `docs/`, or for an incremental layer a work folder whose
+    shards `adopt_layer_docs` then moves into `docs/` under the layer's names."""
+    return partial / ("layer_docs" if plan is not None and plan.incremental else "docs")
+
+
+def adopt_layer_docs(partial: Path, plan: LayerPlan | None) -> None:
+    """Move an incremental layer's shards into `docs/` as `<build>-<name>` (idempotent on resume)."""
+    if plan is None or not plan.incremental:
+        return
+    (partial / "docs").mkdir(parents=True, exist_ok=True)
+    for f in sorted((partial / "layer_docs").glob("*.parquet")):
+        os.replace(f, partial / "docs" / plan.name(f.name))
+
+
+def layer_stage_name(stage: str, plan: LayerPlan | None) -> str:
+    """The prefix of a run's removed-row files: `<stage>` or, for a layer, `<stage>-<build>`."""
+    return f"{stage}-{plan.id}" if plan is not None and plan.incremental else stage

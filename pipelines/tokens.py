@@ -34,6 +34,9 @@ from mixforge.pipelines.tokenize import (
     train_default_tokenizer,
     workspace_frames,
 )
+from mixforge.layers import full_layer
+from mixforge.ledger import parquet_files
+from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_text
 
@@ -187,5 +190,6 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
                                for n, m in evals.items()}}
 
     fingerprint = tokens_fingerprint(cfg, upstream.fingerprint)
+    layer = full_layer(current_build(ws), upstream.layers, [f.name for f in parquet_files(Path(upstream.docs_dir))])
     return run_side_stage(ws, "tokens", fingerprint, body, upstream.docs_dir, force=force,
-                          settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction", "eval_texts"}))
+                          settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction", "eval_texts"}), layer=layer)

@@ -1,0 +1,168 @@
+"""Incremental builds on real slice documents: a second build reads only the files added since the
+first, deduplicates them against everything kept before, assigns them to the saved centroids and
+keeps a balanced ledger per build; changed files are refused unless retracted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from conftest import SLICE, SLICE_KINDS, mixforge_cmd
+
+LABELS = ("bible", "code", "legal", "manuals")
+FIRST = 10  # documents of each label in the first build; the rest arrive with the second
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _records(label):
+    return [json.loads(line) for line in (SLICE / f"{label}.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def two_builds(tmp_path_factory):
+    """Build b0001 from part-000 of each label, add part-001 (new documents, an exact and a near
+    copy of documents b0001 kept), build b0002. Returns (root, config path, cfg, facts)."""
+    from mixforge.config import load_config
+    from mixforge.pipelines.build import build
+    from mixforge.ledger import parquet_files
+
+    root = tmp_path_factory.mktemp("incremental")
+    for label in LABELS:
+        (root / "data" / label).mkdir(parents=True)
+        _write(root / "data" / label / "part-000.jsonl", _records(label)[:FIRST])
+    sources = [{"path": f"data/{label}", "label": label, "kind": SLICE_KINDS[label]} for label in LABELS]
+    config = root / "mixforge.yaml"
+    config.write_text(yaml.safe_dump({"workspace": str(root / "ws"), "workers": 2, "sources": sources,
+                                      "cluster": {"n_components": 3}, "proxy": {"vocab_size": 512}}))
+    cfg = load_config(config)
+    build(cfg)
+    ws = root / "ws"
+    kept = pl.concat([pl.read_parquet(f, columns=["id", "text", "source"]) for f in parquet_files(ws / "dedup" / "docs")])
+    old_vectors = {f.name: f.stat().st_ino for f in (ws / "embed" / "extra" / "vectors").glob("*.npy")}
+    centroids = (ws / "cluster" / "extra" / "centroids.npy").read_bytes()
+    copies = {}
+    for label in LABELS:
+        mine = kept.filter(pl.col("source") == label).sort(pl.col("text").str.len_chars(), descending=True)
+        exact, near = mine.row(0, named=True), mine.row(1, named=True)
+        words = near["text"].split(" ")
+        words[len(words) // 2] = "zyzzyva"  # one word changed in a long document: Jaccard stays far above 0.75
+        added = _records(label)[FIRST:] + [{"id": "copy", "text": exact["text"]}, {"id": "near", "text": " ".join(words)}]
+        _write(root / "data" / label / "part-001.jsonl", added)
+        copies[label] = {"exact": exact["id"], "near": near["id"], "added": len(added)}
+    build(cfg)
+    return root, config, cfg, {"copies": copies, "old_vectors": old_vectors, "centroids": centroids, "kept_before": kept.height}
+
+
+def _record(root, stage):
+    return json.loads((root / "ws" / stage / "_stage.json").read_text())
+
+
+def test_second_build_reads_only_the_added_files(two_builds):
+    root, _, _, facts = two_builds
+    ingest = _record(root, "ingest")
+    assert [layer["id"] for layer in ingest["layers"]] == ["b0001", "b0002"]
+    added = sum(c["added"] for c in facts["copies"].values())
+    assert ingest["layers"][1]["counts"]["docs_in"] == added
+    assert ingest["counts"]["docs_in"] == len(LABELS) * FIRST + added
+    for stage in ("filter", "dedup", "embed", "cluster", "quality", "prune"):
+        assert [layer["id"] for layer in _record(root, stage)["layers"]] == ["b0001", "b0002"], stage
+    # the first build's vectors were not recomputed: the same files (inodes) are published
+    vectors = root / "ws" / "embed" / "extra" / "vectors"
+    assert {name: (vectors / name).stat().st_ino for name in facts["old_vectors"]} == facts["old_vectors"]
+    new_shards = _record(root, "embed")["layers"][1]["files"]
+    assert new_shards and all(name.startswith("b0002-") for name in new_shards)
+    assert _record(root, "embed")["layers"][1]["counts"]["documents"] == _record(root, "dedup")["layers"][1]["counts"]["docs_out"]
+
+
+def test_copies_of_earlier_documents_are_removed_naming_the_earlier_id(two_builds):
+    root, _, _, facts = two_builds
+    removed = pl.concat([pl.read_parquet(f, columns=["id", "reason", "kept_id"])
+                         for f in (root / "ws" / "removed").rglob("dedup-b0002-*.parquet")])
+    for label, copy in facts["copies"].items():
+        rows = {r["reason"]: r["kept_id"] for r in removed.filter(pl.col("id").str.starts_with(f"{label}/part-001")).to_dicts()
+                if r["kept_id"] in (copy["exact"], copy["near"])}
+        assert rows.get("exact_duplicate") == copy["exact"], label
+        assert rows.get("near_duplicate") == copy["near"], label
+
+
+def test_ledger_balances_per_build_and_in_total(two_builds):
+    root, config, _, _ = two_builds
+    out = subprocess.run(mixforge_cmd() + ["status", str(config), "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    builds = status["builds"]
+    assert [b["id"] for b in builds] == ["b0001", "b0002"]
+    assert all(b["finished"] for b in builds)
+    assert len(builds[1]["sources_added"]) == len(LABELS) and builds[1]["sources_changed"] == []
+    for b in builds:
+        for stage, counts in b["ledger"].items():
+            assert counts["docs_in"] == counts["docs_out"] + counts["docs_removed"], (b["id"], stage)
+        # each build's layers chain: what one stage kept is what the next one read
+        chain = [b["ledger"][s] for s in ("ingest", "filter", "dedup", "prune")]
+        assert all(a["docs_out"] == z["docs_in"] for a, z in zip(chain, chain[1:])), b["id"]
+    for stage in ("ingest", "filter", "dedup", "prune"):
+        total = status["stages"][stage]["ledger"]
+        assert total["docs_in"] == sum(b["ledger"][stage]["docs_in"] for b in builds)
+        assert total["docs_out"] == sum(b["ledger"][stage]["docs_out"] for b in builds)
+        assert total["docs_in"] == total["docs_out"] + total["docs_removed"]
+    assert all(state["state"] == "done" for state in status["stages"].values())
+
+
+def test_new_documents_are_assigned_to_the_saved_centroids_with_drift(two_builds):
+    root, _, _, facts = two_builds
+    extra = root / "ws" / "cluster" / "extra"
+    assert (extra / "centroids.npy").read_bytes() == facts["centroids"]
+    cluster = _record(root, "cluster")
+    drift = cluster["layers"][1]["counts"]["drift"]
+    assert drift["documents"] == _record(root, "dedup")["layers"][1]["counts"]["docs_out"]
+    assert 0 <= drift["share_beyond_p95"] <= 1 and drift["refit"] is False and drift["centroid_version"] == 1
+    k = cluster["layers"][0]["counts"]["clusters"]
+    for name in cluster["layers"][1]["files"]:
+        assigned = pl.read_parquet(extra / "assign" / name)
+        assert assigned["cluster"].is_between(0, k - 1).all()
+    assert drift["largest_growth"]
+
+
+def test_changed_files_are_refused_then_retracted_and_drift_refits(two_builds):
+    """Runs last: it changes the sources."""
+    from mixforge.errors import InputError
+    from mixforge.pipelines.build import build
+
+    root, config, cfg, _ = two_builds
+    changed = root / "data" / "legal" / "part-000.jsonl"
+    records = _records("legal")[:FIRST]
+    records[0]["text"] += "\nA changed paragraph, added after the first build."
+    _write(changed, records)
+    out = subprocess.run(mixforge_cmd() + ["build", str(config)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and str(changed) in out.stderr and "--allow-changed" in out.stderr
+    assert "Traceback" not in out.stderr
+    with pytest.raises(InputError):
+        build(cfg)
+
+    cfg.cluster.refit_drift = 1e-9  # any drift refits (the retracting rebuild refits anyway: it runs in full)
+    build(cfg, allow_changed=True)
+    b3 = json.loads((root / "ws" / "builds" / "b0003.json").read_text())
+    assert b3["sources_changed"] == [str(changed)]
+    retracted = pl.read_parquet(root / "ws" / b3["retracted"]["list"])
+    assert retracted.height == b3["retracted"]["docs"] == FIRST
+    assert retracted["id"].str.starts_with("legal/part-000.jsonl:").all()
+    assert [layer["id"] for layer in _record(root, "ingest")["layers"]] == ["b0003"]  # rebuilt in full
+
+    # a new file now drifts past the threshold: the centroids are refitted as version 2
+    shutil.copy(SLICE / "dictionary.jsonl", root / "data" / "legal" / "part-002.jsonl")
+    build(cfg)
+    cluster = _record(root, "cluster")
+    assert cluster["counts"]["centroid_version"] == 2 and cluster["counts"]["drift"]["refit"] is True
+    extra = root / "ws" / "cluster" / "extra"
+    fit = json.loads((extra / "fit.json").read_text())
+    assert (extra / "centroids-v1.npy").exists() and fit["previous"]["version"] == 1
+    assert len(fit["previous"]["mapping"]) == len(np.load(extra / "centroids-v1.npy"))  # each old cluster -> a new one
