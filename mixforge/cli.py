@@ -143,6 +143,7 @@ def status(
     from mixforge.pipelines.filter_report import filter_warnings
     from mixforge.pipelines.build import stage_states
     from mixforge.pipelines.builds import list_builds
+    from mixforge.proxy_training.runs import run_freshness
     from mixforge.workspace import Workspace
 
     cfg = load_config(config)
@@ -153,6 +154,7 @@ def status(
         payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s),
                    "summary": (ws.stage_record(s) or {}).get("counts") if s not in ledger else None} for s, st in states.items()}}
         payload["filter_warnings"] = filter_warnings(cfg)
+        payload["proxy_runs"] = run_freshness(cfg, ws)
         payload["builds"] = [{k: b.get(k) for k in ("id", "started", "finished", "sources_added", "sources_changed",
                                                   "sources_deleted", "retracted", "stages", "ledger")} for b in list_builds(ws)]
         typer.echo(json.dumps(payload, indent=2))
@@ -165,6 +167,10 @@ def status(
     builds = list_builds(ws)
     if len(builds) > 1:
         out.print(_builds_table(builds))
+    runs = run_freshness(cfg, ws)
+    if runs["stale"]:
+        console.print(f"[bold yellow]note:[/] {runs['stale']} of {runs['total']} proxy runs were trained on data a later build changed: "
+                      "they are kept but not reused; a new sweep or search trains on the current data", highlight=False)
     for line in filter_warnings(cfg):
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
 

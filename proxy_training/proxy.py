@@ -13,9 +13,8 @@ import numpy as np
 
 from mixforge import __version__
 from mixforge.config import MixforgeConfig
-from mixforge.digests import file_digest, shard_digests
 from mixforge.errors import MixforgeError
-from mixforge.proxy_training.runs import RunsTable
+from mixforge.proxy_training.runs import RunsTable, data_fingerprint, run_freshness, tokens_summary  # noqa: F401 (re-exported)
 from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
 from mixforge.proxy_training.model import preset
@@ -25,13 +24,6 @@ from mixforge.proxy_training.batched import train_many
 from mixforge.proxy_training.train import TrainConfig, resolve_device, train
 from mixforge.proxy_training.train import checkpoints as saved_checkpoints
 from mixforge.workspace import Workspace, read_json
-
-
-def tokens_summary(ws: Workspace) -> dict:
-    record = ws.stage_record("tokens")
-    if record is None:
-        raise MixforgeError(f"no token shards in {ws.root}: run `mixforge build` (it ends with the tokens stage)")
-    return record["counts"]
 
 
 def tasks(cfg: MixforgeConfig, ws: Workspace) -> dict[str, list[dict]]:
@@ -82,18 +74,6 @@ def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int, ma
     return out
 
 
-def data_fingerprint(cfg: MixforgeConfig, ws: Workspace) -> str:
-    """What a run's figures depend on besides mixture and settings: the token shards (from the
-    tokens stage's record, or hashed here for a workspace whose record lacks them) and the content
-    of every task file."""
-    folder = ws.stage_dir("tokens") / "extra"
-    shards = tokens_summary(ws).get("shard_digests") or shard_digests(folder)
-    built_in = folder / "tasks" / "next_line.jsonl"
-    task_files = ([built_in] if built_in.exists() else []) + [cfg.resolve(t) for t in cfg.proxy.tasks]
-    task_digests = {t.name: file_digest(t) for t in task_files if t.exists()}
-    return hashlib.sha256(json.dumps([shards, task_digests], sort_keys=True).encode()).hexdigest()
-
-
 def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int, tokenizer_sha: str,
                data: str) -> str:
     """Stable id of a run: the same mixture (or multi-phase schedule), settings, seed, tokenizer and
@@ -118,6 +98,7 @@ class _Run:
     steps: int = 0
     model_cfg: object = None
     train_cfg: TrainConfig | None = None
+    data: str = ""  # data_fingerprint of the tokens it trained and was measured on
 
 
 def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, data: str, weights, seed: int | None,
@@ -135,7 +116,7 @@ def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, da
     train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
                             seed=seed, device=p.device,
                             checkpoint_every=-(-steps // checkpoints) if checkpoints else p.checkpoint_every)
-    return _Run(run_id, seed, weights, phases, sampler=sampler, steps=steps, model_cfg=model_cfg, train_cfg=train_cfg)
+    return _Run(run_id, seed, weights, phases, sampler=sampler, steps=steps, model_cfg=model_cfg, train_cfg=train_cfg, data=data)
 
 
 def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model, result, train_s: float) -> dict:
@@ -163,7 +144,7 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
         "lr": p.lr, "schedule": p.schedule, "seed": run.seed, "tokenizer": summary["tokenizer"]["source"],
         "tokenizer_sha256": summary["tokenizer"]["sha256"], "wall_s": round(train_s + time.perf_counter() - t0, 2),
         "tokens_per_s": result.tokens_per_s, "device": result.device, "mixforge_version": __version__,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": run.data,
     })
     RunsTable(ws).append(row)
     return row

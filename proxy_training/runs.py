@@ -8,11 +8,16 @@ run ids already present. `runs/runs.parquet` is the merged view, rewritten after
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import polars as pl
 
+from mixforge.config import MixforgeConfig
+from mixforge.digests import file_digest, shard_digests
+from mixforge.errors import MixforgeError
 from mixforge.workspace import Workspace, atomic_write_parquet
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -44,3 +49,35 @@ class RunsTable:
         if not files:
             return pl.DataFrame()
         return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").sort("run_id")
+
+
+def tokens_summary(ws: Workspace) -> dict:
+    record = ws.stage_record("tokens")
+    if record is None:
+        raise MixforgeError(f"no token shards in {ws.root}: run `mixforge build` (it ends with the tokens stage)")
+    return record["counts"]
+
+
+def data_fingerprint(cfg: MixforgeConfig, ws: Workspace) -> str:
+    """What a run's figures depend on besides mixture and settings: the token shards (from the
+    tokens stage's record, or hashed here for a workspace whose record lacks them) and the content
+    of every task file."""
+    folder = ws.stage_dir("tokens") / "extra"
+    shards = tokens_summary(ws).get("shard_digests") or shard_digests(folder)
+    built_in = folder / "tasks" / "next_line.jsonl"
+    task_files = ([built_in] if built_in.exists() else []) + [cfg.resolve(t) for t in cfg.proxy.tasks]
+    task_digests = {t.name: file_digest(t) for t in task_files if t.exists()}
+    return hashlib.sha256(json.dumps([shards, task_digests], sort_keys=True).encode()).hexdigest()
+
+
+def run_freshness(cfg: MixforgeConfig, ws: Workspace) -> dict:
+    """The runs table against the data built now: runs on the current token shards (reused by a
+    sweep or search that asks for them again) and stale ones (trained before a build changed the
+    components or their tokens; kept, never mixed into a new search's fit)."""
+    rows = RunsTable(ws).load()
+    if rows.height == 0 or ws.stage_record("tokens") is None:
+        return {"total": rows.height, "current": 0, "stale": 0, "unknown": rows.height}
+    current = data_fingerprint(cfg, ws)
+    data = rows["data"] if "data" in rows.columns else pl.Series([None] * rows.height, dtype=pl.String)
+    return {"total": rows.height, "current": int((data == current).sum()), "stale": int(((data != current) & data.is_not_null()).sum()),
+            "unknown": int(data.is_null().sum())}

@@ -36,7 +36,7 @@ SLICE = ROOT / "tests" / "fixtures" / "slice"
 KINDS = {"bible": "prose", "quotes": "prose", "manuals": "reference", "legal": "reference",
          "dictionary": "reference", "python_docs": "reference", "man_pages": "reference", "code": "code"}
 COMMANDS = ("build", "sweep", "verify", "export")
-VOLATILE = {"finished_at", "seconds", "created_at", "wall_s", "tokens_per_s"}  # timings: differ run to run
+VOLATILE = {"finished_at", "seconds", "created_at", "wall_s", "tokens_per_s", "started", "finished", "mtime_ns"}  # timings: differ run to run
 SKIP_PARTS = {"logs", ".prefect"}  # datatrove's per-task logs and stats hold timings
 SKIP_SUFFIXES = {".png", ".pid", ".lock", ".log"}  # plots (not data a trainer reads), process records, locks, our logs
 

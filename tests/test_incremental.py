@@ -42,7 +42,8 @@ def two_builds(tmp_path_factory):
     sources = [{"path": f"data/{label}", "label": label, "kind": SLICE_KINDS[label]} for label in LABELS]
     config = root / "mixforge.yaml"
     config.write_text(yaml.safe_dump({"workspace": str(root / "ws"), "workers": 2, "sources": sources,
-                                      "cluster": {"n_components": 3}, "proxy": {"vocab_size": 512}}))
+                                      "cluster": {"n_components": 3},
+                                      "proxy": {"vocab_size": 512, "tokens": 8_000, "seq_len": 32, "batch_size": 8, "warmup_steps": 5}}))
     cfg = load_config(config)
     build(cfg)
     ws = root / "ws"
@@ -132,6 +133,33 @@ def test_new_documents_are_assigned_to_the_saved_centroids_with_drift(two_builds
     assert drift["largest_growth"]
 
 
+def test_proxy_runs_are_reused_while_their_data_is_unchanged_and_stale_after(two_builds):
+    """Adds builds: a file of copies only (nothing new survives dedup), then a file of new documents."""
+    from mixforge.pipelines.build import build
+    from mixforge.proxy_training.proxy import run_proxy
+    from mixforge.proxy_training.runs import RunsTable, run_freshness
+    from mixforge.workspace import Workspace
+
+    root, _, cfg, _ = two_builds
+    ws = Workspace(root / "ws")
+    components = json.loads((root / "ws" / "tokens" / "_stage.json").read_text())["counts"]["components"]
+    uniform = {c: 1 / len(components) for c in components}
+    first = run_proxy(cfg, uniform)
+    assert run_freshness(cfg, ws) == {"total": 1, "current": 1, "stale": 0, "unknown": 0}
+
+    _write(root / "data" / "bible" / "part-002.jsonl", _records("bible")[:3])  # copies of documents kept before
+    build(cfg)
+    assert json.loads((root / "ws" / "builds" / "b0003.json").read_text())["ledger"]["dedup"]["docs_out"] == 0
+    assert run_proxy(cfg, uniform)["run_id"] == first["run_id"]  # the same data: reused, not retrained
+    assert RunsTable(ws).load().height == 1
+
+    _write(root / "data" / "bible" / "part-003.jsonl", [{"text": r["text"]} for r in _records("quotes")])  # new documents
+    build(cfg)
+    assert run_freshness(cfg, ws) == {"total": 1, "current": 0, "stale": 1, "unknown": 0}
+    again = run_proxy(cfg, uniform)
+    assert again["run_id"] != first["run_id"] and run_freshness(cfg, ws)["current"] == 1
+
+
 def test_changed_files_are_refused_then_retracted_and_drift_refits(two_builds):
     """Runs last: it changes the sources."""
     from mixforge.errors import InputError
@@ -150,12 +178,15 @@ def test_changed_files_are_refused_then_retracted_and_drift_refits(two_builds):
 
     cfg.cluster.refit_drift = 1e-9  # any drift refits (the retracting rebuild refits anyway: it runs in full)
     build(cfg, allow_changed=True)
-    b3 = json.loads((root / "ws" / "builds" / "b0003.json").read_text())
+    from mixforge.pipelines.builds import list_builds
+    from mixforge.workspace import Workspace
+
+    b3 = list_builds(Workspace(root / "ws"))[-1]
     assert b3["sources_changed"] == [str(changed)]
     retracted = pl.read_parquet(root / "ws" / b3["retracted"]["list"])
     assert retracted.height == b3["retracted"]["docs"] == FIRST
     assert retracted["id"].str.starts_with("legal/part-000.jsonl:").all()
-    assert [layer["id"] for layer in _record(root, "ingest")["layers"]] == ["b0003"]  # rebuilt in full
+    assert [layer["id"] for layer in _record(root, "ingest")["layers"]] == [b3["id"]]  # rebuilt in full
 
     # a new file now drifts past the threshold: the centroids are refitted as version 2
     shutil.copy(SLICE / "dictionary.jsonl", root / "data" / "legal" / "part-002.jsonl")

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import SLICE, write_config
 from mixforge.config import load_config
-from mixforge.errors import LedgerError
+from mixforge.errors import InputError, LedgerError
 from mixforge.ledger import StageCounts
 from mixforge.pipelines.build import build, stage_states
 from mixforge.stage_runner import run_stage
@@ -64,11 +64,13 @@ def test_rerun_skips_changed_settings_rerun_downstream_and_force_redoes(tmp_path
     assert ran(statuses()) == ["tokens"]
     assert ran(statuses(force=True)) == stages
 
-    # new input data makes everything stale
+    # a changed input file makes everything stale; rebuilding it retracts its old documents, so it is asked for
     with (tmp_path / "b.jsonl").open("a") as f:
         f.write(json.dumps({"text": "One more line appended by hand to the Bible slice."}) + "\n")
     assert stage_states(cfg)["ingest"] == "stale"
-    again = build(cfg, until="ingest")
+    with pytest.raises(InputError, match="changed: .*b.jsonl"):
+        build(cfg, until="ingest")
+    again = build(cfg, until="ingest", allow_changed=True)
     assert again[0].status == "ran" and again[0].counts["docs_in"] == first[0].counts["docs_in"] + 1
 
 
