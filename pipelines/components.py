@@ -135,6 +135,7 @@ def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = Fal
     from mixforge.pipelines.cluster_report import ReportSample, cluster_rows, component_table, write_report
 
     ws = Workspace(cfg.workspace_dir)
+    previous = load_components(ws)  # read before the stage replaces it: the report maps old names to new
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
@@ -159,6 +160,10 @@ def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = Fal
                       for g in ("component", "cluster")}
             summary["vs_source_labels"] = {"components": agreement_from_counts(counts["component"]),
                                            "clusters": agreement_from_counts(counts["cluster"])}
+        fit = read_json(ws.stage_dir("cluster") / "extra" / "fit.json") or {}
+        summary["centroid_version"] = fit.get("version")
+        if previous and cfg.cluster.components == "clusters":
+            summary["from_previous"] = component_lineage(previous, mapping, fit)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         atomic_write_json(out / "components.json", {"summary": summary, "components": table})
         write_report(out, table, summary, cluster_rows(totals), sample)
@@ -168,6 +173,25 @@ def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = Fal
     layer = full_layer(current_build(ws), upstream.layers, [f.name for f in parquet_files(Path(upstream.docs_dir))])
     return run_side_stage(ws, "components", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.cluster.model_dump(),
                           layer=layer)
+
+
+def component_lineage(previous: dict, mapping: pl.DataFrame, fit: dict | None) -> dict[str, dict[str, int]]:
+    """Each component of the previous components stage -> {new component: how many of its clusters
+    went there}. Names are by size, so a build can rename them; after a refit, old clusters are
+    followed to their nearest new centroid (`fit.json`'s mapping)."""
+    to_new = dict(zip(mapping["cluster"].to_list(), mapping["component"].to_list()))
+    refit = (fit or {}).get("previous")
+    if refit and previous.get("summary", {}).get("centroid_version") != refit["version"]:
+        refit = None  # the previous components already used these centroids
+    out: dict[str, dict[str, int]] = {}
+    for row in previous.get("components", []):
+        counts: dict[str, int] = {}
+        for cluster in row.get("clusters", []):
+            cluster = refit["mapping"][cluster] if refit and cluster < len(refit["mapping"]) else cluster
+            name = to_new.get(cluster, "pruned")
+            counts[name] = counts.get(name, 0) + 1
+        out[row["component"]] = dict(sorted(counts.items()))
+    return out
 
 
 def component_file(ws: Workspace, shard: Path) -> Path:

@@ -10,6 +10,9 @@ Every removed duplicate is recorded with the id of the document that was kept:
 - near: datatrove MinhashDedupSignature -> Buckets -> Cluster(save_cluster_id) -> Filter
   (load_cluster_ids); removed documents are joined to the kept member of their cluster, which
   datatrove's union-by-size picks (deterministic for the data, not always the earliest).
+- kept documents are indexed (pipelines/dedup_index.py). A later build's added layer is
+  deduplicated in this process against that index and within itself (`_dedup_layer`): a copy of
+  a document kept before is removed naming it.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ from datatrove.pipeline.writers import ParquetWriter
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.executor import default_workers, run_pipeline
-from mixforge.layers import plan_layer
+from mixforge.layers import LayerPlan, plan_layer
 from mixforge.pipelines.builds import current_build
-from mixforge.pipelines.dedup_index import earlier_duplicates, index_rows, write_index
-from mixforge.pipelines.records import REMOVED_SCHEMA, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir, layer_stage_name
+from mixforge.pipelines.dedup_index import earlier_duplicates, index_rows, near_within, write_index
+from mixforge.pipelines.records import DOC_SCHEMA, REMOVED_SCHEMA, docs_reader, docs_writer, layer_stage_name
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
@@ -142,15 +145,12 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
     exact_key = lambda text: normalised(text).hash(seed=0)  # noqa: E731
 
     def body(partial: Path) -> None:
+        if plan.incremental:
+            return _dedup_layer(d, files, partial, plan, mh if d.minhash else None, exact_key)
         sizes = [shard_counts([f])[0] for f in files]  # documents per task, for the progress rate
         exact = find_exact_duplicates(files, exact_key) if d.exact else {}
         work, logs = partial / "work", partial / "logs"
-        earlier = {}
-        if plan.incremental:
-            new = pl.concat([_new_rows(f, exact, mh if d.minhash else None, work, exact_key) for f in files])
-            earlier = earlier_duplicates(new, partial / "extra" / "index", partial / "docs", mh if d.minhash else None, d.exact, _text_digests)
-        reader = docs_reader(str(in_dir), plan.inputs, partial / "inputs.txt") if plan.incremental else docs_reader(str(in_dir))
-        unique = [reader, SkipIds(set(exact) | set(earlier))]
+        unique = [docs_reader(str(in_dir)), SkipIds(set(exact))]
         pipeline = list(unique)
         if d.minhash and files:
             run_pipeline(cfg, unique + [MinhashDedupSignature(str(work / "sigs"), config=mh)], len(files), workers, logs / "mh1", "dedup: minhash signatures", sizes)
@@ -162,15 +162,38 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
                 MinhashDedupFilter(str(work / "remove"), exclusion_writer=near_writer, load_cluster_ids=True),
                 RecordClusterIds(str(work / "kept_clusters")),
             ]
-        pipeline.append(docs_writer(str(layer_docs_dir(partial, plan)), cfg.shard_mb))
+        pipeline.append(docs_writer(str(partial / "docs"), cfg.shard_mb))
         run_pipeline(cfg, pipeline, len(files), workers, logs / "final", "dedup: write", sizes)
-        _write_duplicates(files, exact, _near_duplicates(work), earlier, partial / "removed", layer_stage_name("dedup", plan))
-        adopt_layer_docs(partial, plan)
-        new_shards = [f for f in parquet_files(partial / "docs") if not plan.incremental or f.name.startswith(f"{plan.id}-")]
-        write_index(new_shards, partial / "extra" / "index", mh if d.minhash else None, work, exact_key)
+        _write_duplicates(files, exact, _near_duplicates(work), {}, partial / "removed")
+        write_index(parquet_files(partial / "docs"), partial / "extra" / "index", mh if d.minhash else None, work, exact_key)
 
     return run_stage(ws, "dedup", fingerprint, body, lambda _: shard_counts(files), force, strict, d.model_dump(),
                      layer=plan, base=base)
+
+
+def _dedup_layer(d, files: list[Path], partial: Path, plan: LayerPlan, mh: MinhashConfig | None, exact_key) -> None:
+    """An added layer, in this process: exact duplicates among the new documents, then copies of
+    documents kept before (the index), then MinHash band matches among the rest (union-find, the
+    earliest of each group kept). No datatrove pipeline here: a nightly layer is small next to the
+    corpus, and starting the four MinHash pipelines' workers cost more than its work (bench_incremental).
+    Resumable: each kept shard is written last, after its index rows."""
+    work = partial / "work"
+    exact = find_exact_duplicates(files, exact_key) if d.exact else {}
+    rows = pl.concat([_new_rows(f, exact, mh, work, exact_key).with_columns(pl.lit(k, pl.Int32).alias("shard"))
+                      for k, f in enumerate(files)])
+    earlier = earlier_duplicates(rows, partial / "extra" / "index", partial / "docs", mh, d.exact, _text_digests)
+    near = near_within(rows.filter(~pl.col("id").is_in(list(earlier))), mh.num_buckets) if mh is not None else {}
+    removed = list(set(exact) | set(earlier) | set(near))
+    for k, f in enumerate(files):
+        name = plan.name(f"{k:05d}.parquet")
+        if (partial / "docs" / name).exists():
+            continue
+        kept = pl.read_parquet(f).filter(~pl.col("id").is_in(removed))
+        if kept.height:
+            index = rows.filter((pl.col("shard") == k) & pl.col("id").is_in(kept["id"].implode())).drop("shard", "digest")
+            atomic_write_parquet(partial / "extra" / "index" / name, index)
+            atomic_write_parquet(partial / "docs" / name, kept.to_arrow().cast(DOC_SCHEMA))
+    _write_duplicates(files, exact, near, earlier, partial / "removed", layer_stage_name("dedup", plan))
 
 
 def _new_rows(f: Path, exact: dict[str, str], mh: MinhashConfig | None, scratch: Path, exact_key) -> pl.DataFrame:

@@ -88,3 +88,28 @@ def earlier_duplicates(new: pl.DataFrame, index_folder: Path, kept_docs: Path, m
                 if doc_id not in out:
                     out[doc_id] = (first, NEAR, f"near-duplicate of {first} (kept by an earlier build; MinHash band {i})")
     return out
+
+
+def near_within(rows: pl.DataFrame, bands: int) -> dict[str, tuple[str, int]]:
+    """Documents of `rows` (in corpus order) that share a MinHash band with another one -> (the
+    id kept for their group, the group's number): union-find over band matches, as datatrove's
+    cluster stage does, keeping the earliest member of each group."""
+    ids = rows["id"].to_list()
+    parent = list(range(len(ids)))
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    numbered = rows.with_row_index("k")
+    for i in range(bands):
+        col = f"b{i}"
+        groups = numbered.drop_nulls(col).group_by(col).agg(pl.col("k")).filter(pl.col("k").list.len() > 1)
+        for members in groups["k"].to_list():
+            for m in members[1:]:
+                a, b = root(members[0]), root(m)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)  # the smaller index is the root: the earliest document
+    return {ids[k]: (ids[root(k)], root(k)) for k in range(len(ids)) if root(k) != k}

@@ -30,7 +30,7 @@ from mixforge.digests import file_digest
 from mixforge.errors import InputError, MixforgeError
 from mixforge.pipelines.export_card import write_card
 from mixforge.pipelines.export_folder import export_lock, partial_dir, put_in_place, recover
-from mixforge.pipelines.export_plan import first_occurrences, load_table, plan, shard_cuts, source_stats
+from mixforge.pipelines.export_plan import build_stats, first_occurrences, load_table, plan, shard_cuts, source_stats
 from mixforge.pipelines.export_texts import ShardTexts
 from mixforge.pipelines.export_snippets import trainer_snippets
 from mixforge.progress import progress_bar
@@ -108,6 +108,7 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
             bar.update(task, advance=b - a, rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
     licences = {(s.label or Path(s.path).name.split(".")[0]): s.license for s in cfg.sources}
     sources = source_stats(table, chosen, licences)
+    builds = build_stats(ws, table, chosen)
     del table, texts  # the memory maps of scratch files, before the folder goes
     shutil.rmtree(work, ignore_errors=True)
     index_files = _write_indexes(tmp, fmt, shards, dtype)
@@ -117,7 +118,7 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
         "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
         "tokens": sum(s["tokens"] for s in shards), "mixture_tokens": sum(c["tokens"] for c in stats["components"].values()),
         "token_dtype": dtype.name if fmt in (*TOKEN_FORMATS, "mds") else None,
-        "components": stats["components"], "sources": sources, "shards": shards, "index_files": index_files, "tokenizer": tokenizer, "seed": cfg.seed,
+        "components": stats["components"], "sources": sources, "builds": builds, "shards": shards, "index_files": index_files, "tokenizer": tokenizer, "seed": cfg.seed,
         "config_hash": section_hash(cfg.model_dump(mode="json")), "mixforge_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "provenance": {"stages": {s: (ws.stage_record(s) or {}).get("fingerprint") for s in

@@ -187,3 +187,17 @@ def source_stats(table: DocumentTable, chosen: dict[str, np.ndarray], licences: 
     order = sorted(range(len(labels)), key=lambda k: (-tokens[k], labels[k]))
     return {str(labels[k]): {"tokens": int(tokens[k]), "documents": int(docs[k]), "share": round(int(tokens[k]) / total, 6),
                              "license": licences.get(str(labels[k]))} for k in order}
+
+
+def build_stats(ws: Workspace, table: DocumentTable, chosen: dict[str, np.ndarray]) -> dict:
+    """Documents and tokens the mixture draws from each build (repeats included): a document
+    belongs to the build whose dedup layer kept it (see mixforge/layers.py)."""
+    from mixforge.ledger import parquet_files
+
+    layer_of = {name: layer["id"] for layer in (ws.stage_record("dedup") or {}).get("layers", []) for name in layer["files"]}
+    shard_build = np.array([layer_of.get(f.name, "unknown") for f in parquet_files(ws.docs_dir("prune"))] or ["unknown"])
+    rows = np.concatenate([r for r in chosen.values()] or [np.empty(0, np.int64)])
+    builds, codes = np.unique(shard_build[table.frame["shard"].to_numpy()[rows]], return_inverse=True)
+    tokens = np.bincount(codes, weights=table.lengths[rows], minlength=len(builds)).astype(np.int64)
+    docs = np.bincount(codes, minlength=len(builds))
+    return {str(b): {"documents": int(docs[k]), "tokens": int(tokens[k])} for k, b in enumerate(builds)}

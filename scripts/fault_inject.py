@@ -2,11 +2,12 @@
 rerun it to completion, and check that its outputs are identical to an uninterrupted run's and
 that nothing half-written ever looked complete.
 
-    python scripts/fault_inject.py --commands build,sweep,verify,export --trials 10 --seed 0 --workdir DIR
+    python scripts/fault_inject.py --commands build,grow,sweep,verify,export --trials 10 --seed 0 --workdir DIR
 
 On the committed demo slice (tests/fixtures/slice/, 128 documents) with tiny proxies. First one
 uninterrupted reference run per command, in its own copy of the state before it (the reference
-build is the state sweep, search verify and export start from), with its duration D. Then per
+build is the state sweep, search verify and export start from; grow is an incremental build
+after files were added to every source), with its duration D. Then per
 trial: a fresh copy of that state, the command started in a new session, SIGKILL to its group at
 a uniform moment in (0, D), checks of what the kill left, a rerun to completion, and a comparison
 with the reference: kept documents (id, xxh3 of text), ledger, every published file (token
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLICE = ROOT / "tests" / "fixtures" / "slice"
 KINDS = {"bible": "prose", "quotes": "prose", "manuals": "reference", "legal": "reference",
          "dictionary": "reference", "python_docs": "reference", "man_pages": "reference", "code": "code"}
-COMMANDS = ("build", "sweep", "verify", "export")
+COMMANDS = ("build", "grow", "sweep", "verify", "export")
 VOLATILE = {"finished_at", "seconds", "created_at", "wall_s", "tokens_per_s", "started", "finished", "mtime_ns"}  # timings: differ run to run
 SKIP_PARTS = {"logs", ".prefect"}  # datatrove's per-task logs and stats hold timings
 SKIP_SUFFIXES = {".png", ".pid", ".lock", ".log"}  # plots (not data a trainer reads), process records, locks, our logs
@@ -47,11 +48,13 @@ class Command:
     argv: list[str]
     start: str  # the state it starts from: "empty", "built" or "searched"
     done_when: str | None = None  # a path whose presence means done: a rerun would refuse to redo it
+    stale_ok: bool = False  # killed part-way, later stages are stale for the new input (an incremental build)
 
 
 def commands(sweep_runs: int) -> dict[str, Command]:
     return {
         "build": Command("build", ["build", "mixforge.yaml"], "empty"),
+        "grow": Command("grow", ["build", "mixforge.yaml"], "grown", stale_ok=True),
         "sweep": Command("sweep", ["proxy", "sweep", "mixforge.yaml", "--runs", str(sweep_runs)], "built"),
         "verify": Command("verify", ["search", "verify", "mixforge.yaml"], "searched"),
         "export": Command("export", ["export", "ws/search", "--config", "mixforge.yaml", "--out", "export"], "searched",
@@ -69,12 +72,14 @@ def environment(workdir: Path, threads: int) -> dict[str, str]:
     }
 
 
-def write_config(folder: Path, data: Path, proxy_tokens: int = 2000) -> None:
+def write_config(folder: Path, data: Path, proxy_tokens: int = 2000, folders: bool = False) -> None:
     """Sources by absolute path (ingest's fingerprint names the files), so that a copied workspace
-    is up to date in its new folder; the workspace is relative to the config."""
+    is up to date in its new folder; the workspace is relative to the config. `folders`: each
+    source is a folder `data/<label>/` (files can be added to it)."""
     cfg = {
         "workspace": "ws", "workers": 2,
-        "sources": [{"path": str(data / f"{label}.jsonl"), "label": label, "kind": kind} for label, kind in KINDS.items()],
+        "sources": [{"path": str(data / (label if folders else f"{label}.jsonl")), "label": label, "kind": kind}
+                    for label, kind in KINDS.items()],
         "cluster": {"n_components": 4},
         "proxy": {"tokens": proxy_tokens, "seq_len": 32, "batch_size": 8, "preset": "tiny", "vocab_size": 512,
                   "warmup_steps": 2, "lr": 3e-3, "task_items": 10},
@@ -162,7 +167,7 @@ def leftovers(root: Path) -> list[str]:
 # ------------------------------------------------------------------ what a kill may leave
 
 
-def after_kill(root: Path, env: dict) -> list[str]:
+def after_kill(root: Path, env: dict, stale_ok: bool = False) -> list[str]:
     """Nothing may look complete that is not: every stage `status` calls done has a record, the
     ledger entry of its record and (for document stages) as many documents as the record says; a
     tokens record's shard digests match the shards; every runs-table row reads; an export folder
@@ -181,7 +186,7 @@ def after_kill(root: Path, env: dict) -> list[str]:
     ws = root / "ws"
     ledger = json.loads((ws / "ledger.json").read_text()) if (ws / "ledger.json").exists() else {}
     for stage, info in stages.items():
-        if info["state"] == "stale":
+        if info["state"] == "stale" and not stale_ok:
             problems.append(f"{stage}: stale (the config did not change)")
         if info["state"] != "done":
             continue
@@ -249,7 +254,7 @@ def trial(cmd: Command, start: Path, ref: dict, at: float, folder: Path, env: di
     code = kill_at(folder, cmd.argv, env, at)
     killed = code is None
     where = phase(folder, len(before)) if killed else f"finished before the kill, exit {code}"
-    problems = [f"after the kill: {p}" for p in after_kill(folder, env)] if killed else []
+    problems = [f"after the kill: {p}" for p in after_kill(folder, env, cmd.stale_ok)] if killed else []
     if code:  # it failed on its own
         problems.append(f"exited {code} unkilled: {(folder / 'killed.log').read_text()[-1500:]}")
     t0 = time.perf_counter()
@@ -261,6 +266,27 @@ def trial(cmd: Command, start: Path, ref: dict, at: float, folder: Path, env: di
     rerun = time.perf_counter() - t0
     problems += differences(outputs(folder), ref) + leftovers(folder)
     return {"command": cmd.name, "at": at, "killed": killed, "phase": where, "rerun_s": rerun, "problems": problems}
+
+
+def grown_start(workdir: Path, env: dict, proxy_tokens: int) -> Path:
+    """The state an incremental build starts from: a workspace built from two thirds of each
+    source's records (folders data_grow/<label>/part-000.jsonl), then the rest added as part-001."""
+    data = workdir / "data_grow"
+    shutil.rmtree(data, ignore_errors=True)
+    rest = {}
+    for label in KINDS:
+        lines = (SLICE / f"{label}.jsonl").read_text().splitlines(keepends=True)
+        cut = len(lines) * 2 // 3
+        (data / label).mkdir(parents=True)
+        (data / label / "part-000.jsonl").write_text("".join(lines[:cut]))
+        rest[label] = lines[cut:]
+    folder = workdir / "start" / "grown"
+    shutil.rmtree(folder, ignore_errors=True)
+    write_config(folder, data, proxy_tokens, folders=True)
+    cli(folder, ["build", "mixforge.yaml"], env)
+    for label, lines in rest.items():
+        (data / label / "part-001.jsonl").write_text("".join(lines))
+    return folder
 
 
 def prepare(workdir: Path, names: list[str], cmds: dict[str, Command], env: dict, proxy_tokens: int) -> tuple[dict, dict, dict]:
@@ -276,6 +302,8 @@ def prepare(workdir: Path, names: list[str], cmds: dict[str, Command], env: dict
     durations["build"] = cli(built, cmds["build"].argv, env)
     refs["build"] = outputs(built)
     starts["built"] = built
+    if "grow" in names:
+        starts["grown"] = grown_start(workdir, env, proxy_tokens)
     if {"verify", "export"} & set(names):
         starts["searched"] = copy_state(built, workdir / "start" / "searched")
         cli(starts["searched"], ["search", "mixforge.yaml"], env)

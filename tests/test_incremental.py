@@ -56,9 +56,15 @@ def two_builds(tmp_path_factory):
         exact, near = mine.row(0, named=True), mine.row(1, named=True)
         words = near["text"].split(" ")
         words[len(words) // 2] = "zyzzyva"  # one word changed in a long document: Jaccard stays far above 0.75
-        added = _records(label)[FIRST:] + [{"id": "copy", "text": exact["text"]}, {"id": "near", "text": " ".join(words)}]
+        fresh = _records(label)[FIRST:]
+        longest = max(range(len(fresh)), key=lambda j: len(fresh[j]["text"]))
+        twin = fresh[longest]["text"].split(" ")
+        twin[len(twin) // 3] = "zyzzyva"  # a near copy of a new document: deduplicated within the new layer
+        added = fresh + [{"id": "copy", "text": exact["text"]}, {"id": "near", "text": " ".join(words)},
+                         {"id": "twin", "text": " ".join(twin)}]
         _write(root / "data" / label / "part-001.jsonl", added)
-        copies[label] = {"exact": exact["id"], "near": near["id"], "added": len(added)}
+        copies[label] = {"exact": exact["id"], "near": near["id"], "added": len(added),
+                         "twin": (f"{label}/part-001.jsonl:{len(added)}", f"{label}/part-001.jsonl:{longest + 1}")}
     build(cfg)
     return root, config, cfg, {"copies": copies, "old_vectors": old_vectors, "centroids": centroids, "kept_before": kept.height}
 
@@ -93,6 +99,9 @@ def test_copies_of_earlier_documents_are_removed_naming_the_earlier_id(two_build
                 if r["kept_id"] in (copy["exact"], copy["near"])}
         assert rows.get("exact_duplicate") == copy["exact"], label
         assert rows.get("near_duplicate") == copy["near"], label
+    twins = {r["id"]: r["kept_id"] for r in removed.filter(pl.col("reason") == "near_duplicate").to_dicts()}
+    found = [c["twin"] for c in facts["copies"].values() if c["twin"][0] in twins]
+    assert found and all(twins[twin] == original for twin, original in found)  # kept: the earlier new document
 
 
 def test_ledger_balances_per_build_and_in_total(two_builds):
@@ -131,6 +140,17 @@ def test_new_documents_are_assigned_to_the_saved_centroids_with_drift(two_builds
         assigned = pl.read_parquet(extra / "assign" / name)
         assert assigned["cluster"].is_between(0, k - 1).all()
     assert drift["largest_growth"]
+
+
+def test_the_export_manifest_says_which_build_added_what(two_builds, tmp_path):
+    from mixforge.pipelines.export import run_export
+
+    root, _, cfg, _ = two_builds
+    components = json.loads((root / "ws" / "tokens" / "_stage.json").read_text())["counts"]["components"]
+    manifest = run_export(cfg, {c: 1 / len(components) for c in components}, tmp_path / "out", "parquet", mode="reference")
+    assert sorted(manifest["builds"]) == ["b0001", "b0002"]
+    for key in ("documents", "tokens"):  # the same draws, counted by build and by source
+        assert sum(v[key] for v in manifest["builds"].values()) == sum(v[key] for v in manifest["sources"].values()) > 0
 
 
 def test_proxy_runs_are_reused_while_their_data_is_unchanged_and_stale_after(two_builds):
@@ -197,3 +217,7 @@ def test_changed_files_are_refused_then_retracted_and_drift_refits(two_builds):
     fit = json.loads((extra / "fit.json").read_text())
     assert (extra / "centroids-v1.npy").exists() and fit["previous"]["version"] == 1
     assert len(fit["previous"]["mapping"]) == len(np.load(extra / "centroids-v1.npy"))  # each old cluster -> a new one
+    components = json.loads((root / "ws" / "components" / "extra" / "components.json").read_text())["summary"]
+    assert components["centroid_version"] == 2
+    old_clusters = sum(len(c) for c in components["from_previous"].values())
+    assert 0 < old_clusters <= len(fit["previous"]["mapping"])  # the old components' clusters, followed to new components
