@@ -611,15 +611,18 @@ def _ledger_table(states: dict[str, str], ledger: dict) -> Table:
 
 
 def _builds_table(builds: list[dict]) -> Table:
-    table = Table(title="builds (what each added)")
-    for col in ("build", "finished", "files added", "changed", "ingested", "kept after dedup", "stages run"):
-        table.add_column(col)
+    from mixforge.workspace import STAGES
+
+    table = Table(title="builds: what each added")
+    for col in ("build", "finished", "files +", "changed", "ingested", "kept", "stages run"):
+        table.add_column(col, no_wrap=True)
     for b in builds:
         ledger = b.get("ledger") or {}
-        table.add_row(b["id"], str(b.get("finished") or "unfinished"), str(len(b.get("sources_added") or [])),
+        stages = b.get("stages") or []
+        table.add_row(b["id"], (b.get("finished") or "unfinished")[:16].replace("T", " "), str(len(b.get("sources_added") or [])),
                       str(len(b.get("sources_changed") or []) + len(b.get("sources_deleted") or [])),
-                      str((ledger.get("ingest") or {}).get("docs_out", "-")), str((ledger.get("dedup") or {}).get("docs_out", "-")),
-                      ", ".join(b.get("stages") or []))
+                      str((ledger.get("ingest") or {}).get("docs_in", "-")), str((ledger.get("prune") or {}).get("docs_out", "-")),
+                      "all" if stages == STAGES else ",".join(stages) or "-")
     return table
 
 
