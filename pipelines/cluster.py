@@ -215,7 +215,7 @@ def incremental_assign(cfg: MixforgeConfig, ws: Workspace, out: Path, plan) -> d
     sizes = {int(c): n for c, n in fit["sizes"].items()}
     grown = added.group_by("cluster").len().with_columns(
         pl.col("cluster").replace_strict(sizes, default=0).alias("before")).with_columns(
-        (pl.col("len") / pl.col("before").clip(1)).alias("growth")).sort("growth", descending=True)
+        (pl.col("len") / pl.col("before").clip(1)).alias("growth")).sort(["growth", "cluster"], descending=[True, False])  # ties by cluster: reruns agree
     threshold = cfg.cluster.refit_drift
     drift = {"layer": plan.id, "documents": added.height, "centroid_version": fit["version"],
              "distance_p95": fit["distance_p95"], "share_beyond_p95": round(beyond, 4), "refit_drift": threshold,
