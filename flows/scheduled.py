@@ -47,7 +47,7 @@ def export_task(config_path: str, folder: str, out: str) -> str:
 @flow(name=FLOW_NAME, persist_result=False, log_prints=False)
 def scheduled_build_flow(
     config_path: str, workspace: str | None = None, then: list[str] | None = None, export_out: str | None = None,
-    until: str | None = None,
+    until: str | None = None, allow_changed: bool = False,
 ) -> dict:
     """Build (skipping finished stages); with `then`, search and export when the build reran
     the components or tokens, or when there is no search / export yet."""
@@ -60,7 +60,7 @@ def scheduled_build_flow(
     record = cfg.workspace_dir / ".build.pid"  # as `mixforge build`: a killed run's workers are stopped first
     reap_leftovers(record, "build", print)
     with ChildTracker(record):
-        results = build_flow(config_path=config_path, workspace=workspace, until=until)
+        results = build_flow(config_path=config_path, workspace=workspace, until=until, allow_changed=allow_changed)
     summary = {"build": {r.stage: r.status for r in results}, "search": None, "export": None}
     if not then or (until is not None and until != STAGES[-1]):
         return summary
