@@ -163,7 +163,7 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
                          "train_mean_cosine_distance": round(fit.objective, 4)}
         calls = [(str(f), str(out / "centroids.npy"), str(out / "assign" / f.name)) for f in shards]
         inertia = sum(map_shards(cfg, assign_shard, calls, "cluster: assign", counts))
-        version = record_fit(out, k, drift)
+        version = record_fit(out, k, drift, plan.id)
         summary = {"clusters": k, "centroid_version": version, "documents": n_valid, "train_sample": sample_size, **fit_stats,
                    "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
         return summary | ({"drift": drift} if drift else {})
@@ -182,13 +182,16 @@ def assignments(folder: Path, shards: list[str] | None = None) -> pl.DataFrame:
         schema={"cluster": pl.Int32, "distance": pl.Float32})
 
 
-def record_fit(out: Path, k: int, drift: dict | None) -> int:
-    """Write fit.json for centroids just fitted (version 1, or one more than the refitted ones,
-    whose centroids stay as centroids-v<N>.npy with the mapping of their clusters to the new)."""
+def record_fit(out: Path, k: int, drift: dict | None, layer: str) -> int:
+    """Write fit.json for centroids just fitted by build `layer` (version 1, or one more than the
+    refitted ones, whose centroids stay as centroids-v<N>.npy with the mapping of their clusters
+    to the new). A resumed run that already wrote it keeps it."""
     previous = read_json(out / FIT_FILE) if drift else None
+    if previous and previous.get("layer") == layer:
+        return previous["version"]
     version = previous["version"] + 1 if previous else 1
     done = assignments(out / "assign").filter(pl.col("cluster") >= 0)
-    fit = {"version": version, "clusters": k, "distance_p95": float(done["distance"].quantile(0.95) or 0.0),
+    fit = {"version": version, "layer": layer, "clusters": k, "distance_p95": float(done["distance"].quantile(0.95) or 0.0),
            "sizes": {str(c): n for c, n in done.group_by("cluster").len().sort("cluster").iter_rows()}}
     if previous:  # each old cluster -> the nearest new centroid
         old = np.load(out / f"centroids-v{previous['version']}.npy")

@@ -177,6 +177,8 @@ def _dedup_layer(d, files: list[Path], partial: Path, plan: LayerPlan, mh: Minha
     earliest of each group kept). No datatrove pipeline here: a nightly layer is small next to the
     corpus, and starting the four MinHash pipelines' workers cost more than its work (bench_incremental).
     Resumable: each kept shard is written last, after its index rows."""
+    if not files:  # filter kept nothing of the added files
+        return
     work = partial / "work"
     exact = find_exact_duplicates(files, exact_key) if d.exact else {}
     rows = pl.concat([_new_rows(f, exact, mh, work, exact_key).with_columns(pl.lit(k, pl.Int32).alias("shard"))

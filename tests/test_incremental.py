@@ -186,6 +186,16 @@ def test_changed_files_are_refused_then_retracted_and_drift_refits(two_builds):
     from mixforge.pipelines.build import build
 
     root, config, cfg, _ = two_builds
+    from mixforge.pipelines.builds import list_builds
+    from mixforge.workspace import Workspace
+
+    # a file whose every record the filters remove: the later stages get an empty layer
+    _write(root / "data" / "code" / "part-009.jsonl", [{"text": "hi"}, {"text": "ok then"}])
+    build(cfg)
+    empty = list_builds(Workspace(root / "ws"))[-1]
+    assert empty["ledger"]["filter"]["docs_in"] == 2 and empty["ledger"]["filter"]["docs_out"] == 0
+    assert empty["ledger"]["dedup"]["docs_in"] == 0 and empty["stages"][:3] == ["ingest", "filter", "dedup"]
+
     changed = root / "data" / "legal" / "part-000.jsonl"
     records = _records("legal")[:FIRST]
     records[0]["text"] += "\nA changed paragraph, added after the first build."
@@ -198,9 +208,6 @@ def test_changed_files_are_refused_then_retracted_and_drift_refits(two_builds):
 
     cfg.cluster.refit_drift = 1e-9  # any drift refits (the retracting rebuild refits anyway: it runs in full)
     build(cfg, allow_changed=True)
-    from mixforge.pipelines.builds import list_builds
-    from mixforge.workspace import Workspace
-
     b3 = list_builds(Workspace(root / "ws"))[-1]
     assert b3["sources_changed"] == [str(changed)]
     retracted = pl.read_parquet(root / "ws" / b3["retracted"]["list"])
