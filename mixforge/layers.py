@@ -39,8 +39,9 @@ class LayerPlan:
         """The name of a file this run writes: prefixed by the build when it adds a layer."""
         return f"{self.id}-{file_name}" if self.incremental else file_name
 
-    def lineage(self) -> list[str]:
-        return [layer["id"] for layer in self.previous] + [self.id]
+    def removed_prefix(self, stage: str) -> str:
+        """What the names of this run's removed-row files start with: `<stage>`, or for a layer `<stage>-<build>`."""
+        return f"{stage}-{self.id}" if self.incremental else stage
 
 
 def lineage(layers: list[dict]) -> list[str]:

@@ -89,7 +89,7 @@ def _count_layers(stage: str, partial: Path, count_input, layer: LayerPlan | Non
         return counts, ([{"id": layer.id, "consumed": layer.consumed, "files": files, "counts": counts.to_dict()}] if layer else [])
     earlier = {name for previous in layer.previous for name in previous["files"]}
     new_docs = [f for f in parquet_files(partial / "docs") if f.name not in earlier]
-    new_removed = [f for f in parquet_files(partial / "removed") if f.name.startswith(f"{stage}-{layer.id}-")]
+    new_removed = [f for f in parquet_files(partial / "removed") if f.name.startswith(layer.removed_prefix(stage) + "-")]
     added = _count_files(stage, new_docs, new_removed, count_input(partial))
     added.check()
     total_in = tuple(sum(previous["counts"][k] for previous in layer.previous) + getattr(added, k) for k in ("docs_in", "chars_in"))

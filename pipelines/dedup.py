@@ -38,7 +38,7 @@ from mixforge.pipelines.executor import default_workers, run_pipeline
 from mixforge.layers import LayerPlan, plan_layer
 from mixforge.pipelines.builds import current_build
 from mixforge.pipelines.dedup_index import earlier_duplicates, index_rows, near_within, write_index
-from mixforge.pipelines.records import DOC_SCHEMA, REMOVED_SCHEMA, docs_reader, docs_writer, layer_stage_name
+from mixforge.pipelines.records import DOC_SCHEMA, REMOVED_SCHEMA, docs_reader, docs_writer
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
@@ -195,7 +195,7 @@ def _dedup_layer(d, files: list[Path], partial: Path, plan: LayerPlan, mh: Minha
             index = rows.filter((pl.col("shard") == k) & pl.col("id").is_in(kept["id"].implode())).drop("shard", "digest")
             atomic_write_parquet(partial / "extra" / "index" / name, index)
             atomic_write_parquet(partial / "docs" / name, kept.to_arrow().cast(DOC_SCHEMA))
-    _write_duplicates(files, exact, near, earlier, partial / "removed", layer_stage_name("dedup", plan))
+    _write_duplicates(files, exact, near, earlier, partial / "removed", plan.removed_prefix("dedup"))
 
 
 def _new_rows(f: Path, exact: dict[str, str], mh: MinhashConfig | None, scratch: Path, exact_key) -> pl.DataFrame:

@@ -33,7 +33,7 @@ from mixforge.pipelines.ingest import source_key
 from mixforge.layers import plan_layer
 from mixforge.pipelines.builds import current_build
 from mixforge.pipelines.records import (RouteRemoved, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir,
-                                        layer_stage_name, mark_removed, removed_writer)
+                                        mark_removed, removed_writer)
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace
 
@@ -208,7 +208,7 @@ def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, 
             reader,
             # ids repeated across layers count too: the whole ingest output is checked, earlier layers first
             FilterChain(chains, find_duplicate_ids(in_dir, scopes)),
-            RouteRemoved(removed_writer(str(partial / "removed"), layer_stage_name("filter", plan))),
+            RouteRemoved(removed_writer(str(partial / "removed"), plan.removed_prefix("filter"))),
             docs_writer(str(layer_docs_dir(partial, plan)), cfg.shard_mb),
         ]
         sizes = [shard_counts([f])[0] for f in files]

@@ -42,7 +42,7 @@ from mixforge.pipelines.readers import (
     malformed_record,
     source_files,
 )
-from mixforge.pipelines.records import RouteRemoved, adopt_layer_docs, docs_writer, layer_docs_dir, layer_stage_name, removed_writer
+from mixforge.pipelines.records import RouteRemoved, adopt_layer_docs, docs_writer, layer_docs_dir, removed_writer
 from mixforge.pipelines.source_manifest import SourceDiff, diff_manifests, source_manifest
 
 
@@ -251,12 +251,12 @@ def _unsupported_record(item: WorkItem, src: SourceConfig, key: str) -> dict:
     return malformed_record(f"{key}:unsupported", f"{item.path}:1", "unsupported_file", message, "")
 
 
-def ingest_pipeline(cfg: MixforgeConfig, tasks: list[list[WorkItem]], out_dir: Path, plan: LayerPlan | None = None) -> list:
+def ingest_pipeline(cfg: MixforgeConfig, tasks: list[list[WorkItem]], out_dir: Path, plan: LayerPlan) -> list:
     keys = [source_key(cfg, i) for i in range(len(cfg.sources))]
     sources = [s.model_dump() for s in cfg.sources]
     return [
         SourcesReader(tasks, sources, keys),
-        RouteRemoved(removed_writer(str(out_dir / "removed"), layer_stage_name("ingest", plan))),
+        RouteRemoved(removed_writer(str(out_dir / "removed"), plan.removed_prefix("ingest"))),
         docs_writer(str(layer_docs_dir(out_dir, plan)), cfg.shard_mb),
     ]
 

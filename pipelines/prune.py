@@ -22,7 +22,6 @@ from mixforge.pipelines.quality import score_file
 from mixforge.pipelines.records import REMOVED_SCHEMA
 from mixforge.layers import full_layer, plan_layer
 from mixforge.pipelines.builds import current_build
-from mixforge.pipelines.records import layer_stage_name
 from mixforge.stage_runner import StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
@@ -165,7 +164,7 @@ def run_prune(cfg: MixforgeConfig, upstream: StageResult, docs: StageResult, for
             semantic = semantic_duplicate_marks(ws, all_files if plan.incremental else files, sizes,
                                                 cfg.cluster.semdedup_threshold, skip=removed_before)
         (partial / "docs").mkdir(parents=True, exist_ok=True)
-        calls = [(cfg, str(f), low, semantic, str(partial), layer_stage_name("prune", plan)) for f in files]
+        calls = [(cfg, str(f), low, semantic, str(partial), plan.removed_prefix("prune")) for f in files]
         map_shards(cfg, prune_shard, calls, "prune", [pq.ParquetFile(f).metadata.num_rows for f in files])
 
     settings = {"min_cluster_score": threshold, "semdedup": cfg.cluster.semdedup, "low_clusters": sorted(low)}

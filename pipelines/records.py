@@ -136,7 +136,3 @@ def adopt_layer_docs(partial: Path, plan: LayerPlan | None) -> None:
     for f in sorted((partial / "layer_docs").glob("*.parquet")):
         os.replace(f, partial / "docs" / plan.name(f.name))
 
-
-def layer_stage_name(stage: str, plan: LayerPlan | None) -> str:
-    """The prefix of a run's removed-row files: `<stage>` or, for a layer, `<stage>-<build>`."""
-    return f"{stage}-{plan.id}" if plan is not None and plan.incremental else stage

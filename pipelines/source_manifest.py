@@ -47,10 +47,6 @@ class SourceDiff:
     changed: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
 
-    @property
-    def unchanged(self) -> bool:
-        return not (self.added or self.changed or self.deleted)
-
     def to_dict(self) -> dict:
         return {"added": self.added, "changed": self.changed, "deleted": self.deleted}
 
