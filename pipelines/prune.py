@@ -152,7 +152,8 @@ def run_prune(cfg: MixforgeConfig, upstream: StageResult, docs: StageResult, for
         below = per_cluster.filter(pl.col("quality") < threshold)
         low = dict(zip(below["cluster"], below["quality"]))
     plan = plan_layer(ws, "prune", fingerprint, base, current_build(ws), upstream.layers, [f.name for f in all_files], force)
-    if plan.incremental and sorted(low) != (ws.stage_record("prune") or {}).get("settings", {}).get("low_clusters"):
+    record = ws.stage_record("prune")  # None when resuming a started run: its saved plan stands
+    if plan.incremental and record is not None and sorted(low) != record.get("settings", {}).get("low_clusters"):
         plan = full_layer(plan.id, upstream.layers, [f.name for f in all_files])  # other clusters are low now: redo all
     files = [Path(docs.docs_dir) / name for name in plan.inputs]
 
