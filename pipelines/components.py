@@ -20,7 +20,7 @@ from mixforge.errors import LedgerError
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.cluster import assignment_file, load_centroids
 from mixforge.pipelines.quality import score_file
-from mixforge.layers import full_layer
+from mixforge.layers import LayerPlan, full_layer, plan_layer, resumed_plan
 from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
@@ -131,29 +131,39 @@ def corpus_totals(ws: Workspace, shards: list[Path]) -> pl.DataFrame:
 def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
     """Merge the pruned corpus's clusters into components; write `components/<shard>.parquet`
     (id, component, cluster per prune shard) and the report. Two passes over the shards: totals
-    per cluster and source, then names and report samples; memory holds one shard and the samples."""
+    per cluster and source, then names and report samples; memory holds one shard and the samples.
+    A layer of new prune shards keeps the previous components (see `extending_plan`): only the
+    new shards get component files, so the token shards can be appended to."""
     from mixforge.pipelines.cluster_report import ReportSample, cluster_rows, component_table, write_report
 
     ws = Workspace(cfg.workspace_dir)
     previous = load_components(ws)  # read before the stage replaces it: the report maps old names to new
+    fingerprint = components_fingerprint(cfg, upstream.fingerprint)
+    plan = extending_plan(cfg, ws, upstream, fingerprint, force)
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
         shards = parquet_files(Path(upstream.docs_dir))
         totals = corpus_totals(ws, shards)
-        key, mapping = component_mapping(cfg, totals, load_centroids(ws))
-        totals = totals.join(mapping, on=key)
         out = partial / "extra"
+        kept = read_json(out / "components.json") if plan.incremental else None
+        if kept:
+            key, mapping = saved_mapping(kept)
+        else:
+            key, mapping = component_mapping(cfg, totals, load_centroids(ws))
+        totals = totals.join(mapping, on=key)
         sample = ReportSample(cfg.seed)
+        new = set(plan.inputs)
         for f in shards:
             docs = shard_documents(ws, f, text=True)
             named = docs.join(mapping, on=key, maintain_order="left")
             check_join(docs, named, "component assignment")
-            atomic_write_parquet(out / "components" / f.name, named.select("id", "component", "cluster"))
+            if f.name in new:  # an extending run keeps the earlier shards' files (carried over)
+                atomic_write_parquet(out / "components" / f.name, named.select("id", "component", "cluster"))
             sample.add(named, ws.stage_dir("embed") / "extra" / "vectors" / f.name)
         table = component_table(totals, sample)
         summary = {"components": len(table), "documents": int(totals["docs"].sum()), "tokens": int(totals["tokens"].sum()),
-                   "mode": cfg.cluster.components, "clusters": totals["cluster"].n_unique()}
+                   "mode": cfg.cluster.components, "clusters": totals["cluster"].n_unique(), "extended": bool(kept)}
         if totals["source"].n_unique() > 1:
             counts = {g: totals.group_by("source", g).agg(pl.col("docs").sum().alias("n"))
                       .select(pl.col("source").alias("label"), pl.col(g).cast(pl.String).alias("group"), "n")
@@ -162,17 +172,49 @@ def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = Fal
                                            "clusters": agreement_from_counts(counts["cluster"])}
         fit = read_json(ws.stage_dir("cluster") / "extra" / "fit.json") or {}
         summary["centroid_version"] = fit.get("version")
-        if previous and cfg.cluster.components == "clusters":
+        if previous and cfg.cluster.components == "clusters" and not kept:
             summary["from_previous"] = component_lineage(previous, mapping, fit)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
-        atomic_write_json(out / "components.json", {"summary": summary, "components": table})
+        mapping_rows = [[k, c] for k, c in mapping.sort(key).iter_rows()]
+        atomic_write_json(out / "components.json", {"summary": summary, "components": table,
+                                                    "mapping": {"key": key, "rows": mapping_rows}})
         write_report(out, table, summary, cluster_rows(totals), sample)
         return summary
 
-    fingerprint = components_fingerprint(cfg, upstream.fingerprint)
-    layer = full_layer(current_build(ws), upstream.layers, [f.name for f in parquet_files(Path(upstream.docs_dir))])
     return run_side_stage(ws, "components", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.cluster.model_dump(),
-                          layer=layer)
+                          layer=plan, base=components_fingerprint(cfg, ""))
+
+
+def saved_mapping(components: dict) -> tuple[str, pl.DataFrame]:
+    """(key, key -> component) as a components run recorded it."""
+    key, rows = components["mapping"]["key"], components["mapping"]["rows"]
+    dtype = pl.Int32 if key == "cluster" else pl.String
+    return key, pl.DataFrame({key: [r[0] for r in rows], "component": [r[1] for r in rows]}, schema={key: dtype, "component": pl.String})
+
+
+def extending_plan(cfg: MixforgeConfig, ws: Workspace, upstream: StageResult, fingerprint: str, force: bool) -> LayerPlan:
+    """A layer over the new prune shards when the previous components still hold: the same
+    centroid version, and every new document's cluster (or source) already has a component.
+    Otherwise a full run, which may merge and name the components anew. Names stay as they were
+    given (by size then), so after layers they need not be in size order."""
+    all_inputs = [f.name for f in parquet_files(Path(upstream.docs_dir))]
+    saved = resumed_plan(ws, "components", fingerprint)
+    if saved and not force:
+        return saved
+    build = current_build(ws)
+    plan = plan_layer(ws, "components", fingerprint, components_fingerprint(cfg, ""), build, upstream.layers, all_inputs, force)
+    previous = load_components(ws) or {}
+    fit = read_json(ws.stage_dir("cluster") / "extra" / "fit.json") or {}
+    if not plan.incremental or "mapping" not in previous or previous["summary"].get("centroid_version") != fit.get("version"):
+        return full_layer(build, upstream.layers, all_inputs)
+    key, mapping = saved_mapping(previous)
+    docs_dir = Path(upstream.docs_dir)
+    for name in plan.inputs:
+        values = (pl.read_parquet(assignment_file(ws, docs_dir / name), columns=["cluster"])["cluster"] if key == "cluster"
+                  else pl.read_parquet(docs_dir / name, columns=["source"])["source"])
+        if not values.is_in(mapping[key].to_list()).all():
+            return full_layer(build, upstream.layers, all_inputs)
+    return plan
 
 
 def component_lineage(previous: dict, mapping: pl.DataFrame, fit: dict | None) -> dict[str, dict[str, int]]:

@@ -9,8 +9,10 @@ BPE trained here on a seeded sample of the corpus (`train_default_tokenizer`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -108,9 +110,13 @@ class TokenShardWriter:
 
     Each component's tokens and lengths stream into temp files in `out_dir`, renamed into place
     only by `close()`, after every document was encoded, so a kill leaves the previous shards (or
-    none). Memory holds one batch."""
+    none). Memory holds one batch.
 
-    def __init__(self, tokenizer, out_dir: str | Path, tokenizer_path: str | None = None):
+    `append_from`: a folder of shards written with the same tokenizer, to extend. Each is copied
+    into its temp file first and never written to (it may be a hard link to a published shard, and
+    a resumed run appends to it again); `close()` also reports the shards nothing was added to."""
+
+    def __init__(self, tokenizer, out_dir: str | Path, tokenizer_path: str | None = None, append_from: Path | None = None):
         """`tokenizer_path`: what the shards' metadata names as the tokenizer's path (the tokens
         stage gives its workspace-relative path; the default is the file's absolute path)."""
         self.tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else _disable_cut(tokenizer)
@@ -121,6 +127,7 @@ class TokenShardWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         self.files: dict[str, tuple[list[str], list]] = {}  # component -> ([tokens temp, lengths temp], open files)
         self.stats: dict[str, dict] = {}
+        self.append_from = append_from
 
     def _open(self, comp: str) -> None:
         if not SAFE_NAME.match(comp):
@@ -132,6 +139,20 @@ class TokenShardWriter:
             handles.append(os.fdopen(fd, "wb"))
         self.files[comp] = (paths, handles)
         self.stats[comp] = {"documents": 0, "tokens": 0}
+        if self.append_from and (self.append_from / f"{comp}.bin").exists():
+            meta = self._existing(comp)
+            with open(self.append_from / f"{comp}.bin", "rb") as src:
+                shutil.copyfileobj(src, handles[0], 1 << 22)
+            handles[1].write(np.load(self.append_from / f"{comp}.lengths.npy").astype(np.uint32).tobytes())
+            self.stats[comp] = {"documents": meta["documents"], "tokens": meta["tokens"]}
+
+    def _existing(self, comp: str) -> dict:
+        """The metadata of a shard being appended to; its tokenizer must be this one."""
+        meta = json.loads((self.append_from / f"{comp}.json").read_text())
+        if meta["tokenizer_sha256"] != self.identity["sha256"]:
+            raise LedgerError(f"{self.append_from / comp}.bin was written with another tokenizer ({meta['tokenizer_sha256'][:12]}, "
+                              f"now {self.identity['sha256'][:12]}): rerun the build with --force")
+        return meta
 
     def add(self, batch: list[tuple[str, str]]) -> list[int]:
         """Encode and append a batch; returns each document's length in tokens (EOS included).
@@ -187,8 +208,12 @@ class TokenShardWriter:
                     "tokenizer": self.identity}
             atomic_write_json(self.out / f"{comp}.json", meta)
             result[comp] = meta
+        if self.append_from:  # shards this run added nothing to stay as they are (and are in out_dir)
+            for path in sorted(self.append_from.glob("*.bin")):
+                if path.stem not in result:
+                    result[path.stem] = self._existing(path.stem)
         self.files = {}
-        return result
+        return dict(sorted(result.items()))
 
     def abort(self) -> None:
         for paths, handles in self.files.values():
@@ -219,10 +244,10 @@ def tokenize_components(docs: Iterable[tuple[str, str]], tokenizer, out_dir: str
         raise
 
 
-def workspace_frames(ws: Workspace | str | Path):
+def workspace_frames(ws: Workspace | str | Path, names: list[str] | None = None):
     """Every kept document as polars frames (id, text, source, component), one prune shard at a
     time, so the corpus never sits in memory whole: each prune shard joined with its
-    components/<shard>.parquet."""
+    components/<shard>.parquet. `names`: only these prune shards."""
     import polars as pl
 
     from mixforge.ledger import parquet_files
@@ -232,7 +257,7 @@ def workspace_frames(ws: Workspace | str | Path):
     shards = parquet_files(ws.docs_dir("prune"))
     if not shards:
         raise MixforgeError(f"no documents under {ws.docs_dir('prune')}: run the prune stage (mixforge build) first")
-    for shard in shards:
+    for shard in shards if names is None else [s for s in shards if s.name in set(names)]:
         comp_path = component_file(ws, shard)
         if not comp_path.exists():
             raise MixforgeError(f"{comp_path} not found: run the components stage (mixforge build) first")

@@ -34,7 +34,7 @@ from mixforge.pipelines.tokenize import (
     train_default_tokenizer,
     workspace_frames,
 )
-from mixforge.layers import full_layer
+from mixforge.layers import plan_layer
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
@@ -95,9 +95,10 @@ def text_hash(text: str) -> int:
 class DocumentIndex:
     """`documents.parquet`, streamed: where each kept document's tokens are (split, component,
     start and length in tokens, EOS included) and a hash of its text, so that export slices the
-    tokens instead of tokenizing again. Rows go to a temp file, renamed into place by `close()`."""
+    tokens instead of tokenizing again. Rows go to a temp file, renamed into place by `close()`.
+    `append_from`: an index whose rows come first, and whose offsets new rows continue."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, append_from: Path | None = None):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -107,6 +108,12 @@ class DocumentIndex:
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
         self.offsets: dict[tuple[str, str], int] = {}
+        if append_from:
+            for batch in pq.ParquetFile(append_from).iter_batches():
+                self.writer.write_batch(batch.cast(self.schema))
+            ends = pl.read_parquet(append_from, columns=["split", "component", "start", "length"]).group_by("split", "component").agg(
+                (pl.col("start") + pl.col("length")).max().alias("end"))
+            self.offsets = {(split, comp): int(end) for split, comp, end in ends.iter_rows()}
 
     def add(self, ids: list[str], components: list[str], split: str, lengths: list[int], texts: list[str]) -> None:
         import pyarrow as pa
@@ -135,30 +142,58 @@ def tokenizer_sample(ws: Workspace, seed: int, size: int = TOKENIZER_SAMPLE_DOCS
     return sample.items()
 
 
+def appending_from(partial: Path) -> Path:
+    """Hard links to the earlier layers' shards and index, made once before an appending run
+    replaces any of them in `partial/extra`: what a resumed run appends to again."""
+    import os
+
+    before = partial / "appending"
+    if not before.exists():
+        tmp = partial / ".appending.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        extra = partial / "extra"
+        for f in [extra / "documents.parquet"] + [f for split in ("train", "heldout") for f in sorted((extra / split).glob("*"))]:
+            (tmp / f.relative_to(extra)).parent.mkdir(parents=True, exist_ok=True)
+            os.link(f, tmp / f.relative_to(extra))
+        os.replace(tmp, before)
+    return before
+
+
 def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
     """Tokenize the components into `<workspace>/tokens/extra/{train,heldout}/`, one prune shard
-    at a time (memory: one shard, the tokenizer's training sample and the task's pool)."""
+    at a time (memory: one shard, the tokenizer's training sample and the task's pool).
+
+    A layer of new component files (the components stage kept its names) is appended: the
+    tokenizer, the next-line task and the eval texts stay as the build that made them, and the new
+    documents' tokens go after the earlier ones in each component's shards."""
     ws = Workspace(cfg.workspace_dir)
     p = cfg.proxy
+    fingerprint = tokens_fingerprint(cfg, upstream.fingerprint)
+    layer = plan_layer(ws, "tokens", fingerprint, tokens_fingerprint(cfg, ""), current_build(ws), upstream.layers,
+                       [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
         out = partial / "extra"
         out.mkdir(parents=True, exist_ok=True)
         tok_path = out / "tokenizer.json"
+        earlier = layer.previous[-1]["counts"] if layer.incremental else None
         names = {r["component"] for r in (load_components(ws) or {}).get("components", [])}
-        extra_eval = eval_texts(cfg, names)  # bad files fail before any work
-        if p.tokenizer:
-            load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
-            shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
-        else:
-            train_default_tokenizer(tokenizer_sample(ws, cfg.seed), tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
-        writers = {split: TokenShardWriter(tok_path, out / split, TOKENIZER_IN_WORKSPACE) for split in ("train", "heldout")}
-        index = DocumentIndex(out / "documents.parquet")
+        extra_eval = [] if earlier else eval_texts(cfg, names)  # bad files fail before any work
+        if earlier is None:  # (an appending run keeps the tokenizer the earlier layers used, carried over)
+            if p.tokenizer:
+                load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
+                shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
+            else:
+                train_default_tokenizer(tokenizer_sample(ws, cfg.seed), tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
+        before = appending_from(partial) if earlier else None
+        writers = {split: TokenShardWriter(tok_path, out / split, TOKENIZER_IN_WORKSPACE, before and before / split)
+                   for split in ("train", "heldout")}
+        index = DocumentIndex(out / "documents.parquet", before and before / "documents.parquet")
         pool = NextLinePool()
-        held_bytes: dict[str, int] = {}
+        held_bytes = {c: m["heldout_bytes"] for c, m in earlier["components"].items()} if earlier else {}
         try:
-            for frame in workspace_frames(ws):
+            for frame in workspace_frames(ws, layer.inputs):
                 frame = frame.with_columns(pl.Series("split", ["heldout" if is_heldout(i, cfg.seed, p.heldout_fraction) else "train"
                                                                for i in frame["id"]]))
                 for start in range(0, frame.height, BATCH_DOCS):
@@ -170,26 +205,31 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
                 held = frame.filter(pl.col("split") == "heldout")
                 for (comp,), part in held.group_by("component", maintain_order=True):
                     held_bytes[comp] = held_bytes.get(comp, 0) + int(part["text"].str.len_bytes().sum())
-                    pool.add(comp, id_keys(part["id"], cfg.seed), part["text"].to_list())
+                    if earlier is None:
+                        pool.add(comp, id_keys(part["id"], cfg.seed), part["text"].to_list())
             train, held = (writers[split].close() for split in ("train", "heldout"))
             index.close()
         except BaseException:
             for writer in writers.values():
                 writer.abort()
             raise
-        task = pool.items(n_items=200, seed=cfg.seed)
-        atomic_write_text(out / "tasks" / "next_line.jsonl", "".join(json.dumps(item) + "\n" for item in task))
-        evals = tokenize_components(extra_eval, tok_path, out / "eval", tokenizer_path=TOKENIZER_IN_WORKSPACE) if extra_eval else {}
-        eval_bytes = {n: sum(len(t.encode("utf-8")) for nn, t in extra_eval if nn == n) for n in evals}
+        if earlier:  # the task and eval texts the earlier runs were measured on
+            task_items, evals = earlier["next_line_items"], earlier["eval_texts"]
+        else:
+            task = pool.items(n_items=200, seed=cfg.seed)
+            atomic_write_text(out / "tasks" / "next_line.jsonl", "".join(json.dumps(item) + "\n" for item in task))
+            tokenized = tokenize_components(extra_eval, tok_path, out / "eval", tokenizer_path=TOKENIZER_IN_WORKSPACE) if extra_eval else {}
+            eval_bytes = {n: sum(len(t.encode("utf-8")) for nn, t in extra_eval if nn == n) for n in tokenized}
+            task_items = len(task)
+            evals = {n: {"tokens": m["tokens"], "documents": m["documents"], "bytes": eval_bytes[n]} for n, m in tokenized.items()}
         components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
                           "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}
                       for c, m in train.items()}
-        return {"next_line_items": len(task), "shard_digests": shard_digests(out), "tokenizer": tokenizer_identity(tok_path) | {"path": TOKENIZER_IN_WORKSPACE, "source": p.tokenizer or "default BPE"},
-                "components": components, "seconds": round(time.perf_counter() - t0, 2),
-                "eval_texts": {n: {"tokens": m["tokens"], "documents": m["documents"], "bytes": eval_bytes[n]}
-                               for n, m in evals.items()}}
+        return {"next_line_items": task_items, "shard_digests": shard_digests(out),
+                "tokenizer": tokenizer_identity(tok_path) | {"path": TOKENIZER_IN_WORKSPACE, "source": p.tokenizer or "default BPE"},
+                "components": components, "seconds": round(time.perf_counter() - t0, 2), "appended": bool(earlier),
+                "eval_texts": evals}
 
-    fingerprint = tokens_fingerprint(cfg, upstream.fingerprint)
-    layer = full_layer(current_build(ws), upstream.layers, [f.name for f in parquet_files(Path(upstream.docs_dir))])
     return run_side_stage(ws, "tokens", fingerprint, body, upstream.docs_dir, force=force,
-                          settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction", "eval_texts"}), layer=layer)
+                          settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction", "eval_texts"}), layer=layer,
+                          base=tokens_fingerprint(cfg, ""))

@@ -50,6 +50,7 @@ def two_builds(tmp_path_factory):
     kept = pl.concat([pl.read_parquet(f, columns=["id", "text", "source"]) for f in parquet_files(ws / "dedup" / "docs")])
     old_vectors = {f.name: f.stat().st_ino for f in (ws / "embed" / "extra" / "vectors").glob("*.npy")}
     centroids = (ws / "cluster" / "extra" / "centroids.npy").read_bytes()
+    tokens_before = {str(f.relative_to(ws)): f.read_bytes() for f in (ws / "tokens" / "extra").rglob("*.bin")}
     copies = {}
     for label in LABELS:
         mine = kept.filter(pl.col("source") == label).sort(pl.col("text").str.len_chars(), descending=True)
@@ -66,7 +67,8 @@ def two_builds(tmp_path_factory):
         copies[label] = {"exact": exact["id"], "near": near["id"], "added": len(added),
                          "twin": (f"{label}/part-001.jsonl:{len(added)}", f"{label}/part-001.jsonl:{longest + 1}")}
     build(cfg)
-    return root, config, cfg, {"copies": copies, "old_vectors": old_vectors, "centroids": centroids, "kept_before": kept.height}
+    return root, config, cfg, {"copies": copies, "old_vectors": old_vectors, "centroids": centroids, "kept_before": kept.height,
+                               "tokens_before": tokens_before}
 
 
 def _record(root, stage):
@@ -140,6 +142,37 @@ def test_new_documents_are_assigned_to_the_saved_centroids_with_drift(two_builds
         assigned = pl.read_parquet(extra / "assign" / name)
         assert assigned["cluster"].is_between(0, k - 1).all()
     assert drift["largest_growth"]
+
+
+def test_token_shards_are_appended_and_hold_every_document_where_the_index_says(two_builds):
+    from mixforge.ledger import parquet_files
+    from mixforge.pipelines.tokenize import eos_id, load_tokenizer
+
+    root, _, _, facts = two_builds
+    ws = root / "ws"
+    for stage in ("components", "tokens"):
+        assert [layer["id"] for layer in _record(root, stage)["layers"]] == ["b0001", "b0002"], stage
+    assert _record(root, "tokens")["counts"]["appended"] is True
+    for name, old in facts["tokens_before"].items():  # each earlier shard is the start of its shard now
+        new = (ws / name).read_bytes()
+        assert len(new) >= len(old) and new[: len(old)] == old, name
+    assert any((ws / name).stat().st_size > len(old) for name, old in facts["tokens_before"].items())
+    texts = pl.concat([pl.read_parquet(f, columns=["id", "text"]) for f in parquet_files(ws / "prune" / "docs")])
+    index = pl.read_parquet(ws / "tokens" / "extra" / "documents.parquet").join(texts, on="id")
+    assert index.height == texts.height == _record(root, "prune")["counts"]["docs_out"]
+    assert index.filter(pl.col("id").str.contains("part-001")).height > 0
+    tok = load_tokenizer(ws / "tokens" / "extra" / "tokenizer.json")
+    eos = eos_id(tok)
+    shards = {}
+    for row in index.iter_rows(named=True):  # every document's tokens, earlier and new, are a fresh encoding of its text
+        key = (row["split"], row["component"])
+        if key not in shards:
+            meta = json.loads((ws / "tokens" / "extra" / row["split"] / f"{row['component']}.json").read_text())
+            shards[key] = np.fromfile(ws / "tokens" / "extra" / row["split"] / f"{row['component']}.bin", dtype=meta["dtype"])
+        expected = tok.encode(row["text"], add_special_tokens=False).ids + [eos]
+        assert shards[key][row["start"]: row["start"] + row["length"]].tolist() == expected, row["id"]
+    counts = _record(root, "tokens")["counts"]["components"]
+    assert sum(c["train_documents"] for c in counts.values()) == index.filter(pl.col("split") == "train").height
 
 
 def test_the_export_manifest_says_which_build_added_what(two_builds, tmp_path):
