@@ -60,16 +60,20 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
     """Read a runs table (or use `table`) and check it. `targets` are metric column names."""
     frame = table if table is not None else read_table(path)
     where = str(path)
+    notes = []
+    columns = weight_columns or [c for c in frame.columns if c.startswith(weight_prefix)]
     if metrics is not None:
         other = read_table(metrics)
-        for name, f in ((where, frame), (str(metrics), other)):
-            if id_column not in f.columns:
-                raise InputError(f"{name}: no run id column {id_column!r} to join on; columns: {', '.join(f.columns)}")
+        id_column = _join_column(frame, other, id_column, where, str(metrics), notes)
+        if not columns:  # two files (RegMix's layout): every other number in the weights file is a weight
+            columns = [c for c in frame.columns if c != id_column and frame[c].dtype.is_numeric()]
+            weight_prefix = _common_prefix(columns)
         frame = frame.join(other, on=id_column, how="inner", suffix="_metrics")
         where = f"{path} joined with {metrics} on {id_column}"
-    columns = weight_columns or [c for c in frame.columns if c.startswith(weight_prefix)]
     if not columns:
         raise InputError(f"{where}: no weight columns (prefix {weight_prefix!r}); columns found: {', '.join(frame.columns)}")
+    resolved = {t: _target_column(frame, t, where, notes) for t in targets}
+    frame = frame.with_columns(pl.col(c).alias(t) for t, c in resolved.items() if c != t)
     missing = [c for c in list(columns) + list(targets) if c not in frame.columns]
     if missing:
         raise InputError(f"{where}: column(s) {', '.join(missing)} not found; columns found: {', '.join(frame.columns)}")
@@ -78,7 +82,6 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
             raise InputError(f"{where}: column {c!r} holds {frame[c].dtype}, not numbers")
     # rows without a value for a target are left out (a run evaluated before that target existed)
     complete = frame.filter(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in targets]))
-    notes = []
     if complete.height < frame.height:
         notes.append(f"{frame.height - complete.height} run(s) without a value for {', '.join(targets)} left out")
     if complete.height < min_runs:
@@ -115,3 +118,36 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
 def _rows(ids: list[str], rows: np.ndarray, limit: int = 10) -> str:
     shown = ", ".join(ids[i] for i in rows[:limit])
     return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def _join_column(frame: pl.DataFrame, other: pl.DataFrame, id_column: str, where: str, metrics: str, notes: list) -> str:
+    """The run id both tables have: `id_column`, else `index` (RegMix's published tables)."""
+    for name in (id_column, "index"):
+        if name in frame.columns and name in other.columns:
+            if name != id_column:
+                notes.append(f"joined on {name!r} (no {id_column!r} column in both tables)")
+            return name
+    raise InputError(f"{where} and {metrics}: no run id column {id_column!r} (or 'index') in both to join on; "
+                     f"columns: {', '.join(frame.columns)} / {', '.join(other.columns)}")
+
+
+def _common_prefix(columns: list[str]) -> str:
+    """The longest prefix every weight column shares, cut after its last `_` (train_the_pile_)."""
+    import os
+
+    prefix = os.path.commonprefix(columns) if len(columns) > 1 else ""
+    return prefix[: prefix.rfind("_") + 1] if "_" in prefix else ""
+
+
+def _target_column(frame: pl.DataFrame, target: str, where: str, notes: list) -> str:
+    """The column a target names: itself, or the one column ending in it after a / or _
+    (`pile_cc_val_loss` for RegMix's `metric/the_pile_pile_cc_val_loss`)."""
+    if target in frame.columns:
+        return target
+    ends = [c for c in frame.columns if c.endswith(("/" + target, "_" + target))]
+    if len(ends) == 1:
+        notes.append(f"target {target!r} is column {ends[0]!r}")
+        return ends[0]
+    if len(ends) > 1:
+        raise InputError(f"{where}: target {target!r} could be any of {', '.join(ends)}: give the whole column name")
+    return target  # reported missing with the other columns

@@ -165,13 +165,14 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
 
 
 def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = None, metrics: str | Path | None = None,
+              eval_metrics: str | Path | None = None,
               id_column: str = "run_id", weight_prefix: str = "w_", weight_columns: list[str] | None = None,
-              predictor: str = "lightgbm", maximize: bool | None = None, folds: int = 5, candidates: int = 100_000,
+              predictor: str = "auto", maximize: bool | None = None, folds: int = 5, candidates: int = 100_000,
               top_k: int = 128, kl_weight: float = 0.0, seed: int = 0) -> dict:
     """Fit a predictor on a runs table from anywhere, report cross-validated (and, with `eval_runs`,
     held-out) rank correlation, and propose a mixture: the mean of the top-k of `candidates`
     Dirichlet draws around the prior, which is the runs' mean mixture (their sampling centre)."""
-    from mixforge.mixers.predictors import fit_report, make_predictor
+    from mixforge.mixers.model_choice import fit_predictor, trust_warning
     from mixforge.mixers.objective import kl_to_prior
     from mixforge.mixers.runs_data import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
@@ -183,21 +184,23 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     X, y = data.weights, objective.column(data)
     X_eval = y_eval = None
     if eval_runs is not None:
-        other = load_runs(eval_runs, [target], min_runs=2, **{**kwargs, "metrics": None})
+        other = load_runs(eval_runs, [target], min_runs=2, **{**kwargs, "metrics": eval_metrics})
         if other.components != data.components:
             raise MixforgeError(f"{eval_runs}: components {', '.join(other.components)} differ from the training "
                                 f"runs' {', '.join(data.components)}")
         X_eval, y_eval = other.weights, objective.column(other)
-    report = fit_report(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval)
-    model = make_predictor(predictor, seed).fit(X, y)
+    model, report = fit_predictor(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval, sign=objective.sign)
     prior = X.mean(axis=0)
     pool = np.vstack([dirichlet_pool(prior, candidates, np.random.default_rng(seed)), X])
     score = objective.sign * model.predict(pool) + kl_weight * kl_to_prior(pool, prior)
     w = pool[np.argsort(score, kind="stable")[:top_k]].mean(axis=0)
     best = int(np.argmin(objective.sign * y))
+    predicted = float(model.predict(w[None, :])[0])
+    half = report.interval["half_width"]
     return {"source": data.source, "target": target, "lower_is_better": objective.sign > 0, "runs": len(data),
             "notes": data.notes, "fit": report.to_dict(), "prior": dict(zip(data.components, prior.round(6).tolist())),
-            "proposal": dict(zip(data.components, w.round(6).tolist())),
-            "predicted": float(model.predict(w[None, :])[0]), "best_observed": {
+            "proposal": dict(zip(data.components, w.round(6).tolist())), "predicted": predicted,
+            "predicted_interval": {"level": report.interval["level"], "low": predicted - half, "high": predicted + half},
+            "warning": trust_warning(report, len(data.components)), "best_observed": {
                 "run_id": data.run_ids[best], "value": float(y[best]),
                 "weights": dict(zip(data.components, X[best].round(6).tolist()))}}

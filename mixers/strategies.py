@@ -25,7 +25,7 @@ import polars as pl
 from mixforge.config import SearchConfig
 from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixers.objective import Objective, kl_to_prior
-from mixforge.mixers.predictors import fit_report, make_predictor
+from mixforge.mixers.model_choice import fit_predictor
 from mixforge.mixers.runs_data import RunsData, load_runs
 from mixforge.mixers.sampling import dirichlet_pool, feasible, random_mixtures, tempered_prior
 
@@ -123,8 +123,7 @@ def fit(rows: list[dict], ctx: SearchContext):
     """Predictor fitted on the runs, and its cross-validated report."""
     data = rows_data(rows, ctx, min_runs=4)  # CLIMB fits on its first batch; the fit report says how little that is
     y = ctx.objective.column(data)
-    report = fit_report(ctx.settings.predictor, data.weights, y, folds=ctx.settings.folds, seed=ctx.seed)
-    predictor = make_predictor(ctx.settings.predictor, ctx.seed).fit(data.weights, y)
+    predictor, report = fit_predictor(ctx.settings.predictor, data.weights, y, folds=ctx.settings.folds, seed=ctx.seed)
     return predictor, report, data, y
 
 

@@ -384,11 +384,12 @@ def search_fit(
     runs: Path = typer.Option(..., "--runs", help="Runs table (.parquet, .csv or .tsv)."),
     target: str = typer.Option(..., "--target", help="Metric column to optimise."),
     eval_runs: Optional[Path] = typer.Option(None, "--eval", help="Held-out runs table to score the predictor on."),
-    metrics: Optional[Path] = typer.Option(None, help="Metrics in a second table, joined on --id-column."),
-    id_column: str = typer.Option("run_id", help="Run id column (for --metrics joins and reports)."),
-    weight_prefix: str = typer.Option("w_", help="Weight columns start with this."),
+    metrics: Optional[Path] = typer.Option(None, help="Metrics in a second table, joined on --id-column (RegMix's layout: on `index`)."),
+    eval_metrics: Optional[Path] = typer.Option(None, "--eval-metrics", help="Metrics of the --eval runs in a second table."),
+    id_column: str = typer.Option("run_id", help="Run id column (for --metrics joins and reports; `index` is found by itself)."),
+    weight_prefix: str = typer.Option("w_", help="Weight columns start with this (with --metrics and none matching: every number in the runs table)."),
     weights: Optional[str] = typer.Option(None, help="Weight columns by name, comma-separated (instead of the prefix)."),
-    predictor: str = typer.Option("lightgbm", help="lightgbm | mixing_law | linear | ensemble."),
+    predictor: str = typer.Option("auto", help="auto | lightgbm | mixing_law | linear | law_boost | ensemble | stacked."),
     maximize: Optional[bool] = typer.Option(None, "--maximize/--minimize", help="Direction (default: from the name)."),
     seed: int = typer.Option(0, min=0, help="Seed of the folds and candidates."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit report and proposal as JSON."),
@@ -399,24 +400,49 @@ def search_fit(
 
     if predictor not in PREDICTORS:
         raise MixforgeError(f"--predictor {predictor!r}: choose one of {', '.join(PREDICTORS)}")
-    out = fit_table(runs, target, eval_runs=eval_runs, metrics=metrics, id_column=id_column, weight_prefix=weight_prefix,
+    out = fit_table(runs, target, eval_runs=eval_runs, metrics=metrics, eval_metrics=eval_metrics, id_column=id_column, weight_prefix=weight_prefix,
                     weight_columns=[w.strip() for w in weights.split(",")] if weights else None, predictor=predictor,
                     maximize=maximize, seed=seed)
     if as_json:
         print(json.dumps(out, indent=2))
         return
     fit = out["fit"]
-    table = Table(title=f"{out['target']}: {fit['predictor']} on {out['runs']} runs")
+    console = Console()
+    for note in out["notes"]:
+        console.print(f"note: {note}")
+    _print_fit(fit, f"{out['target']}: {_predictor_label(fit)} on {out['runs']} runs")
+    _print_mixture(out["prior"], out["proposal"], "runs' mean mixture")
+    interval = out["predicted_interval"]
+    console.print(f"predicted {out['target']} of the proposal: {out['predicted']:.4f} "
+                  f"({interval['level']:.0%} interval {interval['low']:.4f} to {interval['high']:.4f}); best observed run "
+                  f"{out['best_observed']['run_id']}: {out['best_observed']['value']:.4f}")
+    if out["warning"]:
+        console.print(f"[bold yellow]warning:[/] {out['warning']}")
+
+
+def _predictor_label(fit: dict) -> str:
+    return f"auto (chose {fit['chosen']})" if fit["predictor"] == "auto" else fit["predictor"]
+
+
+def _print_fit(fit: dict, title: str) -> None:
+    """The fit report: CV (nested for auto), held-out runs, and auto's candidates."""
+    table = Table(title=title)
     for col in ("check", "runs", "Spearman", "Pearson", "Kendall", "MAE"):
         table.add_column(col, justify="left" if col == "check" else "right")
-    table.add_row(f"{fit['folds']}-fold CV", str(fit["runs"]), *(f"{fit[k]:.3f}" for k in ("spearman", "pearson", "kendall", "mae")))
+    cv = f"{fit['folds']}-fold {'nested ' if fit['predictor'] == 'auto' else ''}CV"
+    table.add_row(cv, str(fit["runs"]), *(f"{fit[k]:.3f}" for k in ("spearman", "pearson", "kendall", "mae")))
     if fit["eval"]:
         e = fit["eval"]
         table.add_row("held-out runs", str(e["runs"]), *(f"{e[k]:.3f}" for k in ("spearman", "pearson", "kendall", "mae")))
     Console().print(table)
-    _print_mixture(out["prior"], out["proposal"], "runs' mean mixture")
-    Console().print(f"predicted {out['target']} of the proposal: {out['predicted']:.4f}; best observed run "
-                    f"{out['best_observed']['run_id']}: {out['best_observed']['value']:.4f}")
+    if fit["candidates"]:
+        Console().print("candidates (out-of-fold Spearman): " + ", ".join(
+            f"{'[bold]' if c == fit['chosen'] else ''}{c} {v['spearman']:.3f}{'[/]' if c == fit['chosen'] else ''}"
+            for c, v in fit["candidates"].items()))
+    if fit["eval"] and "regret" in fit["eval"]:
+        e = fit["eval"]
+        Console().print("held-out: " + ", ".join(f"best of predicted {k} is {v:.4g} worse than the true best" for k, v in e["regret"].items())
+                        + (f"; {e['coverage']:.0%} inside the {fit['interval']['level']:.0%} interval" if "coverage" in e else ""))
 
 
 def _print_mixture(reference: dict, proposal: dict, reference_name: str) -> None:
@@ -429,11 +455,16 @@ def _print_mixture(reference: dict, proposal: dict, reference_name: str) -> None
 
 
 def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
+    from mixforge.mixers.model_choice import trust_warning
+
     out = Console()
     _print_mixture(proposal["natural"], proposal["weights"], "natural")
     fit = proposal.get("fit")
     if fit:
-        out.print(f"predictor {fit['predictor']}: {fit['folds']}-fold CV Spearman {fit['spearman']:.3f} over {fit['runs']} runs")
+        out.print(f"predictor {_predictor_label(fit)}: {fit['folds']}-fold CV Spearman {fit['spearman']:.3f} over {fit['runs']} runs")
+        warning = trust_warning(fit, len(proposal["weights"]))
+        if warning:
+            out.print(f"[bold yellow]warning:[/] {warning}")
     table = Table(title=f"{proposal['objective']} ({'lower' if proposal['lower_is_better'] else 'higher'} is better)")
     for col in ("mixture", "predicted", "measured mean", "std", "seeds"):
         table.add_column(col, justify="left" if col == "mixture" else "right")

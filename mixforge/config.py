@@ -342,7 +342,9 @@ class SearchConfig(Section):
     )
     maximize: bool | None = Field(None, description="Direction; null infers it from the name (loss, bpb, perplexity, ppl: lower is better; acc, f1, exact_match, pass@k: higher).")
     runs: int = Field(64, ge=2, description="Proxy runs the search may train (regmix, climb).")
-    predictor: Literal["lightgbm", "mixing_law", "linear", "ensemble"] = Field("lightgbm", description="Regression model of target on weights.")
+    predictor: Literal["auto", "lightgbm", "mixing_law", "linear", "law_boost", "ensemble", "stacked"] = Field(
+        "auto", description="Regression model of target on weights; auto: the candidate with the best cross-validated Spearman (nested CV reports it honestly)."
+    )
     folds: int = Field(5, ge=2, description="Cross-validation folds of the fit report.")
     temperature: float = Field(0.5, gt=0, description="Prior = natural token shares ** temperature (RegMix: 0.5).")
     min_strength: float = Field(0.1, gt=0, description="Smallest Dirichlet concentration multiplier.")

@@ -1,0 +1,278 @@
+"""Which predictor, chosen by cross-validation, and how far to trust what it predicts.
+
+`fit_predictor(name, X, y)` returns the fitted model and its `FitReport`. Every base model
+(lightgbm, mixing_law, linear, law_boost) is fitted on the same K folds; `ensemble` (equal
+weights) and `stacked` (non-negative weights summing to 1, fitted on out-of-fold predictions)
+are weighted sums of the bases' predictions, so they cost no fits of their own.
+
+`auto` takes the candidate with the best out-of-fold Spearman (ties: the simpler, earlier in
+CANDIDATES). Its own figure is nested, so the choice is never scored on the runs that made it:
+for each outer fold the choice is made on inner out-of-fold predictions from models that never
+saw that fold, then scored on it. The inner models are fitted once per pair of folds left out
+(K(K-1)/2 fits per base, each serving two outer folds); the stacked weights of an outer fold come
+from the same inner predictions.
+
+Intervals are split-conformal over the report's out-of-fold residuals: the half width is the
+ceil((n+1)(1-alpha))-th smallest absolute residual, so a new run's value falls inside with
+probability about 1-alpha when runs are exchangeable (`interval_coverage` checks it on held-out runs).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+from mixforge.mixers.predictors import ENSEMBLE, LawBoostPredictor, WeightedPredictor, make_predictor
+
+BASES = ("linear", "mixing_law", "lightgbm", "law_boost")
+CANDIDATES = BASES + ("ensemble", "stacked")  # auto's choices, simplest first
+INTERVAL_LEVEL = 0.9
+REGRET_K = (1, 3, 10)
+LOW_CV = 0.5  # below this cross-validated Spearman a proposal is close to a guess
+
+
+@dataclass
+class FitReport:
+    """Cross-validated (and, with evaluation runs, held-out) agreement of predictions with truth.
+    For `auto`: `chosen`, every candidate's CV figures, and the nested figures as the headline."""
+
+    predictor: str
+    runs: int
+    folds: int
+    spearman: float
+    pearson: float
+    kendall: float
+    mae: float
+    oof_predictions: list[float] = field(default_factory=list)  # out-of-fold, in run order
+    chosen: str | None = None  # what `auto` chose (the predictor itself otherwise)
+    candidates: dict[str, dict] = field(default_factory=dict)  # {name: {"spearman", "mae"}} out-of-fold
+    stacked_weights: dict[str, float] | None = None
+    interval: dict | None = None  # {"level", "half_width"}: prediction +- half_width
+    eval: dict | None = None  # {"runs", "spearman", ..., "coverage", "regret"} on held-out runs
+
+    def to_dict(self, with_predictions: bool = False) -> dict:
+        d = asdict(self)
+        if not with_predictions:
+            d.pop("oof_predictions")
+            if d["eval"]:
+                d["eval"] = {k: v for k, v in d["eval"].items() if k not in ("predictions", "actual")}
+        return d
+
+
+def agreement(pred: np.ndarray, actual: np.ndarray) -> dict:
+    from scipy.stats import kendalltau, pearsonr, spearmanr
+
+    if np.ptp(pred) == 0 or np.ptp(actual) == 0:  # correlation undefined: no ranking at all
+        return {"spearman": 0.0, "pearson": 0.0, "kendall": 0.0, "mae": float(np.mean(np.abs(pred - actual)))}
+    return {"spearman": float(spearmanr(pred, actual).statistic), "pearson": float(pearsonr(pred, actual).statistic),
+            "kendall": float(kendalltau(pred, actual).statistic), "mae": float(np.mean(np.abs(pred - actual)))}
+
+
+def _spearman(pred: np.ndarray, actual: np.ndarray) -> float:
+    return agreement(pred, actual)["spearman"]
+
+
+def bases_for(name: str) -> tuple[str, ...]:
+    if name in ("auto", "stacked"):
+        return BASES
+    if name == "ensemble":
+        return ENSEMBLE
+    if name == "law_boost":
+        return ("mixing_law", "law_boost")  # the law is fitted once and shared
+    return (name,)
+
+
+def fit_bases(X: np.ndarray, y: np.ndarray, names: tuple[str, ...], seed: int) -> dict[str, object]:
+    models: dict[str, object] = {}
+    for name in names:
+        if name == "law_boost" and "mixing_law" in models:
+            models[name] = LawBoostPredictor(seed=seed, law=models["mixing_law"]).fit(X, y)
+        else:
+            models[name] = make_predictor(name, seed).fit(X, y)
+    return models
+
+
+def stack_weights(P: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+    """Non-negative weights summing to 1 that best combine the bases' predictions P (least
+    squares; the sum is held by a heavily weighted extra row)."""
+    from scipy.optimize import nnls
+
+    names = [m for m in BASES if m in P]
+    scale = 1e3 * max(float(np.abs(y).max()), 1.0)
+    A = np.vstack([np.column_stack([P[m] for m in names]), np.full(len(names), scale)])
+    w, _ = nnls(A, np.append(y, scale))
+    w = w / w.sum() if w.sum() > 0 else np.full(len(names), 1 / len(names))
+    return dict(zip(names, w.tolist()))
+
+
+def combine(name: str, P: dict[str, np.ndarray], weights: dict[str, float] | None = None) -> np.ndarray:
+    """A candidate's predictions from the bases' predictions."""
+    if name == "ensemble":
+        return np.mean([P[m] for m in ENSEMBLE], axis=0)
+    if name == "stacked":
+        return sum(w * P[m] for m, w in weights.items())
+    return P[name]
+
+
+def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import KFold
+
+    ids = np.empty(n, dtype=int)
+    for f, (_, test) in enumerate(KFold(folds, shuffle=True, random_state=seed).split(np.arange(n))):
+        ids[test] = f
+    return ids
+
+
+def _split_predictions(X, y, fold_id, left_out: tuple[int, ...], names, seed) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
+    """Bases fitted without the folds `left_out`, predicting every run (only left-out rows are used)."""
+    train = ~np.isin(fold_id, left_out)
+    models = fit_bases(X[train], y[train], names, seed)
+    return left_out, {m: model.predict(X) for m, model in models.items()}
+
+
+def _parallel(jobs: list, workers: int) -> list:
+    """Split fits in threads: LightGBM, BLAS and the least-squares solver release the GIL."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [job() for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
+def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42,
+                   workers: int | None = None) -> tuple[FitReport, dict]:
+    """The report, and what the final fit needs: {"chosen", "stacked_weights"}."""
+    n = len(X)
+    folds = max(2, min(folds, n))
+    fold_id = _fold_ids(n, folds, seed)
+    names = bases_for(name)
+    nested = name in ("auto", "stacked")  # the stacked weights need inner predictions too
+    splits = [(f,) for f in range(folds)] + (list(combinations(range(folds), 2)) if nested else [])
+    workers = workers or min(4, os.cpu_count() or 1)
+    done = dict(_parallel([lambda s=s: _split_predictions(X, y, fold_id, s, names, seed) for s in splits], workers))
+
+    outer = {m: np.zeros(n) for m in names}  # out-of-fold: fold f predicted by the bases fitted without f
+    for f in range(folds):
+        rows = fold_id == f
+        for m in names:
+            outer[m][rows] = done[(f,)][m][rows]
+    if not nested:
+        oof = combine(name, outer)
+        return _report(name, n, folds, oof, y), {"chosen": name}
+
+    def inner(f: int) -> dict[str, np.ndarray]:
+        """Predictions of every run outside fold f by bases that never saw fold f or the run's own fold."""
+        out = {m: np.full(n, np.nan) for m in names}
+        for g in range(folds):
+            if g != f:
+                rows = fold_id == g
+                for m in names:
+                    out[m][rows] = done[tuple(sorted((f, g)))][m][rows]
+        return out
+
+    inner_preds = {f: inner(f) for f in range(folds)}
+    outer_weights = {f: stack_weights({m: p[fold_id != f] for m, p in inner_preds[f].items()}, y[fold_id != f])
+                     for f in range(folds)}
+    oof = {c: np.zeros(n) for c in CANDIDATES}
+    for f in range(folds):
+        rows = fold_id == f
+        for c in CANDIDATES:
+            oof[c][rows] = combine(c, {m: p[rows] for m, p in outer.items()}, outer_weights[f])
+    candidates = {c: {"spearman": round(_spearman(oof[c], y), 4), "mae": float(np.mean(np.abs(oof[c] - y)))} for c in CANDIDATES}
+    if name == "stacked":
+        report = _report(name, n, folds, oof["stacked"], y)
+        report.candidates = candidates
+        return report, {"chosen": "stacked", "stacked_weights": stack_weights(outer, y)}
+
+    nested_pred = np.zeros(n)
+    for f in range(folds):  # choose on the inner predictions of the runs outside f, score on f
+        rows, others = fold_id == f, fold_id != f
+        scores = {c: _spearman(_inner_candidate(c, inner_preds[f], y, fold_id, f, folds)[others], y[others]) for c in CANDIDATES}
+        pick = max(CANDIDATES, key=lambda c: (scores[c], -CANDIDATES.index(c)))
+        nested_pred[rows] = oof[pick][rows]
+    chosen = max(CANDIDATES, key=lambda c: (candidates[c]["spearman"], -CANDIDATES.index(c)))
+    report = _report("auto", n, folds, nested_pred, y)
+    report.chosen, report.candidates = chosen, candidates
+    return report, {"chosen": chosen, "stacked_weights": stack_weights(outer, y)}
+
+
+def _inner_candidate(c: str, P: dict[str, np.ndarray], y: np.ndarray, fold_id: np.ndarray, f: int, folds: int) -> np.ndarray:
+    """Candidate c's inner predictions for outer fold f; stacked weights for inner fold g come from
+    the inner predictions of the other inner folds (never from g itself)."""
+    if c != "stacked":
+        return combine(c, P)
+    out = np.full(len(y), np.nan)
+    for g in range(folds):
+        if g == f:
+            continue
+        rows, fit_rows = fold_id == g, (fold_id != f) & (fold_id != g)
+        w = stack_weights({m: p[fit_rows] for m, p in P.items()}, y[fit_rows])
+        out[rows] = combine("stacked", {m: p[rows] for m, p in P.items()}, w)
+    return out
+
+
+def _report(name: str, n: int, folds: int, oof: np.ndarray, y: np.ndarray) -> FitReport:
+    report = FitReport(name, n, folds, **agreement(oof, y), oof_predictions=oof.tolist(), chosen=name)
+    report.interval = {"level": INTERVAL_LEVEL, "half_width": conformal_half_width(oof - y, INTERVAL_LEVEL)}
+    return report
+
+
+def conformal_half_width(residuals: np.ndarray, level: float) -> float:
+    """The ceil((n+1) * level)-th smallest absolute residual (infinite when n is too small)."""
+    r = np.sort(np.abs(residuals))
+    k = int(np.ceil((len(r) + 1) * level))
+    return float(r[k - 1]) if k <= len(r) else float("inf")
+
+
+def final_model(name: str, X: np.ndarray, y: np.ndarray, plan: dict, seed: int = 42):
+    """The chosen predictor fitted on every run."""
+    chosen = plan["chosen"]
+    models = fit_bases(X, y, bases_for(chosen), seed)
+    if chosen == "stacked":
+        return WeightedPredictor(models, plan["stacked_weights"])
+    if chosen == "ensemble":
+        return WeightedPredictor(models, {m: 1 / len(ENSEMBLE) for m in ENSEMBLE})
+    return models[chosen]
+
+
+def held_out(report: FitReport, pred: np.ndarray, actual: np.ndarray, sign: int = 1) -> dict:
+    """Agreement on evaluation runs, interval coverage, and top-k regret: how much worse the
+    truly best of the predicted top k is than the true best (objective units, >= 0)."""
+    out = {"runs": len(actual), **agreement(pred, actual), "predictions": pred.tolist(), "actual": actual.tolist()}
+    if report.interval:
+        out["coverage"] = float(np.mean(np.abs(pred - actual) <= report.interval["half_width"]))
+    order, best = np.argsort(sign * pred, kind="stable"), float(np.min(sign * actual))
+    out["regret"] = {f"top{k}": float(np.min(sign * actual[order[:k]]) - best) for k in REGRET_K if k <= len(actual)}
+    out["top1_is_best"] = bool(out["regret"]["top1"] == 0)
+    return out
+
+
+def fit_predictor(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42,
+                  X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None, sign: int = 1,
+                  workers: int | None = None):
+    """(model fitted on all runs, FitReport). `sign`: +1 when lower y is better (for regret)."""
+    report, plan = cross_validate(name, X, y, folds, seed, workers)
+    report.stacked_weights = plan.get("stacked_weights") if plan["chosen"] == "stacked" else None
+    model = final_model(name, X, y, plan, seed)
+    if X_eval is not None and y_eval is not None:
+        report.eval = held_out(report, model.predict(X_eval), np.asarray(y_eval, dtype=float), sign)
+    return model, report
+
+
+def fit_report(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42,
+               X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None) -> FitReport:
+    return fit_predictor(name, X, y, folds, seed, X_eval, y_eval)[1]
+
+
+def trust_warning(report: FitReport | dict, components: int) -> str | None:
+    """A plain warning when the cross-validated ranking is too weak to trust the proposal."""
+    fit = report if isinstance(report, dict) else report.to_dict()
+    if fit["spearman"] >= LOW_CV:
+        return None
+    return (f"the predictor ranks held-out runs poorly (cross-validated Spearman {fit['spearman']:.2f} over {fit['runs']} runs): "
+            f"the proposal is close to a guess. Train more runs (RegMix used 512 for 17 components; aim for at least "
+            f"{8 * components}) or use fewer components (cluster.n_components).")
