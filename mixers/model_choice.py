@@ -221,11 +221,19 @@ def _report(name: str, n: int, folds: int, oof: np.ndarray, y: np.ndarray) -> Fi
     return report
 
 
-def conformal_half_width(residuals: np.ndarray, level: float) -> float:
-    """The ceil((n+1) * level)-th smallest absolute residual (infinite when n is too small)."""
+def conformal_half_width(residuals: np.ndarray, level: float) -> float | None:
+    """The ceil((n+1) * level)-th smallest absolute residual (None when too few runs bound it:
+    fewer than 9 for 90%)."""
     r = np.sort(np.abs(residuals))
     k = int(np.ceil((len(r) + 1) * level))
-    return float(r[k - 1]) if k <= len(r) else float("inf")
+    return float(r[k - 1]) if k <= len(r) else None
+
+
+def interval_around(predicted: float, report: FitReport) -> dict:
+    """{"level", "low", "high"} around a prediction (low and high None when too few runs bound it)."""
+    half = report.interval["half_width"] if report.interval else None
+    return {"level": INTERVAL_LEVEL, "low": None if half is None else predicted - half,
+            "high": None if half is None else predicted + half}
 
 
 def final_model(name: str, X: np.ndarray, y: np.ndarray, plan: dict, seed: int = 42):
@@ -243,7 +251,7 @@ def held_out(report: FitReport, pred: np.ndarray, actual: np.ndarray, sign: int 
     """Agreement on evaluation runs, interval coverage, and top-k regret: how much worse the
     truly best of the predicted top k is than the true best (objective units, >= 0)."""
     out = {"runs": len(actual), **agreement(pred, actual), "predictions": pred.tolist(), "actual": actual.tolist()}
-    if report.interval:
+    if report.interval and report.interval["half_width"] is not None:
         out["coverage"] = float(np.mean(np.abs(pred - actual) <= report.interval["half_width"]))
     order, best = np.argsort(sign * pred, kind="stable"), float(np.min(sign * actual))
     out["regret"] = {f"top{k}": float(np.min(sign * actual[order[:k]]) - best) for k in REGRET_K if k <= len(actual)}

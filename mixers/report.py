@@ -72,6 +72,22 @@ def plot_verify(path: Path, verify: dict) -> None:
     save_png(fig, path)
 
 
+def trust_lines(fit: dict, components: int) -> str:
+    """The fit report in words: the (nested) CV figures, auto's candidates, the interval, a warning."""
+    from mixforge.mixers.model_choice import trust_warning
+
+    name = f"auto (chose {fit['chosen']})" if fit["predictor"] == "auto" else fit["predictor"]
+    nested = "nested " if fit["predictor"] == "auto" else ""
+    text = (f"{name}, {fit['folds']}-fold {nested}cross-validation over {fit['runs']} runs: Spearman {fit['spearman']:.3f}, "
+            f"Pearson {fit['pearson']:.3f}, Kendall {fit['kendall']:.3f}, MAE {fit['mae']:.4f}.")
+    if fit.get("candidates"):
+        text += " Candidates, out-of-fold Spearman: " + ", ".join(f"{c} {v['spearman']:.3f}" for c, v in fit["candidates"].items()) + "."
+    if fit.get("interval") and fit["interval"]["half_width"] is not None:
+        text += f" {fit['interval']['level']:.0%} prediction interval: +-{fit['interval']['half_width']:.4f} (conformal, out-of-fold residuals)."
+    warning = trust_warning(fit, components)
+    return text + (f"\n\n**Warning:** {warning}" if warning else "")
+
+
 def _fmt(v) -> str:
     return "" if v is None else f"{v:.4f}"
 
@@ -82,13 +98,14 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
              f"Target: `{proposal['objective']}` ({better} is better). Seed {proposal['seed']}. "
              f"Proxy runs used: {len(proposal['runs_used'])}.", ""]
     if proposal["predicted"] is not None:
-        lines.append(f"Predicted {proposal['objective']} of the proposal: **{proposal['predicted']:.4f}**.")
+        interval = proposal.get("predicted_interval") or {}
+        bounds = (f" ({interval['level']:.0%} interval {interval['low']:.4f} to {interval['high']:.4f})"
+                  if interval.get("low") is not None else "")
+        lines.append(f"Predicted {proposal['objective']} of the proposal: **{proposal['predicted']:.4f}**{bounds}.")
     fit = proposal.get("fit")
     if fit:
-        lines += ["", "## How far to trust the predictor", "",
-                  f"{fit['predictor']}, {fit['folds']}-fold cross-validation over {fit['runs']} runs: "
-                  f"Spearman {fit['spearman']:.3f}, Pearson {fit['pearson']:.3f}, Kendall {fit['kendall']:.3f}, "
-                  f"MAE {fit['mae']:.4f}.", "", "![predicted against measured](fit.png)"]
+        lines += ["", "## How far to trust the predictor", "", trust_lines(fit, len(proposal["weights"])), "",
+                  "![predicted against measured](fit.png)"]
     lines += ["", "## Proposed mixture", "", "| component | natural | proposal |", "|---|---:|---:|"]
     for c, w in proposal["weights"].items():
         lines.append(f"| {c} | {proposal['natural'][c]:.3f} | {w:.3f} |")
@@ -109,11 +126,14 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
         lines.append("Not verified yet: run `mixforge search verify CONFIG`.")
     else:
         lines += [f"{verify['seeds']} fresh seed(s) per mixture, seeds no search run used.", "",
-                  "| mixture | measured mean | std | predicted |", "|---|---:|---:|---:|"]
+                  "| mixture | measured mean | std | predicted | interval | measured inside |", "|---|---:|---:|---:|---:|:---:|"]
         for name, r in verify["results"].items():
-            lines.append(f"| {name} | {r['mean']:.4f} | {r['std']:.4f} | {_fmt(r['predicted'])} |")
+            interval = r.get("interval") or {}
+            span = f"{interval['low']:.4f} to {interval['high']:.4f}" if interval.get("low") is not None else ""
+            inside = {True: "yes", False: "no", None: ""}[r.get("inside")]
+            lines.append(f"| {name} | {r['mean']:.4f} | {r['std']:.4f} | {_fmt(r['predicted'])} | {span} | {inside} |")
         for name, why in verify.get("skipped", {}).items():
-            lines.append(f"| {name} | not trained: {why} | | |")
+            lines.append(f"| {name} | not trained: {why} | | | | |")
         if "gain_over_uniform" in verify:
             lines += ["", f"Measured gain of the proposal over uniform: {verify['gain_over_uniform']:+.4f} "
                           f"({better} is better)."]

@@ -13,6 +13,7 @@ import numpy as np
 
 from mixforge.config import MixforgeConfig
 from mixforge.errors import ConfigError, MixforgeError
+from mixforge.mixers.model_choice import fit_predictor, interval_around, trust_warning
 from mixforge.mixers.mixture_file import current_verify, latest_search, proposal_digest
 from mixforge.mixers.objective import Objective
 from mixforge.mixers.report import write_report
@@ -138,7 +139,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     schedule = proposal.get("schedule")
     if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
         candidates["schedule"] = [phase["weights"] for phase in schedule]
-    predictor = fit(used, ctx)[0] if len(used) >= 4 else None
+    predictor, report = fit(used, ctx)[:2] if len(used) >= 4 else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
     results, skipped = {}, {}
     for name, weights in candidates.items():
@@ -149,9 +150,12 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
             continue
         rows = train([weights] * n_seeds, [VERIFY_SEED + s for s in range(n_seeds)], f"verify {name}")
         values = [value(r) for r in rows]
+        predicted = float(predictor.predict(w[None, :])[0]) if predictor is not None and name != "schedule" else None
+        interval = interval_around(predicted, report) if predicted is not None else None
         results[name] = {"weights": weights, "measured": values, "mean": float(np.mean(values)),
-                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                         "predicted": float(predictor.predict(w[None, :])[0]) if predictor is not None and name != "schedule" else None,
+                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "predicted": predicted,
+                         "interval": interval, "inside": None if interval is None or interval["low"] is None
+                         else bool(interval["low"] <= np.mean(values) <= interval["high"]),
                          "run_ids": [r["run_id"] for r in rows]}
     out = {"objective": ctx.objective.label, "lower_is_better": ctx.objective.sign > 0, "seeds": n_seeds,
            "results": results, "skipped": skipped, "proposal_sha256": proposal_digest(proposal)}
@@ -172,7 +176,6 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     """Fit a predictor on a runs table from anywhere, report cross-validated (and, with `eval_runs`,
     held-out) rank correlation, and propose a mixture: the mean of the top-k of `candidates`
     Dirichlet draws around the prior, which is the runs' mean mixture (their sampling centre)."""
-    from mixforge.mixers.model_choice import fit_predictor, trust_warning
     from mixforge.mixers.objective import kl_to_prior
     from mixforge.mixers.runs_data import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
@@ -196,11 +199,10 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     w = pool[np.argsort(score, kind="stable")[:top_k]].mean(axis=0)
     best = int(np.argmin(objective.sign * y))
     predicted = float(model.predict(w[None, :])[0])
-    half = report.interval["half_width"]
     return {"source": data.source, "target": target, "lower_is_better": objective.sign > 0, "runs": len(data),
             "notes": data.notes, "fit": report.to_dict(), "prior": dict(zip(data.components, prior.round(6).tolist())),
             "proposal": dict(zip(data.components, w.round(6).tolist())), "predicted": predicted,
-            "predicted_interval": {"level": report.interval["level"], "low": predicted - half, "high": predicted + half},
+            "predicted_interval": interval_around(predicted, report),
             "warning": trust_warning(report, len(data.components)), "best_observed": {
                 "run_id": data.run_ids[best], "value": float(y[best]),
                 "weights": dict(zip(data.components, X[best].round(6).tolist()))}}

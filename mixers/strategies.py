@@ -25,7 +25,7 @@ import polars as pl
 from mixforge.config import SearchConfig
 from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixers.objective import Objective, kl_to_prior
-from mixforge.mixers.model_choice import fit_predictor
+from mixforge.mixers.model_choice import fit_predictor, interval_around
 from mixforge.mixers.runs_data import RunsData, load_runs
 from mixforge.mixers.sampling import dirichlet_pool, feasible, random_mixtures, tempered_prior
 
@@ -84,6 +84,7 @@ class Proposal:
     lower_is_better: bool
     weights: dict[str, float]
     predicted: float | None  # the target's predicted value (objective units for a combination)
+    predicted_interval: dict | None  # {"level", "low", "high"} (conformal, see model_choice)
     natural: dict[str, float]
     prior: dict[str, float]
     fit: dict | None  # FitReport, without per-run predictions
@@ -128,10 +129,11 @@ def fit(rows: list[dict], ctx: SearchContext):
 
 
 def _proposal(ctx: SearchContext, strategy: str, w: np.ndarray, predictor, report, y, rows, **extra) -> Proposal:
+    predicted = float(predictor.predict(w[None, :])[0]) if predictor is not None else None
     return Proposal(
         strategy=strategy, objective=ctx.objective.label, targets=ctx.objective.targets,
-        lower_is_better=ctx.objective.sign > 0, weights=ctx.as_dict(w),
-        predicted=float(predictor.predict(w[None, :])[0]) if predictor is not None else None,
+        lower_is_better=ctx.objective.sign > 0, weights=ctx.as_dict(w), predicted=predicted,
+        predicted_interval=interval_around(predicted, report) if predictor is not None else None,
         natural=ctx.as_dict(ctx.natural), prior=ctx.as_dict(ctx.prior),
         fit=report.to_dict() if report else None,
         fit_points={"actual": y.tolist(), "predicted": report.oof_predictions} if report else None,

@@ -392,6 +392,7 @@ def search_fit(
     predictor: str = typer.Option("auto", help="auto | lightgbm | mixing_law | linear | law_boost | ensemble | stacked."),
     maximize: Optional[bool] = typer.Option(None, "--maximize/--minimize", help="Direction (default: from the name)."),
     seed: int = typer.Option(0, min=0, help="Seed of the folds and candidates."),
+    candidates: int = typer.Option(100_000, min=100, help="Simulated mixtures the predictor scores."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit report and proposal as JSON."),
 ) -> None:
     """Fit a predictor on any runs table (produced anywhere), report rank correlation, propose a mixture."""
@@ -402,7 +403,7 @@ def search_fit(
         raise MixforgeError(f"--predictor {predictor!r}: choose one of {', '.join(PREDICTORS)}")
     out = fit_table(runs, target, eval_runs=eval_runs, metrics=metrics, eval_metrics=eval_metrics, id_column=id_column, weight_prefix=weight_prefix,
                     weight_columns=[w.strip() for w in weights.split(",")] if weights else None, predictor=predictor,
-                    maximize=maximize, seed=seed)
+                    maximize=maximize, seed=seed, candidates=candidates)
     if as_json:
         print(json.dumps(out, indent=2))
         return
@@ -413,8 +414,9 @@ def search_fit(
     _print_fit(fit, f"{out['target']}: {_predictor_label(fit)} on {out['runs']} runs")
     _print_mixture(out["prior"], out["proposal"], "runs' mean mixture")
     interval = out["predicted_interval"]
-    console.print(f"predicted {out['target']} of the proposal: {out['predicted']:.4f} "
-                  f"({interval['level']:.0%} interval {interval['low']:.4f} to {interval['high']:.4f}); best observed run "
+    bounds = (f"{interval['level']:.0%} interval {interval['low']:.4f} to {interval['high']:.4f}" if interval["low"] is not None
+              else "too few runs for an interval")
+    console.print(f"predicted {out['target']} of the proposal: {out['predicted']:.4f} ({bounds}); best observed run "
                   f"{out['best_observed']['run_id']}: {out['best_observed']['value']:.4f}")
     if out["warning"]:
         console.print(f"[bold yellow]warning:[/] {out['warning']}")
@@ -466,17 +468,18 @@ def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
         if warning:
             out.print(f"[bold yellow]warning:[/] {warning}")
     table = Table(title=f"{proposal['objective']} ({'lower' if proposal['lower_is_better'] else 'higher'} is better)")
-    for col in ("mixture", "predicted", "measured mean", "std", "seeds"):
+    for col in ("mixture", "predicted", "measured mean", "std", "seeds", "inside interval"):
         table.add_column(col, justify="left" if col == "mixture" else "right")
     if verify:
         for name, r in verify["results"].items():
             pred = "" if r["predicted"] is None else f"{r['predicted']:.4f}"
-            table.add_row(name, pred, f"{r['mean']:.4f}", f"{r['std']:.4f}", str(len(r["measured"])))
+            inside = {True: "yes", False: "no", None: ""}[r.get("inside")]
+            table.add_row(name, pred, f"{r['mean']:.4f}", f"{r['std']:.4f}", str(len(r["measured"])), inside)
         for name, why in verify.get("skipped", {}).items():
-            table.add_row(name, "", f"not trained: {why}", "", "")
+            table.add_row(name, "", f"not trained: {why}", "", "", "")
     else:
         pred = "" if proposal["predicted"] is None else f"{proposal['predicted']:.4f}"
-        table.add_row("proposal", pred, "not verified yet", "", "")
+        table.add_row("proposal", pred, "not verified yet", "", "", "")
     out.print(table)
 
 

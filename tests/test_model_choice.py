@@ -1,0 +1,79 @@
+"""`predictor: auto` and how sure a prediction is: the choice by (nested) cross-validation on the
+training runs only, conformal intervals against a known truth, and RegMix's own published runs
+(a sample, tests/fixtures/regmix_sample) read in their two-file layout through the CLI."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, mixforge_cmd
+from mixforge.mixers.model_choice import CANDIDATES, agreement, fit_predictor
+from mixforge.mixers.runs_data import load_runs
+
+REGMIX = FIXTURES / "regmix_sample"
+
+
+def _demo():
+    data = load_runs(FIXTURES / "demo_runs.parquet", ["bpb_reference"])
+    return data.weights, data.targets["bpb_reference"]
+
+
+def _law_runs(n: int, seed: int, noise: float = 0.02):
+    """Mixtures over 6 components and a known Data-Mixing-Laws truth plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.dirichlet(np.full(6, 0.7), size=n)
+    t = np.array([-1.5, -0.5, 0.0, 0.4, 0.8, 1.2])
+    return X, 2.0 + 0.5 * np.exp(X @ t) + rng.normal(0, noise, n)
+
+
+@pytest.mark.timeout(300)
+def test_auto_chooses_by_cross_validation_and_never_reads_the_held_out_runs():
+    X, y = _demo()
+    train, held = slice(0, 36), slice(36, 48)
+    clean = fit_predictor("auto", X[train], y[train], X_eval=X[held], y_eval=y[held], seed=0)[1]
+    poisoned = fit_predictor("auto", X[train], y[train], X_eval=X[held], y_eval=1e6 - 50 * y[held], seed=0)[1]
+    assert clean.chosen == poisoned.chosen and clean.candidates == poisoned.candidates
+    assert clean.oof_predictions == poisoned.oof_predictions and clean.eval["predictions"] == poisoned.eval["predictions"]
+    assert clean.eval["spearman"] != poisoned.eval["spearman"]
+    # the choice is the best candidate out of fold (ties: the simpler); the headline figure is the nested one
+    assert set(clean.candidates) == set(CANDIDATES)
+    best = max(CANDIDATES, key=lambda c: (clean.candidates[c]["spearman"], -CANDIDATES.index(c)))
+    assert clean.chosen == best
+    assert np.isclose(clean.spearman, agreement(np.array(clean.oof_predictions), y[train])["spearman"])
+    assert clean.spearman != clean.candidates[clean.chosen]["spearman"]
+
+
+@pytest.mark.timeout(300)
+def test_intervals_cover_a_known_truth_at_about_their_level():
+    X, y = _law_runs(160, seed=1)
+    X_new, y_new = _law_runs(4000, seed=2)
+    model, report = fit_predictor("auto", X, y, X_eval=X_new, y_eval=y_new, seed=0)
+    assert report.interval["level"] == 0.9 and report.interval["half_width"] > 0
+    # 90% nominal; with 160 calibration residuals the realised coverage has a spread of about 0.025
+    assert 0.83 <= report.eval["coverage"] <= 0.97, report.eval["coverage"]
+    assert report.eval["spearman"] > 0.9  # the truth is a mixing law: it is learnt, not guessed
+    assert report.eval["regret"]["top10"] <= report.eval["regret"]["top3"] <= report.eval["regret"]["top1"]
+
+
+@pytest.mark.timeout(300)
+def test_regmix_published_runs_load_in_their_layout_and_rank_unseen_runs():
+    cmd = mixforge_cmd() + ["search", "fit", "--runs", str(REGMIX / "train_mixture_1m.csv"),
+                            "--metrics", str(REGMIX / "train_pile_loss_1m.csv"), "--target", "pile_cc_val_loss",
+                            "--eval", str(REGMIX / "test_mixture_1m.csv"), "--eval-metrics", str(REGMIX / "test_pile_loss_1m.csv"),
+                            "--candidates", "20000", "--json"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["runs"] == 128 and out["fit"]["eval"]["runs"] == 64 and len(out["proposal"]) == 17
+    assert "arxiv" in out["proposal"] and "pile_cc" in out["proposal"]  # `train_the_pile_` found and cut
+    assert any("'index'" in n for n in out["notes"]) and any("metric/the_pile_pile_cc_val_loss" in n for n in out["notes"])
+    fit = out["fit"]
+    assert fit["predictor"] == "auto" and fit["chosen"] in CANDIDATES
+    # Floor: RegMix's linear baseline ranks these 64 unseen runs at about 0.85 and auto at 0.983
+    # (measured 2026-12-02); 0.93 is far above the linear model and leaves room for library drift.
+    assert fit["eval"]["spearman"] >= 0.93, fit
+    assert fit["spearman"] >= 0.9 and out["warning"] is None
+    low, high = out["predicted_interval"]["low"], out["predicted_interval"]["high"]
+    assert low < out["predicted"] < high
