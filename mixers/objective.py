@@ -88,3 +88,12 @@ def kl_to_prior(w: np.ndarray, prior: np.ndarray) -> np.ndarray:
     w = np.atleast_2d(w)
     safe = np.where(w > 0, w, 1.0)
     return np.sum(np.where(w > 0, w * np.log(safe / np.maximum(prior, 1e-12)), 0.0), axis=1)
+
+
+def trust_region_weight(mae: float, X: np.ndarray, prior: np.ndarray) -> float:
+    """The default KL weight: the predictor's cross-validated MAE per median KL(run || prior) of
+    the runs it learnt from. A candidate as far from the prior as a typical run pays one typical
+    prediction error, so the search leaves the region the runs cover only for a predicted gain
+    larger than the predictor's own error there (chosen by this rule, not by verification runs)."""
+    spread = float(np.median(kl_to_prior(X, prior)))
+    return float(mae) / spread if spread > 0 else 0.0

@@ -72,6 +72,31 @@ def plot_verify(path: Path, verify: dict) -> None:
     save_png(fig, path)
 
 
+def constraint_lines(proposal: dict) -> list[str]:
+    """What bounded the proposal (pins, shares, the target run's repetition cap) and what the
+    same rule proposes without them, with the predicted cost of the constraints."""
+    c, free = proposal.get("constraints"), proposal.get("unconstrained")
+    if not c:
+        return []
+    lines = ["", "## Constraints", ""]
+    if c.get("target_tokens"):
+        lines.append(f"Target run: {c['target_tokens']:,} tokens, each component at most {c['max_epochs']:g} epochs of its tokens.")
+    if c.get("pin"):
+        lines.append("Pinned: " + ", ".join(f"{k} {v:.3f}" for k, v in c["pin"].items()) + ".")
+    lines += ["", "| component | lowest | highest | proposal |" + (" unconstrained |" if free else ""),
+              "|---|---:|---:|---:|" + ("---:|" if free else "")]
+    for comp, w in proposal["weights"].items():
+        lines.append(f"| {comp} | {c['lowest'][comp]:.3f} | {c['highest'][comp]:.3f} | {w:.3f} |"
+                     + (f" {free['weights'][comp]:.3f} |" if free else ""))
+    if free and proposal.get("predicted") is not None:
+        sign = 1 if proposal["lower_is_better"] else -1
+        cost = sign * (proposal["predicted"] - free["predicted"])
+        lines += ["", f"Unconstrained optimum: predicted {free['predicted']:.4f}, largest share {free['largest_share']:.1%}"
+                  f"{'' if free['feasible'] else ' (breaks the constraints)'}; the constraints cost {cost:+.4f} in predicted "
+                  f"{proposal['objective']} (positive: the proposal is predicted worse). KL weight {proposal.get('kl_weight') or 0:.4g}."]
+    return lines
+
+
 def trust_lines(fit: dict, components: int) -> str:
     """The fit report in words: the (nested) CV figures, auto's candidates, the interval, a warning."""
     from mixforge.mixers.model_choice import trust_warning
@@ -109,6 +134,7 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
     lines += ["", "## Proposed mixture", "", "| component | natural | proposal |", "|---|---:|---:|"]
     for c, w in proposal["weights"].items():
         lines.append(f"| {c} | {proposal['natural'][c]:.3f} | {w:.3f} |")
+    lines += constraint_lines(proposal)
     if proposal.get("schedule"):
         lines += ["", "Multi-phase schedule (share of training tokens -> mixture):", ""]
         for ph in proposal["schedule"]:

@@ -57,7 +57,7 @@ def context(cfg: MixforgeConfig, train: TrainFn, target=None) -> SearchContext:
     counts = {c: v["train_tokens"] for c, v in summary["components"].items() if v["train_tokens"] > 0}
     objective = objective_for(cfg, summary, target)
     ctx = SearchContext(sorted(counts), counts, cfg.proxy.tokens, cfg.proxy.max_epochs, cfg.search, objective,
-                        cfg.seed, train)
+                        cfg.seed, train, target_tokens=cfg.search.target_tokens or cfg.export.tokens or sum(counts.values()))
     ctx.influence_inputs = lambda run_id: influence_inputs(cfg, ws, run_id, objective)
     return ctx
 
@@ -145,8 +145,8 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     for name, weights in candidates.items():
         phases = weights if isinstance(weights, list) else [weights]
         w = np.mean([[ph.get(c, 0.0) for c in comps] for ph in phases], axis=0)  # overall token shares
-        if not ctx.feasible(w[None, :])[0]:
-            skipped[name] = "breaks the repetition cap or the share bounds at this token budget"
+        if not ctx.trainable(w[None, :])[0]:
+            skipped[name] = f"repeats a component more than proxy.max_epochs ({ctx.max_epochs:g}) times in {ctx.budget:,} tokens"
             continue
         rows = train([weights] * n_seeds, [VERIFY_SEED + s for s in range(n_seeds)], f"verify {name}")
         values = [value(r) for r in rows]
@@ -172,11 +172,11 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
               eval_metrics: str | Path | None = None,
               id_column: str = "run_id", weight_prefix: str = "w_", weight_columns: list[str] | None = None,
               predictor: str = "auto", maximize: bool | None = None, folds: int = 5, candidates: int = 100_000,
-              top_k: int = 128, kl_weight: float = 0.0, seed: int = 0) -> dict:
+              top_k: int = 128, kl_weight: float | str = "auto", seed: int = 0) -> dict:
     """Fit a predictor on a runs table from anywhere, report cross-validated (and, with `eval_runs`,
     held-out) rank correlation, and propose a mixture: the mean of the top-k of `candidates`
     Dirichlet draws around the prior, which is the runs' mean mixture (their sampling centre)."""
-    from mixforge.mixers.objective import kl_to_prior
+    from mixforge.mixers.objective import kl_to_prior, trust_region_weight
     from mixforge.mixers.runs_data import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
 
@@ -195,7 +195,8 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     model, report = fit_predictor(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval, sign=objective.sign)
     prior = X.mean(axis=0)
     pool = np.vstack([dirichlet_pool(prior, candidates, np.random.default_rng(seed)), X])
-    score = objective.sign * model.predict(pool) + kl_weight * kl_to_prior(pool, prior)
+    penalty = trust_region_weight(report.mae, X, prior) if kl_weight == "auto" else float(kl_weight)
+    score = objective.sign * model.predict(pool) + penalty * kl_to_prior(pool, prior)
     w = pool[np.argsort(score, kind="stable")[:top_k]].mean(axis=0)
     best = int(np.argmin(objective.sign * y))
     predicted = float(model.predict(w[None, :])[0])
@@ -203,6 +204,6 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
             "notes": data.notes, "fit": report.to_dict(), "prior": dict(zip(data.components, prior.round(6).tolist())),
             "proposal": dict(zip(data.components, w.round(6).tolist())), "predicted": predicted,
             "predicted_interval": interval_around(predicted, report),
-            "warning": trust_warning(report, len(data.components)), "best_observed": {
+            "kl_weight": penalty, "warning": trust_warning(report, len(data.components)), "best_observed": {
                 "run_id": data.run_ids[best], "value": float(y[best]),
                 "weights": dict(zip(data.components, X[best].round(6).tolist()))}}

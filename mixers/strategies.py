@@ -24,7 +24,7 @@ import polars as pl
 
 from mixforge.config import SearchConfig
 from mixforge.errors import ConfigError, MixforgeError
-from mixforge.mixers.objective import Objective, kl_to_prior
+from mixforge.mixers.objective import Objective, kl_to_prior, trust_region_weight
 from mixforge.mixers.model_choice import fit_predictor, interval_around
 from mixforge.mixers.runs_data import RunsData, load_runs
 from mixforge.mixers.sampling import dirichlet_pool, feasible, random_mixtures, tempered_prior
@@ -43,6 +43,7 @@ class SearchContext:
     seed: int
     train: TrainFn
     influence_inputs: Callable | None = None  # (run_id) -> (checkpoint paths, component streams, target stream, seq_len)
+    target_tokens: int | None = None  # the training run a proposal is for (None: no repetition cap on proposals)
 
     @property
     def natural(self) -> np.ndarray:
@@ -54,23 +55,50 @@ class SearchContext:
         p = tempered_prior(self.token_counts, self.settings.temperature)
         return np.array([p[c] for c in self.components])
 
+    @property
+    def available(self) -> np.ndarray:
+        return np.array([self.token_counts[c] for c in self.components], dtype=float)
+
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lowest, highest) share per component of a proposal: min_share, max_share, pins (both
+        ends) and the target run's repetition cap (available x max_epochs / target_tokens)."""
         s = self.settings
-        unknown = sorted((set(s.min_share) | set(s.max_share)) - set(self.components))
+        unknown = sorted((set(s.min_share) | set(s.max_share) | set(s.pin)) - set(self.components))
         if unknown:
-            raise ConfigError(f"search.min_share/max_share name unknown component(s) {', '.join(unknown)}; "
+            raise ConfigError(f"search.min_share/max_share/pin name unknown component(s) {', '.join(unknown)}; "
                               f"known: {', '.join(self.components)}")
-        lo = np.array([s.min_share.get(c, 0.0) for c in self.components])
-        hi = np.array([s.max_share.get(c, 1.0) for c in self.components])
-        if lo.sum() > 1 or hi.sum() < 1 or np.any(lo > hi):
-            raise ConfigError(f"search.min_share / max_share cannot be met: minimums sum to {lo.sum():.3g}, "
-                              f"maximums to {hi.sum():.3g}")
+        lo = np.array([s.pin.get(c, s.min_share.get(c, 0.0)) for c in self.components])
+        hi = np.array([s.pin.get(c, s.max_share.get(c, 1.0)) for c in self.components])
+        if self.target_tokens:
+            hi = np.minimum(hi, self.available * s.max_epochs / self.target_tokens)
+        if lo.sum() > 1 + 1e-9 or hi.sum() < 1 - 1e-9 or np.any(lo > hi + 1e-12):
+            within = f" within {s.max_epochs:g} epochs of {self.target_tokens:,} target tokens" if self.target_tokens else ""
+            over = [c for c, low, high in zip(self.components, lo, hi) if low > high + 1e-12]
+            raise ConfigError(f"search.min_share / max_share / pin cannot be met{within}: minimums sum to {lo.sum():.3g}, "
+                              f"maximums to {hi.sum():.3g}" + (f"; above their highest share: {', '.join(over)}" if over else "")
+                              + ". Loosen them, raise search.max_epochs or lower search.target_tokens.")
         return lo, hi
 
+    def trainable(self, w: np.ndarray) -> np.ndarray:
+        """Rows of w a proxy run can train on (its own repetition cap, proxy.max_epochs)."""
+        return feasible(w, self.available, self.budget, self.max_epochs)
+
     def feasible(self, w: np.ndarray) -> np.ndarray:
+        """Rows of w a proposal may be: trainable, within the bounds (see `bounds`)."""
         lo, hi = self.bounds()
-        return feasible(w, np.array([self.token_counts[c] for c in self.components], dtype=float), self.budget,
-                        self.max_epochs, lo, hi)
+        return self.trainable(w) & feasible(w, None, None, 0, lo, hi)
+
+    def pinned(self, w: np.ndarray) -> np.ndarray:
+        """Rows of w with the pinned shares set and the others scaled to fill the rest."""
+        pins = self.settings.pin
+        if not pins:
+            return w
+        fixed = np.array([c in pins for c in self.components])
+        w = np.array(w, dtype=float, copy=True)
+        rest = w[:, ~fixed].sum(axis=1, keepdims=True)
+        w[:, ~fixed] = np.where(rest > 0, w[:, ~fixed] / np.where(rest > 0, rest, 1), 1 / max((~fixed).sum(), 1)) * (1 - sum(pins.values()))
+        w[:, fixed] = [pins[c] for c in np.array(self.components)[fixed]]
+        return w
 
     def as_dict(self, w: np.ndarray) -> dict[str, float]:
         return dict(zip(self.components, np.round(w, 6).tolist()))
@@ -92,6 +120,9 @@ class Proposal:
     runs_used: list[str]
     iterations: list[dict] = field(default_factory=list)
     schedule: list[dict] | None = None  # multi-phase: [{"start_fraction", "end_fraction", "weights"}]
+    kl_weight: float | None = None  # the KL penalty the candidates were scored with
+    unconstrained: dict | None = None  # {"weights", "predicted", "largest_share", "feasible"} without pins, bounds, caps
+    constraints: dict | None = None  # {"target_tokens", "max_epochs", "caps": {component: highest share}, "pin"}
     seed: int = 0
     settings: dict = field(default_factory=dict)
 
@@ -105,27 +136,59 @@ def rows_data(rows: list[dict], ctx: SearchContext, min_runs: int = 2) -> RunsDa
                      weight_columns=[f"w_{c}" for c in ctx.components], min_runs=min_runs)
 
 
-def candidate_pool(ctx: SearchContext, n: int, rng: np.random.Generator) -> np.ndarray:
+def candidate_pool(ctx: SearchContext, n: int, rng: np.random.Generator, extra: np.ndarray | None = None,
+                   constrained: bool = True) -> np.ndarray:
+    """Dirichlet draws around the prior (and `extra` rows, e.g. the observed runs), pinned and
+    within the bounds; `constrained=False`: every draw, for the unconstrained optimum."""
     s = ctx.settings
     pool = dirichlet_pool(ctx.prior, n, rng, s.min_strength, s.max_strength)
+    if extra is not None:
+        pool = np.vstack([pool, extra])
+    if not constrained:
+        return pool
+    pool = ctx.pinned(pool)
     pool = pool[ctx.feasible(pool)]
     if not len(pool):
-        raise MixforgeError("no candidate mixture meets the repetition cap and share bounds: loosen search.min_share/"
-                            "max_share or lower proxy.tokens")
+        raise MixforgeError("no candidate mixture meets the repetition caps, pins and share bounds: loosen search.min_share/"
+                            "max_share/pin, raise search.max_epochs, or lower search.target_tokens or proxy.tokens")
     return pool
 
 
-def scores(predictor, W: np.ndarray, ctx: SearchContext) -> np.ndarray:
+def kl_weight(ctx: SearchContext, report, X: np.ndarray) -> float:
+    """search.kl_weight, or for `auto` the cross-validated MAE per median KL of the runs from the
+    prior: leaving the region the runs cover costs what the predictor typically gets wrong."""
+    if ctx.settings.kl_weight != "auto":
+        return float(ctx.settings.kl_weight)
+    return trust_region_weight(report.mae, X, ctx.prior)
+
+
+def scores(predictor, W: np.ndarray, ctx: SearchContext, penalty: float) -> np.ndarray:
     """Lower is better: the predicted objective plus the KL penalty towards the prior."""
-    return ctx.objective.sign * predictor.predict(W) + ctx.settings.kl_weight * kl_to_prior(W, ctx.prior)
+    return ctx.objective.sign * predictor.predict(W) + penalty * kl_to_prior(W, ctx.prior)
 
 
 def fit(rows: list[dict], ctx: SearchContext):
-    """Predictor fitted on the runs, and its cross-validated report."""
+    """Predictor fitted on the runs, its cross-validated report, the runs, their objective
+    values and the KL penalty for scoring candidates."""
     data = rows_data(rows, ctx, min_runs=4)  # CLIMB fits on its first batch; the fit report says how little that is
     y = ctx.objective.column(data)
     predictor, report = fit_predictor(ctx.settings.predictor, data.weights, y, folds=ctx.settings.folds, seed=ctx.seed)
-    return predictor, report, data, y
+    return predictor, report, data, y, kl_weight(ctx, report, data.weights)
+
+
+def best_of(predictor, pool: np.ndarray, ctx: SearchContext, penalty: float, top_k: int | None) -> np.ndarray:
+    """The mean of the top-k candidates (regmix), or the best one (top_k None: climb)."""
+    order = np.argsort(scores(predictor, pool, ctx, penalty), kind="stable")
+    return pool[order[0]] if top_k is None else pool[order[:top_k]].mean(axis=0)
+
+
+def unconstrained(predictor, ctx: SearchContext, penalty: float, top_k: int | None, extra: np.ndarray | None) -> dict:
+    """The proposal the same rule makes without pins, share bounds and repetition caps, and what
+    the constraints cost in predicted objective (>= 0 means the constrained one is predicted worse)."""
+    pool = candidate_pool(ctx, ctx.settings.candidates, np.random.default_rng([ctx.seed, 3]), extra, constrained=False)
+    w = best_of(predictor, pool, ctx, penalty, top_k)
+    return {"weights": ctx.as_dict(w), "predicted": float(predictor.predict(w[None, :])[0]),
+            "largest_share": float(w.max()), "feasible": bool(ctx.feasible(w[None, :])[0])}
 
 
 def _proposal(ctx: SearchContext, strategy: str, w: np.ndarray, predictor, report, y, rows, **extra) -> Proposal:
@@ -137,8 +200,14 @@ def _proposal(ctx: SearchContext, strategy: str, w: np.ndarray, predictor, repor
         natural=ctx.as_dict(ctx.natural), prior=ctx.as_dict(ctx.prior),
         fit=report.to_dict() if report else None,
         fit_points={"actual": y.tolist(), "predicted": report.oof_predictions} if report else None,
-        runs_used=sorted({r["run_id"] for r in rows}), seed=ctx.seed,
+        runs_used=sorted({r["run_id"] for r in rows}), seed=ctx.seed, constraints=_constraints(ctx),
         settings=ctx.settings.model_dump(), **extra)
+
+
+def _constraints(ctx: SearchContext) -> dict:
+    lo, hi = ctx.bounds()
+    return {"target_tokens": ctx.target_tokens, "max_epochs": ctx.settings.max_epochs, "pin": ctx.settings.pin,
+            "lowest": ctx.as_dict(lo), "highest": ctx.as_dict(hi)}
 
 
 def regmix(ctx: SearchContext) -> Proposal:
@@ -146,11 +215,11 @@ def regmix(ctx: SearchContext) -> Proposal:
     mixtures = random_mixtures(ctx.token_counts, s.runs, ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
                                min_strength=s.min_strength, max_strength=s.max_strength)
     rows = ctx.train(mixtures, [ctx.seed + i for i in range(len(mixtures))], "regmix runs")
-    predictor, report, _, y = fit(rows, ctx)
+    predictor, report, _, y, penalty = fit(rows, ctx)
     pool = candidate_pool(ctx, s.candidates, np.random.default_rng([ctx.seed, 1]))
-    top = pool[np.argsort(scores(predictor, pool, ctx), kind="stable")[: s.top_k]]
-    w = top.mean(axis=0)  # a convex combination of feasible mixtures stays feasible
-    return _proposal(ctx, "regmix", w, predictor, report, y, rows, iterations=[_iteration(1, rows, y, report, ctx)])
+    w = best_of(predictor, pool, ctx, penalty, s.top_k)  # a convex combination of feasible mixtures stays feasible
+    return _proposal(ctx, "regmix", w, predictor, report, y, rows, iterations=[_iteration(1, rows, y, report, ctx)],
+                     kl_weight=penalty, unconstrained=unconstrained(predictor, ctx, penalty, s.top_k, None))
 
 
 def climb_batches(runs: int, split: list[float]) -> list[int]:
@@ -169,21 +238,23 @@ def climb(ctx: SearchContext) -> Proposal:
     rows = ctx.train(first, [ctx.seed + i for i in range(len(first))], "climb iteration 1")
     iterations = []
     for it, size in enumerate(sizes[1:], start=2):
-        predictor, report, data, y = fit(rows, ctx)
+        predictor, report, data, y, penalty = fit(rows, ctx)
         iterations.append(_iteration(it - 1, rows, y, report, ctx))
-        pool = candidate_pool(ctx, s.candidates, rng)
+        pool = dirichlet_pool(ctx.prior, s.candidates, rng, s.min_strength, s.max_strength)
+        pool = pool[ctx.trainable(pool)]  # the next batch explores: proxies need not keep the proposal's bounds
         seen = {tuple(np.round(r, 3)) for r in data.weights}
         pool = pool[[tuple(np.round(r, 3)) not in seen for r in pool]]
-        top = pool[np.argsort(scores(predictor, pool, ctx), kind="stable")[: 4 * size]]
+        top = pool[np.argsort(scores(predictor, pool, ctx, penalty), kind="stable")[: 4 * size]]
         picked = top[np.sort(rng.choice(len(top), size=min(size, len(top)), replace=False))]
         mixtures = [ctx.as_dict(w) for w in picked]
         start = ctx.seed + len(rows)
         rows = rows + ctx.train(mixtures, list(range(start, start + len(mixtures))), f"climb iteration {it}")
-    predictor, report, data, y = fit(rows, ctx)
+    predictor, report, data, y, penalty = fit(rows, ctx)
     iterations.append(_iteration(len(sizes), rows, y, report, ctx))
-    pool = np.vstack([candidate_pool(ctx, s.candidates, rng), data.weights])
-    w = pool[int(np.argmin(scores(predictor, pool, ctx)))]  # CLIMB: the best predicted mixture
-    return _proposal(ctx, "climb", w, predictor, report, y, rows, iterations=iterations)
+    pool = candidate_pool(ctx, s.candidates, rng, extra=data.weights)  # the runs too, once pinned and within bounds
+    w = best_of(predictor, pool, ctx, penalty, None)  # CLIMB: the best predicted mixture
+    return _proposal(ctx, "climb", w, predictor, report, y, rows, iterations=iterations, kl_weight=penalty,
+                     unconstrained=unconstrained(predictor, ctx, penalty, None, data.weights))
 
 
 def _iteration(n: int, rows: list[dict], y: np.ndarray, report, ctx: SearchContext) -> dict:
@@ -238,7 +309,7 @@ def group_influence_at(checkpoint, streams: dict, target: np.ndarray, seq_len: i
 
 def _clip(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, ctx: SearchContext) -> np.ndarray:
     """Nearest mixture (by repeated clip and renormalise) within the share bounds and the repetition cap."""
-    cap = np.minimum(hi, ctx.max_epochs * np.array([ctx.token_counts[c] for c in ctx.components]) / ctx.budget)
+    cap = np.minimum(hi, ctx.max_epochs * ctx.available / ctx.budget)  # hi holds the target run's cap
     w = np.asarray(w, dtype=float) / np.sum(w)
     for _ in range(100):
         clipped = np.clip(w, lo, cap)

@@ -467,6 +467,10 @@ def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
         warning = trust_warning(fit, len(proposal["weights"]))
         if warning:
             out.print(f"[bold yellow]warning:[/] {warning}")
+    free = proposal.get("unconstrained")
+    if free and proposal.get("predicted") is not None:
+        out.print(f"without pins, bounds and repetition caps: largest share {free['largest_share']:.1%} (proposal "
+                  f"{max(proposal['weights'].values()):.1%}), predicted {free['predicted']:.4f} (proposal {proposal['predicted']:.4f})")
     table = Table(title=f"{proposal['objective']} ({'lower' if proposal['lower_is_better'] else 'higher'} is better)")
     for col in ("mixture", "predicted", "measured mean", "std", "seeds", "inside interval"):
         table.add_column(col, justify="left" if col == "mixture" else "right")

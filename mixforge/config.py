@@ -352,9 +352,17 @@ class SearchConfig(Section):
     candidates: int = Field(100_000, ge=100, description="Simulated mixtures the predictor scores.")
     top_k: int = Field(128, ge=1, description="regmix: the proposal is the mean of the top-k predicted candidates.")
     climb_split: list[float] = Field([4, 2, 1], min_length=2, description="climb: share of the runs per iteration.")
-    kl_weight: float = Field(0.01, ge=0, description="Penalty per nat of KL(mixture || prior), in target units.")
+    kl_weight: float | Literal["auto"] = Field(
+        "auto", description="Penalty per nat of KL(mixture || prior), in target units; auto: the predictor's cross-validated MAE "
+        "per median KL of the runs it learnt from (a mixture as far from the prior as a typical run pays one typical error)."
+    )
     min_share: dict[str, float] = Field(default_factory=dict, description="Per-component minimum share of the proposal.")
     max_share: dict[str, float] = Field(default_factory=dict, description="Per-component maximum share of the proposal.")
+    pin: dict[str, float] = Field(default_factory=dict, description="Components whose share is fixed in every proposal ({component: share}).")
+    target_tokens: int | None = Field(
+        None, ge=1, description="Tokens of the training run the mixture is for; caps each component's share at available x max_epochs / target_tokens. Default: export.tokens, else every token available."
+    )
+    max_epochs: float = Field(4, gt=0, description="Most passes over a component's tokens in the target run (caps its share, see target_tokens).")
     influence_rounds: int = Field(2, ge=1, description="influence: proxies trained, one mixture update each.")
     influence_temperature: float = Field(
         1.0, gt=0, description="influence: w <- w * exp(z / temperature), z the influence standardised across components."

@@ -151,6 +151,30 @@ def test_climb_and_influence_on_the_slice(tmp_path):
     with pytest.raises(ConfigError, match="unknown component.*poetry"):
         run_search(cfg, _loop(cfg), "regmix")
 
+    # pins, share bounds and the target run's repetition cap hold in every strategy
+    cfg.search.min_share = {}
+    available = {c: v["train_tokens"] for c, v in json.loads((tmp_path / "ws" / "tokens" / "_stage.json").read_text())["counts"]["components"].items()}
+    others = sorted(c for c in available if c != "code")
+    cfg.search.pin, cfg.search.max_share = {"code": 0.3}, {others[0]: 0.15}
+    cfg.search.target_tokens, cfg.search.max_epochs = 2 * sum(available.values()), 4  # caps: twice each natural share
+    caps = {c: min(1.0, n * 4 / cfg.search.target_tokens) for c, n in available.items()}
+    for strategy in ("regmix", "climb", "influence"):
+        proposal, _ = run_search(cfg, _loop(cfg), strategy)
+        phases = [proposal.weights] + [ph["weights"] for ph in proposal.schedule or []]
+        for w in phases:
+            assert w["code"] == pytest.approx(0.3, abs=1e-6), (strategy, w)
+            assert w[others[0]] <= 0.15 + 1e-6, (strategy, w)
+            assert all(w[c] <= caps[c] + 1e-6 for c in w), (strategy, w, caps)
+            assert sum(w.values()) == pytest.approx(1, abs=1e-5)
+        assert proposal.constraints["highest"]["code"] == pytest.approx(0.3, abs=1e-6)
+        if strategy != "influence":  # a predictor's proposal says what the constraints cost
+            free = proposal.unconstrained
+            assert set(free["weights"]) == set(w) and free["largest_share"] >= max(free["weights"].values()) - 1e-6
+            assert proposal.kl_weight > 0  # auto: the CV error per typical KL of the runs
+    cfg.search.pin = {"code": 0.9}  # above its cap: an error naming it, before any training
+    with pytest.raises(ConfigError, match="above their highest share: code"):
+        run_search(cfg, _loop(cfg), "regmix")
+
 
 @pytest.mark.timeout(900)
 def test_regmix_proposal_beats_uniform_under_verify_cli(tmp_path):
