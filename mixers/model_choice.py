@@ -25,6 +25,7 @@ from itertools import combinations
 
 import numpy as np
 
+from mixforge.budget import search_runs
 from mixforge.mixers.predictors import ENSEMBLE, LawBoostPredictor, WeightedPredictor, make_predictor
 
 BASES = ("linear", "mixing_law", "lightgbm", "law_boost")
@@ -282,5 +283,5 @@ def trust_warning(report: FitReport | dict, components: int) -> str | None:
     if fit["spearman"] >= LOW_CV:
         return None
     return (f"the predictor ranks held-out runs poorly (cross-validated Spearman {fit['spearman']:.2f} over {fit['runs']} runs): "
-            f"the proposal is close to a guess. Train more runs (RegMix used 512 for 17 components; aim for at least "
-            f"{8 * components}) or use fewer components (cluster.n_components).")
+            f"the proposal is close to a guess. Train more runs (search.runs; RegMix used 512 for 17 components, aim for at least "
+            f"{search_runs('auto', components)}) or use fewer components (cluster.n_components).")

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
+from mixforge.budget import search_runs
 from mixforge.config import SearchConfig
 from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixers.objective import Objective, kl_to_prior, trust_region_weight
@@ -54,6 +55,10 @@ class SearchContext:
     def prior(self) -> np.ndarray:
         p = tempered_prior(self.token_counts, self.settings.temperature)
         return np.array([p[c] for c in self.components])
+
+    @property
+    def runs(self) -> int:
+        return search_runs(self.settings.runs, len(self.components))
 
     @property
     def available(self) -> np.ndarray:
@@ -212,7 +217,7 @@ def _constraints(ctx: SearchContext) -> dict:
 
 def regmix(ctx: SearchContext) -> Proposal:
     s = ctx.settings
-    mixtures = random_mixtures(ctx.token_counts, s.runs, ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
+    mixtures = random_mixtures(ctx.token_counts, ctx.runs, ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
                                min_strength=s.min_strength, max_strength=s.max_strength)
     rows = ctx.train(mixtures, [ctx.seed + i for i in range(len(mixtures))], "regmix runs")
     predictor, report, _, y, penalty = fit(rows, ctx)
@@ -231,7 +236,7 @@ def climb_batches(runs: int, split: list[float]) -> list[int]:
 
 def climb(ctx: SearchContext) -> Proposal:
     s = ctx.settings
-    sizes = climb_batches(s.runs, s.climb_split)
+    sizes = climb_batches(ctx.runs, s.climb_split)
     rng = np.random.default_rng([ctx.seed, 2])
     first = random_mixtures(ctx.token_counts, sizes[0], ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
                             min_strength=s.min_strength, max_strength=s.max_strength)

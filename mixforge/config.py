@@ -263,7 +263,9 @@ class ClusterConfig(Section):
     components: Literal["clusters", "sources"] = Field(
         "clusters", description="What a mixture weighs: merged clusters, or the source labels."
     )
-    n_components: int | None = Field(20, ge=1, description="Target count of super-clusters (CLIMB used 21).")
+    n_components: int | Literal["auto"] | None = Field(
+        "auto", description="Target count of super-clusters (CLIMB used 21); auto: one per 100 kept documents, 2 to 20, and at most search.runs / 6 when search.runs is a number."
+    )
     merge_distance: float | None = Field(
         None, gt=0, description="Instead of a count: merge centroids closer than this Euclidean distance."
     )
@@ -278,6 +280,11 @@ class ClusterConfig(Section):
     @classmethod
     def _positive_clusters(cls, value):
         return _positive_or_auto(value)
+
+    @field_validator("n_components")
+    @classmethod
+    def _positive_components(cls, value):
+        return value if value is None else _positive_or_auto(value)
 
     @model_validator(mode="after")
     def _one_merge_rule(self) -> "ClusterConfig":
@@ -341,7 +348,14 @@ class SearchConfig(Section):
         None, description="Metric column to optimise (e.g. bpb_mean, acc_next_line), or {metric: weight} to combine several."
     )
     maximize: bool | None = Field(None, description="Direction; null infers it from the name (loss, bpb, perplexity, ppl: lower is better; acc, f1, exact_match, pass@k: higher).")
-    runs: int = Field(64, ge=2, description="Proxy runs the search may train (regmix, climb).")
+    runs: int | Literal["auto"] = Field("auto", description="Proxy runs the search may train (regmix, climb); auto: 6 per component, at least 16.")
+    @field_validator("runs")
+    @classmethod
+    def _enough_runs(cls, value):
+        if value != "auto" and value < 2:
+            raise ValueError("must be at least 2 (or auto)")
+        return value
+
     predictor: Literal["auto", "lightgbm", "mixing_law", "linear", "law_boost", "ensemble", "stacked"] = Field(
         "auto", description="Regression model of target on weights; auto: the candidate with the best cross-validated Spearman (nested CV reports it honestly)."
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mixforge.budget import component_count
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import LedgerError
 from mixforge.ledger import parquet_files
@@ -85,7 +86,8 @@ def component_mapping(cfg: MixforgeConfig, totals: pl.DataFrame, centroids: np.n
     else:
         key = "cluster"
         kept = sorted(totals["cluster"].unique().to_list())
-        merged = merge_clusters(centroids[kept], cfg.cluster.n_components, cfg.cluster.merge_distance)
+        count = component_count(cfg.cluster.n_components, int(totals["docs"].sum()), cfg.search.runs)
+        merged = merge_clusters(centroids[kept], count, cfg.cluster.merge_distance)
         groups = pl.DataFrame({"cluster": kept, "group": [str(g) for g in merged]}, schema={"cluster": pl.Int32, "group": pl.String})
     order = totals.join(groups, on=key).group_by("group").agg(pl.col("tokens").sum()).sort(["tokens", "group"], descending=[True, False])
     width = max(2, len(str(order.height - 1)))
@@ -100,7 +102,8 @@ LAYOUT_VERSION = 2  # components/<shard>.parquet (version 1: one components.parq
 
 def components_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     c = cfg.cluster
-    return section_hash(upstream_fingerprint, c.components, c.n_components, c.merge_distance, LAYOUT_VERSION)
+    runs = cfg.search.runs if c.n_components == "auto" else None  # auto counts fit the run budget
+    return section_hash(upstream_fingerprint, c.components, c.n_components, c.merge_distance, runs, LAYOUT_VERSION)
 
 
 def check_join(kept: pl.DataFrame, joined: pl.DataFrame, what: str) -> None:

@@ -77,3 +77,26 @@ def test_regmix_published_runs_load_in_their_layout_and_rank_unseen_runs():
     assert fit["spearman"] >= 0.9 and out["warning"] is None
     low, high = out["predicted_interval"]["low"], out["predicted_interval"]["high"]
     assert low < out["predicted"] < high
+
+
+@pytest.mark.timeout(300)
+def test_a_ranking_close_to_chance_is_said_plainly(tmp_path):
+    import polars as pl
+
+    runs = pl.read_parquet(FIXTURES / "demo_runs.parquet")
+    shuffled = runs.with_columns(pl.Series("bpb_reference", np.random.default_rng(0).permutation(runs["bpb_reference"].to_numpy())))
+    shuffled.write_parquet(tmp_path / "shuffled.parquet")
+    run = subprocess.run(mixforge_cmd() + ["search", "fit", "--runs", str(tmp_path / "shuffled.parquet"), "--target", "bpb_reference",
+                                           "--candidates", "5000"], capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = " ".join(run.stdout.split())
+    assert "warning:" in text and "close to a guess" in text and "at least 48" in text  # 8 components: 6 runs each
+
+
+def test_default_budget_fits_the_corpus_and_the_components():
+    from mixforge.budget import component_count, search_runs
+
+    assert component_count("auto", 911, "auto") == 9  # the 911-document corpus that got 20 components
+    assert component_count("auto", 911, 16) == 2 and component_count("auto", 50_000, "auto") == 20
+    assert component_count(7, 911, 16) == 7  # a number the user set is kept
+    assert search_runs("auto", 20) == 120 and search_runs("auto", 2) == 16 and search_runs(30, 20) == 30
