@@ -76,11 +76,11 @@ def regmix_table(folder: Path) -> dict:
         t0 = time.perf_counter()
         fit_table(folder / "train_mixture_1m.csv", REGMIX_TARGET, metrics=folder / "train_pile_loss_1m.csv", predictor=name)
         seconds = time.perf_counter() - t0
-        model, report = fit_predictor(name, X, y)  # the same fit again, untimed, to score every split
+        model, fitted = fit_predictor(name, X, y)  # the same fit again, untimed, to score every split
         rows[name] = _regmix_row(model, tests, seconds, base_s, held_out, agreement) | {
-            "cv_spearman": round(report.spearman, 4), "chosen": report.chosen}
+            "cv_spearman": round(fitted.spearman, 4), "chosen": fitted.chosen}
         if name == "auto":
-            rows[name]["candidates"] = {c: v["spearman"] for c, v in report.candidates.items()}
+            rows[name]["candidates"] = {c: v["spearman"] for c, v in fitted.candidates.items()}
     print(f"{'predictor':>14} {'CV':>6} {'1M':>6} {'60M':>6} {'1B':>6} {'1B top1':>8} {'regret@1':>9} {'x recipe':>9}")
     for name, r in rows.items():
         print(f"{name:>14} {r.get('cv_spearman', float('nan')):>6.3f} {r['1m']:>6.3f} {r['60m']:>6.3f} {r['1B']:>6.3f} "
