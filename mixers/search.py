@@ -18,9 +18,11 @@ from mixforge.mixers.mixture_file import current_verify, latest_search, proposal
 from mixforge.mixers.objective import Objective
 from mixforge.mixers.report import write_report
 from mixforge.proxy_training.runs import RunsTable
-from mixforge.mixers.strategies import STRATEGIES, Proposal, SearchContext, TrainFn, fit
+from mixforge.mixers.bayesopt import bayesopt
+from mixforge.mixers.strategies import Proposal, SearchContext, TrainFn, climb, fit, influence, regmix
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
+STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt}
 VERIFY_SEED = 1_000_000  # verification seeds start here: never a seed a search run used
 
 

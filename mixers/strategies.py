@@ -326,5 +326,3 @@ def _clip(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, ctx: SearchContext) -> 
         w[free] += gap * clipped[free] / clipped[free].sum()
     return w / w.sum()
 
-
-STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence}

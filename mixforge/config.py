@@ -343,7 +343,7 @@ class ProxyConfig(Section):
 class SearchConfig(Section):
     """Mixture search over the components: strategy, target, predictor, candidates, verification."""
 
-    strategy: Literal["regmix", "climb", "influence"] = Field("regmix", description="Search strategy.")
+    strategy: Literal["regmix", "climb", "influence", "bayesopt"] = Field("regmix", description="Search strategy.")
     target: str | dict[str, float] | None = Field(
         None, description="Metric column to optimise (e.g. bpb_mean, acc_next_line), or {metric: weight} to combine several."
     )
@@ -366,6 +366,7 @@ class SearchConfig(Section):
     candidates: int = Field(100_000, ge=100, description="Simulated mixtures the predictor scores.")
     top_k: int = Field(128, ge=1, description="regmix: the proposal is the mean of the top-k predicted candidates.")
     climb_split: list[float] = Field([4, 2, 1], min_length=2, description="climb: share of the runs per iteration.")
+    bo_rounds: int = Field(3, ge=1, description="bayesopt: batches chosen by expected improvement after the random half of the runs.")
     kl_weight: float | Literal["auto"] = Field(
         "auto", description="Penalty per nat of KL(mixture || prior), in target units; auto: the predictor's cross-validated MAE "
         "per median KL of the runs it learnt from (a mixture as far from the prior as a typical run pays one typical error)."

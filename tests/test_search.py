@@ -158,8 +158,10 @@ def test_climb_and_influence_on_the_slice(tmp_path):
     cfg.search.pin, cfg.search.max_share = {"code": 0.3}, {others[0]: 0.15}
     cfg.search.target_tokens, cfg.search.max_epochs = 2 * sum(available.values()), 4  # caps: twice each natural share
     caps = {c: min(1.0, n * 4 / cfg.search.target_tokens) for c, n in available.items()}
-    for strategy in ("regmix", "climb", "influence"):
+    used = {}
+    for strategy in ("regmix", "climb", "influence", "bayesopt"):
         proposal, _ = run_search(cfg, _loop(cfg), strategy)
+        used[strategy] = set(proposal.runs_used)
         phases = [proposal.weights] + [ph["weights"] for ph in proposal.schedule or []]
         for w in phases:
             assert w["code"] == pytest.approx(0.3, abs=1e-6), (strategy, w)
@@ -171,6 +173,8 @@ def test_climb_and_influence_on_the_slice(tmp_path):
             free = proposal.unconstrained
             assert set(free["weights"]) == set(w) and free["largest_share"] >= max(free["weights"].values()) - 1e-6
             assert proposal.kl_weight > 0  # auto: the CV error per typical KL of the runs
+    # bayesopt: the random half is regmix's first runs; the rest were chosen by expected improvement
+    assert len(used["bayesopt"]) == 7 and len(used["bayesopt"] & used["regmix"]) == 4
     cfg.search.pin = {"code": 0.9}  # above its cap: an error naming it, before any training
     with pytest.raises(ConfigError, match="above their highest share: code"):
         run_search(cfg, _loop(cfg), "regmix")
