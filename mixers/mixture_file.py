@@ -55,13 +55,31 @@ def read_mixture(path: str | Path, components: list[str] | None = None) -> tuple
     if isinstance(data, dict) and "weights" in data and "strategy" in data:  # a search proposal
         provenance = {"search": {k: data.get(k) for k in ("strategy", "objective", "predicted", "fit", "runs_used")},
                       "verified": current_verify(path.parent, data)}
+        if data.get("schedule"):
+            provenance["schedule"] = data["schedule"]
         data = data["weights"]
+    elif isinstance(data, dict) and "proposal" in data and "fit" in data:  # `mixforge search fit --json` output
+        provenance = {"search": {"strategy": "search fit", "objective": data.get("target"), "predicted": data.get("predicted"),
+                                 "fit": data.get("fit"), "runs_used": []}, "verified": None}
+        if data.get("schedule"):
+            provenance["schedule"] = data["schedule"]
+        data = data["proposal"]
     if data is None or data == {}:
         raise MixforgeError(f"{path}: no weights: expected a mapping of component name -> weight (or a search's proposal.json)")
     if not isinstance(data, dict):
         raise MixforgeError(f"{path}: expected a mapping of component name -> weight (or a search's proposal.json), "
                             f"got {data!r}")
     return _checked_weights(path, data, components), provenance
+
+
+def read_schedule(path: str | Path, components: list[str] | None = None) -> tuple[list[dict[str, float]], dict]:
+    """(one mixture per phase, provenance): a proposal's or `search fit`'s schedule phase by
+    phase (equal phases, in order), or the one mixture of any other mixture file."""
+    weights, provenance = read_mixture(path, components)
+    schedule = provenance.get("schedule")
+    if not schedule:
+        return [weights], provenance
+    return [_checked_weights(Path(path), phase["weights"], components) for phase in schedule], provenance
 
 
 def _checked_weights(path: Path, data: dict, components: list[str] | None) -> dict[str, float]:

@@ -90,10 +90,17 @@ def kl_to_prior(w: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return np.sum(np.where(w > 0, w * np.log(safe / np.maximum(prior, 1e-12)), 0.0), axis=1)
 
 
-def trust_region_weight(mae: float, X: np.ndarray, prior: np.ndarray) -> float:
+def kl_by_phase(w: np.ndarray, prior: np.ndarray, phases: int = 1) -> np.ndarray:
+    """KL to the prior summed over the phases of schedules [n, phases * k] (prior [phases * k])."""
+    w, prior = np.atleast_2d(w), np.asarray(prior)
+    k = w.shape[1] // phases
+    return sum(kl_to_prior(w[:, p * k:(p + 1) * k], prior[p * k:(p + 1) * k]) for p in range(phases))
+
+
+def trust_region_weight(mae: float, X: np.ndarray, prior: np.ndarray, phases: int = 1) -> float:
     """The default KL weight: the predictor's cross-validated MAE per median KL(run || prior) of
     the runs it learnt from. A candidate as far from the prior as a typical run pays one typical
     prediction error, so the search leaves the region the runs cover only for a predicted gain
     larger than the predictor's own error there (chosen by this rule, not by verification runs)."""
-    spread = float(np.median(kl_to_prior(X, prior)))
+    spread = float(np.median(kl_by_phase(X, prior, phases)))
     return float(mae) / spread if spread > 0 else 0.0

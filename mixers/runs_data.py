@@ -35,6 +35,7 @@ class RunsData:
     run_ids: list[str]
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    phases: int = 1  # a multi-phase schedule per run: weights hold one block of len(components) per phase
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -62,6 +63,7 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
     where = str(path)
     notes = []
     columns = weight_columns or [c for c in frame.columns if c.startswith(weight_prefix)]
+    phases, columns = _phase_columns(frame, weight_prefix, where) if not columns else (1, columns)
     if metrics is not None:
         other = read_table(metrics)
         id_column = _join_column(frame, other, id_column, where, str(metrics), notes)
@@ -93,9 +95,11 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
             raise InputError(f"{where}: target {t!r} is infinite in run(s) {_rows(ids, inf)}: drop those runs or leave "
                              "the value empty (runs without a value are left out and counted)")
     w = complete.select(columns).fill_null(0).to_numpy().astype(float)
+    w = w.reshape(len(w) * phases, len(columns) // phases)  # one row per (run, phase): each phase is a mixture
+    ids_by_row = [i for i in ids for _ in range(phases)]
     bad = np.flatnonzero(~np.isfinite(w).all(axis=1) | (w < 0).any(axis=1) | (w.sum(axis=1) <= 0))
     if len(bad):
-        raise InputError(f"{where}: weights negative, not finite or all zero in run(s) {_rows(ids, bad)}")
+        raise InputError(f"{where}: weights negative, not finite or all zero in run(s) {_rows(ids_by_row, bad)}")
     sums = w.sum(axis=1)
     gap = np.abs(sums - 1)
     near = np.flatnonzero((gap > 1e-3) & (gap <= 0.01))  # rounded shares: one line, not one per run
@@ -103,7 +107,7 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
         warnings.warn(f"{where}: {len(near)} runs' weights summed to within 1% of 1 and were normalised", stacklevel=2)
     off = np.flatnonzero(gap > 0.01)
     if len(off):
-        warnings.warn(f"{where}: weights of run(s) {_rows(ids, off)} do not sum to 1 (e.g. {sums[off[0]]:.4g}): normalised",
+        warnings.warn(f"{where}: weights of run(s) {_rows(ids_by_row, off)} do not sum to 1 (e.g. {sums[off[0]]:.4g}): normalised",
                       stacklevel=2)
     if len(near) + len(off):
         notes.append(f"{len(near) + len(off)} run(s) with weights not summing to 1 normalised")
@@ -111,8 +115,12 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
     for t, y in ys.items():
         if np.ptp(y) == 0:
             raise InputError(f"{where}: target {t!r} is {y[0]:g} in every run: nothing to learn from")
-    names = [c[len(weight_prefix):] if c.startswith(weight_prefix) else c for c in columns]
-    return RunsData(names, w / sums[:, None], ys, ids, where, notes)
+    names = [c[len(weight_prefix):] if c.startswith(weight_prefix) else c for c in columns[: len(columns) // phases]]
+    if phases > 1:
+        names = [c.split("_", 1)[1][len(weight_prefix):] for c in columns[: len(columns) // phases]]
+        notes.append(f"{phases}-phase schedules: {len(names)} components per phase")
+    normalised = (w / sums[:, None]).reshape(len(ids), -1)
+    return RunsData(names, normalised, ys, ids, where, notes, phases)
 
 
 def _rows(ids: list[str], rows: np.ndarray, limit: int = 10) -> str:
@@ -151,3 +159,24 @@ def _target_column(frame: pl.DataFrame, target: str, where: str, notes: list) ->
     if len(ends) > 1:
         raise InputError(f"{where}: target {target!r} could be any of {', '.join(ends)}: give the whole column name")
     return target  # reported missing with the other columns
+
+
+def _phase_columns(frame: pl.DataFrame, weight_prefix: str, where: str) -> tuple[int, list[str]]:
+    """(phases, columns) for weight columns `phase<p>_<prefix><component>`, phase by phase in
+    the same component order; (1, []) when there are none. Every phase must name the same components."""
+    import re
+
+    pattern = re.compile(rf"^phase(\d+)_{re.escape(weight_prefix)}(.+)$")
+    found: dict[int, dict[str, str]] = {}
+    for c in frame.columns:
+        if m := pattern.match(c):
+            found.setdefault(int(m[1]), {})[m[2]] = c
+    if not found:
+        return 1, []
+    if sorted(found) != list(range(len(found))):
+        raise InputError(f"{where}: phase columns for phases {sorted(found)}: expected phase0 to phase{len(found) - 1}")
+    names = sorted(found[0])
+    for p, cols in found.items():
+        if sorted(cols) != names:
+            raise InputError(f"{where}: phase{p} weights name {', '.join(sorted(cols))}; phase0 names {', '.join(names)}")
+    return len(found), [found[p][n] for p in sorted(found) for n in names]

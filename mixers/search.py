@@ -178,7 +178,7 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     """Fit a predictor on a runs table from anywhere, report cross-validated (and, with `eval_runs`,
     held-out) rank correlation, and propose a mixture: the mean of the top-k of `candidates`
     Dirichlet draws around the prior, which is the runs' mean mixture (their sampling centre)."""
-    from mixforge.mixers.objective import kl_to_prior, trust_region_weight
+    from mixforge.mixers.objective import kl_by_phase, trust_region_weight
     from mixforge.mixers.runs_data import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
 
@@ -193,19 +193,28 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
         if other.components != data.components:
             raise MixforgeError(f"{eval_runs}: components {', '.join(other.components)} differ from the training "
                                 f"runs' {', '.join(data.components)}")
+        if other.phases != data.phases:
+            raise MixforgeError(f"{eval_runs}: {other.phases} phase(s) per run; the training runs have {data.phases}")
         X_eval, y_eval = other.weights, objective.column(other)
     model, report = fit_predictor(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval, sign=objective.sign)
-    prior = X.mean(axis=0)
-    pool = np.vstack([dirichlet_pool(prior, candidates, np.random.default_rng(seed)), X])
-    penalty = trust_region_weight(report.mae, X, prior) if kl_weight == "auto" else float(kl_weight)
-    score = objective.sign * model.predict(pool) + penalty * kl_to_prior(pool, prior)
+    P, k = data.phases, len(data.components)
+    prior = X.mean(axis=0)  # per phase: the runs' mean mixture of that phase
+    rng = np.random.default_rng(seed)
+    blocks = [np.vstack([dirichlet_pool(prior[p * k:(p + 1) * k], candidates, rng), X[:, p * k:(p + 1) * k]]) for p in range(P)]
+    size = min(len(b) for b in blocks)  # a draw of all-tiny weights is dropped: keep rows aligned across phases
+    pool = np.hstack([b[-size:] for b in blocks])
+    penalty = trust_region_weight(report.mae, X, prior, P) if kl_weight == "auto" else float(kl_weight)
+    score = objective.sign * model.predict(pool) + penalty * kl_by_phase(pool, prior, P)
     w = pool[np.argsort(score, kind="stable")[:top_k]].mean(axis=0)
-    best = int(np.argmin(objective.sign * y))
     predicted = float(model.predict(w[None, :])[0])
+    mixture = w.reshape(P, k).mean(axis=0)  # equal phases: the schedule's overall token shares
+    best = int(np.argmin(objective.sign * y))
+    schedule = [{"start_fraction": p / P, "end_fraction": (p + 1) / P, "weights": dict(zip(data.components, w[p * k:(p + 1) * k].round(6).tolist()))}
+                for p in range(P)] if P > 1 else None
     return {"source": data.source, "target": target, "lower_is_better": objective.sign > 0, "runs": len(data),
-            "notes": data.notes, "fit": report.to_dict(), "prior": dict(zip(data.components, prior.round(6).tolist())),
-            "proposal": dict(zip(data.components, w.round(6).tolist())), "predicted": predicted,
+            "notes": data.notes, "fit": report.to_dict(), "prior": dict(zip(data.components, prior.reshape(P, k).mean(axis=0).round(6).tolist())),
+            "proposal": dict(zip(data.components, mixture.round(6).tolist())), "schedule": schedule, "predicted": predicted,
             "predicted_interval": interval_around(predicted, report),
             "kl_weight": penalty, "warning": trust_warning(report, len(data.components)), "best_observed": {
                 "run_id": data.run_ids[best], "value": float(y[best]),
-                "weights": dict(zip(data.components, X[best].round(6).tolist()))}}
+                "weights": dict(zip(data.components, X[best].reshape(P, k).mean(axis=0).round(6).tolist()))}}

@@ -256,18 +256,19 @@ app.add_typer(proxy_app, name="proxy")
 @proxy_app.command("train")
 def proxy_train(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
-    mixture: Path = typer.Option(..., "--mixture", help="YAML mapping of component -> weight, or a search's proposal.json."),
+    mixture: Path = typer.Option(..., "--mixture", help="YAML mapping of component -> weight, a search's proposal.json, or `search fit --json` output (a schedule trains phase by phase)."),
     seed: Optional[int] = typer.Option(None, min=0, help="Seed of this run (default: the config's)."),
     run_id: Optional[str] = typer.Option(None, help="Name of the run (default: a hash of mixture and settings)."),
 ) -> None:
     """Train one proxy on a mixture and record it in the runs table."""
     from mixforge.config import load_config
-    from mixforge.mixers.mixture_file import read_mixture
+    from mixforge.mixers.mixture_file import read_schedule
     from mixforge.progress import progress_bar
     from mixforge.proxy_training.proxy import run_proxy
 
     cfg = load_config(config)
-    weights, _ = read_mixture(mixture, _built_components(cfg))  # a bad mixture fails here, before training
+    phases, _ = read_schedule(mixture, _built_components(cfg))  # a bad mixture fails here, before training
+    weights = phases if len(phases) > 1 else phases[0]  # a schedule trains phase by phase
     with progress_bar() as bar:
         task = bar.add_task("proxy", total=None, rate="")
         row = run_proxy(cfg, weights, seed=seed, run_id=run_id,
@@ -413,6 +414,8 @@ def search_fit(
         console.print(f"note: {note}")
     _print_fit(fit, f"{out['target']}: {_predictor_label(fit)} on {out['runs']} runs")
     _print_mixture(out["prior"], out["proposal"], "runs' mean mixture")
+    if out["schedule"]:
+        _print_schedule(out["schedule"])
     interval = out["predicted_interval"]
     bounds = (f"{interval['level']:.0%} interval {interval['low']:.4f} to {interval['high']:.4f}" if interval["low"] is not None
               else "too few runs for an interval")
@@ -420,6 +423,16 @@ def search_fit(
                   f"{out['best_observed']['run_id']}: {out['best_observed']['value']:.4f}")
     if out["warning"]:
         console.print(f"[bold yellow]warning:[/] {out['warning']}")
+
+
+def _print_schedule(schedule: list[dict]) -> None:
+    table = Table(title="proposed schedule (share of training tokens)")
+    table.add_column("component")
+    for phase in schedule:
+        table.add_column(f"{phase['start_fraction']:.0%}-{phase['end_fraction']:.0%}", justify="right")
+    for c in schedule[0]["weights"]:
+        table.add_row(c, *(f"{phase['weights'][c]:.3f}" for phase in schedule))
+    Console().print(table)
 
 
 def _predictor_label(fit: dict) -> str:
@@ -503,9 +516,22 @@ def export(
     from mixforge.config import load_config
     from mixforge.mixers.mixture_file import read_mixture
     from mixforge.pipelines.export import run_export
+    from mixforge.pipelines.export_schedule import run_schedule_export
 
     cfg = load_config(config)
     weights, provenance = read_mixture(mixture)  # components checked by the export (its documents, held-out ones too)
+    if provenance.get("schedule"):  # one export per phase, in training order
+        record = run_schedule_export(cfg, provenance["schedule"], out, fmt or cfg.export.format, tokens or cfg.export.tokens,
+                                     provenance=provenance, mode=mode, shard_tokens=shard_tokens, max_epochs=max_epochs, overwrite=overwrite)
+        table = Table(title=f"schedule export: {len(record['phases'])} phases, {record['format']}")
+        for col in ("phase", "folder", "training share", "tokens", "mixture"):
+            table.add_column(col, justify="left" if col in ("folder", "mixture") else "right")
+        for ph in record["phases"]:
+            table.add_row(str(ph["phase"]), ph["folder"], f"{ph['start_fraction']:.0%}-{ph['end_fraction']:.0%}",
+                          f"{ph['tokens']:,}", ph["mixture_id"])
+        Console().print(table)
+        Console().print(f"{record['tokens']:,} tokens: {out} (schedule.json names the phases in order)", soft_wrap=True)
+        return
     m = run_export(cfg, weights, out, fmt or cfg.export.format, tokens=tokens or cfg.export.tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite,
                    max_epochs=max_epochs, provenance=provenance)
     table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")
@@ -525,8 +551,9 @@ def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> 
     """Check every path in manifest.json, re-hash every file, re-count each shard's documents and
     tokens. Exit 1 on any mismatch, 2 when the folder has no readable manifest."""
     from mixforge.pipelines.export import verify_export
+    from mixforge.pipelines.export_schedule import SCHEDULE_FILE, verify_schedule
 
-    problems = verify_export(folder)
+    problems = verify_schedule(folder) if (folder / SCHEDULE_FILE).is_file() else verify_export(folder)
     if problems:
         for p in problems:
             console.print(f"[red]mismatch:[/] {p}", highlight=False)

@@ -100,3 +100,45 @@ def test_default_budget_fits_the_corpus_and_the_components():
     assert component_count("auto", 911, 16) == 2 and component_count("auto", 50_000, "auto") == 20
     assert component_count(7, 911, 16) == 7  # a number the user set is kept
     assert search_runs("auto", 20) == 120 and search_runs("auto", 2) == 16 and search_runs(30, 20) == 30
+
+
+@pytest.mark.timeout(600)
+def test_a_two_phase_table_fits_and_its_schedule_trains_a_proxy(tmp_path):
+    """A known truth where the first phase should be mostly code and the second mostly legal: the
+    table (phase0_w_*, phase1_w_*) is fitted as one predictor over the schedule, the proposal is a
+    schedule, and `proxy train` trains a proxy on it phase by phase."""
+    import polars as pl
+
+    from conftest import LABELS, workspace_with_tokens
+    from mixforge.config import load_config
+    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.workspace import Workspace
+
+    rng = np.random.default_rng(0)
+    n, k = 96, len(LABELS)
+    first, second = rng.dirichlet(np.ones(k), n), rng.dirichlet(np.ones(k), n)
+    code, legal = LABELS.index("code"), LABELS.index("legal")
+    loss = 3 - 0.8 * first[:, code] - 0.8 * second[:, legal] + 0.3 * second[:, code] + rng.normal(0, 0.01, n)
+    table = {"run_id": [f"r{i}" for i in range(n)], "loss_target": loss}
+    for p, w in enumerate((first, second)):
+        table |= {f"phase{p}_w_{c}": w[:, j] for j, c in enumerate(LABELS)}
+    pl.DataFrame(table).write_csv(tmp_path / "schedules.csv")
+    run = subprocess.run(mixforge_cmd() + ["search", "fit", "--runs", str(tmp_path / "schedules.csv"), "--target", "loss_target",
+                                           "--candidates", "20000", "--json"], capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    (tmp_path / "fit.json").write_text(run.stdout)
+    schedule = out["schedule"]
+    assert [(ph["start_fraction"], ph["end_fraction"]) for ph in schedule] == [(0, 0.5), (0.5, 1)]
+    assert max(schedule[0]["weights"], key=schedule[0]["weights"].get) == "code"
+    assert max(schedule[1]["weights"], key=schedule[1]["weights"].get) == "legal"
+    assert schedule[1]["weights"]["code"] < schedule[0]["weights"]["code"]
+    assert out["fit"]["spearman"] > 0.9 and any("2-phase" in note for note in out["notes"])
+
+    config = workspace_with_tokens(tmp_path, tokens=4_000)
+    run = subprocess.run(mixforge_cmd() + ["proxy", "train", str(config), "--mixture", str(tmp_path / "fit.json")],
+                         capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = RunsTable(Workspace(load_config(config).workspace_dir)).load()
+    trained = json.loads(rows["phases"][0])
+    assert len(trained) == 2 and all(t == pytest.approx(ph["weights"], abs=1e-6) for t, ph in zip(trained, schedule))

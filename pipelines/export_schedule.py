@@ -1,0 +1,79 @@
+"""A multi-phase schedule exported as one export per phase, in order.
+
+`<out>/phase0/`, `<out>/phase1/`, ... are ordinary exports (manifest.json, card, trainer files) of
+each phase's mixture at its share of the token budget; `<out>/schedule.json`, written last and
+atomically, names the phases in training order with their boundaries (as shares of training
+and in tokens) and each phase manifest's sha256. A killed export resumes: a phase whose export
+is complete for the same mixture and budget is kept. `verify_schedule` checks every phase and
+the digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from mixforge.config import MixforgeConfig
+from mixforge.errors import MixforgeError
+from mixforge.workspace import atomic_write_json, read_json
+
+SCHEDULE_FILE = "schedule.json"
+
+
+def phase_budgets(tokens: int, schedule: list[dict]) -> list[int]:
+    """Tokens per phase from the phases' start/end shares; the last phase takes the rounding."""
+    cuts = [round(tokens * phase["end_fraction"]) for phase in schedule]
+    return [end - start for start, end in zip([0] + cuts[:-1], cuts[:-1] + [tokens])]
+
+
+def run_schedule_export(cfg: MixforgeConfig, schedule: list[dict], out: Path, fmt: str, tokens: int | None,
+                        provenance: dict | None = None, **options) -> dict:
+    """One export per phase under `out`, then schedule.json; returns the schedule record."""
+    from mixforge.pipelines.export import run_export
+
+    if not tokens:
+        raise MixforgeError("a schedule export needs a token budget (--tokens or export.tokens): each phase gets its "
+                            "share of it, and without one every phase would draw the whole corpus")
+    out = Path(out)
+    if (out / SCHEDULE_FILE).exists() and not options.get("overwrite"):
+        raise MixforgeError(f"{out} exists: pass --overwrite to replace it")
+    phases = []
+    for p, (phase, budget) in enumerate(zip(schedule, phase_budgets(tokens, schedule))):
+        folder = out / f"phase{p}"
+        manifest = read_json(folder / "manifest.json")
+        if not (manifest and manifest.get("token_budget") == budget and _same_weights(manifest["weights"], phase["weights"])):
+            run_export(cfg, phase["weights"], folder, fmt, tokens=budget, provenance=provenance,
+                       **(options | {"overwrite": folder.exists()}))
+            manifest = read_json(folder / "manifest.json")
+        phases.append({"phase": p, "folder": folder.name, "start_fraction": phase["start_fraction"],
+                       "end_fraction": phase["end_fraction"], "tokens": manifest["tokens"], "mixture_id": manifest["mixture_id"],
+                       "manifest_sha256": hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()})
+    starts = [sum(ph["tokens"] for ph in phases[:i]) for i in range(len(phases))]
+    for phase, start in zip(phases, starts):
+        phase["start_token"], phase["end_token"] = start, start + phase["tokens"]
+    record = {"phases": phases, "tokens": sum(ph["tokens"] for ph in phases), "format": fmt,
+              "order": "train on the phase folders in this order, each to its end_token"}
+    atomic_write_json(out / SCHEDULE_FILE, record)
+    return record
+
+
+def _same_weights(done: dict[str, float], wanted: dict[str, float]) -> bool:
+    total = sum(wanted.values())
+    return all(abs(done.get(c, 0.0) - w / total) < 1e-6 for c, w in wanted.items() if w > 0)
+
+
+def verify_schedule(folder: Path) -> list[str]:
+    """Problems with a schedule export: each phase as an export, and its manifest's digest."""
+    from mixforge.pipelines.export import verify_export
+
+    record = read_json(Path(folder) / SCHEDULE_FILE)
+    problems = []
+    for phase in record["phases"]:
+        sub = Path(folder) / phase["folder"]
+        if not (sub / "manifest.json").is_file():
+            problems.append(f"{phase['folder']}: no manifest.json")
+            continue
+        if hashlib.sha256((sub / "manifest.json").read_bytes()).hexdigest() != phase["manifest_sha256"]:
+            problems.append(f"{phase['folder']}/manifest.json: sha256 differs from {SCHEDULE_FILE}")
+        problems += [f"{phase['folder']}: {p}" for p in verify_export(sub)]
+    return problems
