@@ -284,3 +284,32 @@ def test_card_lists_each_source_with_its_licence(built, tmp_path):
     run_export(mixed, _weights(cfg), tmp_path / "b", "parquet", tokens=15_000)
     card = (tmp_path / "b" / "README.md").read_text()
     assert yaml.safe_load(card.split("---\n")[1])["license"] == "other" and "not given (set `license`" in card
+
+
+def test_a_schedule_exports_one_folder_per_phase_and_verifies(built, tmp_path):
+    config, cfg, _ = built
+    first = _weights(cfg)
+    second = dict(zip(first, reversed(list(first.values()))))
+    schedule = [{"start_fraction": 0.0, "end_fraction": 0.25, "weights": first},
+                {"start_fraction": 0.25, "end_fraction": 1.0, "weights": second}]
+    (tmp_path / "fit.json").write_text(json.dumps({"proposal": first, "fit": {}, "schedule": schedule}))
+    out = tmp_path / "schedule-export"
+    cmd = mixforge_cmd() + ["export", str(tmp_path / "fit.json"), "-c", str(config), "--out", str(out), "--format", "megatron"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 2 and "needs a token budget" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(cmd + ["--tokens", "16000"], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    record = json.loads((out / "schedule.json").read_text())
+    assert [p["folder"] for p in record["phases"]] == ["phase0", "phase1"]
+    for phase, wanted in zip(record["phases"], schedule):
+        manifest = json.loads((out / phase["folder"] / "manifest.json").read_text())
+        assert manifest["token_budget"] == round(16000 * (wanted["end_fraction"] - wanted["start_fraction"]))
+        total = sum(wanted["weights"].values())
+        assert manifest["weights"] == pytest.approx({c: w / total for c, w in wanted["weights"].items()}, abs=1e-6)
+    assert record["phases"][0]["end_token"] == record["phases"][1]["start_token"]
+    check = subprocess.run(mixforge_cmd() + ["verify", str(out)], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "every shard matches" in check.stdout
+    manifest = out / "phase1" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"seed"', '"seed" ', 1))  # same content, other bytes
+    check = subprocess.run(mixforge_cmd() + ["verify", str(out)], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 1 and "phase1/manifest.json: sha256 differs" in check.stdout + check.stderr
