@@ -18,35 +18,37 @@ from mixforge.workspace import Workspace
 
 
 @task(name="proxy", cache_policy=NO_CACHE, persist_result=False)
-def proxy_task(config_path: str, weights: dict[str, float] | list[dict[str, float]], seed: int, pool_id: int = 0, checkpoints: int = 0) -> dict:
+def proxy_task(config_path: str, weights: dict[str, float] | list[dict[str, float]], seed: int, pool_id: int = 0, checkpoints: int = 0,
+               overrides: dict | None = None) -> dict:
     pool = _POOLS.get(pool_id)
     if pool:
         return pool.submit(weights, seed, checkpoints).result()
-    return run_proxy(load_config(config_path), weights, seed=seed, checkpoints=checkpoints)
+    return run_proxy(load_config(config_path, overrides=overrides), weights, seed=seed, checkpoints=checkpoints)
 
 
 @task(name="proxy group", cache_policy=NO_CACHE, persist_result=False)
-def proxy_group_task(config_path: str, mixtures: list, seeds: list[int]) -> list[dict]:
-    return run_proxies(load_config(config_path), mixtures, seeds)
+def proxy_group_task(config_path: str, mixtures: list, seeds: list[int], overrides: dict | None = None) -> list[dict]:
+    return run_proxies(load_config(config_path, overrides=overrides), mixtures, seeds)
 
 
 _POOLS: dict[int, ProxyPool] = {}  # tasks reach the flow's pool by id (a pool cannot be a task parameter)
 
 
 def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: str = "proxy runs",
-                   checkpoints: int = 0) -> list[dict]:
-    """One Prefect task per mixture, inside a running flow; rows in the order of `mixtures`."""
-    cfg = load_config(config_path)
+                   checkpoints: int = 0, overrides: dict | None = None) -> list[dict]:
+    """One Prefect task per mixture, inside a running flow; rows in the order of `mixtures`.
+    `overrides`: config keys replaced for these runs (a verification at another proxy preset)."""
+    cfg = load_config(config_path, overrides=overrides)
     if batched_proxies(cfg, checkpoints):  # one task per group of runs trained together
         size, rows = cfg.proxy.batched_group, []
         with progress_bar() as bar:
             done = bar.add_task(label, total=len(mixtures), rate="batched")
             for i in range(0, len(mixtures), size):
-                group = proxy_group_task(config_path, mixtures[i : i + size], seeds[i : i + size])
+                group = proxy_group_task(config_path, mixtures[i : i + size], seeds[i : i + size], overrides)
                 rows += group
                 bar.update(done, advance=len(group), rate=f"batched, {group[-1]['tokens_per_s']:,.0f} tokens/s per run")
         return rows
-    pool = ProxyPool(config_path, cfg.proxy.processes) if cfg.proxy.processes > 1 else None
+    pool = ProxyPool(config_path, cfg.proxy.processes, overrides) if cfg.proxy.processes > 1 else None
     if pool:
         _POOLS[id(pool)] = pool
     try:
@@ -55,10 +57,10 @@ def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: st
             if not pool:  # one at a time, in this process
                 rows = []
                 for w, s in zip(mixtures, seeds):
-                    rows.append(proxy_task(config_path, w, s, checkpoints=checkpoints))
+                    rows.append(proxy_task(config_path, w, s, checkpoints=checkpoints, overrides=overrides))
                     bar.update(done, advance=1, rate=f"last run {rows[-1]['tokens_per_s']:,.0f} tokens/s")
                 return rows
-            futures = [proxy_task.submit(config_path, w, s, id(pool), checkpoints) for w, s in zip(mixtures, seeds)]
+            futures = [proxy_task.submit(config_path, w, s, id(pool), checkpoints, overrides) for w, s in zip(mixtures, seeds)]
             for future in as_completed(futures):
                 row = future.result()
                 bar.update(done, advance=1, rate=f"last run {row['tokens_per_s']:,.0f} tokens/s per process")

@@ -23,8 +23,9 @@ def search_flow(config_path: str, strategy: str | None = None, target=None, runs
 
 
 @flow(name="mixforge-search-verify", persist_result=False, log_prints=False)
-def verify_flow(config_path: str, folder: str | None = None, seeds: int | None = None) -> dict:
+def verify_flow(config_path: str, folder: str | None = None, seeds: int | None = None, preset: str | None = None) -> dict:
     from pathlib import Path
 
     cfg = load_config(config_path)
-    return verify(cfg, partial(train_mixtures, config_path), Path(folder) if folder else None, seeds)
+    larger = partial(train_mixtures, config_path, overrides={"proxy": {"preset": preset}}) if preset else None
+    return verify(cfg, partial(train_mixtures, config_path), Path(folder) if folder else None, seeds, preset, larger)

@@ -178,4 +178,22 @@ def write_report(folder: Path, proposal: dict, verify: dict | None, stale: bool 
         plot_verify(folder / "verify.png", verify)
     elif not verify:
         (folder / "verify.png").unlink(missing_ok=True)  # an earlier proposal's figures
-    atomic_write_text(folder / "report.md", markdown(proposal, verify, stale))
+    from mixforge.mixers.mixture_file import proposal_digest
+    from mixforge.workspace import read_json
+
+    digest = proposal_digest(proposal)
+    sizes = [v for f in sorted(folder.glob("verify-*.json")) if (v := read_json(f)) and v.get("proposal_sha256") == digest]
+    atomic_write_text(folder / "report.md", markdown(proposal, verify, stale) + "".join(size_lines(v) for v in sizes))
+
+
+def size_lines(verify: dict) -> str:
+    """A verification at another proxy preset, with the rank agreement between the sizes."""
+    sizes = verify["sizes"]
+    agreement = ("too few search runs to compare" if sizes["spearman"] is None else
+                 f"Spearman {sizes['spearman']:.3f} between the two sizes on {sizes['mixtures']} of the search's mixtures, retrained")
+    lines = ["", f"## At proxy preset {verify['preset']} (the search used {verify['search_preset']})", "", agreement + ".", "",
+             "| mixture | measured mean | std |", "|---|---:|---:|"]
+    lines += [f"| {name} | {r['mean']:.4f} | {r['std']:.4f} |" for name, r in verify["results"].items()]
+    if "gain_over_uniform" in verify:
+        lines += ["", f"Measured gain of the proposal over uniform at this size: {verify['gain_over_uniform']:+.4f}."]
+    return "\n".join(lines) + "\n"

@@ -363,6 +363,8 @@ def search_verify(
     config: Path = typer.Argument(..., help="Config file of the search."),
     seeds: Optional[int] = typer.Option(None, min=1, help="Fresh proxies per mixture (default: search.verify_seeds)."),
     folder: Optional[Path] = typer.Option(None, help="A search folder (default: the latest search)."),
+    preset: Optional[str] = typer.Option(None, help="Verify at this proxy preset (tiny | small | base) instead of proxy.preset, "
+                                         "with the rank agreement between the two sizes (writes verify-<preset>.json)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
     """Train fresh proxies on the proposal and on uniform, natural and best-observed mixtures."""
@@ -373,10 +375,17 @@ def search_verify(
     from mixforge.workspace import read_json
 
     cfg = load_config(config)
+    if preset is not None:
+        load_config(config, overrides={"proxy": {"preset": preset}})  # an unknown preset fails here, naming the choices
     folder = folder or latest_folder(cfg)
     with _proxy_children(config, "verify"):
-        result = verify_flow(str(config), str(folder), seeds)
+        result = verify_flow(str(config), str(folder), seeds, preset)
     _print_proposal(read_json(folder / "proposal.json"), result)
+    sizes = result.get("sizes")
+    if sizes:
+        agreement = "too few runs" if sizes["spearman"] is None else f"Spearman {sizes['spearman']:.3f}"
+        Console().print(f"measured at preset {result['preset']} (the search used {result['search_preset']}); rank agreement "
+                        f"between the sizes on {sizes['mixtures']} of the search's mixtures: {agreement}")
     Console().print(f"report: {folder / 'report.md'}")
 
 

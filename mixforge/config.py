@@ -466,8 +466,9 @@ def section_hash(*parts: Any) -> str:
 # ---------------------------------------------------------------- loading with precise errors
 
 
-def load_config(path: str | Path, workspace: str | None = None) -> MixforgeConfig:
-    """Read and validate a config file (optionally overriding its workspace).
+def load_config(path: str | Path, workspace: str | None = None, overrides: dict | None = None) -> MixforgeConfig:
+    """Read and validate a config file (optionally overriding its workspace, and sections' keys:
+    `{"proxy": {"preset": "small"}}` for a verification at another proxy size).
     Raises ConfigError naming file, line, field and value."""
     path = Path(path)
     if not path.is_file():
@@ -479,6 +480,8 @@ def load_config(path: str | Path, workspace: str | None = None) -> MixforgeConfi
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    for section, values in (overrides or {}).items():
+        data[section] = {**(data.get(section) or {}), **values}
     try:
         cfg = MixforgeConfig.model_validate(data)
     except ValidationError as e:

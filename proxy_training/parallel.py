@@ -17,14 +17,14 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _start_worker(config_path: str, threads: int) -> None:
+def _start_worker(config_path: str, threads: int, overrides: dict | None = None) -> None:
     global _worker_cfg
     import torch
 
     from mixforge.config import load_config
 
     torch.set_num_threads(threads)
-    _worker_cfg = load_config(config_path)
+    _worker_cfg = load_config(config_path, overrides=overrides)
 
 
 def _run(weights: dict[str, float] | list[dict[str, float]], seed: int | None, checkpoints: int) -> dict:
@@ -40,11 +40,11 @@ class ProxyPool:
             rows = [f.result() for f in [pool.submit(w, seed=i) for i, w in enumerate(mixtures)]]
     """
 
-    def __init__(self, config_path: str, processes: int):
+    def __init__(self, config_path: str, processes: int, overrides: dict | None = None):
         threads = max(cpu_cores() // processes, 1)
         # spawn: a fork of a process holding torch's thread pool (or Prefect's threads) can deadlock
         self._executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(str(config_path), threads))
+                                             initializer=_start_worker, initargs=(str(config_path), threads, overrides))
 
     def submit(self, weights: dict[str, float] | list[dict[str, float]], seed: int | None = None, checkpoints: int = 0) -> Future:
         return self._executor.submit(_run, weights, seed, checkpoints)
