@@ -217,3 +217,25 @@ def test_regmix_proposal_beats_uniform_under_verify_cli(tmp_path):
     assert "Not verified: this folder's verify.json measured an earlier proposal" in report and "measured mean" not in report
     assert not (folder / "verify.png").exists()
     assert read_mixture(folder)[1]["verified"] is None  # export ships no stale figures
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_verify_at_a_larger_preset_gives_the_rank_agreement_between_sizes(tmp_path):
+    config = workspace_with_tokens(tmp_path, tokens=2_000)
+    cfg = load_config(config)
+    cfg.search.target, cfg.search.runs, cfg.search.candidates = "bpb_code", 8, 2000
+    proposal, folder = run_search(cfg, _loop(cfg), "regmix")
+    larger = load_config(config, overrides={"proxy": {"preset": "small"}})
+    out = verify(cfg, _loop(cfg), folder, seeds=1, preset="small", train_preset=_loop(larger))
+    assert out["preset"] == "small" and out["search_preset"] == "tiny" and (folder / "verify-small.json").exists()
+    assert not (folder / "verify.json").exists()  # the search size's verification is a separate file
+    sizes = out["sizes"]
+    assert sizes["mixtures"] == 8 and -1 <= sizes["spearman"] <= 1 and len(sizes["values"]) == 8
+    runs = RunsTable(Workspace(cfg.workspace_dir)).load()
+    small = runs.filter(pl.col("run_id").is_in(sizes["run_ids"] + out["results"]["proposal"]["run_ids"]))
+    assert small.height == 9 and set(small["preset"].to_list()) == {"small"}
+    assert all(r["interval"] is None for r in out["results"].values())  # predictions are in the search size's units
+    assert "## At proxy preset small (the search used tiny)" in (folder / "report.md").read_text()
+    bad = subprocess.run(mixforge_cmd() + ["search", "verify", str(config), "--preset", "huge"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "tiny" in bad.stderr
