@@ -181,7 +181,8 @@ def strategies(budget: int, names: list[str], phases: int) -> dict:
             out[strategy] = {"runs": len(proposal.runs_used), "search_s": round(seconds, 1),
                              "proposal": checked["proposal"]["mean"], "proposal_std": checked["proposal"]["std"],
                              "uniform": checked["uniform"]["mean"], "predicted": proposal.predicted,
-                             "weights": proposal.weights}
+                             "weights": proposal.weights, "largest_share": round(max(proposal.weights.values()), 4),
+                             "natural": checked.get("natural", {}).get("mean"), "best_observed": checked.get("best observed", {}).get("mean")}
             if "schedule" in checked:
                 out[strategy] |= {"schedule": checked["schedule"]["mean"], "schedule_std": checked["schedule"]["std"]}
             print(strategy, json.dumps(out[strategy]))
