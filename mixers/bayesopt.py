@@ -15,17 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixforge.mixers.sampling import random_mixtures
-from mixforge.mixers.strategies import (
-    Proposal,
-    SearchContext,
-    _iteration,
-    _proposal,
-    best_of,
-    candidate_pool,
-    climb_batches,
-    fit,
-    unconstrained,
-)
+from mixforge.mixers.strategies import Proposal, SearchContext, _iteration, best_predicted, candidate_pool, climb_batches, fit, unseen
 
 ACQUISITION_POOL = 20_000  # candidates scored by expected improvement per pick (the GP's variance is O(n^2) each)
 
@@ -79,15 +69,8 @@ def bayesopt(ctx: SearchContext) -> Proposal:
         predictor, report, data, y, _ = fit(rows, ctx)
         iterations.append(_iteration(it - 1, rows, y, report, ctx))
         pool = candidate_pool(ctx, ACQUISITION_POOL, rng)
-        pool = pool[ctx.trainable(pool)]
-        seen = {tuple(np.round(r, 3)) for r in data.weights}
-        pool = pool[[tuple(np.round(r, 3)) not in seen for r in pool]]
+        pool = unseen(pool[ctx.trainable(pool)], data.weights)
         batch = next_batch(data.weights, ctx.objective.sign * y, pool, size, ctx.seed + it)
         start = ctx.seed + len(rows)
         rows = rows + ctx.train([ctx.as_dict(w) for w in batch], list(range(start, start + len(batch))), f"bayesopt round {it}")
-    predictor, report, data, y, penalty = fit(rows, ctx)
-    iterations.append(_iteration(len(sizes), rows, y, report, ctx))
-    pool = candidate_pool(ctx, s.candidates, rng, extra=data.weights)
-    w = best_of(predictor, pool, ctx, penalty, None)
-    return _proposal(ctx, "bayesopt", w, predictor, report, y, rows, iterations=iterations, kl_weight=penalty,
-                     unconstrained=unconstrained(predictor, ctx, penalty, None, data.weights))
+    return best_predicted(ctx, "bayesopt", rows, rng, iterations)

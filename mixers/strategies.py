@@ -246,19 +246,29 @@ def climb(ctx: SearchContext) -> Proposal:
         predictor, report, data, y, penalty = fit(rows, ctx)
         iterations.append(_iteration(it - 1, rows, y, report, ctx))
         pool = dirichlet_pool(ctx.prior, s.candidates, rng, s.min_strength, s.max_strength)
-        pool = pool[ctx.trainable(pool)]  # the next batch explores: proxies need not keep the proposal's bounds
-        seen = {tuple(np.round(r, 3)) for r in data.weights}
-        pool = pool[[tuple(np.round(r, 3)) not in seen for r in pool]]
+        pool = unseen(pool[ctx.trainable(pool)], data.weights)  # the next batch explores: proxies need not keep the proposal's bounds
         top = pool[np.argsort(scores(predictor, pool, ctx, penalty), kind="stable")[: 4 * size]]
         picked = top[np.sort(rng.choice(len(top), size=min(size, len(top)), replace=False))]
         mixtures = [ctx.as_dict(w) for w in picked]
         start = ctx.seed + len(rows)
         rows = rows + ctx.train(mixtures, list(range(start, start + len(mixtures))), f"climb iteration {it}")
+    return best_predicted(ctx, "climb", rows, rng, iterations)
+
+
+def unseen(pool: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Rows of pool not already run (to 3 decimals)."""
+    seen = {tuple(np.round(r, 3)) for r in X}
+    return pool[[tuple(np.round(r, 3)) not in seen for r in pool]]
+
+
+def best_predicted(ctx: SearchContext, strategy: str, rows: list[dict], rng: np.random.Generator, iterations: list[dict]) -> Proposal:
+    """The last fit on every run, and its best predicted mixture of a fresh pool and the runs
+    (CLIMB's proposal), pinned and within the bounds."""
     predictor, report, data, y, penalty = fit(rows, ctx)
-    iterations.append(_iteration(len(sizes), rows, y, report, ctx))
-    pool = candidate_pool(ctx, s.candidates, rng, extra=data.weights)  # the runs too, once pinned and within bounds
-    w = best_of(predictor, pool, ctx, penalty, None)  # CLIMB: the best predicted mixture
-    return _proposal(ctx, "climb", w, predictor, report, y, rows, iterations=iterations, kl_weight=penalty,
+    iterations.append(_iteration(len(iterations) + 1, rows, y, report, ctx))
+    pool = candidate_pool(ctx, ctx.settings.candidates, rng, extra=data.weights)
+    w = best_of(predictor, pool, ctx, penalty, None)
+    return _proposal(ctx, strategy, w, predictor, report, y, rows, iterations=iterations, kl_weight=penalty,
                      unconstrained=unconstrained(predictor, ctx, penalty, None, data.weights))
 
 
