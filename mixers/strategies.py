@@ -127,7 +127,7 @@ class Proposal:
     schedule: list[dict] | None = None  # multi-phase: [{"start_fraction", "end_fraction", "weights"}]
     kl_weight: float | None = None  # the KL penalty the candidates were scored with
     unconstrained: dict | None = None  # {"weights", "predicted", "largest_share", "feasible"} without pins, bounds, caps
-    constraints: dict | None = None  # {"target_tokens", "max_epochs", "caps": {component: highest share}, "pin"}
+    constraints: dict | None = None  # {"target_tokens", "max_epochs", "pin", "lowest", "highest"}: the bounds per component
     seed: int = 0
     settings: dict = field(default_factory=dict)
 
