@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixforge.mixers.sampling import random_mixtures
-from mixforge.mixers.strategies import Proposal, SearchContext, _iteration, best_predicted, candidate_pool, climb_batches, fit, unseen
+from mixforge.mixers.strategies import Proposal, SearchContext, _iteration, best_predicted, candidate_pool, climb_batches, fit, random_runs, unseen
 
 ACQUISITION_POOL = 20_000  # candidates scored by expected improvement per pick (the GP's variance is O(n^2) each)
 
@@ -61,9 +60,7 @@ def bayesopt(ctx: SearchContext) -> Proposal:
     rounds = min(s.bo_rounds, ctx.runs - first)
     sizes = [first] + (climb_batches(ctx.runs - first, [1] * rounds) if rounds > 0 else [])
     rng = np.random.default_rng([ctx.seed, 4])
-    mixtures = random_mixtures(ctx.token_counts, first, ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
-                               min_strength=s.min_strength, max_strength=s.max_strength)
-    rows = ctx.train(mixtures, [ctx.seed + i for i in range(len(mixtures))], "bayesopt: random start")
+    rows = random_runs(ctx, first, "bayesopt: random start")
     iterations = []
     for it, size in enumerate(sizes[1:], start=2):
         predictor, report, data, y, _ = fit(rows, ctx)

@@ -215,11 +215,18 @@ def _constraints(ctx: SearchContext) -> dict:
             "lowest": ctx.as_dict(lo), "highest": ctx.as_dict(hi)}
 
 
+def random_runs(ctx: SearchContext, n: int, label: str) -> list[dict]:
+    """n proxies on RegMix's random mixtures, seeds ctx.seed onwards (the same first runs in
+    every strategy, so a second strategy on the same workspace reuses them)."""
+    s = ctx.settings
+    mixtures = random_mixtures(ctx.token_counts, n, ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
+                               min_strength=s.min_strength, max_strength=s.max_strength)
+    return ctx.train(mixtures, [ctx.seed + i for i in range(len(mixtures))], label)
+
+
 def regmix(ctx: SearchContext) -> Proposal:
     s = ctx.settings
-    mixtures = random_mixtures(ctx.token_counts, ctx.runs, ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
-                               min_strength=s.min_strength, max_strength=s.max_strength)
-    rows = ctx.train(mixtures, [ctx.seed + i for i in range(len(mixtures))], "regmix runs")
+    rows = random_runs(ctx, ctx.runs, "regmix runs")
     predictor, report, _, y, penalty = fit(rows, ctx)
     pool = candidate_pool(ctx, s.candidates, np.random.default_rng([ctx.seed, 1]))
     w = best_of(predictor, pool, ctx, penalty, s.top_k)  # a convex combination of feasible mixtures stays feasible
@@ -238,9 +245,7 @@ def climb(ctx: SearchContext) -> Proposal:
     s = ctx.settings
     sizes = climb_batches(ctx.runs, s.climb_split)
     rng = np.random.default_rng([ctx.seed, 2])
-    first = random_mixtures(ctx.token_counts, sizes[0], ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
-                            min_strength=s.min_strength, max_strength=s.max_strength)
-    rows = ctx.train(first, [ctx.seed + i for i in range(len(first))], "climb iteration 1")
+    rows = random_runs(ctx, sizes[0], "climb iteration 1")
     iterations = []
     for it, size in enumerate(sizes[1:], start=2):
         predictor, report, data, y, penalty = fit(rows, ctx)
