@@ -257,7 +257,8 @@ def workspace_frames(ws: Workspace | str | Path, names: list[str] | None = None)
     shards = parquet_files(ws.docs_dir("prune"))
     if not shards:
         raise MixforgeError(f"no documents under {ws.docs_dir('prune')}: run the prune stage (mixforge build) first")
-    for shard in shards if names is None else [s for s in shards if s.name in set(names)]:
+    wanted = None if names is None else set(names)
+    for shard in shards if wanted is None else [s for s in shards if s.name in wanted]:
         comp_path = component_file(ws, shard)
         if not comp_path.exists():
             raise MixforgeError(f"{comp_path} not found: run the components stage (mixforge build) first")

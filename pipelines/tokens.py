@@ -145,8 +145,6 @@ def tokenizer_sample(ws: Workspace, seed: int, size: int = TOKENIZER_SAMPLE_DOCS
 def appending_from(partial: Path) -> Path:
     """Hard links to the earlier layers' shards and index, made once before an appending run
     replaces any of them in `partial/extra`: what a resumed run appends to again."""
-    import os
-
     before = partial / "appending"
     if not before.exists():
         tmp = partial / ".appending.tmp"

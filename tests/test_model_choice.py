@@ -71,8 +71,9 @@ def test_regmix_published_runs_load_in_their_layout_and_rank_unseen_runs():
     assert any("'index'" in n for n in out["notes"]) and any("metric/the_pile_pile_cc_val_loss" in n for n in out["notes"])
     fit = out["fit"]
     assert fit["predictor"] == "auto" and fit["chosen"] in CANDIDATES
-    # Floor: RegMix's linear baseline ranks these 64 unseen runs at about 0.85 and auto at 0.983
-    # (measured 2026-12-02); 0.93 is far above the linear model and leaves room for library drift.
+    # Floor: the linear model ranks these 64 unseen runs at 0.915 (its CV on the 128: 0.849) and
+    # auto at 0.983 (measured 2026-12-02); 0.93 is above what a linear fit reaches and leaves 0.05
+    # for library drift.
     assert fit["eval"]["spearman"] >= 0.93, fit
     assert fit["spearman"] >= 0.9 and out["warning"] is None
     low, high = out["predicted_interval"]["low"], out["predicted_interval"]["high"]
