@@ -11,8 +11,11 @@
 2. learning curve: rank correlation (Spearman) on held-out runs against the number of training
    runs, per predictor (random subsets, 10 seeds each);
 3. strategies at equal proxy budget on the demo workspace (`--strategies`): regmix, climb and
-   influence each propose a mixture for bpb_reference, then `verify` measures every proposal and
-   uniform with fresh proxies.
+   influence (or bayesopt, bayesopt_mf: `--only`) each propose a mixture for bpb_reference, then
+   `verify` measures every proposal and the baselines with fresh proxies; each row gives the
+   proposal's largest share, the epochs of its most repeated component in the export (the
+   search's target run), and the proxies' tokens and seconds (bayesopt_mf spends the same FLOPs
+   as the others' runs, on more, cheaper proxies).
 
 Data: tests/fixtures/demo_runs.parquet (48 real tiny-proxy runs, scripts/build_demo_runs.py).
 
@@ -156,9 +159,13 @@ def learning_curve() -> dict:
 def strategies(budget: int, names: list[str], phases: int) -> dict:
     import subprocess
 
+    import polars as pl
+
     from mixforge.config import load_config
-    from mixforge.mixers.search import run_search, verify
+    from mixforge.mixers.search import cheap_proxy, run_search, verify
     from mixforge.proxy_training.parallel import ProxyPool
+    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.workspace import Workspace, read_json
 
     workspace = OUT_DIR / "demo"
     subprocess.run([sys.executable, "-m", "mixforge.cli", "build", "--demo", "--workspace", str(workspace)],
@@ -169,20 +176,30 @@ def strategies(budget: int, names: list[str], phases: int) -> dict:
     cfg.search.influence_rounds = max(budget // 6, 1)
     cfg.search.phases = phases
     out = {}
-    with ProxyPool(str(config), cfg.proxy.processes) as pool:
-        def train(mixtures, seeds, label, checkpoints=0):
-            return [f.result() for f in [pool.submit(w, s, checkpoints) for w, s in zip(mixtures, seeds)]]
+    with ProxyPool(str(config), cfg.proxy.processes) as pool, \
+            ProxyPool(str(config), cfg.proxy.processes, {"proxy": cheap_proxy(cfg)}) as cheap_pool:
+        def trainer(p):
+            return lambda mixtures, seeds, label, checkpoints=0: [f.result() for f in [p.submit(w, s, checkpoints) for w, s in zip(mixtures, seeds)]]
 
+        train = trainer(pool)
         for strategy in names:
             t0 = time.perf_counter()
-            proposal, folder = run_search(cfg, train, strategy)
+            proposal, folder = run_search(cfg, train, strategy, train_cheap=trainer(cheap_pool))
             seconds = time.perf_counter() - t0
             checked = verify(cfg, train, folder, seeds=2)["results"]
+            runs = RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id").is_in(proposal.runs_used))
+            target = proposal.constraints["target_tokens"]
+            available = {c: v["train_tokens"] for c, v in read_json(workspace / "tokens" / "_stage.json")["counts"]["components"].items()}
+            epochs = max(w * target / available[c] for c, w in proposal.weights.items() if w > 0)
             out[strategy] = {"runs": len(proposal.runs_used), "search_s": round(seconds, 1),
+                             "proxy_train_s": round(float(runs["wall_s"].sum()), 1), "proxy_tokens": int(runs["tokens"].sum()),
                              "proposal": checked["proposal"]["mean"], "proposal_std": checked["proposal"]["std"],
                              "uniform": checked["uniform"]["mean"], "predicted": proposal.predicted,
-                             "weights": proposal.weights, "largest_share": round(max(proposal.weights.values()), 4),
+                             "inside": checked["proposal"]["inside"], "weights": proposal.weights,
+                             "largest_share": round(max(proposal.weights.values()), 4), "export_epochs": round(epochs, 2),
                              "natural": checked.get("natural", {}).get("mean"), "best_observed": checked.get("best observed", {}).get("mean")}
+            if proposal.fidelity:
+                out[strategy] |= {k: proposal.fidelity[k] for k in ("cheap_proxy", "cheap_runs", "main_runs", "cost_in_runs")}
             if "schedule" in checked:
                 out[strategy] |= {"schedule": checked["schedule"]["mean"], "schedule_std": checked["schedule"]["std"]}
             print(strategy, json.dumps(out[strategy]))

@@ -71,6 +71,17 @@ def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: st
             pool.close()
 
 
+def search_trainers(config_path: str) -> dict:
+    """run_search's trainers as Prefect tasks: `train` at the config's proxy, `train_cheap` at
+    search.cheap_proxy (bayesopt_mf's cheap fidelity)."""
+    from functools import partial
+
+    from mixforge.mixers.search import cheap_proxy
+
+    cheap = {"proxy": cheap_proxy(load_config(config_path))}
+    return {"train": partial(train_mixtures, config_path), "train_cheap": partial(train_mixtures, config_path, overrides=cheap)}
+
+
 @flow(name="mixforge-proxy-sweep", persist_result=False, log_prints=False)
 def sweep_flow(config_path: str, runs: int, seed: int | None = None) -> list[dict]:
     """Train `runs` proxies on random mixtures (RegMix's Dirichlet recipe) over the components."""

@@ -7,7 +7,6 @@ The build is `build_flow` as a subflow, so a scheduled run resumes and skips lik
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from prefect import flow, task
@@ -17,7 +16,7 @@ from mixforge.config import load_config
 from mixforge.errors import MixforgeError
 from mixforge.flows.build import build_flow
 from mixforge.flows.deployments import FLOW_NAME, check_then
-from mixforge.flows.proxy import train_mixtures
+from mixforge.flows.proxy import search_trainers
 from mixforge.mixers.mixture_file import read_mixture
 from mixforge.mixers.search import run_search
 from mixforge.pipelines.export import run_export
@@ -30,7 +29,7 @@ COMPONENT_STAGES = ("components", "tokens")  # a rerun of either changes what a 
 @task(name="search", cache_policy=NO_CACHE, persist_result=False)
 def search_task(config_path: str) -> str:
     """A search with the config's settings; its folder (proxy runs already trained are reused)."""
-    _, folder = run_search(load_config(config_path), partial(train_mixtures, config_path))
+    _, folder = run_search(load_config(config_path), **search_trainers(config_path))
     return str(folder)
 
 

@@ -9,7 +9,7 @@ from functools import partial
 from prefect import flow
 
 from mixforge.config import load_config
-from mixforge.flows.proxy import train_mixtures
+from mixforge.flows.proxy import search_trainers, train_mixtures
 from mixforge.mixers.search import run_search, verify
 
 
@@ -18,7 +18,7 @@ def search_flow(config_path: str, strategy: str | None = None, target=None, runs
     cfg = load_config(config_path)
     if runs is not None:
         cfg.search.runs = runs
-    proposal, folder = run_search(cfg, partial(train_mixtures, config_path), strategy, target)
+    proposal, folder = run_search(cfg, strategy=strategy, target=target, **search_trainers(config_path))
     return {"proposal": proposal.to_dict(), "folder": str(folder)}
 
 

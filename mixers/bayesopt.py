@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixforge.mixers.strategies import Proposal, SearchContext, _iteration, best_predicted, candidate_pool, climb_batches, fit, random_runs, unseen
+from mixforge.errors import MixforgeError
+from mixforge.mixers.model_choice import INTERVAL_LEVEL, agreement
+from mixforge.mixers.objective import kl_to_prior
+from mixforge.mixers.strategies import (Proposal, SearchContext, _iteration, _proposal, best_predicted, candidate_pool, climb_batches, fit,
+                                        random_runs, rows_data, scores, unconstrained, unseen)
 
+NORMAL_90 = 1.6449  # two-sided 90% of a normal: the residual GP's share of the interval
 ACQUISITION_POOL = 20_000  # candidates scored by expected improvement per pick (the GP's variance is O(n^2) each)
 
 
@@ -54,13 +59,13 @@ def next_batch(X: np.ndarray, y: np.ndarray, pool: np.ndarray, size: int, seed: 
     return pool[picks]
 
 
-def bayesopt(ctx: SearchContext) -> Proposal:
-    s = ctx.settings
-    first = max(ctx.runs // 2, min(4, ctx.runs))
-    rounds = min(s.bo_rounds, ctx.runs - first)
-    sizes = [first] + (climb_batches(ctx.runs - first, [1] * rounds) if rounds > 0 else [])
-    rng = np.random.default_rng([ctx.seed, 4])
-    rows = random_runs(ctx, first, "bayesopt: random start")
+def gp_rounds(ctx: SearchContext, runs: int, rng: np.random.Generator, label: str) -> tuple[list[dict], list[dict]]:
+    """`runs` proxies through ctx.train: a random half (RegMix's draws), then `search.bo_rounds`
+    batches by expected improvement. Returns the rows and one iteration record per refit."""
+    first = max(runs // 2, min(4, runs))
+    rounds = min(ctx.settings.bo_rounds, runs - first)
+    sizes = [first] + (climb_batches(runs - first, [1] * rounds) if rounds > 0 else [])
+    rows = random_runs(ctx, first, f"{label}: random start")
     iterations = []
     for it, size in enumerate(sizes[1:], start=2):
         predictor, report, data, y, _ = fit(rows, ctx)
@@ -69,5 +74,106 @@ def bayesopt(ctx: SearchContext) -> Proposal:
         pool = unseen(pool[ctx.trainable(pool)], data.weights)
         batch = next_batch(data.weights, ctx.objective.sign * y, pool, size, ctx.seed + it)
         start = ctx.seed + len(rows)
-        rows = rows + ctx.train([ctx.as_dict(w) for w in batch], list(range(start, start + len(batch))), f"bayesopt round {it}")
+        rows = rows + ctx.train([ctx.as_dict(w) for w in batch], list(range(start, start + len(batch))), f"{label} round {it}")
+    return rows, iterations
+
+
+def bayesopt(ctx: SearchContext) -> Proposal:
+    rng = np.random.default_rng([ctx.seed, 4])
+    rows, iterations = gp_rounds(ctx, ctx.runs, rng, "bayesopt")
     return best_predicted(ctx, "bayesopt", rows, rng, iterations)
+
+
+def fidelity_split(runs: int, cheap_cost: float, cheap_share: float) -> tuple[int, int]:
+    """(runs at the search's proxy, runs at the cheap one) that cost no more than `runs` runs at the
+    search's proxy, `cheap_share` of it spent cheaply; at least 2 expensive runs to choose between."""
+    main = min(max(2, round((1 - cheap_share) * runs)), runs)
+    return main, max(int((runs - main) / cheap_cost + 1e-9), 0)
+
+
+def calibrate(cheap_predicted: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
+    """(rho, offset) of measured ~ rho * cheap_predicted + offset (Kennedy and O'Hagan's
+    autoregressive link between fidelities). Fewer than 3 runs, or a slope <= 0 (the cheap
+    fidelity ranks these mixtures backwards), keep the cheap ranking: rho 1 and the mean gap."""
+    if len(measured) >= 3 and np.ptp(cheap_predicted) > 0:
+        rho, offset = np.polyfit(cheap_predicted, measured, 1)
+        if rho > 0:
+            return float(rho), float(offset)
+    return 1.0, float(np.mean(measured - cheap_predicted))
+
+
+def residual_gp(X: np.ndarray, residuals: np.ndarray, seed: int):
+    """What the calibrated cheap predictor still gets wrong at the expensive runs: a GP with a fixed
+    length scale (a handful of runs cannot fit one per component) and a learnt noise term."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    scale = max(float(np.var(residuals)), 1e-12)
+    kernel = ConstantKernel(scale, (scale * 1e-3, scale * 1e3)) * Matern(0.3, "fixed", nu=2.5) + WhiteKernel(scale, (scale * 1e-4, scale * 1e2))
+    return GaussianProcessRegressor(kernel, normalize_y=False, random_state=seed).fit(X, residuals)
+
+
+def bayesopt_mf(ctx: SearchContext) -> Proposal:
+    """Multi-fidelity bayesopt: `search.cheap_share` of the compute on cheap proxies (ctx.cheap:
+    a smaller preset or fewer tokens), a few runs at the search's own proxy settings to choose.
+
+    1. bayesopt rounds at the cheap fidelity (random half, then expected improvement);
+    2. the search's predictor fitted on the cheap runs; its best candidate, then more by expected
+       improvement under the cheap GP (constant liar), are trained at the search's proxy;
+    3. calibration: measured ~ rho * cheap prediction + offset, plus a GP on what is left;
+    4. the proposal is the best of the pool, the cheap runs and the expensive runs under the
+       calibrated prediction, which at the expensive runs leans on what they measured.
+    The predicted figure and its interval are in the search proxy's units."""
+    if ctx.cheap is None or ctx.cheap_cost is None:
+        raise MixforgeError("bayesopt_mf needs the cheap fidelity's context (ctx.cheap, ctx.cheap_cost): run it through "
+                            "`mixforge search`, which trains at search.cheap_proxy")
+    s = ctx.settings
+    n_main, n_cheap = fidelity_split(ctx.runs, ctx.cheap_cost, s.cheap_share)
+    if n_cheap < 4:
+        raise MixforgeError(f"bayesopt_mf: {ctx.runs} runs at {ctx.cheap_cost:.2f} of a run's cost each leave {n_cheap} "
+                            "cheap runs (4 needed): raise search.runs or make search.cheap_proxy cheaper")
+    rng = np.random.default_rng([ctx.seed, 5])
+    cheap_ctx = ctx.cheap
+    cheap_rows, iterations = gp_rounds(cheap_ctx, n_cheap, rng, "bayesopt_mf cheap")
+    predictor, report, data, y, penalty = fit(cheap_rows, cheap_ctx)
+    iterations.append(_iteration(len(iterations) + 1, cheap_rows, y, report, cheap_ctx))
+    pool = candidate_pool(ctx, s.candidates, rng, extra=data.weights)
+    score = scores(predictor, pool, ctx, penalty)
+    order = np.argsort(score, kind="stable")
+    first = pool[order[0]]
+    sign_y = ctx.objective.sign * y
+    rest = unseen(pool[order[1:ACQUISITION_POOL]], np.vstack([data.weights, first]))
+    rest = next_batch(np.vstack([data.weights, first]), np.append(sign_y, sign_y.min()), rest, n_main - 1, ctx.seed + 50)
+    picks = np.vstack([first, rest])
+    start = ctx.seed + n_cheap
+    main_rows = ctx.train([ctx.as_dict(w) for w in picks], list(range(start, start + len(picks))), "bayesopt_mf: at the search's proxy")
+    main = rows_data(main_rows, ctx, min_runs=1)
+    measured = ctx.objective.column(main)
+    cheap_at_main = predictor.predict(main.weights)
+    rho, offset = calibrate(cheap_at_main, measured)
+    gp = residual_gp(main.weights, measured - (rho * cheap_at_main + offset), ctx.seed)
+
+    def calibrated(W: np.ndarray, return_std: bool = False):
+        mu, sd = gp.predict(W, return_std=True)
+        value = rho * predictor.predict(W) + offset + mu
+        return (value, sd) if return_std else value
+
+    everything = np.vstack([pool, main.weights])
+    total = ctx.objective.sign * calibrated(everything) + rho * penalty * kl_to_prior(everything, ctx.prior)
+    w = everything[int(np.argmin(total))]
+    predicted, sd = (float(v[0]) for v in calibrated(w[None, :], return_std=True))
+    cheap_half = report.interval["half_width"] if report.interval else None
+    half = None if cheap_half is None else float(np.hypot(rho * cheap_half, NORMAL_90 * sd))
+    interval = {"level": INTERVAL_LEVEL, "low": None if half is None else predicted - half, "high": None if half is None else predicted + half}
+    free = unconstrained(predictor, ctx, penalty, None, data.weights)
+    free["predicted"] = rho * free["predicted"] + offset
+    fidelity = {"cheap_proxy": ctx.cheap_proxy, "cheap_cost": ctx.cheap_cost, "cheap_share": s.cheap_share,
+                "cheap_runs": len(cheap_rows), "main_runs": len(main_rows), "main_run_ids": [r["run_id"] for r in main_rows],
+                "cost_in_runs": round(len(main_rows) + len(cheap_rows) * ctx.cheap_cost, 3),
+                "calibration": {"rho": rho, "offset": offset, "main_measured": measured.tolist(),
+                                "cheap_predicted": cheap_at_main.tolist(),
+                                "spearman": agreement(cheap_at_main, measured)["spearman"] if len(measured) > 2 else None}}
+    proposal = _proposal(ctx, "bayesopt_mf", w, None, report, y, cheap_rows + main_rows, iterations=iterations,
+                         kl_weight=penalty, unconstrained=free, fidelity=fidelity)
+    proposal.predicted, proposal.predicted_interval = predicted, interval
+    return proposal

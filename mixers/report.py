@@ -97,6 +97,25 @@ def constraint_lines(proposal: dict) -> list[str]:
     return lines
 
 
+def fidelity_lines(proposal: dict) -> list[str]:
+    """bayesopt_mf: where the compute went and how the cheap fidelity's predictions map to the
+    search proxy's units."""
+    f = proposal.get("fidelity")
+    if not f:
+        return []
+    cal = f["calibration"]
+    agree = "" if cal["spearman"] is None else f", Spearman {cal['spearman']:.3f} between them"
+    lines = ["", "## Multi-fidelity", "",
+             f"{f['cheap_runs']} cheap runs ({', '.join(f'{k} {v}' for k, v in f['cheap_proxy'].items())}; {f['cheap_cost']:.3f} of a run's "
+             f"FLOPs each) and {f['main_runs']} at the search's proxy: {f['cost_in_runs']:g} runs' worth of compute, "
+             f"{f['cheap_share']:.0%} meant for the cheap fidelity. The predictor above was fitted on the cheap runs; "
+             f"at the search's proxy, measured = {cal['rho']:.3f} x predicted {cal['offset']:+.4f}, plus a GP on what is left"
+             f"{agree}. The proposal's predicted figure and interval are in the search proxy's units.", "",
+             "| run at the search's proxy | cheap prediction | measured |", "|---|---:|---:|"]
+    lines += [f"| {rid} | {p:.4f} | {m:.4f} |" for rid, p, m in zip(f["main_run_ids"], cal["cheap_predicted"], cal["main_measured"])]
+    return lines
+
+
 def trust_lines(fit: dict, components: int) -> str:
     """The fit report in words: the (nested) CV figures, auto's candidates, the interval, a warning."""
     from mixforge.mixers.model_choice import trust_warning
@@ -131,6 +150,7 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
     if fit:
         lines += ["", "## How far to trust the predictor", "", trust_lines(fit, len(proposal["weights"])), "",
                   "![predicted against measured](fit.png)"]
+    lines += fidelity_lines(proposal)
     lines += ["", "## Proposed mixture", "", "| component | natural | proposal |", "|---|---:|---:|"]
     for c, w in proposal["weights"].items():
         lines.append(f"| {c} | {proposal['natural'][c]:.3f} | {w:.3f} |")

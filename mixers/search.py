@@ -19,11 +19,11 @@ from mixforge.mixers.mixture_file import current_verify, latest_search, proposal
 from mixforge.mixers.objective import Objective
 from mixforge.mixers.report import write_report
 from mixforge.proxy_training.runs import RunsTable
-from mixforge.mixers.bayesopt import bayesopt
+from mixforge.mixers.bayesopt import bayesopt, bayesopt_mf
 from mixforge.mixers.strategies import Proposal, SearchContext, TrainFn, climb, fit, influence, regmix
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
-STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt}
+STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf}
 VERIFY_SEED = 1_000_000  # verification seeds start here: never a seed a search run used
 
 
@@ -52,17 +52,57 @@ def search_folder(ws: Workspace, strategy: str, objective: Objective) -> Path:
     return ws.root / "search" / f"{strategy}-{slug}"
 
 
-def context(cfg: MixforgeConfig, train: TrainFn, target=None) -> SearchContext:
-    from mixforge.proxy_training.proxy import tokens_summary
+def context(cfg: MixforgeConfig, train: TrainFn, target=None, train_cheap: TrainFn | None = None) -> SearchContext:
+    """`train_cheap` (bayesopt_mf): trains at search.cheap_proxy; the context then carries the
+    same search at that fidelity (ctx.cheap) and a cheap run's cost in runs (FLOPs)."""
+    from mixforge.proxy_training.proxy import run_flops, tokens_summary
 
     ws = Workspace(cfg.workspace_dir)
     summary = tokens_summary(ws)
     counts = {c: v["train_tokens"] for c, v in summary["components"].items() if v["train_tokens"] > 0}
     objective = objective_for(cfg, summary, target)
-    ctx = SearchContext(sorted(counts), counts, cfg.proxy.tokens, cfg.proxy.max_epochs, cfg.search, objective,
-                        cfg.seed, train, target_tokens=cfg.search.target_tokens or cfg.export.tokens or sum(counts.values()))
+
+    def at(c: MixforgeConfig, trainer: TrainFn) -> SearchContext:
+        return SearchContext(sorted(counts), counts, c.proxy.tokens, c.proxy.max_epochs, cfg.search, objective, cfg.seed, trainer,
+                             target_tokens=cfg.search.target_tokens or cfg.export.tokens or sum(counts.values()))
+
+    ctx = at(cfg, train)
     ctx.influence_inputs = lambda run_id: influence_inputs(cfg, ws, run_id, objective)
+    if train_cheap is not None:
+        cheap = cheap_config(cfg)
+        vocab = summary["tokenizer"]["vocab_size"]
+        ctx.cheap, ctx.cheap_proxy = at(cheap, train_cheap), cheap_proxy(cfg)
+        ctx.cheap_cost = run_flops(cheap, vocab) / run_flops(cfg, vocab)
+        if ctx.cheap_cost >= 1:
+            raise ConfigError(f"search.cheap_proxy {ctx.cheap_proxy} costs {ctx.cheap_cost:.2f}x a run at proxy's own settings: "
+                              "the cheap fidelity must be cheaper (a smaller preset or fewer tokens)")
     return ctx
+
+
+SMALLER_PRESET = {"small": "tiny", "base": "small"}
+
+
+def cheap_proxy(cfg: MixforgeConfig) -> dict:
+    """search.cheap_proxy, or by default one preset smaller (a quarter of the tokens at tiny)."""
+    if cfg.search.cheap_proxy is not None:
+        return dict(cfg.search.cheap_proxy)
+    smaller = SMALLER_PRESET.get(cfg.proxy.preset)
+    return {"preset": smaller} if smaller else {"tokens": max(cfg.proxy.tokens // 4, 1)}
+
+
+def cheap_config(cfg: MixforgeConfig) -> MixforgeConfig:
+    """The config at the cheap fidelity; ConfigError naming search.cheap_proxy when it is not valid."""
+    from pydantic import ValidationError
+
+    from mixforge.config import ProxyConfig
+
+    values = cheap_proxy(cfg)
+    try:
+        proxy = ProxyConfig.model_validate({**cfg.proxy.model_dump(), **values})
+    except ValidationError as e:
+        raise ConfigError("search.cheap_proxy: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+                                                             for err in e.errors())) from None
+    return cfg.model_copy(update={"proxy": proxy})
 
 
 def influence_inputs(cfg: MixforgeConfig, ws: Workspace, run_id: str, objective: Objective):
@@ -89,12 +129,16 @@ def influence_inputs(cfg: MixforgeConfig, ws: Workspace, run_id: str, objective:
     return ckpts, load_shards(folder / "train"), np.concatenate(parts), cfg.proxy.seq_len
 
 
-def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None, target=None) -> tuple[Proposal, Path]:
-    """Run a strategy; write proposal.json, report.md and the plots. Returns the proposal and its folder."""
+def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None, target=None,
+               train_cheap: TrainFn | None = None) -> tuple[Proposal, Path]:
+    """Run a strategy; write proposal.json, report.md and the plots. Returns the proposal and its
+    folder. `train_cheap`: how to train at search.cheap_proxy (`cheap_proxy`), for bayesopt_mf."""
     strategy = strategy or cfg.search.strategy
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    ctx = context(cfg, train, target)
+    if strategy == "bayesopt_mf" and train_cheap is None:
+        raise MixforgeError("bayesopt_mf trains at two fidelities: pass train_cheap (training at search.cheap_proxy)")
+    ctx = context(cfg, train, target, train_cheap if strategy == "bayesopt_mf" else None)
     proposal = STRATEGIES[strategy](ctx)
     ws = Workspace(cfg.workspace_dir)
     folder = search_folder(ws, strategy, ctx.objective)
@@ -135,7 +179,8 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     ctx = context(cfg, train, proposal["targets"])
     comps = ctx.components
     runs = RunsTable(Workspace(cfg.workspace_dir)).load()
-    used = [r for r in runs.to_dicts() if r["run_id"] in set(proposal["runs_used"])]
+    fidelity = proposal.get("fidelity")  # bayesopt_mf: only the runs at the search's own proxy are in its units
+    used = [r for r in runs.to_dicts() if r["run_id"] in set(fidelity["main_run_ids"] if fidelity else proposal["runs_used"])]
     candidates = {"proposal": proposal["weights"], "uniform": {c: 1 / len(comps) for c in comps},
                   "natural": proposal["natural"]}
     from mixforge.mixers.objective import direction
@@ -157,7 +202,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     schedule = proposal.get("schedule")
     if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
         candidates["schedule"] = [phase["weights"] for phase in schedule]
-    predictor, report = fit(used, ctx)[:2] if len(used) >= 4 else (None, None)
+    predictor, report = fit(used, ctx)[:2] if len(used) >= 4 and not fidelity else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
     results, skipped = {}, {}
     for name, weights in candidates.items():
@@ -170,6 +215,8 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
         values = [value(r) for r in rows]
         predicted = float(predictor.predict(w[None, :])[0]) if predictor is not None and name != "schedule" else None
         interval = interval_around(predicted, report) if predicted is not None and preset is None else None  # other sizes: other units
+        if fidelity and name == "proposal" and preset is None:  # the calibrated prediction the search made
+            predicted, interval = proposal["predicted"], proposal["predicted_interval"]
         results[name] = {"weights": weights, "measured": values, "mean": float(np.mean(values)),
                          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "predicted": predicted,
                          "interval": interval, "inside": None if interval is None or interval["low"] is None

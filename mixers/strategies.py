@@ -45,6 +45,9 @@ class SearchContext:
     train: TrainFn
     influence_inputs: Callable | None = None  # (run_id) -> (checkpoint paths, component streams, target stream, seq_len)
     target_tokens: int | None = None  # the training run a proposal is for (None: no repetition cap on proposals)
+    cheap: SearchContext | None = None  # bayesopt_mf: the same search at the cheap fidelity (its train, tokens, caps)
+    cheap_cost: float | None = None  # FLOPs of a cheap run per run at this context's proxy settings
+    cheap_proxy: dict | None = None  # the proxy settings the cheap fidelity changes
 
     @property
     def natural(self) -> np.ndarray:
@@ -130,6 +133,7 @@ class Proposal:
     constraints: dict | None = None  # {"target_tokens", "max_epochs", "pin", "lowest", "highest"}: the bounds per component
     seed: int = 0
     settings: dict = field(default_factory=dict)
+    fidelity: dict | None = None  # bayesopt_mf: cheap runs, main runs, cost and the calibration between them
 
     def to_dict(self) -> dict:
         return asdict(self)

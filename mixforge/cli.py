@@ -340,7 +340,7 @@ def _parse_target(target: Optional[str]):
 @search_app.command("run")
 def search_run(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
-    strategy: Optional[str] = typer.Option(None, help="regmix | climb | influence | bayesopt (default: search.strategy)."),
+    strategy: Optional[str] = typer.Option(None, help="regmix | climb | influence | bayesopt | bayesopt_mf (default: search.strategy)."),
     target: Optional[str] = typer.Option(None, help="Metric to optimise, or METRIC=W,METRIC=W (default: search.target)."),
     runs: Optional[int] = typer.Option(None, min=2, help="Proxy runs the search may train (default: search.runs)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
@@ -489,6 +489,12 @@ def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
         warning = trust_warning(fit, len(proposal["weights"]))
         if warning:
             out.print(f"[bold yellow]warning:[/] {warning}")
+    fidelity = proposal.get("fidelity")
+    if fidelity:
+        cal = fidelity["calibration"]
+        out.print(f"multi-fidelity: {fidelity['cheap_runs']} cheap runs ({fidelity['cheap_cost']:.3f} of a run each) + "
+                  f"{fidelity['main_runs']} at the search's proxy = {fidelity['cost_in_runs']:g} runs' compute; "
+                  f"measured = {cal['rho']:.3f} x cheap prediction {cal['offset']:+.4f}; predictions are in the search proxy's units")
     free = proposal.get("unconstrained")
     if free and proposal.get("predicted") is not None:
         out.print(f"without pins, bounds and repetition caps: largest share {free['largest_share']:.1%} (proposal "

@@ -343,7 +343,7 @@ class ProxyConfig(Section):
 class SearchConfig(Section):
     """Mixture search over the components: strategy, target, predictor, candidates, verification."""
 
-    strategy: Literal["regmix", "climb", "influence", "bayesopt"] = Field("regmix", description="Search strategy.")
+    strategy: Literal["regmix", "climb", "influence", "bayesopt", "bayesopt_mf"] = Field("regmix", description="Search strategy.")
     target: str | dict[str, float] | None = Field(
         None, description="Metric column to optimise (e.g. bpb_mean, acc_next_line), or {metric: weight} to combine several."
     )
@@ -367,6 +367,10 @@ class SearchConfig(Section):
     top_k: int = Field(128, ge=1, description="regmix: the proposal is the mean of the top-k predicted candidates.")
     climb_split: list[float] = Field([4, 2, 1], min_length=2, description="climb: share of the runs per iteration.")
     bo_rounds: int = Field(3, ge=1, description="bayesopt: batches chosen by expected improvement after the random half of the runs.")
+    cheap_proxy: dict[str, Any] | None = Field(
+        None, description="bayesopt_mf: proxy settings of the cheap fidelity (e.g. {preset: tiny} under proxy.preset small); "
+        "null: one preset smaller, or a quarter of proxy.tokens at tiny.")
+    cheap_share: float = Field(0.75, gt=0, lt=1, description="bayesopt_mf: share of the search's proxy compute (FLOPs) spent at the cheap fidelity.")
     kl_weight: float | Literal["auto"] = Field(
         "auto", description="Penalty per nat of KL(mixture || prior), in target units; auto: the predictor's cross-validated MAE "
         "per median KL of the runs it learnt from (a mixture as far from the prior as a typical run pays one typical error)."

@@ -49,6 +49,18 @@ RUN_SETTINGS = {"preset", "tokens", "seq_len", "batch_size", "lr", "warmup_steps
                 "task_items", "eval_max_tokens"}
 
 
+def run_flops(cfg: MixforgeConfig, vocab_size: int) -> int:
+    """Training FLOPs of one proxy run at cfg.proxy's settings: FLOPs per token x tokens (the
+    model is built on the meta device: shapes only, no memory)."""
+    import torch
+
+    from mixforge.proxy_training.model import GPT
+
+    with torch.device("meta"):
+        model = GPT(preset(cfg.proxy.preset, vocab_size=vocab_size, block_size=cfg.proxy.seq_len))
+    return model.flops_per_token() * cfg.proxy.tokens
+
+
 def checkpoint_dir(ws: Workspace, run_id: str):
     return ws.root / "runs" / "checkpoints" / run_id
 

@@ -18,6 +18,7 @@ from mixforge.proxy_training.runs import RunsTable
 from mixforge.mixers.model_choice import fit_report
 from mixforge.mixers.predictors import PREDICTORS, make_predictor
 from mixforge.mixers.runs_data import load_runs
+from mixforge.mixers.bayesopt import calibrate, fidelity_split
 from mixforge.mixers.search import fit_table, run_search, verify
 from mixforge.proxy_training.proxy import run_proxy
 from mixforge.workspace import Workspace, read_json
@@ -178,6 +179,61 @@ def test_climb_and_influence_on_the_slice(tmp_path):
     cfg.search.pin = {"code": 0.9}  # above its cap: an error naming it, before any training
     with pytest.raises(ConfigError, match="above their highest share: code"):
         run_search(cfg, _loop(cfg), "regmix")
+
+
+def test_fidelity_split_keeps_the_budget_and_calibration_recovers_a_linear_link():
+    for runs, cost, share in [(16, 0.25, 0.75), (16, 0.06, 0.75), (4, 0.25, 0.5), (30, 0.5, 0.9)]:
+        main, cheap = fidelity_split(runs, cost, share)
+        assert main >= 2 and main + cheap * cost <= runs + 1e-9 and cheap * cost >= (runs - main) - cost
+    assert fidelity_split(16, 0.25, 0.75) == (4, 48)
+    rng = np.random.default_rng(0)
+    cheap = rng.normal(2.0, 0.3, 6)
+    assert calibrate(cheap, 0.8 * cheap - 0.5) == pytest.approx((0.8, -0.5))
+    assert calibrate(cheap, -cheap)[0] == 1.0  # a backwards cheap ranking is not trusted to flip the choice
+    assert calibrate(cheap[:2], cheap[:2] + 0.1) == pytest.approx((1.0, 0.1))
+
+
+@pytest.mark.timeout(600)
+def test_multi_fidelity_bayesopt_spends_most_runs_cheaply_and_predicts_in_the_search_proxys_units(tmp_path):
+    """Through the CLI and its Prefect flow, which trains the cheap runs at search.cheap_proxy."""
+    config = workspace_with_tokens(tmp_path, tokens=8_000)
+    data = yaml.safe_load(config.read_text())
+    data["search"] = {"target": "bpb_code", "runs": 5, "candidates": 2000, "cheap_share": 0.5, "pin": {"legal": 0.2}}
+    config.write_text(yaml.safe_dump(data))
+    run = subprocess.run(mixforge_cmd() + ["search", str(config), "--strategy", "bayesopt_mf"], capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "multi-fidelity: 12 cheap runs" in run.stdout
+    folder = tmp_path / "ws" / "search" / "bayesopt_mf-bpb_code"
+    proposal = read_json(folder / "proposal.json")
+    fidelity = proposal["fidelity"]
+    assert fidelity["cheap_proxy"] == {"tokens": 2_000} and fidelity["cheap_cost"] == pytest.approx(0.25)  # the default at tiny: a quarter
+    assert (fidelity["main_runs"], fidelity["cheap_runs"]) == (2, 12) and fidelity["cost_in_runs"] <= 5  # 12 cheap runs: a 90% interval
+    cfg = load_config(config)
+    runs = RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id").is_in(proposal["runs_used"]))
+    main = runs.filter(pl.col("run_id").is_in(fidelity["main_run_ids"]))
+    cheap = runs.filter(~pl.col("run_id").is_in(fidelity["main_run_ids"]))
+    assert main.height == 2 and cheap.height == 12 and cheap["tokens"].max() < main["tokens"].min()
+    assert proposal["weights"]["legal"] == pytest.approx(0.2, abs=1e-6) and sum(proposal["weights"].values()) == pytest.approx(1, abs=1e-5)
+    # the predicted figure is in the search proxy's units: near what its runs measured, not the cheap runs' level
+    gap = abs(cheap["bpb_code"].mean() - main["bpb_code"].mean())
+    assert gap > 0.05 and abs(proposal["predicted"] - main["bpb_code"].mean()) < gap / 2, (proposal["predicted"], gap)
+    low, high = proposal["predicted_interval"]["low"], proposal["predicted_interval"]["high"]
+    assert low < proposal["predicted"] < high
+    checked = verify(cfg, _loop(cfg), folder, seeds=1)
+    res = checked["results"]
+    assert res["proposal"]["predicted"] == proposal["predicted"] and res["proposal"]["interval"]["low"] == low
+    best = main.sort("bpb_code").row(0, named=True)  # best observed: among the runs at the search's own proxy only
+    assert res["best observed"]["weights"] == {c: best[f"w_{c}"] for c in res["best observed"]["weights"]}
+    assert res["uniform"]["predicted"] is None  # nothing in the search proxy's units predicts it
+    assert "## Multi-fidelity" in (folder / "report.md").read_text()
+
+    cheap_loop = _loop(load_config(config, overrides={"proxy": {"tokens": 2_000}}))
+    cfg.search.cheap_proxy = {"tokens": 16_000}
+    with pytest.raises(ConfigError, match="must be cheaper"):
+        run_search(cfg, _loop(cfg), "bayesopt_mf", train_cheap=cheap_loop)
+    cfg.search.cheap_proxy = {"preset": "huge"}
+    with pytest.raises(ConfigError, match="search.cheap_proxy: preset"):
+        run_search(cfg, _loop(cfg), "bayesopt_mf", train_cheap=cheap_loop)
 
 
 @pytest.mark.timeout(900)
