@@ -136,6 +136,9 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     strategy = strategy or cfg.search.strategy
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if cfg.search.phases > 1 and strategy not in ("regmix", "influence"):
+        raise ConfigError(f"search.phases {cfg.search.phases} (a multi-phase schedule) is searched by regmix and influence; "
+                          f"{strategy} proposes one mixture: set search.phases: 1 or choose one of those")
     if strategy == "bayesopt_mf" and train_cheap is None:
         raise MixforgeError("bayesopt_mf trains at two fidelities: pass train_cheap (training at search.cheap_proxy)")
     ctx = context(cfg, train, target, train_cheap if strategy == "bayesopt_mf" else None)
@@ -202,7 +205,8 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     schedule = proposal.get("schedule")
     if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
         candidates["schedule"] = [phase["weights"] for phase in schedule]
-    predictor, report = fit(used, ctx)[:2] if len(used) >= 4 and not fidelity else (None, None)
+    P = proposal["settings"].get("phases", 1) if proposal["strategy"] == "regmix" else 1  # its predictor's schedules
+    predictor, report = fit(used, ctx, P)[:2] if len(used) >= 4 and not fidelity else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
     results, skipped = {}, {}
     for name, weights in candidates.items():
@@ -213,7 +217,11 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
             continue
         rows = train([weights] * n_seeds, [VERIFY_SEED + s for s in range(n_seeds)], f"verify {name}")
         values = [value(r) for r in rows]
-        predicted = float(predictor.predict(w[None, :])[0]) if predictor is not None and name != "schedule" else None
+        if predictor is None or len(phases) not in (1, P):
+            predicted = None
+        else:  # a schedule phase by phase; a single mixture is the same mixture in every phase
+            x = np.ravel([[ph.get(c, 0.0) for c in comps] for ph in phases]) if len(phases) == P else np.tile(w, P)
+            predicted = float(predictor.predict(x[None, :])[0])
         interval = interval_around(predicted, report) if predicted is not None and preset is None else None  # other sizes: other units
         if fidelity and name == "proposal" and preset is None:  # the calibrated prediction the search made
             predicted, interval = proposal["predicted"], proposal["predicted_interval"]

@@ -3,7 +3,8 @@ process, a worker pool, Prefect tasks), fits a predictor on what they measured a
 mixture. Finished runs are never retrained: mixtures and seeds are deterministic, so a rerun asks
 for the same run ids and the runs table answers.
 
-- regmix: n random mixtures, fit, score >= 100,000 simulated candidates, average the top k.
+- regmix: n random mixtures, fit, score >= 100,000 simulated candidates, average the top k
+  (with search.phases > 1: random schedules, a fit over the schedule, a proposed schedule).
 - climb: iterative bootstrapping: a random first batch, then each iteration fits on every run so
   far, scores a large candidate pool and trains the next batch drawn from the top of the pool
   (batches split 4:2:1 as CLIMB); the proposal is the best predicted mixture.
@@ -16,6 +17,7 @@ for the same run ids and the runs table answers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -25,7 +27,7 @@ import polars as pl
 from mixforge.budget import search_runs
 from mixforge.config import SearchConfig
 from mixforge.errors import ConfigError, MixforgeError
-from mixforge.mixers.objective import Objective, kl_to_prior, trust_region_weight
+from mixforge.mixers.objective import Objective, kl_by_phase, trust_region_weight
 from mixforge.mixers.model_choice import fit_predictor, interval_around
 from mixforge.mixers.runs_data import RunsData, load_runs
 from mixforge.mixers.sampling import dirichlet_pool, feasible, random_mixtures, tempered_prior
@@ -139,10 +141,30 @@ class Proposal:
         return asdict(self)
 
 
-def rows_data(rows: list[dict], ctx: SearchContext, min_runs: int = 2) -> RunsData:
+def rows_data(rows: list[dict], ctx: SearchContext, min_runs: int = 2, phases: int = 1) -> RunsData:
+    """The runs as a RunsData; with `phases` > 1, their schedules (the rows' `phases`) as
+    phase<p>_w_<c> columns, one block per phase (a static run is the same mixture in every phase)."""
     table = pl.DataFrame(rows).unique("run_id", maintain_order=True)
-    return load_runs("this search's runs", list(ctx.objective.targets), table=table,
-                     weight_columns=[f"w_{c}" for c in ctx.components], min_runs=min_runs)
+    if phases == 1:
+        return load_runs("this search's runs", list(ctx.objective.targets), table=table,
+                         weight_columns=[f"w_{c}" for c in ctx.components], min_runs=min_runs)
+    schedules = [json.loads(r["phases"]) if r.get("phases") else [{c: r[f"w_{c}"] for c in ctx.components}] * phases
+                 for r in table.to_dicts()]
+    if any(len(sch) != phases for sch in schedules):
+        raise MixforgeError(f"this search's runs mix schedules of {sorted({len(sch) for sch in schedules})} phases; expected {phases}")
+    columns = {f"phase{p}_w_{c}": [sch[p].get(c, 0.0) for sch in schedules] for p in range(phases) for c in ctx.components}
+    table = table.drop([c for c in table.columns if c.startswith("w_")]).with_columns(pl.Series(k, v) for k, v in columns.items())
+    return load_runs("this search's runs", list(ctx.objective.targets), table=table, min_runs=min_runs)
+
+
+def schedule_pool(ctx: SearchContext, n: int, rng: np.random.Generator, phases: int, constrained: bool = True) -> np.ndarray:
+    """Candidate schedules [m, phases * k]: independent candidate pools side by side, each phase
+    pinned and within the bounds (so their mean, the schedule's token shares, is too)."""
+    if phases == 1:
+        return candidate_pool(ctx, n, rng, constrained=constrained)
+    blocks = [candidate_pool(ctx, n, rng, constrained=constrained) for _ in range(phases)]
+    size = min(len(b) for b in blocks)
+    return np.hstack([b[:size] for b in blocks])
 
 
 def candidate_pool(ctx: SearchContext, n: int, rng: np.random.Generator, extra: np.ndarray | None = None,
@@ -163,48 +185,60 @@ def candidate_pool(ctx: SearchContext, n: int, rng: np.random.Generator, extra: 
     return pool
 
 
-def kl_weight(ctx: SearchContext, report, X: np.ndarray) -> float:
+def kl_weight(ctx: SearchContext, report, X: np.ndarray, phases: int = 1) -> float:
     """search.kl_weight, or for `auto` the cross-validated MAE per median KL of the runs from the
     prior: leaving the region the runs cover costs what the predictor typically gets wrong."""
     if ctx.settings.kl_weight != "auto":
         return float(ctx.settings.kl_weight)
-    return trust_region_weight(report.mae, X, ctx.prior)
+    return trust_region_weight(report.mae, X, np.tile(ctx.prior, phases), phases)
 
 
-def scores(predictor, W: np.ndarray, ctx: SearchContext, penalty: float) -> np.ndarray:
-    """Lower is better: the predicted objective plus the KL penalty towards the prior."""
-    return ctx.objective.sign * predictor.predict(W) + penalty * kl_to_prior(W, ctx.prior)
+def scores(predictor, W: np.ndarray, ctx: SearchContext, penalty: float, phases: int = 1) -> np.ndarray:
+    """Lower is better: the predicted objective plus the KL penalty towards the prior (summed
+    over the phases of schedules)."""
+    return ctx.objective.sign * predictor.predict(W) + penalty * kl_by_phase(W, np.tile(ctx.prior, phases), phases)
 
 
-def fit(rows: list[dict], ctx: SearchContext):
-    """Predictor fitted on the runs, its cross-validated report, the runs, their objective
-    values and the KL penalty for scoring candidates."""
-    data = rows_data(rows, ctx, min_runs=4)  # CLIMB fits on its first batch; the fit report says how little that is
+def fit(rows: list[dict], ctx: SearchContext, phases: int = 1):
+    """Predictor fitted on the runs (on their schedules when `phases` > 1), its cross-validated
+    report, the runs, their objective values and the KL penalty for scoring candidates."""
+    data = rows_data(rows, ctx, min_runs=4, phases=phases)  # CLIMB fits on its first batch; the fit report says how little that is
     y = ctx.objective.column(data)
     predictor, report = fit_predictor(ctx.settings.predictor, data.weights, y, folds=ctx.settings.folds, seed=ctx.seed)
-    return predictor, report, data, y, kl_weight(ctx, report, data.weights)
+    return predictor, report, data, y, kl_weight(ctx, report, data.weights, phases)
 
 
-def best_of(predictor, pool: np.ndarray, ctx: SearchContext, penalty: float, top_k: int | None) -> np.ndarray:
+def best_of(predictor, pool: np.ndarray, ctx: SearchContext, penalty: float, top_k: int | None, phases: int = 1) -> np.ndarray:
     """The mean of the top-k candidates (regmix), or the best one (top_k None: climb)."""
-    order = np.argsort(scores(predictor, pool, ctx, penalty), kind="stable")
+    order = np.argsort(scores(predictor, pool, ctx, penalty, phases), kind="stable")
     return pool[order[0]] if top_k is None else pool[order[:top_k]].mean(axis=0)
 
 
-def unconstrained(predictor, ctx: SearchContext, penalty: float, top_k: int | None, extra: np.ndarray | None) -> dict:
+def unconstrained(predictor, ctx: SearchContext, penalty: float, top_k: int | None, extra: np.ndarray | None,
+                  phases: int = 1) -> dict:
     """The proposal the same rule makes without pins, share bounds and repetition caps, and what
     the constraints cost in predicted objective (>= 0 means the constrained one is predicted worse)."""
-    pool = candidate_pool(ctx, ctx.settings.candidates, np.random.default_rng([ctx.seed, 3]), extra, constrained=False)
-    w = best_of(predictor, pool, ctx, penalty, top_k)
-    return {"weights": ctx.as_dict(w), "predicted": float(predictor.predict(w[None, :])[0]),
-            "largest_share": float(w.max()), "feasible": bool(ctx.feasible(w[None, :])[0])}
+    rng = np.random.default_rng([ctx.seed, 3])
+    pool = (candidate_pool(ctx, ctx.settings.candidates, rng, extra, constrained=False) if phases == 1
+            else schedule_pool(ctx, ctx.settings.candidates, rng, phases, constrained=False))
+    w = best_of(predictor, pool, ctx, penalty, top_k, phases)
+    shares = w.reshape(phases, -1).mean(axis=0)
+    return {"weights": ctx.as_dict(shares), "predicted": float(predictor.predict(w[None, :])[0]),
+            "largest_share": float(shares.max()), "feasible": bool(ctx.feasible(w.reshape(phases, -1)).all())}
+
+
+def equal_phases(ctx: SearchContext, blocks) -> list[dict] | None:
+    """A schedule of equal phases, one mixture each (None for a single mixture)."""
+    n = len(blocks)
+    return [{"start_fraction": p / n, "end_fraction": (p + 1) / n, "weights": ctx.as_dict(b)} for p, b in enumerate(blocks)] if n > 1 else None
 
 
 def _proposal(ctx: SearchContext, strategy: str, w: np.ndarray, predictor, report, y, rows, **extra) -> Proposal:
+    """w: a mixture, or a schedule [phases * k] (then `weights` are its token shares, the phases' mean)."""
     predicted = float(predictor.predict(w[None, :])[0]) if predictor is not None else None
     return Proposal(
         strategy=strategy, objective=ctx.objective.label, targets=ctx.objective.targets,
-        lower_is_better=ctx.objective.sign > 0, weights=ctx.as_dict(w), predicted=predicted,
+        lower_is_better=ctx.objective.sign > 0, weights=ctx.as_dict(w.reshape(-1, len(ctx.components)).mean(axis=0)), predicted=predicted,
         predicted_interval=interval_around(predicted, report) if predictor is not None else None,
         natural=ctx.as_dict(ctx.natural), prior=ctx.as_dict(ctx.prior),
         fit=report.to_dict() if report else None,
@@ -219,23 +253,32 @@ def _constraints(ctx: SearchContext) -> dict:
             "lowest": ctx.as_dict(lo), "highest": ctx.as_dict(hi)}
 
 
-def random_runs(ctx: SearchContext, n: int, label: str) -> list[dict]:
+PHASE_SEED = 100_003  # phase p of a random schedule draws with seed + p * PHASE_SEED
+
+
+def random_runs(ctx: SearchContext, n: int, label: str, phases: int = 1) -> list[dict]:
     """n proxies on RegMix's random mixtures, seeds ctx.seed onwards (the same first runs in
-    every strategy, so a second strategy on the same workspace reuses them)."""
+    every strategy, so a second strategy on the same workspace reuses them); with `phases` > 1,
+    on random schedules: an independent draw per phase, each trainable in the whole budget (so
+    the schedule is too)."""
     s = ctx.settings
-    mixtures = random_mixtures(ctx.token_counts, n, ctx.seed, ctx.budget, ctx.max_epochs, s.temperature,
-                               min_strength=s.min_strength, max_strength=s.max_strength)
+    draws = [random_mixtures(ctx.token_counts, n, ctx.seed + p * PHASE_SEED, ctx.budget, ctx.max_epochs, s.temperature,
+                             min_strength=s.min_strength, max_strength=s.max_strength) for p in range(phases)]
+    mixtures = draws[0] if phases == 1 else [list(schedule) for schedule in zip(*draws)]
     return ctx.train(mixtures, [ctx.seed + i for i in range(len(mixtures))], label)
 
 
 def regmix(ctx: SearchContext) -> Proposal:
-    s = ctx.settings
-    rows = random_runs(ctx, ctx.runs, "regmix runs")
-    predictor, report, _, y, penalty = fit(rows, ctx)
-    pool = candidate_pool(ctx, s.candidates, np.random.default_rng([ctx.seed, 1]))
-    w = best_of(predictor, pool, ctx, penalty, s.top_k)  # a convex combination of feasible mixtures stays feasible
+    """With search.phases > 1 the runs train random schedules, the predictor is fitted over the
+    whole schedule (phase<p>_w_<c>), and the proposal is the mean of the top-k candidate schedules."""
+    s, P = ctx.settings, ctx.settings.phases
+    rows = random_runs(ctx, ctx.runs, "regmix runs", P)
+    predictor, report, _, y, penalty = fit(rows, ctx, P)
+    pool = schedule_pool(ctx, s.candidates, np.random.default_rng([ctx.seed, 1]), P)
+    w = best_of(predictor, pool, ctx, penalty, s.top_k, P)  # a convex combination of feasible mixtures stays feasible
     return _proposal(ctx, "regmix", w, predictor, report, y, rows, iterations=[_iteration(1, rows, y, report, ctx)],
-                     kl_weight=penalty, unconstrained=unconstrained(predictor, ctx, penalty, s.top_k, None))
+                     kl_weight=penalty, unconstrained=unconstrained(predictor, ctx, penalty, s.top_k, None, P),
+                     schedule=equal_phases(ctx, w.reshape(P, -1)))
 
 
 def climb_batches(runs: int, split: list[float]) -> list[int]:
@@ -306,8 +349,7 @@ def influence(ctx: SearchContext) -> Proposal:
             per_phase.append(_clip(w * np.exp(standardised(scores_) / s.influence_temperature), lo, hi, ctx))
             if p == len(ckpts) - 1:
                 last_influence = dict(zip(ctx.components, scores_.round(4).tolist()))
-        schedule = [{"start_fraction": p / len(per_phase), "end_fraction": (p + 1) / len(per_phase),
-                     "weights": ctx.as_dict(pw)} for p, pw in enumerate(per_phase)] if len(per_phase) > 1 else None
+        schedule = equal_phases(ctx, per_phase)
         w = np.mean(per_phase, axis=0)  # equal phases: the schedule's overall token shares
         target_value = sum(row[t] * wt for t, wt in ctx.objective.targets.items()) if ctx.objective.single else None
         iterations.append({"iteration": r + 1, "runs": len(rows), "best_observed": target_value,

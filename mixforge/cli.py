@@ -483,6 +483,8 @@ def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
 
     out = Console()
     _print_mixture(proposal["natural"], proposal["weights"], "natural")
+    if proposal.get("schedule"):
+        _print_schedule(proposal["schedule"])
     fit = proposal.get("fit")
     if fit:
         out.print(f"predictor {_predictor_label(fit)}: {fit['folds']}-fold CV Spearman {fit['spearman']:.3f} over {fit['runs']} runs")

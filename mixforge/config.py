@@ -386,7 +386,7 @@ class SearchConfig(Section):
     influence_temperature: float = Field(
         1.0, gt=0, description="influence: w <- w * exp(z / temperature), z the influence standardised across components."
     )
-    phases: int = Field(1, ge=1, description="influence: training phases, one mixture each (a multi-phase schedule).")
+    phases: int = Field(1, ge=1, description="influence, regmix: training phases, one mixture each (a multi-phase schedule); regmix's runs then train random schedules.")
     verify_seeds: int = Field(3, ge=1, description="Fresh proxies per mixture in `search verify`.")
 
 
