@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from mixforge.errors import MixforgeError
-from mixforge.mixers.model_choice import INTERVAL_LEVEL, agreement
+from mixforge.mixers.model_choice import agreement, interval_of
 from mixforge.mixers.objective import kl_to_prior
 from mixforge.mixers.strategies import (Proposal, SearchContext, _iteration, _proposal, best_predicted, candidate_pool, climb_batches, fit,
                                         random_runs, rows_data, scores, unconstrained, unseen)
@@ -133,10 +133,9 @@ def bayesopt_mf(ctx: SearchContext) -> Proposal:
         raise MixforgeError(f"bayesopt_mf: {ctx.runs} runs at {ctx.cheap_cost:.2f} of a run's cost each leave {n_cheap} "
                             "cheap runs (4 needed): raise search.runs or make search.cheap_proxy cheaper")
     rng = np.random.default_rng([ctx.seed, 5])
-    cheap_ctx = ctx.cheap
-    cheap_rows, iterations = gp_rounds(cheap_ctx, n_cheap, rng, "bayesopt_mf cheap")
-    predictor, report, data, y, penalty = fit(cheap_rows, cheap_ctx)
-    iterations.append(_iteration(len(iterations) + 1, cheap_rows, y, report, cheap_ctx))
+    cheap_rows, iterations = gp_rounds(ctx.cheap, n_cheap, rng, "bayesopt_mf cheap")
+    predictor, report, data, y, penalty = fit(cheap_rows, ctx.cheap)
+    iterations.append(_iteration(len(iterations) + 1, cheap_rows, y, report, ctx.cheap))
     pool = candidate_pool(ctx, s.candidates, rng, extra=data.weights)
     score = scores(predictor, pool, ctx, penalty)
     order = np.argsort(score, kind="stable")
@@ -164,7 +163,7 @@ def bayesopt_mf(ctx: SearchContext) -> Proposal:
     predicted, sd = (float(v[0]) for v in calibrated(w[None, :], return_std=True))
     cheap_half = report.interval["half_width"] if report.interval else None
     half = None if cheap_half is None else float(np.hypot(rho * cheap_half, NORMAL_90 * sd))
-    interval = {"level": INTERVAL_LEVEL, "low": None if half is None else predicted - half, "high": None if half is None else predicted + half}
+    interval = interval_of(predicted, half)
     free = unconstrained(predictor, ctx, penalty, None, data.weights)
     free["predicted"] = rho * free["predicted"] + offset
     fidelity = {"cheap_proxy": ctx.cheap_proxy, "cheap_cost": ctx.cheap_cost, "cheap_share": s.cheap_share,

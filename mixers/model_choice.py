@@ -232,7 +232,10 @@ def conformal_half_width(residuals: np.ndarray, level: float) -> float | None:
 
 def interval_around(predicted: float, report: FitReport) -> dict:
     """{"level", "low", "high"} around a prediction (low and high None when too few runs bound it)."""
-    half = report.interval["half_width"] if report.interval else None
+    return interval_of(predicted, report.interval["half_width"] if report.interval else None)
+
+
+def interval_of(predicted: float, half: float | None) -> dict:
     return {"level": INTERVAL_LEVEL, "low": None if half is None else predicted - half,
             "high": None if half is None else predicted + half}
 

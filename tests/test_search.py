@@ -19,8 +19,8 @@ from mixforge.mixers.model_choice import fit_report
 from mixforge.mixers.predictors import PREDICTORS, make_predictor
 from mixforge.mixers.runs_data import load_runs
 from mixforge.mixers.bayesopt import calibrate, fidelity_split
-from mixforge.mixers.search import fit_table, run_search, verify
-from mixforge.proxy_training.proxy import run_proxy
+from mixforge.mixers.search import cheap_config, cheap_proxy, fit_table, run_search, verify
+from mixforge.proxy_training.proxy import run_flops, run_proxy
 from mixforge.workspace import Workspace, read_json
 
 DEMO_RUNS = FIXTURES / "demo_runs.parquet"  # 48 real tiny-proxy runs on the demo corpus (scripts/build_demo_runs.py)
@@ -220,6 +220,17 @@ def test_fidelity_split_keeps_the_budget_and_calibration_recovers_a_linear_link(
     assert calibrate(cheap, 0.8 * cheap - 0.5) == pytest.approx((0.8, -0.5))
     assert calibrate(cheap, -cheap)[0] == 1.0  # a backwards cheap ranking is not trusted to flip the choice
     assert calibrate(cheap[:2], cheap[:2] + 0.1) == pytest.approx((1.0, 0.1))
+
+
+def test_the_default_cheap_fidelity_is_one_preset_smaller_and_costs_its_flops(tmp_path):
+    config = workspace_with_tokens(tmp_path, tokens=8_000)
+    small = load_config(config, overrides={"proxy": {"preset": "small"}})
+    assert cheap_proxy(small) == {"preset": "tiny"} and cheap_proxy(load_config(config, overrides={"proxy": {"preset": "base"}})) == {"preset": "small"}
+    assert cheap_proxy(load_config(config)) == {"tokens": 2_000}  # nothing smaller than tiny: a quarter of the tokens
+    tiny = cheap_config(small)
+    assert tiny.proxy.preset == "tiny" and tiny.proxy.tokens == small.proxy.tokens
+    ratio = run_flops(tiny, 512) / run_flops(small, 512)
+    assert 0.01 < ratio < 0.2  # ~1M against ~19M non-embedding parameters, the same tokens
 
 
 @pytest.mark.timeout(600)
