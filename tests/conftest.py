@@ -36,13 +36,53 @@ def write_config(folder: Path, sources: list[dict], **top) -> Path:
     return path
 
 
+def slice_sources(data: str | Path = "data") -> list[dict]:
+    """The slice's sources as config entries, their files in the folder `data`."""
+    return [{"path": f"{data}/{label}.jsonl", "label": label, "kind": kind} for label, kind in SLICE_KINDS.items()]
+
+
 @pytest.fixture
 def slice_config(tmp_path: Path) -> Path:
     """The committed demo slice (8 labels, 128 real documents) as a config."""
     data = tmp_path / "data"
     shutil.copytree(SLICE, data)
-    sources = [{"path": f"data/{label}.jsonl", "label": label, "kind": kind} for label, kind in SLICE_KINDS.items()]
-    return write_config(tmp_path, sources)
+    return write_config(tmp_path, slice_sources())
+
+
+@pytest.fixture(scope="session")
+def slice_built(tmp_path_factory) -> tuple[Path, Path]:
+    """The slice built once per session by an uninterrupted `mixforge build`, with `slice_config`'s
+    settings: (data folder, workspace). The reference that tests comparing a build of their own
+    (killed and resumed, on Ray) read. Documents record the path of the file they came from, so a
+    test's config must name this same data folder (`slice_config_over`) for byte-identical outputs;
+    the workspace path is recorded nowhere in documents. The data folder lies outside the
+    workspace's folder (the config's), so that outputs compared with that folder written as <root>
+    (scripts/fault_inject.py's `outputs`) name the same data. Shared: read it, never write into it."""
+    import subprocess
+
+    data = tmp_path_factory.mktemp("slice-data") / "data"
+    shutil.copytree(SLICE, data)
+    root = tmp_path_factory.mktemp("slice-built")
+    config = write_config(root, slice_sources(data))
+    run = subprocess.run(mixforge_cmd() + ["build", str(config)], timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return data, root / "ws"
+
+
+def fault_inject_tool():
+    """scripts/fault_inject.py as a module: its output comparison and its checks of a killed run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fault_inject", ROOT / "scripts" / "fault_inject.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def slice_config_over(folder: Path, data: Path) -> Path:
+    """`slice_config`'s settings in `folder` (workspace `folder/ws`), the sources read from `data`."""
+    return write_config(folder, slice_sources(data))
 
 
 def mixforge_cmd() -> list[str]:
@@ -110,8 +150,7 @@ def built(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export")
     shutil.copytree(SLICE, root / "data")
-    sources = [{"path": f"data/{label}.jsonl", "label": label, "kind": kind} for label, kind in SLICE_KINDS.items()]
-    config = write_config(root, sources, cluster={"n_components": 4}, proxy={"vocab_size": 1024})
+    config = write_config(root, slice_sources(), cluster={"n_components": 4}, proxy={"vocab_size": 1024})
     cfg = load_config(config)
     build(cfg)
     return config, cfg, root

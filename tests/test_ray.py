@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SLICE
+from conftest import SLICE, slice_config_over
 from mixforge.config import load_config
 from mixforge.pipelines.build import build
 from mixforge.pipelines.embed import embed_shard
@@ -75,10 +75,10 @@ def kill_first_task(name: str, killed: list, stop: threading.Event) -> None:
         time.sleep(0.05)
 
 
-def test_ray_build_equals_local_even_with_a_worker_killed(slice_config, tmp_path, ray_cluster):
-    local = load_config(slice_config)
-    build(local)
-    on_ray = load_config(slice_config, workspace=str(tmp_path / "ray-ws"))
+def test_ray_build_equals_local_even_with_a_worker_killed(slice_built, tmp_path, ray_cluster):
+    data, local_ws = slice_built  # the session's local build (the default executor) of the same data folder
+    on_ray = load_config(slice_config_over(tmp_path, data), workspace=str(tmp_path / "ray-ws"))
+    assert on_ray.executor == "local"  # the config the local build ran
     on_ray.executor = "ray"
     on_ray.ray.memory_per_task_gb = 0.25  # the test nodes are small; Ray waits forever for more than a node has
     killed: list[int] = []
@@ -91,7 +91,7 @@ def test_ray_build_equals_local_even_with_a_worker_killed(slice_config, tmp_path
         stop.set()
         killer.join(timeout=5)
     assert killed, "no embed task was seen running on the Ray workers"
-    a, b = outputs(Workspace(local.workspace_dir)), outputs(Workspace(on_ray.workspace_dir))
+    a, b = outputs(Workspace(local_ws)), outputs(Workspace(on_ray.workspace_dir))
     assert a["ledger"] == b["ledger"]
     assert a["kept"].equals(b["kept"]) and a["components"].equals(b["components"]) and a["index"].equals(b["index"])
     assert a["tokens"] == b["tokens"] and a["tokens"]

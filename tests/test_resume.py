@@ -1,5 +1,12 @@
 """Kill `mixforge build` part-way (SIGKILL to the whole process group, datatrove workers
-included), rerun, and check the outputs are byte-identical to an uninterrupted build."""
+included) at 6 points, check after each kill that nothing looks complete that is not, rerun, and
+check the outputs are byte-identical to an uninterrupted build (the session's `slice_built`, over
+the same data folder), by this module's digests and by scripts/fault_inject.py's comparison.
+
+The kill points reach both ways a stage publishes (`run_stage`: ingest, filter, dedup;
+`run_side_stage`: embed, components), with fault_inject's checks of a killed run and of a finished
+one (nothing left behind): this is the CI test of killed builds, so tests/test_fault_inject.py
+leaves `build` out of its random kills."""
 
 import hashlib
 import os
@@ -10,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mixforge_cmd
+from conftest import fault_inject_tool, mixforge_cmd, slice_config_over
 
 # Points in a build to kill at, as predicates on the workspace (checked every 20 ms).
 KILL_POINTS = {
@@ -51,17 +58,22 @@ def _run_until(config: Path, ws: Path, predicate, timeout: float = 180) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_killed_build_resumes_to_identical_outputs(tmp_path, slice_config):
-    clean = tmp_path / "clean.yaml"
-    clean.write_text(slice_config.read_text().replace(str(tmp_path / "ws"), str(tmp_path / "clean_ws")))
-    subprocess.run(mixforge_cmd() + ["build", str(clean)], check=True, timeout=300, capture_output=True)
-    expected = _outputs(tmp_path / "clean_ws")
+def test_killed_build_resumes_to_identical_outputs(tmp_path, slice_built):
+    data, clean_ws = slice_built
+    expected = _outputs(clean_ws)
     assert any("dedup/docs" in k for k in expected) and any(k.startswith("removed/") for k in expected)
 
+    fi = fault_inject_tool()
+    slice_config = slice_config_over(tmp_path, data)  # tmp_path/mixforge.yaml, workspace tmp_path/ws: fault_inject's layout
     ws = tmp_path / "ws"
-    killed = [name for name, predicate in KILL_POINTS.items() if _run_until(slice_config, ws, predicate)]
+    killed = []
+    for name, predicate in KILL_POINTS.items():
+        if _run_until(slice_config, ws, predicate):
+            killed.append(name)
+            assert fi.after_kill(tmp_path, dict(os.environ)) == [], f"after the kill at {name}"
     assert len(killed) >= 4, f"the build was killed only at {killed}"
     run = subprocess.run(mixforge_cmd() + ["build", str(slice_config)], timeout=300, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert _outputs(ws) == expected
     assert not list(ws.glob("*.partial"))
+    assert fi.differences(fi.outputs(tmp_path), fi.outputs(clean_ws.parent)) == [] and fi.leftovers(tmp_path) == []
