@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fault_inject_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("MIXFORGE_FAULT_TRIALS", "1"))
 COMMANDS = [c for c in os.environ.get("MIXFORGE_FAULT_COMMANDS", "grow,sweep,verify,export").split(",") if c]
@@ -32,16 +34,6 @@ def test_killed_commands_rerun_to_identical_outputs(tmp_path):
     trials = [line for line in run.stdout.splitlines() if " trial " in line]
     assert len(trials) == len(COMMANDS) * TRIALS and all(line.endswith(": ok") for line in trials), run.stdout
     assert sorted({line.split()[0] for line in trials}) == sorted(COMMANDS), run.stdout
-
-
-def _tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fault_inject", ROOT / "scripts" / "fault_inject.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _workspace(root: Path, finished_at: str, wall_s: float, text: str, token: int) -> Path:
@@ -63,7 +55,7 @@ def _workspace(root: Path, finished_at: str, wall_s: float, text: str, token: in
 def test_comparison_ignores_timings_and_catches_changed_bytes(tmp_path):
     """The tool's verdict can fail: a changed token, a changed text, a left-over partial folder are
     reported; timings (records, runs rows, datatrove logs) and the run's own folder are not."""
-    fi = _tool()
+    fi = fault_inject_tool()
     ref = fi.outputs(_workspace(tmp_path / "ref", "2026-12-01T10:00", 1.0, "two", 3))
     assert fi.differences(fi.outputs(_workspace(tmp_path / "same", "2026-12-01T11:00", 9.0, "two", 3)), ref) == []
     changed = _workspace(tmp_path / "changed", "2026-12-01T11:00", 9.0, "TWO", 4)
