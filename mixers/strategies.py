@@ -157,11 +157,13 @@ def rows_data(rows: list[dict], ctx: SearchContext, min_runs: int = 2, phases: i
     return load_runs("this search's runs", list(ctx.objective.targets), table=table, min_runs=min_runs)
 
 
-def schedule_pool(ctx: SearchContext, n: int, rng: np.random.Generator, phases: int, constrained: bool = True) -> np.ndarray:
+def schedule_pool(ctx: SearchContext, n: int, rng: np.random.Generator, phases: int, extra: np.ndarray | None = None,
+                  constrained: bool = True) -> np.ndarray:
     """Candidate schedules [m, phases * k]: independent candidate pools side by side, each phase
-    pinned and within the bounds (so their mean, the schedule's token shares, is too)."""
+    pinned and within the bounds (so their mean, the schedule's token shares, is too). One phase:
+    candidate_pool, `extra` rows included."""
     if phases == 1:
-        return candidate_pool(ctx, n, rng, constrained=constrained)
+        return candidate_pool(ctx, n, rng, extra, constrained)
     blocks = [candidate_pool(ctx, n, rng, constrained=constrained) for _ in range(phases)]
     size = min(len(b) for b in blocks)
     return np.hstack([b[:size] for b in blocks])
@@ -218,9 +220,7 @@ def unconstrained(predictor, ctx: SearchContext, penalty: float, top_k: int | No
                   phases: int = 1) -> dict:
     """The proposal the same rule makes without pins, share bounds and repetition caps, and what
     the constraints cost in predicted objective (>= 0 means the constrained one is predicted worse)."""
-    rng = np.random.default_rng([ctx.seed, 3])
-    pool = (candidate_pool(ctx, ctx.settings.candidates, rng, extra, constrained=False) if phases == 1
-            else schedule_pool(ctx, ctx.settings.candidates, rng, phases, constrained=False))
+    pool = schedule_pool(ctx, ctx.settings.candidates, np.random.default_rng([ctx.seed, 3]), phases, extra, constrained=False)
     w = best_of(predictor, pool, ctx, penalty, top_k, phases)
     shares = w.reshape(phases, -1).mean(axis=0)
     return {"weights": ctx.as_dict(shares), "predicted": float(predictor.predict(w[None, :])[0]),
