@@ -175,6 +175,7 @@ def strategies(budget: int, names: list[str], phases: int) -> dict:
     cfg.search.runs = budget
     cfg.search.influence_rounds = max(budget // 6, 1)
     cfg.search.phases = phases
+    available = {c: v["train_tokens"] for c, v in read_json(workspace / "tokens" / "_stage.json")["counts"]["components"].items()}
     out = {}
     with ProxyPool(str(config), cfg.proxy.processes) as pool, \
             ProxyPool(str(config), cfg.proxy.processes, {"proxy": cheap_proxy(cfg)}) as cheap_pool:
@@ -189,7 +190,6 @@ def strategies(budget: int, names: list[str], phases: int) -> dict:
             checked = verify(cfg, train, folder, seeds=2)["results"]
             runs = RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id").is_in(proposal.runs_used))
             target = proposal.constraints["target_tokens"]
-            available = {c: v["train_tokens"] for c, v in read_json(workspace / "tokens" / "_stage.json")["counts"]["components"].items()}
             epochs = max(w * target / available[c] for c, w in proposal.weights.items() if w > 0)
             out[strategy] = {"runs": len(proposal.runs_used), "search_s": round(seconds, 1),
                              "proxy_train_s": round(float(runs["wall_s"].sum()), 1), "proxy_tokens": int(runs["tokens"].sum()),

@@ -9,7 +9,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from mixforge.config import load_config
+from mixforge.config import MixforgeConfig, load_config
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.progress import progress_bar
 from mixforge.proxy_training.parallel import ProxyPool
@@ -71,14 +71,14 @@ def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: st
             pool.close()
 
 
-def search_trainers(config_path: str) -> dict:
+def search_trainers(config_path: str, cfg: MixforgeConfig) -> dict:
     """run_search's trainers as Prefect tasks: `train` at the config's proxy, `train_cheap` at
-    search.cheap_proxy (bayesopt_mf's cheap fidelity)."""
+    search.cheap_proxy (bayesopt_mf's cheap fidelity). `cfg`: the config loaded from config_path."""
     from functools import partial
 
     from mixforge.mixers.search import cheap_proxy
 
-    cheap = {"proxy": cheap_proxy(load_config(config_path))}
+    cheap = {"proxy": cheap_proxy(cfg)}
     return {"train": partial(train_mixtures, config_path), "train_cheap": partial(train_mixtures, config_path, overrides=cheap)}
 
 

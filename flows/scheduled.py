@@ -29,7 +29,8 @@ COMPONENT_STAGES = ("components", "tokens")  # a rerun of either changes what a 
 @task(name="search", cache_policy=NO_CACHE, persist_result=False)
 def search_task(config_path: str) -> str:
     """A search with the config's settings; its folder (proxy runs already trained are reused)."""
-    _, folder = run_search(load_config(config_path), **search_trainers(config_path))
+    cfg = load_config(config_path)
+    _, folder = run_search(cfg, **search_trainers(config_path, cfg))
     return str(folder)
 
 

@@ -18,7 +18,7 @@ def search_flow(config_path: str, strategy: str | None = None, target=None, runs
     cfg = load_config(config_path)
     if runs is not None:
         cfg.search.runs = runs
-    proposal, folder = run_search(cfg, strategy=strategy, target=target, **search_trainers(config_path))
+    proposal, folder = run_search(cfg, strategy=strategy, target=target, **search_trainers(config_path, cfg))
     return {"proposal": proposal.to_dict(), "folder": str(folder)}
 
 

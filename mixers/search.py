@@ -20,7 +20,7 @@ from mixforge.mixers.objective import Objective
 from mixforge.mixers.report import write_report
 from mixforge.proxy_training.runs import RunsTable
 from mixforge.mixers.bayesopt import bayesopt, bayesopt_mf
-from mixforge.mixers.strategies import Proposal, SearchContext, TrainFn, climb, fit, influence, regmix
+from mixforge.mixers.strategies import Proposal, SearchContext, TrainFn, climb, fit, influence, regmix, run_phases
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf}
@@ -205,7 +205,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     schedule = proposal.get("schedule")
     if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
         candidates["schedule"] = [phase["weights"] for phase in schedule]
-    P = proposal["settings"].get("phases", 1) if proposal["strategy"] == "regmix" else 1  # its predictor's schedules
+    P = run_phases(used)  # a predictor over schedules when the search's runs trained schedules
     predictor, report = fit(used, ctx, P)[:2] if len(used) >= 4 and not fidelity else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
     results, skipped = {}, {}

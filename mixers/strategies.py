@@ -143,18 +143,24 @@ class Proposal:
 
 def rows_data(rows: list[dict], ctx: SearchContext, min_runs: int = 2, phases: int = 1) -> RunsData:
     """The runs as a RunsData; with `phases` > 1, their schedules (the rows' `phases`) as
-    phase<p>_w_<c> columns, one block per phase (a static run is the same mixture in every phase)."""
+    phase<p>_w_<c> columns, one block per phase (see `run_phases`)."""
     table = pl.DataFrame(rows).unique("run_id", maintain_order=True)
     if phases == 1:
         return load_runs("this search's runs", list(ctx.objective.targets), table=table,
                          weight_columns=[f"w_{c}" for c in ctx.components], min_runs=min_runs)
-    schedules = [json.loads(r["phases"]) if r.get("phases") else [{c: r[f"w_{c}"] for c in ctx.components}] * phases
-                 for r in table.to_dicts()]
+    schedules = [json.loads(r["phases"]) if r.get("phases") else [] for r in table.to_dicts()]
     if any(len(sch) != phases for sch in schedules):
         raise MixforgeError(f"this search's runs mix schedules of {sorted({len(sch) for sch in schedules})} phases; expected {phases}")
     columns = {f"phase{p}_w_{c}": [sch[p].get(c, 0.0) for sch in schedules] for p in range(phases) for c in ctx.components}
     table = table.drop([c for c in table.columns if c.startswith("w_")]).with_columns(pl.Series(k, v) for k, v in columns.items())
     return load_runs("this search's runs", list(ctx.objective.targets), table=table, min_runs=min_runs)
+
+
+def run_phases(rows: list[dict]) -> int:
+    """The phases of the runs' schedules when every run trained one of the same length (regmix
+    with search.phases); else 1: their token shares (w_ columns) describe them."""
+    lengths = {len(json.loads(r["phases"])) if r.get("phases") else 1 for r in rows}
+    return lengths.pop() if len(lengths) == 1 else 1
 
 
 def schedule_pool(ctx: SearchContext, n: int, rng: np.random.Generator, phases: int, extra: np.ndarray | None = None,
