@@ -8,6 +8,8 @@ every record, so:
 - `LenientJsonlReader` reads JSONL line by line in binary and reports a bad line (invalid UTF-8,
   invalid JSON, not an object) with its file and line number instead of losing the file's tail;
 - `TextFileReader` reads a folder of .txt files (one document per file), which datatrove lacks;
+- both honour a byte order mark: UTF-8's is dropped (it would spoil the first record), UTF-16
+  is transcoded to UTF-8;
 - both decompress by the file's magic bytes, not its name (gzip data named .jsonl is read as
   gzip), and a compressed file cut short becomes one `malformed/truncated_file` record naming
   the bytes read and the records recovered (fsspec's zstd reader ends such a file silently).
@@ -15,11 +17,13 @@ every record, so:
 
 from __future__ import annotations
 
+import codecs
+import itertools
 import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import zstandard
 
@@ -102,14 +106,15 @@ class LenientJsonlReader(JsonlReader):
         lines = kept = 0
         with self.data_folder.open(filepath, "rb", compression=None) as f:
             try:
-                for raw in complete_lines(f):
+                encoding, chunks = utf8_stream(decompressed_chunks(f))
+                for raw in complete_lines(chunks):
                     li, lines = lines, lines + 1
                     if not raw.strip():
                         continue  # blank lines separate nothing and hold no record
                     try:
                         raw.decode("utf-8")
                     except UnicodeDecodeError as e:
-                        yield self._bad(adapter, li, "invalid_utf8", f"invalid UTF-8 at byte {e.start}", raw.decode("utf-8", "replace"))
+                        yield self._bad(adapter, li, "invalid_utf8", invalid_text(encoding, e), raw.decode("utf-8", "replace"))
                         continue
                     try:
                         data = orjson.loads(raw)
@@ -142,7 +147,8 @@ class TextFileReader(BaseDiskReader):
         with self.data_folder.open(filepath, "rb", compression=None) as f:
             chunks: list[bytes] = []
             try:
-                chunks.extend(decompressed_chunks(f))
+                encoding, stream = utf8_stream(decompressed_chunks(f))
+                chunks.extend(stream)
             except TruncatedFile as e:
                 e.tail = b"".join(chunks)
                 # a cut text file is one document with its end missing: removed whole, not kept
@@ -154,7 +160,7 @@ class TextFileReader(BaseDiskReader):
         except UnicodeDecodeError as e:
             where = f"{adapter.display_path}:1"
             record = malformed_record(
-                adapter.doc_id(1), where, "invalid_utf8", f"invalid UTF-8 at byte {e.start}", raw.decode("utf-8", "replace")
+                adapter.doc_id(1), where, "invalid_utf8", invalid_text(encoding, e), raw.decode("utf-8", "replace")
             )
             yield Document(**record)
             return
@@ -211,12 +217,47 @@ def decompressed_chunks(f: BinaryIO) -> Iterator[bytes]:
         raise TruncatedFile(codec, read, out)
 
 
-def complete_lines(f: BinaryIO) -> Iterator[bytes]:
-    """Lines of a (possibly compressed) file, without their newline. A cut file's incomplete last
-    line is not yielded: it travels in TruncatedFile.tail."""
+BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+NOT_A_CHARACTER = "\udcff"  # stands for bytes that are no UTF-16: a lone surrogate, which is no valid UTF-8 either
+codecs.register_error("mixforge-mark", lambda e: (NOT_A_CHARACTER, e.end))
+
+
+def utf8_stream(chunks: Iterator[bytes]) -> tuple[str, Iterator[bytes]]:
+    """(encoding, the content as UTF-8). A byte order mark says the encoding and is no part of the
+    first record: UTF-8's is dropped, UTF-16 (either order) is transcoded. Bytes that are not
+    UTF-16 become a lone surrogate, so the UTF-8 check of their line or file fails and counts it
+    (never a silent U+FFFD)."""
+    head = b""
+    for chunk in chunks:  # enough bytes to see a BOM (a compressed file's first piece may be short)
+        head += chunk
+        if len(head) >= 3:
+            break
+    bom, encoding = next(((b, e) for b, e in BOMS if head.startswith(b)), (b"", "utf-8"))
+    head = head[len(bom):]
+    if encoding == "utf-8":
+        return encoding, itertools.chain([head], chunks)
+    decoder = codecs.getincrementaldecoder(encoding)(errors="mixforge-mark")
+
+    def transcoded() -> Iterator[bytes]:
+        for chunk in itertools.chain([head], chunks):
+            yield decoder.decode(chunk).encode("utf-8", "surrogatepass")
+        yield decoder.decode(b"", final=True).encode("utf-8", "surrogatepass")
+
+    return encoding, transcoded()
+
+
+def invalid_text(encoding: str, e: UnicodeDecodeError) -> str:
+    if encoding == "utf-8":
+        return f"invalid UTF-8 at byte {e.start}"
+    return f"invalid {encoding.upper()} (bytes that are no character, at byte {e.start} of the text as UTF-8)"
+
+
+def complete_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines of a file's content (`decompressed_chunks`), without their newline. A cut file's
+    incomplete last line is not yielded: it travels in TruncatedFile.tail."""
     rest = b""
     try:
-        for chunk in decompressed_chunks(f):
+        for chunk in chunks:
             *lines, rest = (rest + chunk).split(b"\n")
             yield from lines
     except TruncatedFile as e:
