@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mixforge.stage_files import FILES_KEY, inventory
+
 STAGES = ["ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components", "tokens"]
 DOC_STAGES = ["ingest", "filter", "dedup", "prune"]  # stages that keep or remove documents (the ledger)
 STAGE_RECORD = "_stage.json"
@@ -143,7 +145,8 @@ class Workspace:
             f.unlink()
 
     def publish(self, stage: str, record: dict) -> None:
-        """Move `<stage>.partial/{docs,removed,extra}` into place, then write the stage record.
+        """Move `<stage>.partial/{docs,removed,extra}` into place, then write the stage record
+        with the inventory of what was moved (mixforge/stage_files.py).
 
         Idempotent: rerunning after a kill part-way moves whatever is still left, then records.
         """
@@ -162,5 +165,6 @@ class Workspace:
             if src.exists():
                 shutil.rmtree(final / name, ignore_errors=True)
                 os.replace(src, final / name)
-        atomic_write_json(final / STAGE_RECORD, record)
+        # the record lists every file with its size and digest: readers check what they open against it
+        atomic_write_json(final / STAGE_RECORD, record | {FILES_KEY: inventory(self, stage)})
         shutil.rmtree(partial, ignore_errors=True)

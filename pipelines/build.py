@@ -21,6 +21,7 @@ from mixforge.pipelines.ingest import ingest_fingerprint, run_ingest
 from mixforge.pipelines.prune import prune_fingerprint, run_prune
 from mixforge.pipelines.quality import quality_fingerprint, run_quality
 from mixforge.pipelines.tokens import run_tokens, tokens_fingerprint
+from mixforge.stage_files import adopt, check_stage, damage_report
 from mixforge.stage_runner import StageResult
 from mixforge.workspace import STAGES, Workspace
 
@@ -69,12 +70,30 @@ def build(
     run = run or (lambda stage, *args: STAGE_FUNCTIONS[stage](*args))
     done: dict[str, StageResult] = {}
     ws = Workspace(cfg.workspace_dir)
+    stages = STAGES[: STAGES.index(check_until(until)) + 1]
+    damaged = None if force else first_damaged(ws, stages)
     build_id = open_build(ws)["id"]
     with ray_session(cfg):  # executor: ray connects (or starts a local Ray) once for the build
-        for stage in STAGES[: STAGES.index(check_until(until)) + 1]:
-            done[stage] = run(stage, *_arguments(stage, cfg, done, force, strict, allow_changed))
+        for stage in stages:
+            redo = force or (damaged is not None and stages.index(stage) >= stages.index(damaged))
+            done[stage] = run(stage, *_arguments(stage, cfg, done, redo, strict, allow_changed))
     finish_build(ws, build_id)
     return list(done.values())
+
+
+def first_damaged(ws: Workspace, stages: list[str]) -> str | None:
+    """The first stage whose published files fail their digest check, named in a warning: it and
+    every stage after it are redone in full, as after a change of its settings (a stage's later
+    layers and the stages after it may have been computed from the damaged files)."""
+    import warnings
+
+    for stage in stages:
+        adopt(ws, stage)
+        problems = check_stage(ws, stage, "digest")
+        if problems:
+            warnings.warn(f"{damage_report(ws, stage, problems)}: redoing {stage} and the stages after it")
+            return stage
+    return None
 
 
 def stage_fingerprints(cfg: MixforgeConfig) -> dict[str, str]:

@@ -14,7 +14,8 @@ import numpy as np
 from mixforge import __version__
 from mixforge.config import MixforgeConfig
 from mixforge.errors import MixforgeError
-from mixforge.proxy_training.runs import RunsTable, data_fingerprint, run_freshness, tokens_summary  # noqa: F401 (re-exported)
+from mixforge.proxy_training.runs import (RunsTable, checked_tokens_summary, data_fingerprint, run_freshness,  # noqa: F401 (re-exported)
+                                         tokens_summary)
 from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
 from mixforge.proxy_training.model import preset
@@ -171,7 +172,7 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     that many evenly spaced checkpoints (the last at the end) under runs/checkpoints/<run_id>/;
     a finished run that lacks them is trained again to make them."""
     ws = Workspace(cfg.workspace_dir)
-    summary = tokens_summary(ws)
+    summary = checked_tokens_summary(ws)
     shards = load_shards(ws.stage_dir("tokens") / "extra" / "train")
     data = data_fingerprint(cfg, ws) if run_id is None else ""
     run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints)
@@ -200,7 +201,7 @@ def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[d
     an interrupted call loses at most the group in training. Returns the rows in the order of
     `mixtures`."""
     ws = Workspace(cfg.workspace_dir)
-    summary = tokens_summary(ws)
+    summary = checked_tokens_summary(ws)
     shards = load_shards(ws.stage_dir("tokens") / "extra" / "train")
     data = data_fingerprint(cfg, ws)
     runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, 0) for w, s in zip(mixtures, seeds)]

@@ -18,6 +18,7 @@ import polars as pl
 from mixforge.config import MixforgeConfig
 from mixforge.digests import file_digest, shard_digests
 from mixforge.errors import MixforgeError
+from mixforge.stage_files import require_intact
 from mixforge.workspace import Workspace, atomic_write_parquet
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -48,7 +49,21 @@ class RunsTable:
         files = sorted(self.rows.glob("*.parquet"))
         if not files:
             return pl.DataFrame()
-        return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").sort("run_id")
+        return pl.concat([_read_row(f) for f in files], how="diagonal_relaxed").sort("run_id")
+
+
+def _read_row(path: Path) -> pl.DataFrame:
+    """One run's row; a damaged file (truncated, overwritten) is an error naming it and the fix."""
+    try:
+        row = pl.read_parquet(path)
+    except Exception as e:  # polars and pyarrow fail on damaged Parquet in many ways (ComputeError, OSError, ...)
+        raise MixforgeError(f"{path}: the row of run {path.stem} cannot be read ({type(e).__name__}: {str(e)[:200]}): "
+                            "the file is damaged; delete it and rerun the sweep or search that trained it (only "
+                            "that run is retrained)") from None
+    if row.height != 1 or "run_id" not in row.columns or row["run_id"][0] != path.stem:
+        raise MixforgeError(f"{path}: not the row of run {path.stem} (rows: {row.height}); delete it and rerun the sweep "
+                            "or search that trained it")
+    return row
 
 
 def tokens_summary(ws: Workspace) -> dict:
@@ -56,6 +71,14 @@ def tokens_summary(ws: Workspace) -> dict:
     if record is None:
         raise MixforgeError(f"no token shards in {ws.root}: run `mixforge build` (it ends with the tokens stage)")
     return record["counts"]
+
+
+def checked_tokens_summary(ws: Workspace) -> dict:
+    """The tokens stage's summary, after checking its files (token shards, tasks, eval texts)
+    against the digests the stage recorded: a proxy never trains or scores on changed tokens."""
+    summary = tokens_summary(ws)
+    require_intact(ws, ["tokens"], "digest")
+    return summary
 
 
 def data_fingerprint(cfg: MixforgeConfig, ws: Workspace) -> str:
