@@ -137,31 +137,39 @@ def build(
 def status(
     config: Path = typer.Argument(..., help="Config file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+    check: bool = typer.Option(False, "--check", help="Reread every published file and compare its digest with the "
+                               "stage record (without it: sizes only). Exit 1 when any is damaged."),
 ) -> None:
-    """Show each stage (done / stale / missing), the ledger, and sources filtering mostly removed."""
+    """Show each stage (done / stale / missing / damaged), the ledger, and sources filtering mostly removed."""
     from mixforge.config import load_config
     from mixforge.pipelines.filter_report import filter_warnings
     from mixforge.pipelines.build import stage_states
     from mixforge.pipelines.builds import list_builds
     from mixforge.proxy_training.runs import run_freshness
+    from mixforge.stage_files import check_workspace
     from mixforge.workspace import Workspace
 
     cfg = load_config(config)
     states = stage_states(cfg)
     ws = Workspace(cfg.workspace_dir)
+    damage = check_workspace(ws, "digest" if check else "size")
+    states |= {stage: "damaged" for stage in damage}
     ledger = ws.ledger()
     if as_json:
-        payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s),
+        payload = {"workspace": str(ws.root), "stages": {s: {"state": st, "ledger": ledger.get(s), "problems": damage.get(s, []),
                    "summary": (ws.stage_record(s) or {}).get("counts") if s not in ledger else None} for s, st in states.items()}}
         payload["filter_warnings"] = filter_warnings(cfg)
         payload["proxy_runs"] = run_freshness(cfg, ws)
         payload["builds"] = [{k: b.get(k) for k in ("id", "started", "finished", "sources_added", "sources_changed",
                                                   "sources_deleted", "retracted", "stages", "ledger")} for b in list_builds(ws)]
         typer.echo(json.dumps(payload, indent=2))
-        return
+        raise typer.Exit(1 if damage and check else 0)
     out = Console()
     out.print(f"workspace: {ws.root}")
     out.print(_ledger_table(states, ledger))
+    for stage, problems in damage.items():
+        console.print(f"[bold red]damaged:[/] {'; '.join(problems[:5])}{f' (and {len(problems) - 5} more)' if len(problems) > 5 else ''}: "
+                      f"`mixforge build {config}` redoes {stage} and the stages after it", highlight=False)
     if ledger:
         out.print(_reasons_table(ledger))
     builds = list_builds(ws)
@@ -173,12 +181,14 @@ def status(
                       "they are kept but not reused; a new sweep or search trains on the current data", highlight=False)
     for line in filter_warnings(cfg):
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
+    if damage and check:
+        raise typer.Exit(1)
 
 
 @app.command("filter-preview")
 def filter_preview(
     config: Path = typer.Argument(..., help="Config file."),
-    sample: int = typer.Option(200, "--sample", min=1, help="Records sampled per source (seeded by the config's seed)."),
+    sample: int = typer.Option(200, "--sample", min=1, max=10_000_000, help="Records sampled per source (seeded by the config's seed)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Show what each source's filters would remove, on a seeded sample of its records, with

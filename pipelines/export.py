@@ -29,11 +29,12 @@ from mixforge.config import MixforgeConfig, section_hash
 from mixforge.digests import file_digest
 from mixforge.errors import InputError, MixforgeError
 from mixforge.pipelines.export_card import write_card
-from mixforge.pipelines.export_folder import export_lock, partial_dir, put_in_place, recover
+from mixforge.pipelines.export_folder import check_replaceable, export_lock, partial_dir, put_in_place, recover
 from mixforge.pipelines.export_plan import build_stats, first_occurrences, load_table, plan, shard_cuts, source_stats
 from mixforge.pipelines.export_texts import ShardTexts
 from mixforge.pipelines.export_snippets import trainer_snippets
 from mixforge.progress import progress_bar
+from mixforge.stage_files import require_intact
 from mixforge.pipelines.export_formats import (FORMATS, TEXT_FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_mds_index,
                                                write_shard)
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text, read_json
@@ -55,13 +56,13 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
         recover(out)  # before the exists check: a killed --overwrite put back its old export
         if out.exists() and not overwrite:
             raise MixforgeError(f"{out} exists: pass --overwrite to replace it")
-        if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
-            raise MixforgeError(f"{out} is not an export (no manifest.json): --overwrite replaces only an export; "
-                                "choose another --out or remove it yourself")
+        if out.exists():
+            check_replaceable(out, force_replace)  # only mixforge's own export, and none of the user's files in it
         tmp = partial_dir(out)
         tmp.mkdir()
         try:
             manifest = _write_export(cfg, weights, tmp, fmt, tokens, mode, shard_tokens, max_epochs, provenance)
+            _check_before_publishing(tmp)
             put_in_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -74,6 +75,7 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
     """Every file of the export, written into `tmp` one shard at a time; returns the manifest.
     Scratch files (re-tokenized documents, spilled texts) live in `tmp/_work` until the shards are done."""
     ws = Workspace(cfg.workspace_dir)
+    _check_inputs(cfg, ws)
     work = tmp / "_work"
     table = load_table(ws, work / "tokens")
     chosen, stats = plan(table, weights, tokens, cfg.seed, max_epochs)
@@ -130,6 +132,26 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
     _write_trainer_files(tmp, manifest)
     write_card(tmp, manifest, ws, cfg)
     return manifest
+
+
+def _check_inputs(cfg: MixforgeConfig, ws: Workspace) -> None:
+    """Export only tokens built for this config, from files as their stages wrote them: the token
+    shards, the document index and the pruned texts are checked against their stages' digests."""
+    from mixforge.pipelines.build import stage_states
+
+    state = stage_states(cfg)["tokens"]
+    if state != "done":
+        raise MixforgeError(f"the tokens stage in {ws.root} is {state} for this config (as `mixforge status` says): "
+                            "run `mixforge build` with this config first, then export")
+    require_intact(ws, ["prune", "components", "tokens"], "digest")
+
+
+def _check_before_publishing(tmp: Path) -> None:
+    """The export's own verify, before it replaces anything: what is put in place checks out."""
+    problems = verify_export(tmp)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise MixforgeError(f"the export failed its own verify, so nothing was put in place: {shown}")
 
 
 def _inside(folder: Path, rel: str) -> Path | None:
