@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mixforge.config import read_utf8
+from mixforge.config_yaml import parse_yaml
 from mixforge.errors import MixforgeError
 from mixforge.mixture import weight_value
 from mixforge.workspace import read_json
@@ -38,8 +39,6 @@ def current_verify(folder: Path, proposal: dict) -> dict | None:
 def read_mixture(path: str | Path, components: list[str] | None = None) -> tuple[dict[str, float], dict]:
     """(weights, provenance). Every weight must be a finite number >= 0, some > 0; with
     `components`, every name must be one of them (the sampler checks again where they are used)."""
-    import yaml
-
     path = Path(path)
     if path.is_dir() and (path / "latest.json").exists():  # a workspace's search/ folder: its latest search
         path = latest_search(path)
@@ -48,8 +47,8 @@ def read_mixture(path: str | Path, components: list[str] | None = None) -> tuple
     if not path.exists():
         raise MixforgeError(f"mixture {path} not found")
     try:
-        data = yaml.safe_load(read_utf8(path))
-    except (OSError, yaml.YAMLError) as e:
+        data, _ = parse_yaml(read_utf8(path), path)  # no aliases, no key twice: a ConfigError naming the line
+    except OSError as e:
         raise MixforgeError(f"{path}: cannot read the mixture: {e}") from None
     provenance = {}
     if isinstance(data, dict) and "weights" in data and "strategy" in data:  # a search proposal

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mixforge.config_paths import check_paths
+from mixforge.config_yaml import parse_yaml, read_text, shorten
 from mixforge.errors import ConfigError
 
 SourceKind = Literal["prose", "code", "reference"]
@@ -24,7 +26,8 @@ SourceFormat = Literal["auto", "jsonl", "parquet", "txt", "hf_disk"]
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # a non-finite number (.inf, .nan) is never a valid setting: nan passes no bound, inf passes gt=0
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- filters
@@ -470,6 +473,13 @@ def section_hash(*parts: Any) -> str:
 # ---------------------------------------------------------------- loading with precise errors
 
 
+# A config lists folders and globs, not files one by one: bigger ones are refused before parsing
+# (400,000 sources took minutes to parse and validate; at these caps load and status take seconds).
+MAX_CONFIG_BYTES = 2 * 1024 * 1024
+MAX_SOURCES = 10_000
+MAX_PROBLEMS = 20  # validation problems listed; the rest are counted
+
+
 def load_config(path: str | Path, workspace: str | None = None, overrides: dict | None = None) -> MixforgeConfig:
     """Read and validate a config file (optionally overriding its workspace, and sections' keys:
     `{"proxy": {"preset": "small"}}` for a verification at another proxy size).
@@ -477,60 +487,68 @@ def load_config(path: str | Path, workspace: str | None = None, overrides: dict 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = read_utf8(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size:,} bytes is too large for a config (at most {MAX_CONFIG_BYTES:,}): list folders "
+                          f"or globs as sources (a folder source reads every file under it), not files one by one")
+    data, root = parse_yaml(read_utf8(path), path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    sources = data.get("sources")
+    if isinstance(sources, list) and len(sources) > MAX_SOURCES:
+        raise ConfigError(f"{path}: line {_line_of(root, ['sources'])}, field `sources`: {len(sources):,} sources is more than "
+                          f"{MAX_SOURCES:,}: give a folder or a glob as one source (a folder source reads every file under it)")
     for section, values in (overrides or {}).items():
-        data[section] = {**(data.get(section) or {}), **values}
+        if isinstance(data.get(section), (dict, type(None))):  # anything else is the config's error, reported below
+            data[section] = {**(data.get(section) or {}), **values}
     try:
         cfg = MixforgeConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe_validation_error(path, text, e)) from None
+        raise ConfigError(_describe_validation_error(path, root, e)) from None
     cfg._base_dir = path.resolve().parent
+    checked: dict[str, None] = {}  # per distinct kind and overrides: 10,000 sources share a few
     for i, source in enumerate(cfg.sources):
+        key = json.dumps([source.kind, source.filters], sort_keys=True, default=str)
+        if key in checked:
+            continue
         try:
             cfg.source_filters(source)
         except ConfigError as e:
             raise ConfigError(f"{path}: sources.{i}.filters: {e}") from None
+        checked[key] = None
     if workspace is not None:
         cfg.workspace = workspace
+    where = (lambda field: f"{path}: line {_line_of(root, field.split('.'))}, field `{field}`")
+    workspace_where = "--workspace" if workspace is not None else where("workspace")
+    check_paths(cfg, where, workspace_where)
     if cfg.workspace_dir.exists() and not cfg.workspace_dir.is_dir():  # else every stage fails on its first write
-        where = "--workspace" if workspace is not None else f"{path}: line {_line_of(yaml.compose(text), ['workspace'])}, field `workspace`"
-        raise ConfigError(f"{where}: {cfg.workspace_dir} is a file, not a folder; point it at a folder (made if missing)")
+        raise ConfigError(f"{workspace_where}: {cfg.workspace_dir} is a file, not a folder; point it at a folder (made if missing)")
     return cfg
 
 
 def read_utf8(path: Path) -> str:
-    """A text file's content; a byte that is not UTF-8 is a ConfigError naming its offset, line and column."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise ConfigError(f"{path}: not UTF-8: byte 0x{raw[e.start]:02x} at byte offset {e.start} (line {line}, "
-                          f"column {column}); save the file as UTF-8") from None
+    """A text file's content (UTF-8, or UTF-16/32 with a byte order mark); other bytes are a
+    ConfigError naming the offset, line and column of the first bad one."""
+    return read_text(path)
 
 
-def _describe_validation_error(path: Path, text: str, error: ValidationError) -> str:
+def _describe_validation_error(path: Path, root: yaml.Node | None, error: ValidationError) -> str:
     header = f"{path}: invalid config ({error.error_count()} problem(s))"
-    return "\n".join([header] + [f"  {line}" for line in _error_lines(error, yaml.compose(text))])
+    lines = _error_lines(error, root)
+    more = [f"  ... and {len(lines) - MAX_PROBLEMS:,} more"] if len(lines) > MAX_PROBLEMS else []
+    return "\n".join([header] + [f"  {line}" for line in lines[:MAX_PROBLEMS]] + more)
 
 
 def _error_lines(error: ValidationError, root: yaml.Node | None = None) -> list[str]:
-    """One line per problem: [line N, ]field `a.b.c`: message (got value)."""
+    """One line per problem: [line N, ]field `a.b.c`: message (got value, cut to 200 characters)."""
     lines = []
     for err in error.errors():
         loc = [p for p in err["loc"] if not str(p).startswith("function-after")]
-        field = ".".join(str(p) for p in loc) or "(top level)"
+        field = shorten(".".join(str(p) for p in loc), 200) or "(top level)"
         line = _line_of(root, loc) if root is not None else None
         where = f"line {line}, " if line else ""
-        value = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        value = "" if err["type"] == "missing" else f" (got {shorten(repr(err.get('input')))})"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else shorten(err["msg"], 400)
         lines.append(f"{where}field `{field}`: {msg}{value}")
     return lines
 
@@ -545,8 +563,8 @@ def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
                 key_node = next((k for k, _ in node.value if k.value == str(key)), None)
                 return key_node.start_mark.line + 1 if key_node else best
             node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
+        elif isinstance(node, yaml.SequenceNode) and str(key).isdigit() and int(key) < len(node.value):
+            node = node.value[int(key)]
         else:
             break
         best = node.start_mark.line + 1

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from mixforge.config import PROSE_ONLY_FILTERS, MixforgeConfig
 from mixforge.ledger import docs_per_source
-from mixforge.pipelines.ingest import source_key
+from mixforge.pipelines.ingest import source_keys
 from mixforge.workspace import Workspace
 
 # reason (`<filter>/<rule>`) -> (filter, setting, value that turns the rule off). A value of
@@ -65,8 +65,9 @@ def reason_setting(reason: str) -> tuple[str, str, Any] | None:
 def source_index(cfg: MixforgeConfig, label: str) -> int | None:
     """The config source a label comes from: the one labelled so (or named so by its file), else
     the only source with `label_field`; None when it cannot be told."""
+    keys = source_keys(cfg)
     for i, s in enumerate(cfg.sources):
-        if s.label_field is None and (s.label or source_key(cfg, i)) == label:
+        if s.label_field is None and (s.label or keys[i]) == label:
             return i
     by_field = [i for i, s in enumerate(cfg.sources) if s.label_field is not None]
     return by_field[0] if len(by_field) == 1 else None

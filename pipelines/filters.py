@@ -29,7 +29,7 @@ from mixforge.config import FiltersConfig, MixforgeConfig, section_hash
 from mixforge.errors import MixforgeError
 from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.executor import default_workers, run_pipeline
-from mixforge.pipelines.ingest import source_key
+from mixforge.pipelines.ingest import source_keys
 from mixforge.layers import plan_layer
 from mixforge.pipelines.builds import current_build
 from mixforge.pipelines.records import (RouteRemoved, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir,
@@ -180,7 +180,7 @@ def find_duplicate_ids(docs_dir: Path, scopes: dict[str, tuple[int, str]] | None
 
 def filters_by_source(cfg: MixforgeConfig) -> dict[str, FiltersConfig]:
     """Resolved filter settings per source key."""
-    return {source_key(cfg, i): cfg.source_filters(s) for i, s in enumerate(cfg.sources)}
+    return {key: cfg.source_filters(s) for key, s in zip(source_keys(cfg), cfg.sources)}
 
 
 def filter_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
@@ -202,7 +202,7 @@ def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, 
 
     def body(partial: Path) -> None:
         chains = {key: build_filters(settings) for key, settings in per_source.items()}
-        scopes = {source_key(cfg, i): (i, s.id_scope) for i, s in enumerate(cfg.sources)}
+        scopes = {key: (i, s.id_scope) for i, (key, s) in enumerate(zip(source_keys(cfg), cfg.sources))}
         reader = docs_reader(str(in_dir), plan.inputs, partial / "inputs.txt") if plan.incremental else docs_reader(str(in_dir))
         pipeline = [
             reader,

@@ -11,6 +11,7 @@ import json
 import math
 import warnings
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,9 +67,15 @@ class WorkItem:
 
 def source_key(cfg: MixforgeConfig, index: int) -> str:
     """A short name for a source, unique in the config: its label or its path's stem."""
-    keys = [_stem(s) for s in cfg.sources]
-    key = keys[index].replace("/", "_")  # the id's first path segment names the source
-    return key if keys.count(key) == 1 else f"{key}#{index}"
+    return source_keys(cfg)[index]
+
+
+def source_keys(cfg: MixforgeConfig) -> list[str]:
+    """Every source's key in one pass (per source, a config of thousands took minutes)."""
+    stems = [_stem(s) for s in cfg.sources]
+    counts = Counter(stems)
+    keys = [stem.replace("/", "_") for stem in stems]  # the id's first path segment names the source
+    return [key if counts[key] == 1 else f"{key}#{i}" for i, key in enumerate(keys)]
 
 
 def _stem(source: SourceConfig) -> str:
@@ -174,7 +181,7 @@ def work_manifest(cfg: MixforgeConfig, items: list[WorkItem]) -> list[dict]:
     mtime are unchanged), each entry with the `key` that starts its documents' ids."""
     previous = read_json(Workspace(cfg.workspace_dir).stage_dir("ingest") / "extra" / SOURCES_FILE) or []
     entries = source_manifest([it.path for it in items], previous)
-    keys = [source_key(cfg, i) for i in range(len(cfg.sources))]
+    keys = source_keys(cfg)
     return [e | {"key": f"{keys[it.source]}/{it.relative}"} for e, it in zip(entries, items)]
 
 
@@ -252,7 +259,7 @@ def _unsupported_record(item: WorkItem, src: SourceConfig, key: str) -> dict:
 
 
 def ingest_pipeline(cfg: MixforgeConfig, tasks: list[list[WorkItem]], out_dir: Path, plan: LayerPlan) -> list:
-    keys = [source_key(cfg, i) for i in range(len(cfg.sources))]
+    keys = source_keys(cfg)
     sources = [s.model_dump() for s in cfg.sources]
     return [
         SourcesReader(tasks, sources, keys),
@@ -350,7 +357,8 @@ def check_every_source_kept_documents(cfg: MixforgeConfig, result: StageResult) 
     if files:
         keys = pl.scan_parquet(files).select(pl.col("id").str.split("/").list.first().alias("key"))
         kept = dict(keys.group_by("key").len().collect().iter_rows())
-    empty = [f"sources[{i}] ({s.path})" for i, s in enumerate(cfg.sources) if not kept.get(source_key(cfg, i))]
+    keys = source_keys(cfg)
+    empty = [f"sources[{i}] ({s.path})" for i, s in enumerate(cfg.sources) if not kept.get(keys[i])]
     if not empty:
         return
     message = f"{', '.join(empty)}: no document kept at ingest: its records are all malformed, or it has none (see `mixforge status` and {cfg.workspace_dir / 'removed' / 'malformed'})"

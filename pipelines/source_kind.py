@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datatrove.data import Document
 
 from mixforge.config import MixforgeConfig
-from mixforge.pipelines.ingest import SourcesReader, plan_work, source_key
+from mixforge.pipelines.ingest import SourcesReader, plan_work, source_keys
 
 SAMPLE = 200  # records per source: enough for shares to +-7 points (95%), seconds to read
 SCAN_FACTOR = 50  # read at most SAMPLE * SCAN_FACTOR records per source (files in seeded order)
@@ -35,7 +35,7 @@ def sample_records(cfg: MixforgeConfig, index: int, n: int = SAMPLE, seed: int |
     rng = random.Random(cfg.seed if seed is None else seed)
     items = [it for it in plan_work(cfg) if it.source == index]
     rng.shuffle(items)
-    keys = [source_key(cfg, i) for i in range(len(cfg.sources))]
+    keys = source_keys(cfg)
     reader = SourcesReader([items], [s.model_dump() for s in cfg.sources], keys)
     sample: list[Document] = []
     seen = 0
