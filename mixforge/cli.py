@@ -19,6 +19,16 @@ from mixforge.errors import MixforgeError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Filter, deduplicate and mix pretraining data.")
 console = Console(stderr=True, soft_wrap=True)  # never break paths in messages
 DEMO_WORKSPACE = "mixforge-demo"
+# Bounds of numeric options: past them a value is a typo (nan, inf and overflow included), refused
+# as a usage error naming the option before any work starts.
+MAX_SEED, MAX_RUNS, MAX_TOKENS = 2**32 - 1, 100_000, 10**15
+
+
+def _positive_float(value):
+    """Callback of float options: 0 or less (a cap of 0 epochs), nan and inf mean nothing."""
+    if value is not None and not 0 < value <= 1e6:
+        raise typer.BadParameter(f"{value}: expected a number above 0 and at most 1e6")
+    return value
 
 
 def main() -> None:
@@ -267,7 +277,7 @@ app.add_typer(proxy_app, name="proxy")
 def proxy_train(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
     mixture: Path = typer.Option(..., "--mixture", help="YAML mapping of component -> weight, a search's proposal.json, or `search fit --json` output (a schedule trains phase by phase)."),
-    seed: Optional[int] = typer.Option(None, min=0, help="Seed of this run (default: the config's)."),
+    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Seed of this run (default: the config's)."),
     run_id: Optional[str] = typer.Option(None, help="Name of the run (default: a hash of mixture and settings)."),
 ) -> None:
     """Train one proxy on a mixture and record it in the runs table."""
@@ -289,8 +299,8 @@ def proxy_train(
 @proxy_app.command("sweep")
 def proxy_sweep(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
-    runs: int = typer.Option(64, "--runs", min=1, help="Proxies to train on random mixtures."),
-    seed: Optional[int] = typer.Option(None, min=0, help="Seed of the mixtures (default: the config's)."),
+    runs: int = typer.Option(64, "--runs", min=1, max=MAX_RUNS, help="Proxies to train on random mixtures."),
+    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Seed of the mixtures (default: the config's)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
     """Train proxies on random mixtures (RegMix's Dirichlet recipe) as a Prefect flow; finished
@@ -344,6 +354,8 @@ def _parse_target(target: Optional[str]):
             out[name.strip()] = float(weight)
         except ValueError:
             raise MixforgeError(f"--target {target!r}: expected METRIC or METRIC=WEIGHT,METRIC=WEIGHT") from None
+        if not abs(out[name.strip()]) < 1e300:  # nan, inf and overflow are no weights
+            raise MixforgeError(f"--target {target!r}: the weight of {name.strip()!r} is {weight.strip()}, not a finite number")
     return out
 
 
@@ -352,10 +364,11 @@ def search_run(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
     strategy: Optional[str] = typer.Option(None, help="regmix | climb | influence | bayesopt | bayesopt_mf (default: search.strategy)."),
     target: Optional[str] = typer.Option(None, help="Metric to optimise, or METRIC=W,METRIC=W (default: search.target)."),
-    runs: Optional[int] = typer.Option(None, min=2, help="Proxy runs the search may train (default: search.runs)."),
+    runs: Optional[int] = typer.Option(None, min=2, max=MAX_RUNS, help="Proxy runs the search may train (default: search.runs)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),
 ) -> None:
     """Propose a mixture (`mixforge search CONFIG`): train proxies, fit, simulate, report."""
+    objective = _parse_target(target)  # a bad --target fails first, like the other options
     _quiet_prefect(verbose)
     from mixforge.config import load_config
 
@@ -363,7 +376,7 @@ def search_run(
     from mixforge.flows.search import search_flow
 
     with _proxy_children(config, "search"):
-        out = search_flow(str(config), strategy, _parse_target(target), runs)
+        out = search_flow(str(config), strategy, objective, runs)
     _print_proposal(out["proposal"], None)
     Console().print(f"report: {Path(out['folder']) / 'report.md'}\nnext: mixforge search verify {config}")
 
@@ -371,7 +384,7 @@ def search_run(
 @search_app.command("verify")
 def search_verify(
     config: Path = typer.Argument(..., help="Config file of the search."),
-    seeds: Optional[int] = typer.Option(None, min=1, help="Fresh proxies per mixture (default: search.verify_seeds)."),
+    seeds: Optional[int] = typer.Option(None, min=1, max=1_000, help="Fresh proxies per mixture (default: search.verify_seeds)."),
     folder: Optional[Path] = typer.Option(None, help="A search folder (default: the latest search)."),
     preset: Optional[str] = typer.Option(None, help="Verify at this proxy preset (tiny | small | base) instead of proxy.preset, "
                                          "with the rank agreement between the two sizes (writes verify-<preset>.json)."),
@@ -411,8 +424,8 @@ def search_fit(
     weights: Optional[str] = typer.Option(None, help="Weight columns by name, comma-separated (instead of the prefix)."),
     predictor: str = typer.Option("auto", help="auto | lightgbm | mixing_law | linear | law_boost | ensemble | stacked."),
     maximize: Optional[bool] = typer.Option(None, "--maximize/--minimize", help="Direction (default: from the name)."),
-    seed: int = typer.Option(0, min=0, help="Seed of the folds and candidates."),
-    candidates: int = typer.Option(100_000, min=100, help="Simulated mixtures the predictor scores."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of the folds and candidates."),
+    candidates: int = typer.Option(100_000, min=100, max=10_000_000, help="Simulated mixtures the predictor scores."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit report and proposal as JSON."),
 ) -> None:
     """Fit a predictor on any runs table (produced anywhere), report rank correlation, propose a mixture."""
@@ -533,10 +546,10 @@ def export(
     config: Path = typer.Option(..., "--config", "-c", help="Config file of the workspace (the build must have run)."),
     out: Path = typer.Option(..., "--out", help="Export folder to create."),
     fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | megatron | datatrove | numpy | mds (default: export.format)."),
-    tokens: Optional[int] = typer.Option(None, "--tokens", min=1, help="Token budget (default: export.tokens, else all with no component repeated)."),
+    tokens: Optional[int] = typer.Option(None, "--tokens", min=1, max=MAX_TOKENS, help="Token budget (default: export.tokens, else all with no component repeated)."),
     mode: str = typer.Option("materialised", help="materialised (mixed, shuffled shards) | reference (per-component shards + weights)."),
-    shard_tokens: int = typer.Option(50_000_000, min=1, help="Target tokens per shard."),
-    max_epochs: float = typer.Option(15, help="Repetition cap per component."),
+    shard_tokens: int = typer.Option(50_000_000, min=1, max=MAX_TOKENS, help="Target tokens per shard."),
+    max_epochs: float = typer.Option(15, callback=_positive_float, help="Repetition cap per component."),
     overwrite: bool = typer.Option(False, help="Replace an existing export folder (only once the new one is complete)."),
 ) -> None:
     """Write a mixture as sharded data a trainer reads directly, with manifest.json and a dataset card."""
@@ -593,7 +606,7 @@ def deploy(
     config: Optional[Path] = typer.Argument(None, help="Config file of the build to schedule."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the deployment (mixforge-scheduled-build/NAME in Prefect)."),
     cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 3 * * *" (03:00 every day).'),
-    interval: Optional[int] = typer.Option(None, "--interval", min=1, help="Run every SECONDS instead of on a cron schedule."),
+    interval: Optional[int] = typer.Option(None, "--interval", min=1, max=10 * 365 * 86400, help="Run every SECONDS instead of on a cron schedule."),
     timezone: str = typer.Option("UTC", "--timezone", help="IANA timezone of the schedule, e.g. Europe/Berlin."),
     then: Optional[str] = typer.Option(None, "--then", help="After a build that changed the components: search, or search,export."),
     export_out: Optional[Path] = typer.Option(None, "--export-out", help="Export folder of --then search,export, replaced by each new export (default: <workspace>/export)."),
