@@ -22,6 +22,7 @@ from mixforge.mixers.search import run_search
 from mixforge.pipelines.export import run_export
 from mixforge.processes import ChildTracker, reap_leftovers
 from mixforge.workspace import STAGES
+from mixforge.workspace_lock import writer_lock
 
 COMPONENT_STAGES = ("components", "tokens")  # a rerun of either changes what a search trains on
 
@@ -35,19 +36,21 @@ def search_task(config_path: str) -> str:
 
 
 @task(name="export", cache_policy=NO_CACHE, persist_result=False)
-def export_task(config_path: str, folder: str, out: str) -> str:
+def export_task(config_path: str, folder: str, out: str, force_replace: bool = False) -> str:
     """The search's proposal exported with the config's export settings, replacing the last one
-    (the new export is put in place only once complete)."""
+    (the new export is put in place only once complete; only mixforge's own export, and files its
+    manifest does not list only with `force_replace`)."""
     cfg = load_config(config_path)
     weights, provenance = read_mixture(Path(folder))
-    run_export(cfg, weights, Path(out), cfg.export.format, tokens=cfg.export.tokens, overwrite=True, provenance=provenance)
+    run_export(cfg, weights, Path(out), cfg.export.format, tokens=cfg.export.tokens, overwrite=True, provenance=provenance,
+               force_replace=force_replace)
     return out
 
 
 @flow(name=FLOW_NAME, persist_result=False, log_prints=False)
 def scheduled_build_flow(
     config_path: str, workspace: str | None = None, then: list[str] | None = None, export_out: str | None = None,
-    until: str | None = None, allow_changed: bool = False,
+    until: str | None = None, allow_changed: bool = False, force_replace: bool = False,
 ) -> dict:
     """Build (skipping finished stages); with `then`, search and export when the build reran
     the components or tokens, or when there is no search / export yet."""
@@ -57,6 +60,12 @@ def scheduled_build_flow(
     if then and cfg.workspace_dir != own:
         raise MixforgeError(f"workspace {workspace}: with search or export the build must use the config's workspace ({own}), "
                             "where the search reads and writes")
+    with writer_lock(cfg.workspace_dir, "deploy (a scheduled build)"):  # as `mixforge build`, through the search
+        return _build_then(config_path, cfg, workspace, then, export_out, until, allow_changed, force_replace)
+
+
+def _build_then(config_path: str, cfg, workspace: str | None, then: list[str], export_out: str | None, until: str | None,
+                allow_changed: bool, force_replace: bool) -> dict:
     record = cfg.workspace_dir / ".build.pid"  # as `mixforge build`: a killed run's workers are stopped first
     reap_leftovers(record, "build", print)
     with ChildTracker(record):
@@ -70,5 +79,5 @@ def scheduled_build_flow(
         summary["search"] = search_task(config_path)
     out = export_out or str(cfg.workspace_dir / "export")
     if "export" in then and (summary["search"] or not (Path(out) / "manifest.json").exists()):
-        summary["export"] = export_task(config_path, summary["search"] or str(cfg.workspace_dir / "search"), out)
+        summary["export"] = export_task(config_path, summary["search"] or str(cfg.workspace_dir / "search"), out, force_replace)
     return summary

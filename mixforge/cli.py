@@ -3,6 +3,7 @@ commands that need them, so `mixforge --help` stays instant."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,9 +62,14 @@ def main() -> None:
     except Exception as e:  # click usage errors (a typer that uses click itself) carry their own exit code
         import click
 
+        from mixforge.write_errors import write_error
+
         if isinstance(e, click.ClickException):
             e.show()
             sys.exit(e.exit_code)
+        if (err := write_error(e, None)) is not None:  # a full disk or a read-only folder, wrapped or not
+            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            sys.exit(2)
         raise
 
 
@@ -134,12 +140,14 @@ def build(
     check_until(until)
     from mixforge.flows.build import build_flow
     from mixforge.processes import ChildTracker, reap_leftovers
+    from mixforge.workspace_lock import writer_lock
 
     record = cfg.workspace_dir / ".build.pid"  # this build's child processes, for a rerun after a SIGKILL
-    reap_leftovers(record, "build", console.print)
-    with ChildTracker(record):
-        results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict, until=until,
-                             allow_changed=allow_changed)
+    with writer_lock(cfg.workspace_dir, "build"):  # one writer per workspace, refused at once
+        reap_leftovers(record, "build", console.print)
+        with ChildTracker(record):
+            results = build_flow(str(config_path), workspace=workspace, force=force, strict=strict, until=until,
+                                 allow_changed=allow_changed)
     _print_summary(cfg, results)
 
 
@@ -285,11 +293,12 @@ def proxy_train(
     from mixforge.mixers.mixture_file import read_schedule
     from mixforge.progress import progress_bar
     from mixforge.proxy_training.proxy import run_proxy
+    from mixforge.workspace_lock import writer_lock
 
     cfg = load_config(config)
     phases, _ = read_schedule(mixture, _built_components(cfg))  # a bad mixture fails here, before training
     weights = phases if len(phases) > 1 else phases[0]  # a schedule trains phase by phase
-    with progress_bar() as bar:
+    with writer_lock(cfg.workspace_dir, "proxy train"), progress_bar() as bar:
         task = bar.add_task("proxy", total=None, rate="")
         row = run_proxy(cfg, weights, seed=seed, run_id=run_id,
                         progress=lambda step, steps, tps: bar.update(task, completed=step, total=steps, rate=f"{tps:,.0f} tokens/s"))
@@ -316,15 +325,20 @@ def proxy_sweep(
     _print_runs(rows)
 
 
+@contextlib.contextmanager
 def _proxy_children(config: Path, what: str):
-    """Records this command's child processes (Prefect's server, proxy workers) under
+    """Holds the workspace's writer lock (refused at once while another command writes it) and
+    records this command's child processes (Prefect's server, proxy workers) under
     <workspace>/.runs/ for as long as it runs, after stopping what killed runs left there."""
     from mixforge.config import load_config
     from mixforge.processes import ChildTracker, reap_dead_runs
+    from mixforge.workspace_lock import writer_lock
 
     folder = load_config(config).workspace_dir / ".runs"
-    reap_dead_runs(folder, console.print)
-    return ChildTracker(folder / f"{what}-{os.getpid()}.json")
+    with writer_lock(folder.parent, {"sweep": "proxy sweep", "verify": "search verify"}.get(what, what)):
+        reap_dead_runs(folder, console.print)
+        with ChildTracker(folder / f"{what}-{os.getpid()}.json"):
+            yield
 
 
 def _print_runs(rows: list[dict]) -> None:
@@ -431,12 +445,13 @@ def search_fit(
     """Fit a predictor on any runs table (produced anywhere), report rank correlation, propose a mixture."""
     from mixforge.mixers.predictors import PREDICTORS
     from mixforge.mixers.search import fit_table
+    from mixforge.progress import progress_lines
 
     if predictor not in PREDICTORS:
         raise MixforgeError(f"--predictor {predictor!r}: choose one of {', '.join(PREDICTORS)}")
     out = fit_table(runs, target, eval_runs=eval_runs, metrics=metrics, eval_metrics=eval_metrics, id_column=id_column, weight_prefix=weight_prefix,
                     weight_columns=[w.strip() for w in weights.split(",")] if weights else None, predictor=predictor,
-                    maximize=maximize, seed=seed, candidates=candidates)
+                    maximize=maximize, seed=seed, candidates=candidates, progress=progress_lines())
     if as_json:
         print(json.dumps(out, indent=2))
         return
@@ -551,6 +566,7 @@ def export(
     shard_tokens: int = typer.Option(50_000_000, min=1, max=MAX_TOKENS, help="Target tokens per shard."),
     max_epochs: float = typer.Option(15, callback=_positive_float, help="Repetition cap per component."),
     overwrite: bool = typer.Option(False, help="Replace an existing export folder (only once the new one is complete)."),
+    force_replace: bool = typer.Option(False, "--force-replace", help="With --overwrite: also delete files in the old export that its manifest does not list."),
 ) -> None:
     """Write a mixture as sharded data a trainer reads directly, with manifest.json and a dataset card."""
     from mixforge.config import load_config
@@ -562,7 +578,8 @@ def export(
     weights, provenance = read_mixture(mixture)  # components checked by the export (its documents, held-out ones too)
     if provenance.get("schedule"):  # one export per phase, in training order
         record = run_schedule_export(cfg, provenance["schedule"], out, fmt or cfg.export.format, tokens or cfg.export.tokens,
-                                     provenance=provenance, mode=mode, shard_tokens=shard_tokens, max_epochs=max_epochs, overwrite=overwrite)
+                                     provenance=provenance, mode=mode, shard_tokens=shard_tokens, max_epochs=max_epochs, overwrite=overwrite,
+                                     force_replace=force_replace)
         table = Table(title=f"schedule export: {len(record['phases'])} phases, {record['format']}")
         for col in ("phase", "folder", "training share", "tokens", "mixture"):
             table.add_column(col, justify="left" if col in ("folder", "mixture") else "right")
@@ -572,7 +589,7 @@ def export(
         Console().print(table)
         Console().print(f"{record['tokens']:,} tokens: {out} (schedule.json names the phases in order)", soft_wrap=True)
         return
-    m = run_export(cfg, weights, out, fmt or cfg.export.format, tokens=tokens or cfg.export.tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite,
+    m = run_export(cfg, weights, out, fmt or cfg.export.format, tokens=tokens or cfg.export.tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite, force_replace=force_replace,
                    max_epochs=max_epochs, provenance=provenance)
     table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")
     for col in ("component", "weight", "share", "tokens", "documents", "epochs"):

@@ -44,7 +44,7 @@ SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.jso
 
 def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: str, tokens: int | None = None,
                mode: str = "materialised", shard_tokens: int = 50_000_000, overwrite: bool = False,
-               max_epochs: float = 15, provenance: dict | None = None) -> dict:
+               max_epochs: float = 15, provenance: dict | None = None, force_replace: bool = False) -> dict:
     """Write the export; returns its manifest. One export per folder at a time (a lock file); it
     is written beside `out` and put in place whole (see export_folder for every kill point)."""
     if fmt not in FORMATS:

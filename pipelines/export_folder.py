@@ -9,6 +9,10 @@ put in place so that no kill loses the old export without the new one complete i
   (`<name>` -> old, partial -> `<name>`). The next export puts it back if `<name>` is missing
   (killed between the renames) and deletes it if `<name>` exists (killed after them). It is
   renamed to `.<name>.deleting-<pid>/` before it is deleted, so an `.old-*` is always whole.
+
+`--overwrite` replaces only an export of mixforge's (`check_replaceable`): its manifest.json
+validates against the schema, and it holds no file the manifest does not list (unless
+`--force-replace`), so another tool's folder or a user's notes are never deleted.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mixforge.errors import MixforgeError
+from mixforge.write_errors import write_error, writing_to
 
 
 @contextlib.contextmanager
@@ -32,8 +37,8 @@ def export_lock(out: Path) -> Iterator[None]:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:  # a read-only or missing place for --out: the user's to fix
-            raise MixforgeError(f"cannot export to {out}: {lock}: {e.strerror}") from None
+        except OSError as e:  # a read-only, full or missing place for --out: the user's to fix
+            raise write_error(e, lock) or MixforgeError(f"cannot export to {out}: {lock}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -49,13 +54,61 @@ def export_lock(out: Path) -> Iterator[None]:
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        with writing_to(partial_dir(out)):  # a full disk, a read-only folder: one message naming where
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)  # while still locked, so no one can lock this file after we let go
         os.close(fd)
+
+
+def check_replaceable(out: Path, force_replace: bool) -> None:
+    """Refuse to replace `out` unless it is an empty folder or an export of mixforge's: a
+    manifest.json that validates against the schema, and no file the manifest does not list
+    (refused by name unless `force_replace`: --overwrite would delete them)."""
+    from mixforge.pipelines.export import read_manifest, validate_manifest  # lazy: export.py imports this module
+
+    if out.is_dir() and not any(out.iterdir()):
+        return
+    advice = "--overwrite replaces only mixforge's own exports; choose another --out or remove it yourself"
+    if not (out / "manifest.json").is_file():
+        raise MixforgeError(f"{out} is not an export of mixforge (no manifest.json): {advice}")
+    try:
+        manifest = read_manifest(out)
+        validate_manifest(manifest)
+    except MixforgeError as e:
+        why = str(e) if len(str(e)) <= 300 else str(e)[:300] + "..."  # another tool's values may be long
+        raise MixforgeError(f"{out} is not an export of mixforge (its manifest.json does not match mixforge's schema "
+                            f"manifest-v1.json: {why}): {advice}") from None
+    unlisted = unlisted_files(out, manifest)
+    if unlisted and not force_replace:
+        named = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        raise MixforgeError(f"{out} holds {len(unlisted)} file{'s' if len(unlisted) > 1 else ''} its manifest.json does not "
+                            f"list, which --overwrite would delete: {named}; move them out, or pass --force-replace to "
+                            "delete them with the old export")
+
+
+def unlisted_files(out: Path, manifest: dict) -> list[str]:
+    """Files (and links) under `out` that are not the export's own: its shards and their companion
+    files (`<shard>.*`), index files, manifest.json, README.md, mixture.png and the trainer/ files
+    its fragments give."""
+    from mixforge.pipelines.export import trainer_files
+
+    shards = [s["path"] for s in manifest["shards"]]
+    own = {f["path"] for s in manifest["shards"] for f in s["files"]} | {f["path"] for f in manifest.get("index_files", [])}
+    own |= {"manifest.json", "README.md", "mixture.png"}
+    try:
+        own |= {f"trainer/{name}" for name in trainer_files(manifest)}
+    except (KeyError, TypeError, AttributeError):  # no trainer fragments in this manifest: trainer/ files are the user's
+        pass
+    found = []
+    for folder, dirs, files in os.walk(out):
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # not followed: listed as entries
+        found += [Path(folder, name).relative_to(out).as_posix() for name in files + links]
+    unlisted = [rel for rel in found if rel not in own and not any(rel.startswith(s + ".") for s in shards)]
+    return sorted(unlisted, key=lambda rel: (rel.count("/"), rel))  # the top level first: what a user put there
 
 
 def recover(out: Path) -> None:

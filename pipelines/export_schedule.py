@@ -11,13 +11,17 @@ the digests.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from mixforge.config import MixforgeConfig
 from mixforge.errors import MixforgeError
 from mixforge.workspace import atomic_write_json, read_json
+from mixforge.write_errors import writing_to
 
 SCHEDULE_FILE = "schedule.json"
+_PHASE = re.compile(r"phase\d+")
+_LEFTOVER = re.compile(r"\.phase\d+\.(lock|(partial|old|deleting)-\d+)")  # what a killed phase export leaves (export_folder.py)
 
 
 def phase_budgets(tokens: int, schedule: list[dict]) -> list[int]:
@@ -37,14 +41,16 @@ def run_schedule_export(cfg: MixforgeConfig, schedule: list[dict], out: Path, fm
     out = Path(out)
     if (out / SCHEDULE_FILE).exists() and not options.get("overwrite"):
         raise MixforgeError(f"{out} exists: pass --overwrite to replace it")
+    budgets = phase_budgets(tokens, schedule)
+    redo = [p for p, (phase, budget) in enumerate(zip(schedule, budgets)) if not _done(out / f"phase{p}", phase, budget)]
+    _check_replaceable(out, redo, options.get("force_replace", False))
     phases = []
-    for p, (phase, budget) in enumerate(zip(schedule, phase_budgets(tokens, schedule))):
+    for p, (phase, budget) in enumerate(zip(schedule, budgets)):
         folder = out / f"phase{p}"
-        manifest = read_json(folder / "manifest.json")
-        if not (manifest and manifest.get("token_budget") == budget and _same_weights(manifest["weights"], phase["weights"])):
+        if p in redo:
             run_export(cfg, phase["weights"], folder, fmt, tokens=budget, provenance=provenance,
                        **(options | {"overwrite": folder.exists()}))
-            manifest = read_json(folder / "manifest.json")
+        manifest = read_json(folder / "manifest.json")
         phases.append({"phase": p, "folder": folder.name, "start_fraction": phase["start_fraction"],
                        "end_fraction": phase["end_fraction"], "tokens": manifest["tokens"], "mixture_id": manifest["mixture_id"],
                        "manifest_sha256": hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()})
@@ -53,8 +59,46 @@ def run_schedule_export(cfg: MixforgeConfig, schedule: list[dict], out: Path, fm
         phase["start_token"], phase["end_token"] = start, start + phase["tokens"]
     record = {"phases": phases, "tokens": sum(ph["tokens"] for ph in phases), "format": fmt,
               "order": "train on the phase folders in this order, each to its end_token"}
-    atomic_write_json(out / SCHEDULE_FILE, record)
+    with writing_to(out / SCHEDULE_FILE):
+        atomic_write_json(out / SCHEDULE_FILE, record)
     return record
+
+
+def _check_replaceable(out: Path, redo: list[int], force_replace: bool) -> None:
+    """Write into `out` only when it is empty, a schedule export of mixforge's (its schedule.json
+    names phase folders) or one a kill interrupted before its schedule.json (phase folders only);
+    and check every phase folder to be replaced (`redo`) before any is (export_folder.check_replaceable)."""
+    from mixforge.pipelines.export_folder import check_replaceable
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise MixforgeError(f"{out} is a file, not a schedule export: choose another --out")
+    if (out / SCHEDULE_FILE).exists():
+        record = read_json(out / SCHEDULE_FILE)
+        phases = record.get("phases") if isinstance(record, dict) else None
+        if not (isinstance(phases, list) and phases and all(
+                isinstance(p, dict) and _PHASE.fullmatch(str(p.get("folder"))) and isinstance(p.get("manifest_sha256"), str)
+                for p in phases)):
+            raise MixforgeError(f"{out} is not a schedule export of mixforge, which --overwrite replaces only: its "
+                                f"{SCHEDULE_FILE} names no phase folders; choose another --out or remove it yourself")
+    else:
+        others = sorted(p.name for p in out.iterdir() if not (_PHASE.fullmatch(p.name) or _LEFTOVER.fullmatch(p.name)))
+        if others:
+            raise MixforgeError(f"{out} is not a schedule export of mixforge (no {SCHEDULE_FILE}; it holds "
+                                f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}): choose another --out")
+    for p in redo:
+        if (out / f"phase{p}").exists():
+            check_replaceable(out / f"phase{p}", force_replace)
+
+
+def _done(folder: Path, phase: dict, budget: int) -> bool:
+    """The phase's export is complete for the same mixture and budget (a killed export's rerun keeps it)."""
+    manifest = read_json(folder / "manifest.json")
+    weights = manifest.get("weights") if isinstance(manifest, dict) else None
+    if not (isinstance(weights, dict) and all(isinstance(w, (int, float)) for w in weights.values())):
+        return False  # no manifest, or another tool's
+    return manifest.get("token_budget") == budget and _same_weights(weights, phase["weights"])
 
 
 def _same_weights(done: dict[str, float], wanted: dict[str, float]) -> bool:
