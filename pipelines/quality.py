@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import time
 from pathlib import Path
@@ -26,19 +25,21 @@ from mixforge.ledger import parquet_files
 from mixforge.pipelines.cluster import load_vector_shard, valid_counts, valid_vectors, vector_shards
 from mixforge.pipelines.embed import cached_encoder
 from mixforge.pipelines.engine import map_shards
+from mixforge.pipelines.quality_model import OLD_PICKLE, Classifier, from_fitted, load_classifier, save_classifier
 from mixforge.pipelines.samples import choose_positions, gather
 from mixforge.layers import plan_layer
 from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
-from mixforge.workspace import Workspace, atomic_write_bytes, atomic_write_parquet
+from mixforge.workspace import Workspace, atomic_write_parquet
 
 # Gopher's stop words (datatrove's GopherQualityFilter uses the same list)
 STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 WORD = re.compile(r"\S+")
 
 
-MODEL_FILE = "classifier.pkl"  # quality/extra/: the fitted classifier, reused to score a later build's documents
-SCORER_VERSION = 3  # bump when heuristic_score or the scores' layout (scores/<shard>.parquet) changes
+# bump when heuristic_score, the scores' layout (scores/<shard>.parquet) or the classifier's files change
+# (4: plain arrays, quality_model.py, instead of a pickle)
+SCORER_VERSION = 4
 PARAGRAPH = re.compile(r"\n\s*\n")
 
 
@@ -132,10 +133,10 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
         out = partial / "extra" / "scores"
         out.mkdir(parents=True, exist_ok=True)
         summary: dict = {}
-        model = None
-        model_file = partial / "extra" / MODEL_FILE
-        if q.reference and model_file.exists():  # after a build (or on resume): the classifier fitted then
-            model = pickle.loads(model_file.read_bytes())
+        extra = partial / "extra"
+        (extra / OLD_PICKLE).unlink(missing_ok=True)  # an older version's pickle: code if loaded, so never read
+        model = load_classifier(extra) if q.reference else None  # after a build (or on resume): the one fitted then
+        if model is not None:
             summary["classifier"] = f"{q.classifier} (fitted by an earlier build)"
         elif q.reference:
             reference = read_reference([cfg.resolve(r) for r in q.reference])
@@ -144,8 +145,9 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
             counts = valid_counts(shards)
             chosen = choose_positions(sum(counts), q.negatives, cfg.seed)
             negatives = gather(chosen, counts, lambda i: valid_vectors(shards[i]))
-            model, auc, auc_std = train_classifier(positives, negatives, q.classifier, cfg.seed)
-            atomic_write_bytes(model_file, pickle.dumps(model))
+            fitted, auc, auc_std = train_classifier(positives, negatives, q.classifier, cfg.seed)
+            model = from_fitted(fitted, q.classifier)
+            save_classifier(extra, model)
             summary.update(reference_texts=len(reference), negatives=len(negatives), classifier=q.classifier,
                            cv_roc_auc=round(auc, 4), cv_roc_auc_std=round(auc_std, 4))
         files = [Path(upstream.docs_dir) / name for name in plan.inputs]  # after a build: only the new shards
@@ -162,7 +164,7 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
                           layer=plan, base=base)
 
 
-def score_shard(ws_root: str, shard: str, model, target: str) -> tuple[int, float, float, int]:
+def score_shard(ws_root: str, shard: str, model: Classifier | None, target: str) -> tuple[int, float, float, int]:
     """Scores of one dedup shard into `target` (kept when already there): (documents, sum of
     heuristic scores, sum of classifier scores, documents with a classifier score)."""
     if Path(target).exists():
@@ -173,7 +175,7 @@ def score_shard(ws_root: str, shard: str, model, target: str) -> tuple[int, floa
     return scores.height, scores["heuristic"].sum() or 0, scores["classifier"].sum() or 0, scores["classifier"].count()
 
 
-def _score_shard(ws: Workspace, shard: Path, model) -> pl.DataFrame:
+def _score_shard(ws: Workspace, shard: Path, model: Classifier | None) -> pl.DataFrame:
     """id, heuristic, classifier (null without reference texts or a usable vector), quality."""
     docs = pl.read_parquet(shard, columns=["id", "text"])
     scores = docs.select("id", pl.col("text").map_elements(heuristic_score, return_dtype=pl.Float64).alias("heuristic"))
@@ -183,7 +185,7 @@ def _score_shard(ws: Workspace, shard: Path, model) -> pl.DataFrame:
     if meta["id"].to_list() != scores["id"].to_list():
         raise LedgerError(f"quality: the vectors of {shard.name} are not for its documents; rerun the build with --force")
     valid = meta["valid"].to_numpy()
-    prob = np.where(valid, model.predict_proba(vectors)[:, 1], np.nan) if len(vectors) else np.zeros(0)
+    prob = np.where(valid, model.probability(vectors), np.nan) if len(vectors) else np.zeros(0)
     scores = scores.with_columns(pl.Series("classifier", 1 + 4 * prob).fill_nan(None))
     return scores.with_columns(pl.coalesce("classifier", "heuristic").alias("quality"))
 

@@ -5,6 +5,7 @@ mixture sampler."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import math
@@ -16,6 +17,7 @@ from typing import Iterable, Literal
 import numpy as np
 import torch
 
+from mixforge.errors import MixforgeError
 from mixforge.proxy_training.model import GPT, ModelConfig, autocast_context
 from mixforge.workspace import atomic_write_bytes
 
@@ -87,16 +89,45 @@ def checkpoints(folder: str | Path | None) -> list[Path]:
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, dict]:
     """A model as it was at a checkpoint, and the checkpoint's other fields (step, tokens, ...)."""
-    state = torch.load(path, map_location=device, weights_only=False)
-    model = GPT(ModelConfig(**state["model_config"])).to(device)
-    model.load_state_dict(state["model"])
+    state = read_checkpoint(path, device)
+    with checkpoint_errors(path):
+        model = GPT(ModelConfig(**state["model_config"])).to(device)
+        model.load_state_dict(state["model"])
     return model, state
 
 
+CHECKPOINT_KEYS = {"step", "tokens", "losses", "model_config", "model", "optimizer"}
+
+
+@contextlib.contextmanager
+def checkpoint_errors(path: str | Path):
+    """Any failure to read or apply a checkpoint (unpickling refused, a damaged file, another
+    model's weights) is one MixforgeError naming the file, not a traceback."""
+    try:
+        yield
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, OSError, ...: all mean "not usable"
+        reason = (str(e).strip().splitlines() or [""])[0][:300]
+        raise MixforgeError(f"checkpoint {path}: cannot be loaded safely ({type(e).__name__}: {reason}); "
+                            f"delete {Path(path).parent} to train the run from the start") from None
+
+
+def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
+    """A checkpoint's fields, read with weights_only=True: tensors and plain data (numbers, strings,
+    lists, dicts) only, so a file planted in the workspace cannot run code when loaded."""
+    with checkpoint_errors(path):
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
+            raise ValueError(f"expected a dict with {sorted(CHECKPOINT_KEYS)}")
+    return state
+
+
 def save_checkpoint(folder: Path, model: GPT, optimizer, step: int, tokens: int, losses: list) -> None:
+    """Tensors and plain data only (the optimizer's state dict is tensors, numbers and tuples),
+    so that `read_checkpoint` can load it with weights_only=True."""
     buffer = io.BytesIO()
-    torch.save({"step": step, "tokens": tokens, "losses": losses, "model_config": model.config.to_dict(),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    torch.save({"step": step, "tokens": tokens, "losses": [[int(s), float(l)] for s, l in losses],
+                "model_config": model.config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict()},
+               buffer)
     atomic_write_bytes(folder / f"step_{step:07d}.pt", buffer.getvalue())
 
 
@@ -121,10 +152,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray
     tokens, start = 0, 0
     saved = checkpoints(checkpoint_dir)
     if saved:
-        state = torch.load(saved[-1], map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, tokens, losses = state["step"], state["tokens"], [tuple(x) for x in state["losses"]]
+        state = read_checkpoint(saved[-1], device)
+        with checkpoint_errors(saved[-1]):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, tokens, losses = int(state["step"]), int(state["tokens"]), [(int(s), float(l)) for s, l in state["losses"]]
         batches = itertools.islice(batches, start, None)
     t0, tokens_at_start = time.perf_counter(), tokens
     model.train()
