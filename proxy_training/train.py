@@ -106,9 +106,12 @@ def checkpoint_errors(path: str | Path):
     try:
         yield
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, OSError, ...: all mean "not usable"
-        reason = (str(e).strip().splitlines() or [""])[0][:300]
-        raise MixforgeError(f"checkpoint {path}: cannot be loaded safely ({type(e).__name__}: {reason}); "
-                            f"delete {Path(path).parent} to train the run from the start") from None
+        if type(e).__name__ == "UnpicklingError":  # torch's own text advises loading it unsafely
+            reason = "it holds objects other than tensors and plain data, which could run code when loaded"
+        else:
+            reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+        raise MixforgeError(f"checkpoint {path}: not loaded ({reason}); mixforge did not write it as it is: "
+                            "remove it, and the run trains again from its previous checkpoint or the start") from None
 
 
 def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
