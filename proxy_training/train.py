@@ -107,7 +107,7 @@ def checkpoint_errors(path: str | Path):
         yield
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, OSError, ...: all mean "not usable"
         if type(e).__name__ == "UnpicklingError":  # torch's own text advises loading it unsafely
-            reason = "it holds objects other than tensors and plain data, which could run code when loaded"
+            reason = "not tensors and plain data only: a damaged file, or objects that could run code when loaded"
         else:
             reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
         raise MixforgeError(f"checkpoint {path}: not loaded ({reason}); mixforge did not write it as it is: "
