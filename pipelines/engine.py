@@ -9,7 +9,9 @@ its model once and is handed the next shard as soon as it finishes one. The glob
 (k-means fit, components, tokens) stay in the driver.
 
 `ray_session` connects to `ray.address` or starts a local Ray bound to 127.0.0.1 for the build,
-and shuts down only what it started.
+and shuts down only what it started. Ray decides at import whether to bind loopback (it reads
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER into a module constant), so a local Ray is started only through
+`import_ray_for_local`, which sets it first; Ray's authentication stays as Ray defaults it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from mixforge.config import MixforgeConfig
 from mixforge.errors import ConfigError, MixforgeError
 from mixforge.progress import progress_bar
 
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def uses_ray(cfg: MixforgeConfig) -> bool:
@@ -36,15 +39,10 @@ def ray_session(cfg: MixforgeConfig) -> Iterator[None]:
     if not uses_ray(cfg):
         yield
         return
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("executor: ray needs Ray installed: pip install 'mixforge[ray]'") from None
+    ray = _import_ray() if cfg.ray.address else import_ray_for_local()
     if ray.is_initialized():  # a caller (a notebook, a test) already connected
         yield
         return
-    for key, value in LOOPBACK_ENV.items():
-        os.environ.setdefault(key, value)
     try:
         if cfg.ray.address:
             ray.init(address=cfg.ray.address, log_to_driver=False, logging_level="ERROR")
@@ -53,9 +51,40 @@ def ray_session(cfg: MixforgeConfig) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ConfigError(f"ray.address: cannot connect to Ray at {cfg.ray.address or '(a new local Ray)'}: {e}") from None
     try:
+        if not cfg.ray.address:
+            _check_loopback(ray)
         yield
     finally:
         ray.shutdown()
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor: ray needs Ray installed: pip install 'mixforge[ray]'") from None
+    return ray
+
+
+def import_ray_for_local():
+    """Ray, ready to start a local cluster that listens on 127.0.0.1 only. The setting goes into
+    the environment before the import (Ray reads it then, and the processes Ray starts inherit
+    it); where this process imported Ray earlier (a notebook), Ray's constant is set as well."""
+    os.environ.update(LOOPBACK_ENV)
+    ray = _import_ray()
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    return ray
+
+
+def _check_loopback(ray) -> None:
+    """The local Ray just started must be on loopback: else stop it rather than expose it."""
+    address = ray.util.get_node_ip_address()
+    if address not in LOOPBACK:
+        ray.shutdown()
+        raise MixforgeError(f"the local Ray started on {address}, not on loopback (127.0.0.1): refusing to run a cluster "
+                            "that others can reach; set ray.address to a cluster you started yourself")
 
 
 def map_shards(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], description: str,
