@@ -105,3 +105,40 @@ def test_a_local_ray_build_listens_on_loopback_only(slice_config):
     print(f"{len(seen)} listening sockets of {len(names)} kinds of process: {sorted(names)}")
     exposed = sorted(s for s in seen if not is_loopback(s[0]))
     assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+SESSION = """
+import sys
+import ray  # imported before mixforge could set anything: Ray's constants are read now
+from mixforge.config import load_config
+from mixforge.pipelines.engine import ray_session
+
+cfg = load_config(sys.argv[1])
+with ray_session(cfg):
+    ray.get([ray.remote(lambda: 1).remote() for _ in range(2)])
+    print("ready", flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.mark.timeout(200)
+def test_ray_imported_before_mixforge_still_starts_on_loopback(slice_config):
+    config = yaml.safe_load(slice_config.read_text())
+    config.update(executor="ray")
+    slice_config.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.Popen([sys.executable, "-c", SESSION, str(slice_config)], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", line + proc.stdout.read()[-3000:]
+        seen = listening(descendants(proc.pid))
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert {"gcs_server", "raylet"} <= {name for _, _, name in seen}, seen
+    assert not [s for s in seen if not is_loopback(s[0])], seen
