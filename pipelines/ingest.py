@@ -44,7 +44,7 @@ from mixforge.pipelines.readers import (
     source_files,
 )
 from mixforge.pipelines.records import RouteRemoved, adopt_layer_docs, docs_writer, layer_docs_dir, removed_writer
-from mixforge.pipelines.source_manifest import SourceDiff, diff_manifests, source_manifest
+from mixforge.pipelines.source_manifest import SourceDiff, changed_since, diff_manifests, source_manifest
 
 
 # What reading a damaged or inaccessible file raises (truncated gzip/zstd, bad Parquet, I/O errors)
@@ -295,6 +295,11 @@ def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False, a
             task_sizes=[sum(it.bytes for it in t) // 2**20 or 1 for t in tasks],
             unit="MB",
         )
+        changed = changed_since(manifest)  # what was read must be what the manifest records
+        if changed:
+            raise InputError("source files changed while ingest read them, so what was read is not what their size and "
+                             "hash say:\n" + "\n".join(f"  {c}" for c in changed) +
+                             "\nNothing was published. Rerun the build once the files are complete.")
         adopt_layer_docs(partial, plan)
 
     def count_input(partial: Path) -> tuple[int, None]:

@@ -19,11 +19,32 @@ def _files_of(path: Path) -> list[Path]:
     return sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
 
 
+def item_stat(path: str) -> tuple[int, int]:
+    """(size, newest mtime_ns) of one work item: a file, or all the files of a folder."""
+    stats = [f.stat() for f in _files_of(Path(path))]
+    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+
+
+def changed_since(manifest: list[dict]) -> list[str]:
+    """The entries whose files differ now (size or time) from when the manifest was made, each
+    as 'path: before -> now'. Called once their files were read: a file written meanwhile
+    (appended to while being read, say) would otherwise be recorded as it was before."""
+    changed = []
+    for e in manifest:
+        try:
+            size, mtime = item_stat(e["path"])
+        except OSError:
+            size, mtime = -1, -1
+        if (size, mtime) != (e["size"], e["mtime_ns"]):
+            now = "gone" if size < 0 else f"{size:,} bytes" + (", modified again" if size == e["size"] else "")
+            changed.append(f"{e['path']}: {e['size']:,} bytes when the build started, {now} after it was read")
+    return changed
+
+
 def manifest_entry(path: str, previous: dict | None) -> dict:
     """{path, size, mtime_ns, hash} of one work item; `previous`: its entry in the last manifest."""
     files = _files_of(Path(path))
-    stats = [f.stat() for f in files]
-    size, mtime = sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+    size, mtime = item_stat(path)
     if previous and previous.get("size") == size and previous.get("mtime_ns") == mtime:
         return dict(previous)
     if len(files) == 1 and files[0] == Path(path):
