@@ -29,6 +29,9 @@ def check_weights(weights: dict[str, float], known: list[str]) -> dict[str, floa
     if unknown:
         raise MixforgeError(f"unknown component(s) {', '.join(unknown)} in the weights; known: {', '.join(sorted(known))}")
     clean = {comp: weight_value(comp, weights.get(comp, 0.0)) for comp in known}
+    top = max(clean.values(), default=0.0)
+    if top > 0 and math.isinf(sum(clean.values())):  # 1e308 + 1e308 overflows: only the proportions count
+        clean = {comp: w / top for comp, w in clean.items()}
     total = sum(clean.values())
     if total <= 0:
         raise MixforgeError("the weights sum to 0: at least one component needs a positive weight")
