@@ -88,8 +88,10 @@ class MixingLawPredictor:
             p0 = np.concatenate([[lin.model.intercept_ - sign], [sign], lin.model.coef_ / sign])
             starts.append(least_squares(residuals, p0, jac=jacobian, method="trf", max_nfev=30))
         best = min(starts, key=lambda f: f.cost)  # a few steps tell the right sign; only that start is refined
-        if best.status == 0:
-            best = least_squares(residuals, best.x, jac=jacobian, method="trf", max_nfev=2000)
+        if best.status == 0:  # 2,000 evaluations up to 1,000 runs, then fewer: on a long flat valley (a near-linear
+            # target) the refine never converges and its cost grows with the runs (16 fits of 200,000 runs: many minutes)
+            budget = max(100, min(2000, 2_000_000 // len(X)))
+            best = least_squares(residuals, best.x, jac=jacobian, method="trf", max_nfev=budget)
         self.params = best.x
         return self
 

@@ -45,14 +45,37 @@ def read_table(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise InputError(f"runs table {path} not found")
+    if path.suffix not in (".parquet", ".csv", ".tsv") and not path.is_dir():
+        raise InputError(f"runs table {path}: expected a .parquet, .csv or .tsv file")
+    _check_header(path)
     try:
         if path.suffix == ".parquet" or path.is_dir():
             return pl.read_parquet(path)
-        if path.suffix in (".csv", ".tsv"):
-            return pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema_length=None)
+        return pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema_length=None)
     except Exception as e:  # polars raises several error types for broken files
         raise InputError(f"runs table {path} does not read: {e}") from None
-    raise InputError(f"runs table {path}: expected a .parquet, .csv or .tsv file")
+
+
+def _check_header(path: Path) -> None:
+    """A column name given twice is an error naming it (polars would rename the second copy of a
+    CSV column to `<name>_duplicated_0`, and a weight or target would be read from one of them)."""
+    import csv
+    from collections import Counter
+
+    try:
+        if path.suffix == ".parquet" or path.is_dir():
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names if path.is_file() else []
+        else:
+            with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+                names = next(csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ","), [])
+    except Exception:  # unreadable: the read below reports it
+        return
+    twice = [n for n, k in Counter(names).items() if k > 1]
+    if twice:
+        raise InputError(f"runs table {path}: column {twice[0]!r} is given {names.count(twice[0])} times"
+                         + (f" (and {', '.join(map(repr, twice[1:]))})" if len(twice) > 1 else "") + ": rename or drop the copies")
 
 
 def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | None = None, id_column: str = "run_id",
@@ -62,11 +85,14 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
     frame = table if table is not None else read_table(path)
     where = str(path)
     notes = []
+    frame = _unique_runs(frame, id_column, where, notes)
     columns = weight_columns or [c for c in frame.columns if c.startswith(weight_prefix)]
     phases, columns = _phase_columns(frame, weight_prefix, where) if not columns else (1, columns)
     if metrics is not None:
         other = read_table(metrics)
         id_column = _join_column(frame, other, id_column, where, str(metrics), notes)
+        frame = _unique_runs(frame, id_column, where, notes)
+        other = _unique_runs(other, id_column, str(metrics), notes)
         if not columns:  # two files (RegMix's layout): every other number in the weights file is a weight
             columns = [c for c in frame.columns if c != id_column and frame[c].dtype.is_numeric()]
             weight_prefix = _common_prefix(columns)
@@ -79,16 +105,18 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
     missing = [c for c in list(columns) + list(targets) if c not in frame.columns]
     if missing:
         raise InputError(f"{where}: column(s) {', '.join(missing)} not found; columns found: {', '.join(frame.columns)}")
+    frame = frame.with_columns(_as_numbers(frame[c]) for c in dict.fromkeys(list(columns) + list(targets)))
     for c in list(columns) + list(targets):
         if not frame[c].dtype.is_numeric():
-            raise InputError(f"{where}: column {c!r} holds {frame[c].dtype}, not numbers")
+            raise InputError(f"{where}: column {c!r} holds {frame[c].dtype}, not numbers{_first_non_number(frame[c])}")
     # rows without a value for a target are left out (a run evaluated before that target existed)
     complete = frame.filter(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in targets]))
     if complete.height < frame.height:
         notes.append(f"{frame.height - complete.height} run(s) without a value for {', '.join(targets)} left out")
     if complete.height < min_runs:
         raise InputError(f"{where}: {complete.height} usable run(s); the predictor needs at least {min_runs}")
-    ids = complete[id_column].cast(pl.Utf8).to_list() if id_column in complete.columns else [str(i) for i in range(complete.height)]
+    ids = complete[id_column].cast(pl.Utf8).to_list() if id_column in complete.columns else [None] * complete.height
+    ids = [f"row {i + 1}" if v is None else v for i, v in enumerate(ids)]  # a run without an id is named by its row
     for t in targets:
         inf = np.flatnonzero(np.isinf(complete[t].to_numpy().astype(float)))
         if len(inf):
@@ -121,6 +149,43 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
         notes.append(f"{phases}-phase schedules: {len(names)} components per phase")
     normalised = (w / sums[:, None]).reshape(len(ids), -1)
     return RunsData(names, normalised, ys, ids, where, notes, phases)
+
+
+def _unique_runs(frame: pl.DataFrame, id_column: str, where: str, notes: list) -> pl.DataFrame:
+    """One row per run id: rows repeating a run identically are kept once (counted, with a warning);
+    one id with different values is an error naming it and its rows (which run is right?)."""
+    if id_column not in frame.columns or frame.height == frame[id_column].n_unique():
+        return frame
+    rows = frame.with_row_index("_row").filter(pl.col(id_column).is_not_null() & pl.col(id_column).is_duplicated())
+    for (run,), group in rows.group_by(id_column, maintain_order=True):
+        if group.drop("_row").unique().height > 1:
+            numbers = ", ".join(str(r + 1) for r in group["_row"].to_list()[:10])
+            raise InputError(f"{where}: run id {run!r} is given {group.height} times with different values (rows {numbers}; "
+                             "the first run is row 1): keep one row per run")
+    indexed = frame.with_row_index("_row")
+    first = indexed.unique(subset=frame.columns, keep="first", maintain_order=True)["_row"]
+    kept = indexed.filter(pl.col("_row").is_in(first.implode()) | pl.col(id_column).is_null()).drop("_row")
+    dropped = frame.height - kept.height
+    if dropped:
+        warnings.warn(f"{where}: {dropped} row(s) repeating another row of the same run id exactly were left out", stacklevel=3)
+        notes.append(f"{dropped} duplicate row(s) (same run id, same values) left out")
+    return kept
+
+
+def _as_numbers(column: pl.Series) -> pl.Series:
+    """A text column whose every value reads as a number, as numbers: polars reads a CSV column
+    with no value at all, or one holding `nan`/`inf`, as text (their checks come later)."""
+    if column.dtype != pl.Utf8:
+        return column
+    numbers = column.str.strip_chars().cast(pl.Float64, strict=False)
+    return numbers if numbers.null_count() == column.null_count() else column
+
+
+def _first_non_number(column: pl.Series) -> str:
+    """' (row 3: 'x')': the first value that does not read as a number, for the error."""
+    text = column.cast(pl.Utf8, strict=False)
+    bad = (text.is_not_null() & text.str.strip_chars().cast(pl.Float64, strict=False).is_null()).arg_true()
+    return f" (row {bad[0] + 1}: {text[bad[0]][:40]!r})" if len(bad) else ""
 
 
 def _rows(ids: list[str], rows: np.ndarray, limit: int = 10) -> str:

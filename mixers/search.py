@@ -267,17 +267,23 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
               eval_metrics: str | Path | None = None,
               id_column: str = "run_id", weight_prefix: str = "w_", weight_columns: list[str] | None = None,
               predictor: str = "auto", maximize: bool | None = None, folds: int = 5, candidates: int = 100_000,
-              top_k: int = 128, kl_weight: float | str = "auto", seed: int = 0) -> dict:
+              top_k: int = 128, kl_weight: float | str = "auto", seed: int = 0, progress=None) -> dict:
     """Fit a predictor on a runs table from anywhere, report cross-validated (and, with `eval_runs`,
     held-out) rank correlation, and propose a mixture: the mean of the top-k of `candidates`
-    Dirichlet draws around the prior, which is the runs' mean mixture (their sampling centre)."""
+    Dirichlet draws around the prior, which is the runs' mean mixture (their sampling centre).
+    `progress(line)`: one line per phase, with its rate (a large table takes minutes)."""
+    import time
     from mixforge.mixers.objective import kl_by_phase, trust_region_weight
     from mixforge.mixers.runs_data import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
 
     objective = Objective.parse(target, maximize)
     kwargs = dict(metrics=metrics, id_column=id_column, weight_prefix=weight_prefix, weight_columns=weight_columns)
+    say = progress or (lambda line: None)
+    start = time.perf_counter()
     data = load_runs(runs, [target], **kwargs)
+    took = time.perf_counter() - start
+    say(f"read {data.source}: {len(data):,} runs, {len(data.components)} components in {took:.1f} s ({len(data) / max(took, 1e-9):,.0f} runs/s)")
     objective.sign  # noqa: B018 - an unknown direction fails before the fit (a missing column before that)
     X, y = data.weights, objective.column(data)
     X_eval = y_eval = None
@@ -289,7 +295,18 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
         if other.phases != data.phases:
             raise MixforgeError(f"{eval_runs}: {other.phases} phase(s) per run; the training runs have {data.phases}")
         X_eval, y_eval = other.weights, objective.column(other)
-    model, report = fit_predictor(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval, sign=objective.sign)
+    start = time.perf_counter()
+
+    def fitted(done: int, total: int) -> None:
+        took = time.perf_counter() - start
+        say(f"cross-validation ({predictor}): {done}/{total} fits of {len(X):,} runs in {took:.0f} s "
+            f"({done / took:.2f} fits/s, about {(total - done) * took / done:.0f} s left)")
+
+    model, report = fit_predictor(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval, sign=objective.sign,
+                                  on_fit=fitted)
+    say(f"fitted {predictor}{f' (chose {report.chosen})' if predictor == 'auto' else ''} on all {len(X):,} runs: "
+        f"{time.perf_counter() - start:.0f} s in all")
+    start = time.perf_counter()
     P, k = data.phases, len(data.components)
     prior = X.mean(axis=0)  # per phase: the runs' mean mixture of that phase
     rng = np.random.default_rng(seed)
@@ -299,6 +316,8 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     penalty = trust_region_weight(report.mae, X, prior, P) if kl_weight == "auto" else float(kl_weight)
     score = objective.sign * model.predict(pool) + penalty * kl_by_phase(pool, prior, P)
     w = pool[np.argsort(score, kind="stable")[:top_k]].mean(axis=0)
+    took = time.perf_counter() - start
+    say(f"scored {len(pool):,} candidate mixtures in {took:.1f} s ({len(pool) / max(took, 1e-9):,.0f} mixtures/s)")
     predicted = float(model.predict(w[None, :])[0])
     mixture = w.reshape(P, k).mean(axis=0)  # equal phases: the schedule's overall token shares
     best = int(np.argmin(objective.sign * y))

@@ -19,3 +19,14 @@ def progress_bar():
         console=Console(stderr=True),  # stdout stays for results
         disable=os.environ.get("MIXFORGE_PROGRESS", "1") == "0",
     )
+
+
+def progress_lines():
+    """A `say(line)` that prints one line per phase of a long command on stderr (stdout stays for
+    results); MIXFORGE_PROGRESS=0 hides them, as it hides the bars."""
+    from rich.console import Console
+
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    if os.environ.get("MIXFORGE_PROGRESS", "1") == "0":
+        return lambda line: None
+    return lambda line: console.print(line, markup=False)
