@@ -47,8 +47,14 @@ def parse_yaml(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
             return None, None
         _check(root, path, loader)
         return loader.construct_document(root), root
+    except yaml.reader.ReaderError as e:  # a character YAML forbids: its position, as a line
+        line, column = text.count("\n", 0, e.position) + 1, e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        hint = " (NUL bytes: is the file UTF-16 without a byte order mark? save it as UTF-8)" if e.character == 0 else ""
+        raise ConfigError(f"{path}: not valid YAML: line {line}, column {column}: character #x{e.character:04x} is not "
+                          f"allowed in YAML{hint}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {shorten(str(e), 600)}") from None
+        where = str(e).replace('"<unicode string>"', path.name)  # the file, not the parser's name for its text
+        raise ConfigError(f"{path}: not valid YAML: {shorten(where, 600)}") from None
     except RecursionError:  # PyYAML's own parser recurses per level; libyaml stops at 1000 levels itself
         raise ConfigError(f"{path}: not valid YAML: nested deeper than {MAX_DEPTH} levels") from None
     finally:
