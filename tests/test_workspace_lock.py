@@ -140,3 +140,14 @@ def test_the_lock_is_reentrant_in_its_process_and_refused_elsewhere(tmp_path):
         other = subprocess.run([sys.executable, "-c", HOLDER, str(ws)], capture_output=True, text=True, timeout=60)
         assert other.returncode == 1 and f"pid {os.getpid()}" in other.stderr and "one command writes a workspace" in other.stderr
     assert _free(ws)
+
+
+@pytest.mark.timeout(120)
+def test_a_scheduled_build_is_refused_while_another_writer_holds_the_workspace(tmp_path, started):
+    from mixforge.flows.scheduled import scheduled_build_flow
+
+    config = workspace_with_tokens(tmp_path)
+    holder = started([sys.executable, "-c", HOLDER, str(tmp_path / "ws")])
+    assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+    with pytest.raises(MixforgeError, match=rf"pid {holder.pid}\b.*one command writes a workspace"):
+        scheduled_build_flow.fn(str(config))  # the flow's body, without starting Prefect
