@@ -475,7 +475,7 @@ def section_hash(*parts: Any) -> str:
 
 # A config lists folders and globs, not files one by one: bigger ones are refused before parsing
 # (400,000 sources took minutes to parse and validate; at these caps load and status take seconds).
-MAX_CONFIG_BYTES = 2 * 1024 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
 MAX_SOURCES = 10_000
 MAX_PROBLEMS = 20  # validation problems listed; the rest are counted
 
