@@ -2,9 +2,7 @@
 (issue 22, item 6): YAML aliases, duplicate keys, the workspace against the sources, a source
 listed twice, and configs far too large to be a config."""
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
