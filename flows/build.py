@@ -13,6 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from mixforge.config import load_config
 from mixforge.pipelines.build import STAGE_FUNCTIONS, build
 from mixforge.stage_runner import StageResult
+from mixforge.workspace import Workspace
+from mixforge.write_errors import writing_to
 
 TASKS = {stage: task(fn, name=stage, cache_policy=NO_CACHE, persist_result=False) for stage, fn in STAGE_FUNCTIONS.items()}
 
@@ -24,4 +26,10 @@ def build_flow(
 ) -> list[StageResult]:
     """ingest -> filter -> dedup -> embed -> cluster -> quality -> prune -> components -> tokens."""
     cfg = load_config(config_path, workspace=workspace)
-    return build(cfg, force, strict, until, run=lambda stage, *args: TASKS[stage](*args), allow_changed=allow_changed)
+    ws = Workspace(cfg.workspace_dir)
+
+    def run(stage: str, *args) -> StageResult:
+        with writing_to(ws.partial_dir(stage)):  # a full disk, a read-only folder: one message naming where
+            return TASKS[stage](*args)
+
+    return build(cfg, force, strict, until, run=run, allow_changed=allow_changed)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mixforge.errors import MixforgeError
+from mixforge.write_errors import write_error  # a read-only or full disk: the path, free space, what to do
 
 LOCK_NAME = ".writer.lock"
 
@@ -48,7 +49,7 @@ def writer_lock(workspace: Path, command: str) -> Iterator[None]:
         key.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as e:
-        raise MixforgeError(f"cannot lock workspace {key} for `mixforge {command}`: {lock}: {e.strerror}") from None
+        raise write_error(e, lock) or MixforgeError(f"cannot lock workspace {key} for `mixforge {command}`: {lock}: {e.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

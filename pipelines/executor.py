@@ -17,6 +17,7 @@ from datatrove.utils.logging import logger
 from mixforge.config import MixforgeConfig
 from mixforge.errors import MixforgeError
 from mixforge.progress import progress_bar
+from mixforge.write_errors import find_write_error, writing_to
 
 
 def default_workers(workers: int) -> int:
@@ -27,11 +28,53 @@ class QuietExecutor(LocalPipelineExecutor):
     """LocalPipelineExecutor whose tasks log to their files only (errors still reach stderr)."""
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-        # datatrove prints INFO to stderr for local_rank 0 only; every other rank logs errors only
+        # datatrove prints INFO to stderr for local_rank 0 only; every other rank logs errors only.
+        # A write failure (a full disk) is reported once, by the CLI, naming the folder
+        # (mixforge/write_errors.py): not by datatrove's log of it, nor by loguru for every record
+        # the task's log file (on the same disk) cannot take.
+        logger.configure(patcher=_write_failures_to_task_log)  # in each worker process
+        stderr, sys.stderr = sys.stderr, _WithoutLogFileWriteFailures(sys.stderr)
         try:
-            return super()._run_for_rank(rank, local_rank=1, node_rank=node_rank)
+            with writing_to(self._output_path()):
+                return super()._run_for_rank(rank, local_rank=1, node_rank=node_rank)
         finally:
+            sys.stderr = stderr
             quiet_logs()  # datatrove re-adds a DEBUG stderr sink after each task
+
+    def _output_path(self) -> Path:
+        """The folder the pipeline writes (its last step with an output folder), else its logs."""
+        folders = [step.output_folder.path for step in self.pipeline if hasattr(getattr(step, "output_folder", None), "path")]
+        return Path(folders[-1] if folders else self.logging_dir.path)
+
+
+def _write_failures_to_task_log(record) -> None:
+    """datatrove logs a failed task's traceback at ERROR (to stderr and the task's log). A write
+    failure is reported once, as one message, by the CLI: its traceback goes to the log only."""
+    if record["exception"] is not None and record["level"].no >= 40 and find_write_error(record["exception"].value):
+        record["level"] = type(record["level"])("DEBUG", 10, record["level"].icon)
+
+
+class _WithoutLogFileWriteFailures:
+    """sys.stderr during a task, less loguru's reports of a sink that failed with a write error
+    (a block from HEAD to END per record); all else is written through."""
+
+    HEAD, END = "--- Logging error in Loguru Handler", "--- End of logging error ---"
+
+    def __init__(self, stream):
+        self.stream, self.block = stream, None
+
+    def write(self, text: str) -> int:
+        if self.block is None and not text.startswith(self.HEAD):
+            return self.stream.write(text)
+        self.block = (self.block or "") + text
+        if self.END in text:
+            block, self.block = self.block, None
+            if not find_write_error(OSError(block)):
+                self.stream.write(block)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def quiet_logs() -> None:
