@@ -269,6 +269,8 @@ def read_manifest(folder: Path) -> dict:
         raise MixforgeError(f"{path} cannot be read: {e}") from None
     except json.JSONDecodeError as e:
         raise MixforgeError(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+    except (ValueError, RecursionError) as e:  # a number of over 4,300 digits; nesting deeper than Python recurses
+        raise MixforgeError(f"{path}: not valid JSON for mixforge ({str(e)[:120]})") from None
 
 
 def verify_export(folder: Path) -> list[str]:
@@ -302,7 +304,11 @@ def _unnamed_files(folder: Path, manifest: dict) -> list[str]:
     """Files the manifest does not name: a loader that globs the folder (`*.parquet`, `*.bin`)
     would train on them too (a shard left from another export, say)."""
     named = {e["path"] for s in manifest["shards"] for e in s["files"]} | {e["path"] for e in manifest.get("index_files", [])}
-    named |= {"manifest.json", "README.md", "mixture.png"} | {f"trainer/{name}" for name in trainer_files(manifest)}
+    named |= {"manifest.json", "README.md", "mixture.png"}
+    try:  # _check_trainer reports fragments that are not the shards' own; here they only name files
+        named |= {f"trainer/{name}" for name in trainer_files(manifest)}
+    except (KeyError, TypeError, AttributeError):
+        pass
     found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     return [f"{rel}: a file the manifest does not name (a loader that globs the folder would read it); remove it or "
             "export again" for rel in found if rel not in named]

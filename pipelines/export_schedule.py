@@ -110,14 +110,56 @@ def verify_schedule(folder: Path) -> list[str]:
     """Problems with a schedule export: each phase as an export, and its manifest's digest."""
     from mixforge.pipelines.export import verify_export
 
-    record = read_json(Path(folder) / SCHEDULE_FILE)
-    problems = []
-    for phase in record["phases"]:
+    record = _schedule_record(Path(folder))
+    if isinstance(record, str):
+        return [record]
+    problems, start, fraction = [], 0, 0
+    for i, phase in enumerate(record["phases"]):
         sub = Path(folder) / phase["folder"]
         if not (sub / "manifest.json").is_file():
             problems.append(f"{phase['folder']}: no manifest.json")
             continue
         if hashlib.sha256((sub / "manifest.json").read_bytes()).hexdigest() != phase["manifest_sha256"]:
             problems.append(f"{phase['folder']}/manifest.json: sha256 differs from {SCHEDULE_FILE}")
-        problems += [f"{phase['folder']}: {p}" for p in verify_export(sub)]
+        found = verify_export(sub)
+        problems += [f"{phase['folder']}: {p}" for p in found]
+        manifest = None if found else read_json(sub / "manifest.json")  # valid: verify_export checked it
+        tokens = manifest and manifest["tokens"]
+        # the boundaries a trainer reads: each phase from where the last ended, to its own tokens
+        want = {"start_fraction": fraction, "start_token": start} | ({} if tokens is None else {"tokens": tokens, "end_token": start + tokens})
+        problems += [f"{SCHEDULE_FILE}: phases/{i}/{key} is {str(phase.get(key))[:40]}; expected {value}"
+                     for key, value in want.items() if phase.get(key) != value or isinstance(phase.get(key), bool)]
+        if manifest and record.get("format") != manifest["format"]:
+            problems.append(f"{SCHEDULE_FILE}: format is {str(record.get('format'))[:40]}; {phase['folder']} is {manifest['format']}")
+        start, fraction = start + (tokens or 0), phase.get("end_fraction")
+    if fraction != 1 or not problems and record.get("tokens") != start:
+        problems.append(f"{SCHEDULE_FILE}: " + (f"the last phase ends at fraction {str(fraction)[:40]}, not 1" if fraction != 1
+                                                 else f"tokens is {str(record.get('tokens'))[:40]}; the phases hold {start}"))
     return problems
+
+
+def _schedule_record(folder: Path) -> dict | str:
+    """schedule.json, its phases each naming a folder of this export and a sha256, or the problem
+    (naming the file and field) that stops verify from going on; MixforgeError when it is not JSON.
+    A phase folder is a plain name: `..`, a path or a link out of the folder is never read."""
+    import json
+
+    path = folder / SCHEDULE_FILE
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: bad JSON, a 5,000-digit number
+        raise MixforgeError(f"{path} cannot be read as JSON: {str(e)[:200]}") from None
+    phases = record.get("phases") if isinstance(record, dict) else None
+    if not isinstance(phases, list) or not phases:
+        return f"{SCHEDULE_FILE}: field phases is {str(phases)[:80]!r}, not a list of phases"
+    root = folder.resolve()
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, dict):
+            return f"{SCHEDULE_FILE}: phases/{i} is {str(phase)[:80]!r}, not a mapping"
+        name, digest = phase.get("folder"), phase.get("manifest_sha256")
+        if (not isinstance(name, str) or name in ("", ".", "..") or "\x00" in name or Path(name).name != name
+                or not (folder / name).resolve().is_relative_to(root)):
+            return f"{SCHEDULE_FILE}: phases/{i}/folder {str(name)[:80]!r} is not a folder of this export; refused"
+        if not isinstance(digest, str):
+            return f"{SCHEDULE_FILE}: phases/{i}/manifest_sha256 is {str(digest)[:80]!r}, not a sha256"
+    return record
