@@ -44,6 +44,7 @@ def exports(slice_built, tmp_path_factory):
         run = subprocess.run(mixforge_cmd() + ["export", str(mixture), "-c", str(config), "--out", str(out[name]), "--format", fmt,
                                                "--tokens", "8000", "--shard-tokens", "3000"], capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]
+        assert _verify(out[name]) == (0, "")  # undamaged, both verify clean
     return out
 
 
