@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import warnings
 
 import pytest
@@ -18,6 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import mixforge_cmd, slice_sources, write_config
 from mixforge.errors import MixforgeError
 from mixforge.mixers.mixture_file import read_mixture, read_schedule
 from mixforge.mixture import check_weights
@@ -47,6 +49,20 @@ def test_weights_whose_sum_overflows_are_read_as_their_proportions(tmp_path, tex
     given = yaml.safe_load(text)
     top = max(given.values())
     assert shares == pytest.approx({c: given.get(c, 0) / top / sum(v / top for v in given.values()) for c in KNOWN})
+
+
+@pytest.mark.timeout(600)
+def test_export_of_weights_of_1e308_through_the_cli(slice_built, tmp_path):
+    """The reported case end to end: was a ValueError traceback (every share 0 after dividing by inf)."""
+    data, ws = slice_built
+    config = write_config(tmp_path, slice_sources(data), workspace=str(ws))
+    comps = sorted(json.loads((ws / "tokens" / "_stage.json").read_text())["counts"]["components"])
+    (mix := tmp_path / "mix.yaml").write_text(f"{comps[0]}: 1.0e+308\n{comps[1]}: 1.0e+308\n")
+    run = subprocess.run(mixforge_cmd() + ["export", str(mix), "-c", str(config), "--out", str(tmp_path / "out"), "--format", "jsonl"],
+                         capture_output=True, text=True, timeout=500)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    weights = json.loads((tmp_path / "out" / "manifest.json").read_text())["weights"]
+    assert weights[comps[0]] == pytest.approx(0.5) and weights[comps[1]] == pytest.approx(0.5)
 
 
 @pytest.mark.timeout(60)
