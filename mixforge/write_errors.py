@@ -62,9 +62,10 @@ def describe(code: int, path: Path | None) -> str:
         todo = "free space there (or raise the quota or file size limit)"
     elif code == errno.EROFS:
         todo = "remount it writable or point mixforge at a writable folder (workspace, --out)"
-    else:
-        todo = "make it writable for this user or point mixforge at a folder it can write (workspace, --out)"
-    return (f"cannot write {path if path else '(the library did not name the file)'}: {os.strerror(code)} "
+    else:  # the one errno that may come from a read too (an unreadable source)
+        todo = "give this user access to it (read for a source, write for the workspace or --out) or point mixforge elsewhere"
+    verb = "access" if code in ACCESS else "write"
+    return (f"cannot {verb} {path if path else '(the library did not name the file)'}: {os.strerror(code)} "
             f"({free_space(path) if path else 'free space unknown'}). {todo[0].upper()}{todo[1:]}, then rerun the same "
             "command: it resumes from what was finished, and nothing half-written was published.")
 

@@ -18,11 +18,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from conftest import fault_inject_tool, mixforge_cmd, slice_sources, write_config
 from mixforge.pipelines.export import verify_export
-from mixforge.write_errors import find_write_error
+from mixforge.write_errors import WRITE_ERRNOS, find_write_error
 
+EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "200"))
 FS_KIB = 8 * 1024  # the tmpfs; the slice's workspace takes about 3 MiB of it
 
 
@@ -68,10 +70,10 @@ def _on_small_fs(mnt: Path, free_kib: int, cmd: list[str], cwd: Path) -> dict:
 
 
 def _one_paragraph(code: int, stderr: str, *named: str) -> str:
-    """The failure's message: exit 2, `error: cannot write PATH: ... (N free of M on that filesystem)`, one line."""
+    """The failure's message: exit 2, `error: cannot write|access PATH: ... (N free of M on that filesystem)`, one line."""
     lines = [l for l in stderr.splitlines() if l.strip()]
     assert code == 2 and "Traceback" not in stderr and len(lines) == 1, stderr[-3000:]
-    assert lines[0].startswith("error: cannot write /") and "rerun the same command" in lines[0], lines[0]
+    assert lines[0].startswith(("error: cannot write /", "error: cannot access /")) and "rerun the same command" in lines[0], lines[0]
     for text in named:
         assert text.lower() in lines[0].lower(), lines[0]
     return lines[0]
@@ -164,7 +166,7 @@ def test_permission_denied_is_named_and_the_rerun_after_fixing_it_completes(expo
     locked.chmod(0o555)
     try:
         run = subprocess.run(prefix + export_cmd + ["--out", str(locked / "mix")], capture_output=True, text=True, timeout=300)
-        _one_paragraph(run.returncode, run.stderr, str(locked), "Permission denied", "make it writable")
+        _one_paragraph(run.returncode, run.stderr, str(locked), "Permission denied", "write for the workspace or --out")
         config = write_config(tmp_path, slice_sources(data), workspace=str(locked / "ws"))
         run = subprocess.run(prefix + mixforge_cmd() + ["build", str(config)], capture_output=True, text=True, timeout=300)
         _one_paragraph(run.returncode, run.stderr, str(locked), "Permission denied")
@@ -175,26 +177,38 @@ def test_permission_denied_is_named_and_the_rerun_after_fixing_it_completes(expo
     assert run.returncode == 0 and verify_export(locked / "mix") == [], run.stderr[-2000:]
 
 
-@pytest.mark.parametrize("make", [
-    lambda: OSError(errno.ENOSPC, "No space left on device"),
-    lambda: _wrapped(OSError(errno.EDQUOT, "Disk quota exceeded")),
-    lambda: RuntimeError("worker said: [Errno 28] No space left on device"),
-    lambda: PermissionError(errno.EACCES, "Permission denied", "/ws/x"),
-])
-def test_write_failures_are_found_wrapped_or_as_text(make):
-    assert find_write_error(make()) is not None
+WRAPS = {  # how a write failure reaches the CLI: raised, as a cause, as a context, as text (a worker's, a library's)
+    "raised": lambda e: e,
+    "cause": lambda e: _chained(e, RuntimeError("while writing a shard"), cause=True),
+    "context": lambda e: _chained(e, ValueError("cleanup failed"), cause=False),
+    "text": lambda e: RuntimeError(f"task 3 failed: {e}"),
+}
 
 
-def test_a_permission_error_without_a_file_is_no_write_failure():
-    assert find_write_error(PermissionError(errno.EPERM, "Operation not permitted")) is None  # os.kill, say
-    assert find_write_error(ValueError("bad value")) is None
+@pytest.mark.timeout(60)
+@settings(derandomize=True, max_examples=EXAMPLES, deadline=None)
+@given(code=st.sampled_from(sorted(errno.errorcode)), filename=st.sampled_from([None, "/ws/ingest.partial/docs/00000.parquet"]),
+       wraps=st.lists(st.sampled_from(sorted(WRAPS)), max_size=4))
+def test_a_write_failure_is_found_however_it_is_wrapped(code, filename, wraps):
+    """Found exactly when its errno is a write failure's (EACCES/EPERM only on a file: an EPERM
+    without one is a signal to a process), with its path unless it became text without one."""
+    error = OSError(code, os.strerror(code), *([filename] if filename else []))
+    for how in wraps:
+        error = WRAPS[how](error)
+    found = find_write_error(error)
+    expected = code in WRITE_ERRNOS and (code not in (errno.EACCES, errno.EPERM) or filename is not None)
+    assert (found is not None) == expected
+    if found:
+        assert found[0] == code and found[1] in (filename, None)
 
 
-def _wrapped(inner: BaseException) -> BaseException:
+def _chained(inner: BaseException, outer: BaseException, cause: bool) -> BaseException:
     try:
         try:
             raise inner
-        except OSError as e:
-            raise RuntimeError("while writing a shard") from e
-    except RuntimeError as outer:
-        return outer
+        except BaseException:
+            if cause:
+                raise outer from inner
+            raise outer
+    except BaseException as e:
+        return e
