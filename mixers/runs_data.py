@@ -110,13 +110,14 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
         if not frame[c].dtype.is_numeric():
             raise InputError(f"{where}: column {c!r} holds {frame[c].dtype}, not numbers{_first_non_number(frame[c])}")
     # rows without a value for a target are left out (a run evaluated before that target existed)
+    frame = frame.with_row_index("__row")  # to name a run without an id by its row in the table
     complete = frame.filter(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in targets]))
     if complete.height < frame.height:
         notes.append(f"{frame.height - complete.height} run(s) without a value for {', '.join(targets)} left out")
     if complete.height < min_runs:
         raise InputError(f"{where}: {complete.height} usable run(s); the predictor needs at least {min_runs}")
     ids = complete[id_column].cast(pl.Utf8).to_list() if id_column in complete.columns else [None] * complete.height
-    ids = [f"row {i + 1}" if v is None else v for i, v in enumerate(ids)]  # a run without an id is named by its row
+    ids = [f"row {r + 1}" if v is None else v for r, v in zip(complete["__row"], ids)]  # a run without an id: its row
     for t in targets:
         inf = np.flatnonzero(np.isinf(complete[t].to_numpy().astype(float)))
         if len(inf):
