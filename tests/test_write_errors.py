@@ -37,7 +37,8 @@ def _namespaces() -> str | None:
     return None if probe.returncode == 0 else f"cannot mount a tmpfs in a user namespace: {probe.stderr.strip()}"
 
 
-needs_mount = pytest.mark.skipif(_namespaces() is not None, reason=str(_namespaces()))
+NO_MOUNT = _namespaces()
+needs_mount = pytest.mark.skipif(NO_MOUNT is not None, reason=str(NO_MOUNT))
 
 # Runs "$@" twice on a tmpfs mounted at $MNT: first with $FREE KiB free, then after deleting the
 # filler; $MNT's content is copied to $KEEP/first and $KEEP/second after each run.
