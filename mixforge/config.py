@@ -426,6 +426,10 @@ class MixforgeConfig(Section):
     executor: Literal["local", "ray"] = Field(
         "local", description="local: worker processes on this machine; ray: shard tasks on a Ray cluster (see `ray`).")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray executor settings.")
+    check_outputs: Literal["digest", "size"] = Field(
+        "digest", description="What `build` checks of each published stage's files before it skips the stage: digest "
+        "rereads them (xxh3; catches bytes changed in place), size only stats them (for workspaces too large to reread "
+        "every build: run `mixforge status --check` now and then). A stage that fails is redone with the stages after it.")
     sources: list[SourceConfig] = Field(..., min_length=1, description="Inputs to read.")
     filters: FiltersConfig = Field(default_factory=FiltersConfig, description="Global filter settings.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication settings.")

@@ -71,7 +71,7 @@ def build(
     done: dict[str, StageResult] = {}
     ws = Workspace(cfg.workspace_dir)
     stages = STAGES[: STAGES.index(check_until(until)) + 1]
-    damaged = None if force else first_damaged(ws, stages)
+    damaged = None if force else first_damaged(ws, stages, cfg.check_outputs)
     build_id = open_build(ws)["id"]
     with ray_session(cfg):  # executor: ray connects (or starts a local Ray) once for the build
         for stage in stages:
@@ -81,15 +81,15 @@ def build(
     return list(done.values())
 
 
-def first_damaged(ws: Workspace, stages: list[str]) -> str | None:
-    """The first stage whose published files fail their digest check, named in a warning: it and
-    every stage after it are redone in full, as after a change of its settings (a stage's later
-    layers and the stages after it may have been computed from the damaged files)."""
+def first_damaged(ws: Workspace, stages: list[str], depth: str = "digest") -> str | None:
+    """The first stage whose published files fail their check (`check_outputs`), named in a
+    warning: it and every stage after it are redone in full, as after a change of its settings (a
+    stage's later layers and the stages after it may have been computed from the damaged files)."""
     import warnings
 
     for stage in stages:
         adopt(ws, stage)
-        problems = check_stage(ws, stage, "digest")
+        problems = check_stage(ws, stage, depth)
         if problems:
             warnings.warn(f"{damage_report(ws, stage, problems)}: redoing {stage} and the stages after it")
             return stage

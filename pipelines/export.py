@@ -15,7 +15,6 @@ shard.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -37,7 +36,7 @@ from mixforge.progress import progress_bar
 from mixforge.stage_files import require_intact
 from mixforge.pipelines.export_formats import (FORMATS, TEXT_FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_mds_index,
                                                write_shard)
-from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text, read_json
+from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text
 
 SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.json"  # shipped in the package
 

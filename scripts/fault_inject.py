@@ -233,31 +233,64 @@ def phase(root: Path, rows_before: int) -> str:
 # ------------------------------------------------------------------ trials
 
 
-def kill_at(folder: Path, argv: list[str], env: dict, at: float) -> int | None:
-    """Start the command; SIGKILL its process group `at` s later. None if it was still running,
-    else its exit code."""
+STOP_GRACE = 60  # seconds a command may take to stop after SIGTERM or SIGINT
+
+
+def kill_at(folder: Path, argv: list[str], env: dict, at: float, sig: signal.Signals = signal.SIGKILL) -> tuple[int | None, list[str]]:
+    """Start the command; `at` s later send `sig`: SIGKILL to its process group (a crash, the OOM
+    killer), SIGTERM to its main process alone (`kill PID`), SIGINT to its group (Ctrl-C in a
+    terminal). (None if it was still running, else its exit code; problems: a SIGTERM or SIGINT
+    that did not stop it within STOP_GRACE s, or left processes of its session running.)"""
+    problems: list[str] = []
     with open(folder / "killed.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mixforge.cli", *argv], cwd=folder, env=env,
                                 stdout=log, stderr=log, start_new_session=True)
         try:
-            return proc.wait(timeout=at)
+            return proc.wait(timeout=at), []
         except subprocess.TimeoutExpired:
-            return None
+            pass
+        try:
+            if sig != signal.SIGKILL:
+                (os.kill if sig == signal.SIGTERM else os.killpg)(proc.pid, sig)
+                t0 = time.perf_counter()
+                try:
+                    proc.wait(timeout=STOP_GRACE)
+                    time.sleep(2)  # workers that were told to stop get a moment to go
+                    if left := session_members(proc.pid):
+                        problems.append(f"{len(left)} processes left {time.perf_counter() - t0:.0f} s after {sig.name}: "
+                                        + ", ".join(left[:5]))
+                except subprocess.TimeoutExpired:
+                    problems.append(f"still running {STOP_GRACE} s after {sig.name}")
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # the group: datatrove workers, Prefect's server, proxy workers
             except ProcessLookupError:
                 pass
             proc.wait()
+    return None, problems
 
 
-def trial(cmd: Command, start: Path, ref: dict, at: float, folder: Path, env: dict) -> dict:
+def session_members(sid: int) -> list[str]:
+    """'<pid> <name>' of every live process in session `sid` (the command was its leader)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(rest[3]) == sid and rest[0] != "Z":  # field 6 (session), not a zombie
+            found.append(f"{stat.parent.name} {name}")
+    return found
+
+
+def trial(cmd: Command, start: Path, ref: dict, at: float, folder: Path, env: dict, sig: signal.Signals = signal.SIGKILL) -> dict:
     copy_state(start, folder)
     before = set((start / "ws" / "runs" / "rows").glob("*.parquet"))
-    code = kill_at(folder, cmd.argv, env, at)
+    code, problems = kill_at(folder, cmd.argv, env, at, sig)
     killed = code is None
     where = phase(folder, len(before)) if killed else f"finished before the kill, exit {code}"
-    problems = [f"after the kill: {p}" for p in after_kill(folder, env, cmd.stale_ok)] if killed else []
+    problems += [f"after the kill: {p}" for p in after_kill(folder, env, cmd.stale_ok)] if killed else []
     if code:  # it failed on its own
         problems.append(f"exited {code} unkilled: {(folder / 'killed.log').read_text()[-1500:]}")
     t0 = time.perf_counter()
@@ -328,6 +361,8 @@ def main() -> int:
     ap.add_argument("--sweep-runs", type=int, default=4, help="proxies in the sweep")
     ap.add_argument("--proxy-tokens", type=int, default=2000, help="training tokens per proxy (more: kills land in training more often)")
     ap.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per process")
+    ap.add_argument("--signal", choices=["KILL", "TERM", "INT"], default="KILL",
+                    help="KILL: the process group (a crash); TERM: the main process (`kill PID`); INT: the group (Ctrl-C)")
     ap.add_argument("--keep", action="store_true", help="keep each trial's folder (default: delete it once it passed)")
     args = ap.parse_args()
     names = [n.strip() for n in args.commands.split(",") if n.strip()]
@@ -344,7 +379,7 @@ def main() -> int:
         for i in range(args.trials):
             at = rng.uniform(0, durations[name])
             folder = workdir / "trials" / f"{name}-{i}"
-            r = trial(cmds[name], starts[cmds[name].start], refs[name], at, folder, env)
+            r = trial(cmds[name], starts[cmds[name].start], refs[name], at, folder, env, signal.Signals[f"SIG{args.signal}"])
             r["trial"] = i
             results.append(r)
             verdict = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])

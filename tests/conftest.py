@@ -85,6 +85,16 @@ def slice_config_over(folder: Path, data: Path) -> Path:
     return write_config(folder, slice_sources(data))
 
 
+def over_slice_built(slice_built: tuple[Path, Path], folder: Path) -> tuple[Path, list[str]]:
+    """A config in `folder` over the session's built slice (its data and workspace, read only: an
+    export writes nothing there) and the components of its tokens stage."""
+    import json
+
+    data, ws = slice_built
+    config = write_config(folder, slice_sources(data), workspace=str(ws))
+    return config, sorted(json.loads((ws / "tokens" / "_stage.json").read_text())["counts"]["components"])
+
+
 def mixforge_cmd() -> list[str]:
     return [sys.executable, "-m", "mixforge.cli"]
 

@@ -91,6 +91,7 @@ def counted(tmp_path_factory):
     (root / "records.jsonl").write_bytes((FIXTURES / "bad" / "records.jsonl").read_bytes())
     shutil.copy(BAD / "text_fields.jsonl", root)
     shutil.copytree(BAD / "shards", root / "shards")
+    shutil.copytree(BAD / "shards", root / "shards_again")  # the same files under another id scope (one file, one source)
     cuts = {key: _cut_file(root, key, codec, share) for key, (codec, share) in CUTS.items()}
     paras = _paragraphs()
     (root / "gzip_named.jsonl").write_bytes(gzip.compress(_jsonl([{"text": p} for p in paras[:5]])))
@@ -109,7 +110,7 @@ def counted(tmp_path_factory):
         {"path": "records.jsonl", "label": "records"},
         {"path": "text_fields.jsonl", "label": "fields"},
         {"path": "shards", "label": "shards_file"},  # id_scope: file, the default
-        {"path": "shards/*.jsonl", "label": "shards_source", "id_scope": "source"},
+        {"path": "shards_again/*.jsonl", "label": "shards_source", "id_scope": "source"},
         *({"path": cuts[key][0].name, "label": key} for key in CUTS),
         {"path": "gzip_named.jsonl", "label": "gzip_named"},
         {"path": "mixed", "label": "mixed"},

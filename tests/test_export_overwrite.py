@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import mixforge_cmd, slice_sources, write_config
+from conftest import mixforge_cmd, over_slice_built
 from mixforge.errors import MixforgeError
 from mixforge.pipelines.export import SCHEMA, verify_export
 
@@ -25,10 +25,8 @@ EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "60"))
 @pytest.fixture(scope="module")
 def source(slice_built, tmp_path_factory):
     """(export command less --out, a complete parquet export to copy) over the slice's workspace."""
-    data, ws = slice_built
     folder = tmp_path_factory.mktemp("overwrite")
-    config = write_config(folder, slice_sources(data), workspace=str(ws))
-    comps = sorted(json.loads((ws / "tokens" / "_stage.json").read_text())["counts"]["components"])
+    config, comps = over_slice_built(slice_built, folder)
     mix = folder / "mix.yaml"
     mix.write_text("".join(f"{c}: {w}\n" for c, w in zip(comps, [0.6, 0.4, 0.3, 0.2])))
     cmd = mixforge_cmd() + ["export", str(mix), "-c", str(config)]

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import mixforge_cmd, slice_sources, write_config
+from conftest import mixforge_cmd, over_slice_built
 from mixforge.errors import MixforgeError
 
 EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "120"))
@@ -30,10 +30,8 @@ CLI_EXAMPLES = max(4, EXAMPLES // 20)
 @pytest.fixture(scope="module")
 def exports(slice_built, tmp_path_factory):
     """{"single": a megatron export, "schedule": a two-phase jsonl export}, made with the CLI."""
-    data, ws = slice_built
     folder = tmp_path_factory.mktemp("verify-fuzz")
-    config = write_config(folder, slice_sources(data), workspace=str(ws))
-    comps = sorted(json.loads((ws / "tokens" / "_stage.json").read_text())["counts"]["components"])
+    config, comps = over_slice_built(slice_built, folder)
     (mix := folder / "mix.yaml").write_text("".join(f"{c}: {w}\n" for c, w in zip(comps, [0.4, 0.3, 0.2, 0.1])))
     (fit := folder / "fit.json").write_text(json.dumps({"proposal": {comps[0]: 0.5, comps[1]: 0.5}, "fit": {}, "schedule": [
         {"start_fraction": 0.0, "end_fraction": 0.5, "weights": {comps[0]: 1.0}},

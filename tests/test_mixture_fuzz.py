@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import mixforge_cmd, slice_sources, write_config
+from conftest import mixforge_cmd, over_slice_built
 from mixforge.errors import MixforgeError
 from mixforge.mixers.mixture_file import read_mixture, read_schedule
 from mixforge.mixture import check_weights
@@ -54,9 +54,7 @@ def test_weights_whose_sum_overflows_are_read_as_their_proportions(tmp_path, tex
 @pytest.mark.timeout(600)
 def test_export_of_weights_of_1e308_through_the_cli(slice_built, tmp_path):
     """The reported case end to end: was a ValueError traceback (every share 0 after dividing by inf)."""
-    data, ws = slice_built
-    config = write_config(tmp_path, slice_sources(data), workspace=str(ws))
-    comps = sorted(json.loads((ws / "tokens" / "_stage.json").read_text())["counts"]["components"])
+    config, comps = over_slice_built(slice_built, tmp_path)
     (mix := tmp_path / "mix.yaml").write_text(f"{comps[0]}: 1.0e+308\n{comps[1]}: 1.0e+308\n")
     run = subprocess.run(mixforge_cmd() + ["export", str(mix), "-c", str(config), "--out", str(tmp_path / "out"), "--format", "jsonl"],
                          capture_output=True, text=True, timeout=500)

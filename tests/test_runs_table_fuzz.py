@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import re
 import subprocess
 import warnings
 
 import numpy as np
-import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -164,29 +162,30 @@ def _check(path, rows: int | None) -> str | None:
     return None
 
 
-@pytest.mark.timeout(600)
-@settings(derandomize=True, max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(tables())
-def test_generated_runs_tables_read_or_fail_with_one_paragraph_naming_the_file(tmp_path_factory, table):
+def _written(tmp_path_factory, table) -> tuple:
+    """A generated table written to its file: (path, rows in it, None for an empty file)."""
     suffix, header, rows, crlf, bom, empty = table
     path = tmp_path_factory.mktemp("t") / f"runs{suffix}"
     if empty:
         path.write_bytes(b"")
-    else:
-        _table(rows, header, path, crlf=crlf, bom=bom)
-    _check(path, None if empty else len(rows))
+        return path, None
+    _table(rows, header, path, crlf=crlf, bom=bom)
+    return path, len(rows)
+
+
+@pytest.mark.timeout(600)
+@settings(derandomize=True, max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(tables())
+def test_generated_runs_tables_read_or_fail_with_one_paragraph_naming_the_file(tmp_path_factory, table):
+    path, rows = _written(tmp_path_factory, table)
+    _check(path, rows)
 
 
 @pytest.mark.timeout(600)
 @settings(derandomize=True, max_examples=CLI_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(tables())
 def test_generated_runs_tables_through_the_cli_never_give_a_traceback(tmp_path_factory, table):
-    suffix, header, rows, crlf, bom, empty = table
-    path = tmp_path_factory.mktemp("t") / f"runs{suffix}"
-    if empty:
-        path.write_bytes(b"")
-    else:
-        _table(rows, header, path, crlf=crlf, bom=bom)
+    path, _ = _written(tmp_path_factory, table)
     run = subprocess.run(mixforge_cmd() + ["search", "fit", "--runs", str(path), "--target", "loss", "--predictor", "linear",
                                            "--candidates", "100"], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in run.stderr, run.stderr[-3000:]

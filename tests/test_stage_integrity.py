@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from conftest import mixforge_cmd, slice_config_over
+from mixforge.config import load_config
+from mixforge.pipelines.build import build
 from mixforge.workspace import read_json
 
 
@@ -56,6 +58,10 @@ def test_changed_bytes_are_found_by_status_check_and_redone_by_build(slice_built
     assert run.returncode == 1 and states["prune"] == "damaged" and states["tokens"] == "done"
     run = _cli("status", config, "--check")
     assert run.returncode == 1 and f"prune/docs/{shard.name}" in run.stderr and "Traceback" not in run.stderr
+
+    sizes_only = tmp_path / "sizes.yaml"  # check_outputs: size trusts same-size files: nothing is redone
+    sizes_only.write_text(yaml.safe_dump(yaml.safe_load(config.read_text()) | {"check_outputs": "size"}))
+    assert {r.status for r in build(load_config(sizes_only))} == {"skipped"} and shard.read_bytes() != original
 
     run = _cli("build", config)
     assert run.returncode == 0, run.stderr[-3000:]

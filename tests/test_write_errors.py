@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import fault_inject_tool, mixforge_cmd, slice_sources, write_config
+from conftest import fault_inject_tool, mixforge_cmd, over_slice_built, slice_sources, write_config
 from mixforge.pipelines.export import verify_export
 from mixforge.write_errors import WRITE_ERRNOS, find_write_error
 
@@ -107,10 +107,8 @@ def test_a_build_on_a_full_disk_stops_with_one_message_and_the_rerun_is_identica
 @pytest.fixture(scope="module")
 def export_cmd(slice_built, tmp_path_factory):
     """An export command over the slice's workspace (read only), less --out."""
-    data, ws = slice_built
     folder = tmp_path_factory.mktemp("write-errors")
-    config = write_config(folder, slice_sources(data), workspace=str(ws))
-    comps = sorted(json.loads((ws / "tokens" / "_stage.json").read_text())["counts"]["components"])
+    config, comps = over_slice_built(slice_built, folder)
     (folder / "mix.yaml").write_text("".join(f"{c}: {w}\n" for c, w in zip(comps, [0.6, 0.4, 0.3, 0.2])))
     return mixforge_cmd() + ["export", str(folder / "mix.yaml"), "-c", str(config), "--format", "jsonl"]
 
