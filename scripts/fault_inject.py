@@ -236,17 +236,19 @@ def phase(root: Path, rows_before: int) -> str:
 STOP_GRACE = 60  # seconds a command may take to stop after SIGTERM or SIGINT
 
 
-def kill_at(folder: Path, argv: list[str], env: dict, at: float, sig: signal.Signals = signal.SIGKILL) -> tuple[int | None, list[str]]:
+def kill_at(folder: Path, argv: list[str], env: dict, at: float, sig: signal.Signals = signal.SIGKILL) -> tuple[int | None, list[str], float | None]:
     """Start the command; `at` s later send `sig`: SIGKILL to its process group (a crash, the OOM
     killer), SIGTERM to its main process alone (`kill PID`), SIGINT to its group (Ctrl-C in a
     terminal). (None if it was still running, else its exit code; problems: a SIGTERM or SIGINT
-    that did not stop it within STOP_GRACE s, or left processes of its session running.)"""
+    that did not stop it within STOP_GRACE s, or left processes of its session running; the
+    seconds it took to exit after SIGTERM or SIGINT.)"""
     problems: list[str] = []
+    stop_s = None
     with open(folder / "killed.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mixforge.cli", *argv], cwd=folder, env=env,
                                 stdout=log, stderr=log, start_new_session=True)
         try:
-            return proc.wait(timeout=at), []
+            return proc.wait(timeout=at), [], None
         except subprocess.TimeoutExpired:
             pass
         try:
@@ -255,6 +257,7 @@ def kill_at(folder: Path, argv: list[str], env: dict, at: float, sig: signal.Sig
                 t0 = time.perf_counter()
                 try:
                     proc.wait(timeout=STOP_GRACE)
+                    stop_s = time.perf_counter() - t0
                     time.sleep(2)  # workers that were told to stop get a moment to go
                     if left := session_members(proc.pid):
                         problems.append(f"{len(left)} processes left {time.perf_counter() - t0:.0f} s after {sig.name}: "
@@ -267,7 +270,7 @@ def kill_at(folder: Path, argv: list[str], env: dict, at: float, sig: signal.Sig
             except ProcessLookupError:
                 pass
             proc.wait()
-    return None, problems
+    return None, problems, stop_s
 
 
 def session_members(sid: int) -> list[str]:
@@ -287,9 +290,11 @@ def session_members(sid: int) -> list[str]:
 def trial(cmd: Command, start: Path, ref: dict, at: float, folder: Path, env: dict, sig: signal.Signals = signal.SIGKILL) -> dict:
     copy_state(start, folder)
     before = set((start / "ws" / "runs" / "rows").glob("*.parquet"))
-    code, problems = kill_at(folder, cmd.argv, env, at, sig)
+    code, problems, stop_s = kill_at(folder, cmd.argv, env, at, sig)
     killed = code is None
     where = phase(folder, len(before)) if killed else f"finished before the kill, exit {code}"
+    if stop_s is not None:
+        where += f", exited {stop_s:.1f} s after {sig.name}"
     problems += [f"after the kill: {p}" for p in after_kill(folder, env, cmd.stale_ok)] if killed else []
     if code:  # it failed on its own
         problems.append(f"exited {code} unkilled: {(folder / 'killed.log').read_text()[-1500:]}")
