@@ -67,10 +67,24 @@ def main() -> None:
         if isinstance(e, click.ClickException):
             e.show()
             sys.exit(e.exit_code)
+        if _interrupted(e):  # Ctrl-C also stopped Prefect's temporary server: reporting the crash to it failed
+            console.print("interrupted: rerun the same command to resume where it stopped")
+            sys.exit(130)
         if (err := write_error(e, None)) is not None:  # a full disk or a read-only folder, wrapped or not
             console.print(f"[bold red]error:[/] {err}", highlight=False)
             sys.exit(2)
         raise
+
+
+def _interrupted(e: BaseException | None) -> bool:
+    """Whether `e` was raised while handling a KeyboardInterrupt (Ctrl-C or SIGTERM)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _terminated(signum, frame) -> None:
@@ -714,6 +728,10 @@ def _quiet_prefect(verbose: bool) -> None:
         os.environ["PREFECT_LOGGING_LEVEL"] = "CRITICAL"
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if not os.environ.get("PREFECT_API_URL"):
+        # Prefect's temporary server is in this command's process group, so Ctrl-C stops it too; the
+        # run's crash report would then retry the dead server for a minute (2+4+...+32 s) per request
+        os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "2")
 
 
 def _ledger_table(states: dict[str, str], ledger: dict) -> Table:

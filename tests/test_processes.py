@@ -42,8 +42,10 @@ def _wait(predicate, timeout: float, what: str):
 
 
 def _start_build(config: Path, *extra: str) -> subprocess.Popen:
+    # SIGINT as in a terminal: a background job (CI's shell) starts with it ignored, inherited across exec
     return subprocess.Popen(mixforge_cmd() + ["build", str(config), *extra], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _in_filter_with_children(proc: subprocess.Popen, ws: Path):
@@ -70,13 +72,17 @@ def group_reaper():
 
 
 @pytest.mark.timeout(240)
-def test_sigterm_stops_every_child(slice_config, group_reaper):
+@pytest.mark.parametrize("how", ["kill PID", "Ctrl-C"])
+def test_sigterm_and_ctrl_c_stop_every_child(slice_config, group_reaper, how):
     ws = slice_config.parent / "ws"
     proc = _start_build(slice_config)
     group_reaper(proc.pid)
     _wait(lambda: _in_filter_with_children(proc, ws), 180, "the filter stage with workers")
     assert len(_group(proc.pid)) >= 4  # main, Prefect's server, datatrove's workers: there is something to stop
-    proc.send_signal(signal.SIGTERM)  # to the main process only, as `kill PID` does
+    if how == "kill PID":
+        proc.send_signal(signal.SIGTERM)  # to the main process only
+    else:  # a terminal sends SIGINT to the whole foreground group: Prefect's server and the workers too
+        os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=30) == 130
     err = proc.stderr.read()
     assert "interrupted" in err and "Traceback" not in err, err[-3000:]
