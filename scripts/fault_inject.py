@@ -245,8 +245,10 @@ def kill_at(folder: Path, argv: list[str], env: dict, at: float, sig: signal.Sig
     problems: list[str] = []
     stop_s = None
     with open(folder / "killed.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mixforge.cli", *argv], cwd=folder, env=env,
-                                stdout=log, stderr=log, start_new_session=True)
+        # Ctrl-C as in a terminal: a shell's background job (CI, nohup) starts with SIGINT ignored, and
+        # an ignored signal stays ignored across exec, so the command would never see it
+        proc = subprocess.Popen([sys.executable, "-m", "mixforge.cli", *argv], cwd=folder, env=env, stdout=log, stderr=log,
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             return proc.wait(timeout=at), [], None
         except subprocess.TimeoutExpired:
