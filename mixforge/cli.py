@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mixforge.errors import MixforgeError
+from mixforge.errors import MixforgeError, first_few
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Filter, deduplicate and mix pretraining data.")
 console = Console(stderr=True, soft_wrap=True)  # never break paths in messages
@@ -200,7 +200,7 @@ def status(
     out.print(f"workspace: {ws.root}")
     out.print(_ledger_table(states, ledger))
     for stage, problems in damage.items():
-        console.print(f"[bold red]damaged:[/] {'; '.join(problems[:5])}{f' (and {len(problems) - 5} more)' if len(problems) > 5 else ''}: "
+        console.print(f"[bold red]damaged:[/] {first_few(problems)}: "
                       f"`mixforge build {config}` redoes {stage} and the stages after it", highlight=False)
     if ledger:
         out.print(_reasons_table(ledger))

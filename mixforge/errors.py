@@ -15,3 +15,8 @@ class InputError(MixforgeError):
 
 class LedgerError(MixforgeError):
     """A stage's counts do not add up: documents in != out + removed."""
+
+
+def first_few(items: list[str], show: int = 5, sep: str = "; ") -> str:
+    """The first `show` items joined, and how many more there are: a message stays one paragraph."""
+    return sep.join(items[:show]) + (f"{sep}and {len(items) - show} more" if len(items) > show else "")

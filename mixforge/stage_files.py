@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mixforge.digests import file_digest
-from mixforge.errors import MixforgeError
+from mixforge.errors import MixforgeError, first_few
 
 if TYPE_CHECKING:
     from mixforge.workspace import Workspace
@@ -68,8 +68,7 @@ def adopt(ws: Workspace, stage: str) -> None:
 
 
 def damage_report(ws: Workspace, stage: str, problems: list[str], show: int = 5) -> str:
-    lines = "; ".join(problems[:show]) + (f"; and {len(problems) - show} more" if len(problems) > show else "")
-    return f"the {stage} stage's outputs in {ws.root} are damaged: {lines}"
+    return f"the {stage} stage's outputs in {ws.root} are damaged: {first_few(problems, show)}"
 
 
 def require_intact(ws: Workspace, stages: list[str], depth: str = "digest", rebuild: str = "mixforge build CONFIG") -> None:

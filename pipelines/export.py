@@ -26,7 +26,7 @@ import mixforge
 from mixforge import __version__
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.digests import file_digest
-from mixforge.errors import InputError, MixforgeError
+from mixforge.errors import InputError, MixforgeError, first_few
 from mixforge.pipelines.export_card import write_card
 from mixforge.pipelines.export_folder import check_replaceable, export_lock, partial_dir, put_in_place, recover
 from mixforge.pipelines.export_plan import build_stats, first_occurrences, load_table, plan, shard_cuts, source_stats
@@ -149,8 +149,7 @@ def _check_before_publishing(tmp: Path) -> None:
     """The export's own verify, before it replaces anything: what is put in place checks out."""
     problems = verify_export(tmp)
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise MixforgeError(f"the export failed its own verify, so nothing was put in place: {shown}")
+        raise MixforgeError(f"the export failed its own verify, so nothing was put in place: {first_few(problems)}")
 
 
 def _inside(folder: Path, rel: str) -> Path | None:

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-from mixforge.errors import MixforgeError
+from mixforge.errors import MixforgeError, first_few
 from mixforge.write_errors import write_error, writing_to
 
 
@@ -84,7 +84,7 @@ def check_replaceable(out: Path, force_replace: bool) -> None:
                             f"manifest-v1.json: {why}): {advice}") from None
     unlisted = unlisted_files(out, manifest)
     if unlisted and not force_replace:
-        named = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        named = first_few(unlisted, sep=", ")
         raise MixforgeError(f"{out} holds {len(unlisted)} file{'s' if len(unlisted) > 1 else ''} its manifest.json does not "
                             f"list, which --overwrite would delete: {named}; move them out, or pass --force-replace to "
                             "delete them with the old export")

@@ -95,6 +95,18 @@ def over_slice_built(slice_built: tuple[Path, Path], folder: Path) -> tuple[Path
     return config, sorted(json.loads((ws / "tokens" / "_stage.json").read_text())["counts"]["components"])
 
 
+def wait_until(predicate, timeout: float, what: str):
+    """`predicate()`'s first true value, polled every 0.1 s; AssertionError after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def mixforge_cmd() -> list[str]:
     return [sys.executable, "-m", "mixforge.cli"]
 

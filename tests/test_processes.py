@@ -6,12 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import mixforge_cmd, workspace_with_tokens
+from conftest import mixforge_cmd, wait_until, workspace_with_tokens
 from mixforge.processes import alive
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
@@ -30,15 +29,6 @@ def _group(pgid: int) -> set[tuple[int, int]]:
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 out.add((int(d.name), int(fields[19])))
     return out
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _start_build(config: Path, *extra: str) -> subprocess.Popen:
@@ -77,7 +67,7 @@ def test_sigterm_and_ctrl_c_stop_every_child(slice_config, group_reaper, how):
     ws = slice_config.parent / "ws"
     proc = _start_build(slice_config)
     group_reaper(proc.pid)
-    _wait(lambda: _in_filter_with_children(proc, ws), 180, "the filter stage with workers")
+    wait_until(lambda: _in_filter_with_children(proc, ws), 180, "the filter stage with workers")
     assert len(_group(proc.pid)) >= 4  # main, Prefect's server, datatrove's workers: there is something to stop
     if how == "kill PID":
         proc.send_signal(signal.SIGTERM)  # to the main process only
@@ -86,7 +76,7 @@ def test_sigterm_and_ctrl_c_stop_every_child(slice_config, group_reaper, how):
     assert proc.wait(timeout=30) == 130
     err = proc.stderr.read()
     assert "interrupted" in err and "Traceback" not in err, err[-3000:]
-    _wait(lambda: not _group(proc.pid), 30, "no process of the build's group left")
+    wait_until(lambda: not _group(proc.pid), 30, "no process of the build's group left")
     assert not (ws / ".build.pid").exists()
 
 
@@ -95,7 +85,7 @@ def test_rerun_after_sigkill_stops_the_leftovers(slice_config, group_reaper):
     ws = slice_config.parent / "ws"
     proc = _start_build(slice_config, "--until", "filter")
     group_reaper(proc.pid)
-    _wait(lambda: _in_filter_with_children(proc, ws), 180, "the filter stage with workers")
+    wait_until(lambda: _in_filter_with_children(proc, ws), 180, "the filter stage with workers")
     proc.kill()  # the main process only: no handler runs
     proc.wait()
     orphans = _group(proc.pid)
@@ -123,7 +113,7 @@ def test_a_sweep_after_a_killed_sweep_stops_its_leftovers(tmp_path, group_reaper
         children = {tuple(c) for c in json.loads(record.read_text())["children"]} if record.exists() else set()
         return children and _group(proc.pid) - {tuple(json.loads(record.read_text())["main"])} <= children
 
-    _wait(recorded, 150, "the sweep's children in its record")
+    wait_until(recorded, 150, "the sweep's children in its record")
     proc.kill()
     proc.wait()
     orphans = _group(proc.pid)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mixforge_cmd, workspace_with_tokens
+from conftest import mixforge_cmd, wait_until, workspace_with_tokens
 from mixforge.errors import MixforgeError
 from mixforge.processes import alive, identity
 from mixforge.workspace_lock import LOCK_NAME, writer_lock
@@ -38,15 +38,6 @@ HOLDER = textwrap.dedent("""
         print("locked", flush=True)
         time.sleep(0 if "exit" in sys.argv else 120)
 """)
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -89,7 +80,7 @@ def test_writers_are_refused_while_a_sweep_writes_and_readers_work(tmp_path, sta
     ws = tmp_path / "ws"
     sweep = started(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "500"], cwd=tmp_path)
     lock = ws / LOCK_NAME
-    _wait(lambda: lock.exists() and f"pid {sweep.pid}" in lock.read_text() or sweep.poll() is not None, 120, "the sweep's lock")
+    wait_until(lambda: lock.exists() and f"pid {sweep.pid}" in lock.read_text() or sweep.poll() is not None, 120, "the sweep's lock")
     assert sweep.poll() is None, sweep.stderr.read()[-3000:]
 
     writers = [["build", str(config)], ["proxy", "train", str(config), "--mixture", "mix.yaml"],
@@ -126,7 +117,7 @@ def test_the_lock_goes_with_its_holder(tmp_path, started, ending):
         assert refused.returncode == 1 and f"pid {holder.pid}" in refused.stderr and "MixforgeError" in refused.stderr
         os.kill(holder.pid, getattr(signal, ending))
     holder.wait(timeout=60)
-    assert _wait(lambda: _free(ws), 10, "the lock to be let go")
+    assert wait_until(lambda: _free(ws), 10, "the lock to be let go")
     assert alive(identity(child)), "the forked child died with its parent: the test would prove nothing"
 
 
