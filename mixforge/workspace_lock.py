@@ -36,6 +36,17 @@ def _close_in_child() -> None:
 os.register_at_fork(after_in_child=_close_in_child)
 
 
+def try_flock(fd: int) -> str | None:
+    """None once `fd` holds an exclusive flock; else (`fd` closed) what its holder wrote in the file."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        holder = os.pread(fd, 400, 0).decode(errors="replace").strip()
+        os.close(fd)
+        return holder
+
+
 @contextlib.contextmanager
 def writer_lock(workspace: Path, command: str) -> Iterator[None]:
     """Hold the workspace's writer lock for the block, as `mixforge <command>`; refuse at once
@@ -50,13 +61,10 @@ def writer_lock(workspace: Path, command: str) -> Iterator[None]:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as e:
         raise write_error(e, lock) or MixforgeError(f"cannot lock workspace {key} for `mixforge {command}`: {lock}: {e.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 400, 0).decode(errors="replace").strip() or "a process that is starting"
-        os.close(fd)
-        raise MixforgeError(f"workspace {key} is in use by {holder} (lock {lock}); one command writes a workspace at a "
-                            f"time: wait for it to finish or stop it, then rerun `mixforge {command}`") from None
+    holder = try_flock(fd)
+    if holder is not None:
+        raise MixforgeError(f"workspace {key} is in use by {holder or 'a process that is starting'} (lock {lock}); one "
+                            f"command writes a workspace at a time: wait for it to finish or stop it, then rerun `mixforge {command}`")
     _held[key] = fd
     try:
         os.ftruncate(fd, 0)  # who holds it, for the message of the writer refused

@@ -18,7 +18,6 @@ validates against the schema, and it holds no file the manifest does not list (u
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import warnings
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mixforge.errors import MixforgeError, first_few
+from mixforge.workspace_lock import try_flock
 from mixforge.write_errors import write_error, writing_to
 
 
@@ -39,13 +39,10 @@ def export_lock(out: Path) -> Iterator[None]:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:  # a read-only, full or missing place for --out: the user's to fix
             raise write_error(e, lock) or MixforgeError(f"cannot export to {out}: {lock}: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise MixforgeError(f"{out} is being exported by another process (pid {holder}, lock {lock}): "
-                                "wait for it to finish, then rerun") from None
+        holder = try_flock(fd)
+        if holder is not None:
+            raise MixforgeError(f"{out} is being exported by another process (pid {holder or 'unknown'}, lock {lock}): "
+                                "wait for it to finish, then rerun")
         try:  # the holder before us unlinks the file on release: lock the file that is there now
             same = os.path.samestat(os.fstat(fd), os.stat(lock))
         except FileNotFoundError:
