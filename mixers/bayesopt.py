@@ -17,8 +17,9 @@ import numpy as np
 from mixforge.errors import MixforgeError
 from mixforge.mixers.model_choice import agreement, interval_of
 from mixforge.mixers.objective import kl_to_prior
+from mixforge.mixers.refine import choose, never_worse
 from mixforge.mixers.strategies import (Proposal, SearchContext, _iteration, _proposal, best_predicted, candidate_pool, climb_batches, fit,
-                                        random_runs, rows_data, scores, unconstrained, unseen)
+                                        random_runs, rows_data, scores, unconstrained, unseen, within)
 
 NORMAL_90 = 1.6449  # two-sided 90% of a normal: the residual GP's share of the interval
 ACQUISITION_POOL = 20_000  # candidates scored by expected improvement per pick (the GP's variance is O(n^2) each)
@@ -157,9 +158,14 @@ def bayesopt_mf(ctx: SearchContext) -> Proposal:
         value = rho * predictor.predict(W) + offset + mu
         return (value, sd) if return_std else value
 
-    everything = np.vstack([pool, main.weights])
-    total = ctx.objective.sign * calibrated(everything) + rho * penalty * kl_to_prior(everything, ctx.prior)
-    w = everything[int(np.argmin(total))]
+    def total(W):
+        return ctx.objective.sign * calibrated(W) + rho * penalty * kl_to_prior(W, ctx.prior)
+
+    ok, pins = within(ctx)
+    w, candidate = choose(total, np.vstack([pool, main.weights]), ok, [ctx.seed, 6], None, 1, pins)
+    feasible = ok(main.weights)  # the runs at the search's proxy: measured in the units of the calibrated prediction
+    w, check = never_worse(calibrated, ctx.objective.sign, w, candidate, main.weights[feasible], measured[feasible],
+                           [r for r, f in zip(main.run_ids, feasible) if f])
     predicted, sd = (float(v[0]) for v in calibrated(w[None, :], return_std=True))
     cheap_half = report.interval["half_width"] if report.interval else None
     half = None if cheap_half is None else float(np.hypot(rho * cheap_half, NORMAL_90 * sd))
@@ -173,6 +179,7 @@ def bayesopt_mf(ctx: SearchContext) -> Proposal:
                                 "cheap_predicted": cheap_at_main.tolist(),
                                 "spearman": agreement(cheap_at_main, measured)["spearman"] if len(measured) > 2 else None}}
     proposal = _proposal(ctx, "bayesopt_mf", w, None, report, y, cheap_rows + main_rows, iterations=iterations,
-                         kl_weight=penalty, unconstrained=free, fidelity=fidelity)
+                         kl_weight=penalty, unconstrained=free, fidelity=fidelity, best_observed=check,
+                         fallback=check and check["fallback"])
     proposal.predicted, proposal.predicted_interval = predicted, interval
     return proposal

@@ -132,6 +132,20 @@ def trust_lines(fit: dict, components: int) -> str:
     return text + (f"\n\n**Warning:** {warning}" if warning else "")
 
 
+def observed_lines(proposal: dict) -> list[str]:
+    """The proposal against the best observed feasible run, both predicted by the same model; why
+    the proposal is that run's mixture, when it is."""
+    best = proposal.get("best_observed")
+    if not best:
+        return []
+    if proposal.get("fallback"):
+        return ["", f"**Fallback:** {proposal['fallback']}: no candidate is predicted better than a run already measured."]
+    same = f"Best observed feasible run {best['run_id']}: measured {best['measured']:.4f}, predicted {best['predicted']:.4f}"
+    if best["chose"] != "proposal":
+        return ["", f"{same}; the proposal is the {best['chose']}."]
+    return ["", f"{same}; the proposal is predicted at least as good."]
+
+
 def _fmt(v) -> str:
     return "" if v is None else f"{v:.4f}"
 
@@ -146,6 +160,7 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
         bounds = (f" ({interval['level']:.0%} interval {interval['low']:.4f} to {interval['high']:.4f})"
                   if interval.get("low") is not None else "")
         lines.append(f"Predicted {proposal['objective']} of the proposal: **{proposal['predicted']:.4f}**{bounds}.")
+        lines += observed_lines(proposal)
     fit = proposal.get("fit")
     if fit:
         lines += ["", "## How far to trust the predictor", "", trust_lines(fit, len(proposal["weights"])), "",

@@ -29,6 +29,7 @@ from mixforge.config import SearchConfig
 from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixers.objective import Objective, kl_by_phase, trust_region_weight
 from mixforge.mixers.model_choice import fit_predictor, interval_around
+from mixforge.mixers.refine import choose, never_worse
 from mixforge.mixers.runs_data import RunsData, load_runs
 from mixforge.mixers.sampling import dirichlet_pool, feasible, random_mixtures, tempered_prior
 
@@ -136,6 +137,8 @@ class Proposal:
     seed: int = 0
     settings: dict = field(default_factory=dict)
     fidelity: dict | None = None  # bayesopt_mf: cheap runs, main runs, cost and the calibration between them
+    best_observed: dict | None = None  # the best observed feasible run, predicted by the same model (mixers/refine.py never_worse)
+    fallback: str | None = None  # why the proposal is that run's mixture, when it is
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -216,10 +219,28 @@ def fit(rows: list[dict], ctx: SearchContext, phases: int = 1):
     return predictor, report, data, y, kl_weight(ctx, report, data.weights, phases)
 
 
-def best_of(predictor, pool: np.ndarray, ctx: SearchContext, penalty: float, top_k: int | None, phases: int = 1) -> np.ndarray:
-    """The mean of the top-k candidates (regmix), or the best one (top_k None: climb)."""
-    order = np.argsort(scores(predictor, pool, ctx, penalty, phases), kind="stable")
-    return pool[order[0]] if top_k is None else pool[order[:top_k]].mean(axis=0)
+def within(ctx: SearchContext, phases: int = 1):
+    """(feasible(W) per row of schedules [n, phases * k], the pinned components): what a proposal may be."""
+    k = len(ctx.components)
+    return (lambda W: ctx.feasible(W.reshape(-1, k)).reshape(len(W), phases).all(axis=1),
+            np.array([c in ctx.settings.pin for c in ctx.components]))
+
+
+def propose(predictor, pool: np.ndarray, ctx: SearchContext, penalty: float, top_k: int | None, phases: int,
+            rows: list[dict], y: np.ndarray) -> tuple[np.ndarray, dict | None]:
+    """The proposal, never predicted worse than the best observed feasible run (mixers/refine.py):
+    the runs (pinned, where then feasible) join the pool, its best candidates are refined, the
+    top-k mean (top_k None: the best) is taken and compared with the best feasible run. `y`: the
+    runs' objective values, in rows_data(rows) order. Returns (w, the comparison's record)."""
+    k = len(ctx.components)
+    data = rows_data(rows, ctx, min_runs=1, phases=phases)
+    ok, pins = within(ctx, phases)
+    runs = ctx.pinned(data.weights.reshape(-1, k)).reshape(len(data), -1)
+    pool = np.vstack([pool, runs[ok(runs)]])
+    w, candidate = choose(lambda W: scores(predictor, W, ctx, penalty, phases), pool, ok, [ctx.seed, 6], top_k, phases, pins)
+    feasible = ok(data.weights)
+    return never_worse(predictor.predict, ctx.objective.sign, w, candidate, data.weights[feasible], np.asarray(y)[feasible],
+                       [r for r, f in zip(data.run_ids, feasible) if f])
 
 
 def unconstrained(predictor, ctx: SearchContext, penalty: float, top_k: int | None, extra: np.ndarray | None,
@@ -227,7 +248,8 @@ def unconstrained(predictor, ctx: SearchContext, penalty: float, top_k: int | No
     """The proposal the same rule makes without pins, share bounds and repetition caps, and what
     the constraints cost in predicted objective (>= 0 means the constrained one is predicted worse)."""
     pool = schedule_pool(ctx, ctx.settings.candidates, np.random.default_rng([ctx.seed, 3]), phases, extra, constrained=False)
-    w = best_of(predictor, pool, ctx, penalty, top_k, phases)
+    w = choose(lambda W: scores(predictor, W, ctx, penalty, phases), pool, lambda W: np.ones(len(W), dtype=bool), [ctx.seed, 7],
+               top_k, phases)[0]  # refined as the proposal is, so the constraints' cost compares like with like
     shares = w.reshape(phases, -1).mean(axis=0)
     return {"weights": ctx.as_dict(shares), "predicted": float(predictor.predict(w[None, :])[0]),
             "largest_share": float(shares.max()), "feasible": bool(ctx.feasible(w.reshape(phases, -1)).all())}
@@ -281,8 +303,9 @@ def regmix(ctx: SearchContext) -> Proposal:
     rows = random_runs(ctx, ctx.runs, "regmix runs", P)
     predictor, report, _, y, penalty = fit(rows, ctx, P)
     pool = schedule_pool(ctx, s.candidates, np.random.default_rng([ctx.seed, 1]), P)
-    w = best_of(predictor, pool, ctx, penalty, s.top_k, P)  # a convex combination of feasible mixtures stays feasible
-    return _proposal(ctx, "regmix", w, predictor, report, y, rows, iterations=[_iteration(1, rows, y, report, ctx)],
+    w, check = propose(predictor, pool, ctx, penalty, s.top_k, P, rows, y)  # a convex combination of feasible mixtures stays feasible
+    return _proposal(ctx, "regmix", w, predictor, report, y, rows, best_observed=check, fallback=check and check["fallback"],
+                     iterations=[_iteration(1, rows, y, report, ctx)],
                      kl_weight=penalty, unconstrained=unconstrained(predictor, ctx, penalty, s.top_k, None, P),
                      schedule=equal_phases(ctx, w.reshape(P, -1)))
 
@@ -325,8 +348,9 @@ def best_predicted(ctx: SearchContext, strategy: str, rows: list[dict], rng: np.
     predictor, report, data, y, penalty = fit(rows, ctx)
     iterations.append(_iteration(len(iterations) + 1, rows, y, report, ctx))
     pool = candidate_pool(ctx, ctx.settings.candidates, rng, extra=data.weights)
-    w = best_of(predictor, pool, ctx, penalty, None)
+    w, check = propose(predictor, pool, ctx, penalty, None, 1, rows, y)
     return _proposal(ctx, strategy, w, predictor, report, y, rows, iterations=iterations, kl_weight=penalty,
+                     best_observed=check, fallback=check and check["fallback"],
                      unconstrained=unconstrained(predictor, ctx, penalty, None, data.weights))
 
 

@@ -481,7 +481,9 @@ def search_fit(
     bounds = (f"{interval['level']:.0%} interval {interval['low']:.4f} to {interval['high']:.4f}" if interval["low"] is not None
               else "too few runs for an interval")
     console.print(f"predicted {out['target']} of the proposal: {out['predicted']:.4f} ({bounds}); best observed run "
-                  f"{out['best_observed']['run_id']}: {out['best_observed']['value']:.4f}")
+                  f"{out['best_observed']['run_id']}: {out['best_observed']['value']:.4f} (predicted {out['best_observed']['predicted']:.4f})")
+    if out["fallback"]:
+        console.print(f"[bold]fallback:[/] {out['fallback']}")
     if out["warning"]:
         console.print(f"[bold yellow]warning:[/] {out['warning']}")
 
@@ -549,6 +551,8 @@ def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
         out.print(f"multi-fidelity: {fidelity['cheap_runs']} cheap runs ({fidelity['cheap_cost']:.3f} of a run each) + "
                   f"{fidelity['main_runs']} at the search's proxy = {fidelity['cost_in_runs']:g} runs' compute; "
                   f"measured = {cal['rho']:.3f} x cheap prediction {cal['offset']:+.4f}; predictions are in the search proxy's units")
+    if proposal.get("fallback"):
+        out.print(f"[bold]fallback:[/] {proposal['fallback']}")
     free = proposal.get("unconstrained")
     if free and proposal.get("predicted") is not None:
         out.print(f"without pins, bounds and repetition caps: largest share {free['largest_share']:.1%} (proposal "

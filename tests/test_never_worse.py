@@ -108,3 +108,69 @@ def test_refine_keeps_pins_bounds_and_the_simplex_and_never_scores_worse():
     assert np.allclose(out[:, 0], 0.3, atol=1e-3)  # found the bound
     again = refine(score, starts, ok, seed=0, frozen=np.array([False, False, False, True]))
     assert np.array_equal(out, again)  # seeded
+
+
+def _context(strategy_settings, train, components=("a", "b", "c", "d")):
+    from mixforge.config import SearchConfig
+    from mixforge.mixers.objective import Objective
+    from mixforge.mixers.strategies import SearchContext
+
+    counts = {c: 1_000_000 * (1 + 9 * (c != "a")) for c in components}  # a: small, so the prior gives it little
+    settings = SearchConfig(target="bpb_x", predictor="linear", candidates=100, top_k=32, **strategy_settings)
+    return SearchContext(sorted(counts), counts, 1000, 4.0, settings, Objective.parse("bpb_x"), 0, train)
+
+
+def _synthetic(components=("a", "b", "c", "d")):
+    """Proxies replaced by a known function: the loss falls with component a's share (the
+    last phase counts double), so the best runs are those nearest a's corner. Returns the
+    train function and the rows it measured."""
+    measured = []
+
+    def train(mixtures, seeds, label, checkpoints=0):
+        rows = []
+        for mixture, seed in zip(mixtures, seeds):
+            phases = mixture if isinstance(mixture, list) else [mixture]
+            a = np.array([ph.get("a", 0.0) for ph in phases])
+            row = {"run_id": f"s{seed}", "bpb_x": 3.0 - float(np.average(a, weights=np.arange(1, len(a) + 1))),
+                   **{f"w_{c}": float(np.mean([ph.get(c, 0.0) for ph in phases])) for c in components}}
+            if len(phases) > 1:
+                row["phases"] = json.dumps(phases)
+            rows.append(row)
+        measured.extend(rows)
+        return rows
+    return train, measured
+
+
+def _predicted(ctx, proposal, rows, phases):
+    """(predicted proposal, best feasible run's id and prediction) by a refit of the search's own
+    model (the fit is deterministic), whatever the proposal says of itself."""
+    from mixforge.mixers.strategies import fit, rows_data
+
+    predictor, _, data, y, _ = fit(rows, ctx, phases)
+    k = len(ctx.components)
+    w = (np.ravel([[ph["weights"][c] for c in ctx.components] for ph in proposal.schedule]) if proposal.schedule
+         else np.array([proposal.weights[c] for c in ctx.components]))
+    assert ctx.feasible(w.reshape(-1, k)).all() and np.allclose(w.reshape(-1, k).sum(axis=1), 1, atol=1e-5)
+    feasible = ctx.feasible(data.weights.reshape(-1, k)).reshape(len(data), phases).all(axis=1)
+    best = int(np.flatnonzero(feasible)[np.argmin(y[feasible])])
+    return float(predictor.predict(w[None, :])[0]), data.run_ids[best], float(predictor.predict(data.weights[best][None, :])[0])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("strategy", ["regmix", "regmix2", "climb"])
+def test_strategies_never_propose_worse_than_the_best_feasible_run(strategy):
+    from mixforge.mixers import strategies
+
+    phases = 2 if strategy == "regmix2" else 1
+    bounds = {"runs": 24, "phases": phases, "max_share": {"a": 0.3}}  # some runs sit above a's bound: never proposed
+    for kl in ("auto", 20.0):  # 20: every candidate stays near the prior, so only the runs themselves can win
+        train, rows = _synthetic()
+        ctx = _context({**bounds, "kl_weight": kl}, train)
+        proposal = getattr(strategies, strategy.rstrip("2"))(ctx)
+        assert max(ph["a"] for r in rows for ph in json.loads(r.get("phases") or "[]") or [{"a": r["w_a"]}]) > 0.3  # the best run breaks it
+        predicted, best_id, best = _predicted(ctx, proposal, rows, phases)
+        assert predicted <= best + ROUNDING, (kl, predicted, best)
+        assert proposal.best_observed["run_id"] == best_id and abs(proposal.best_observed["predicted"] - best) < 1e-9
+        if kl == 20.0:
+            assert proposal.fallback and f"best observed run {best_id}" in proposal.fallback
+            assert proposal.best_observed["chose"] == "best observed run"
