@@ -53,6 +53,7 @@ class FitReport:
     stacked_weights: dict[str, float] | None = None
     interval: dict | None = None  # {"level", "half_width"}: prediction +- half_width
     eval: dict | None = None  # {"runs", "spearman", ..., "coverage", "regret"} on held-out runs
+    evidence: dict | None = None  # fresh and carried runs used, CV with and without the carried (mixers/evidence.py)
 
     def to_dict(self, with_predictions: bool = False) -> dict:
         d = asdict(self)
@@ -86,13 +87,14 @@ def bases_for(name: str) -> tuple[str, ...]:
     return (name,)
 
 
-def fit_bases(X: np.ndarray, y: np.ndarray, names: tuple[str, ...], seed: int) -> dict[str, object]:
+def fit_bases(X: np.ndarray, y: np.ndarray, names: tuple[str, ...], seed: int,
+              sample_weight: np.ndarray | None = None) -> dict[str, object]:
     models: dict[str, object] = {}
     for name in names:
         if name == "law_boost" and "mixing_law" in models:
-            models[name] = LawBoostPredictor(seed=seed, law=models["mixing_law"]).fit(X, y)
+            models[name] = LawBoostPredictor(seed=seed, law=models["mixing_law"]).fit(X, y, sample_weight)
         else:
-            models[name] = make_predictor(name, seed).fit(X, y)
+            models[name] = make_predictor(name, seed).fit(X, y, sample_weight)
     return models
 
 
@@ -118,19 +120,22 @@ def combine(name: str, P: dict[str, np.ndarray], weights: dict[str, float] | Non
     return P[name]
 
 
-def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+def _fold_ids(n: int, folds: int, seed: int, train_only: np.ndarray | None = None) -> np.ndarray:
+    """Fold of each run; -1 for `train_only` runs (in every training split, never scored)."""
     from sklearn.model_selection import KFold
 
-    ids = np.empty(n, dtype=int)
-    for f, (_, test) in enumerate(KFold(folds, shuffle=True, random_state=seed).split(np.arange(n))):
-        ids[test] = f
+    ids = np.full(n, -1, dtype=int)
+    scored = np.flatnonzero(~train_only) if train_only is not None else np.arange(n)
+    for f, (_, test) in enumerate(KFold(folds, shuffle=True, random_state=seed).split(scored)):
+        ids[scored[test]] = f
     return ids
 
 
-def _split_predictions(X, y, fold_id, left_out: tuple[int, ...], names, seed) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
+def _split_predictions(X, y, fold_id, left_out: tuple[int, ...], names, seed,
+                       sample_weight=None) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
     """Bases fitted without the folds `left_out`, predicting the left-out runs (NaN elsewhere: unused)."""
     rows = np.isin(fold_id, left_out)
-    models = fit_bases(X[~rows], y[~rows], names, seed)
+    models = fit_bases(X[~rows], y[~rows], names, seed, None if sample_weight is None else sample_weight[~rows])
     out = {m: np.full(len(X), np.nan) for m in models}
     for m, model in models.items():  # only these rows are read: predicting all would cost 2.5-5x (1000 trees per row)
         out[m][rows] = model.predict(X[rows])
@@ -161,62 +166,66 @@ def _parallel(jobs: list, workers: int, on_done=None) -> list:
 
 
 def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42,
-                   workers: int | None = None, on_fit=None) -> tuple[FitReport, dict]:
+                   workers: int | None = None, on_fit=None, train_only: np.ndarray | None = None,
+                   sample_weight: np.ndarray | None = None) -> tuple[FitReport, dict]:
     """The report, and what the final fit needs: {"chosen", "stacked_weights"}. `on_fit(done, total)`
-    after each split's fits (from the worker threads)."""
+    after each split's fits (from the worker threads). `train_only` runs (carried evidence) are in
+    every training split and never scored: folds, figures and stacked weights cover the other runs."""
     n = len(X)
-    folds = max(2, min(folds, n))
-    fold_id = _fold_ids(n, folds, seed)
+    scored = np.ones(n, dtype=bool) if train_only is None else ~train_only
+    folds = max(2, min(folds, int(scored.sum())))
+    fold_all = _fold_ids(n, folds, seed, train_only)
     names = bases_for(name)
     nested = name in ("auto", "stacked")  # the stacked weights need inner predictions too
     splits = [(f,) for f in range(folds)] + (list(combinations(range(folds), 2)) if nested else [])
     workers = workers or min(4, os.cpu_count() or 1)
-    done = dict(_parallel([lambda s=s: _split_predictions(X, y, fold_id, s, names, seed) for s in splits], workers,
+    done = dict(_parallel([lambda s=s: _split_predictions(X, y, fold_all, s, names, seed, sample_weight) for s in splits], workers,
                           on_fit and (lambda k: on_fit(k, len(splits)))))
 
     outer = {m: np.zeros(n) for m in names}  # out-of-fold: fold f predicted by the bases fitted without f
     for f in range(folds):
-        rows = fold_id == f
+        rows = fold_all == f
         for m in names:
             outer[m][rows] = done[(f,)][m][rows]
+    outer = {m: p[scored] for m, p in outer.items()}  # from here on: the scored runs only
+    fold_id, ys = fold_all[scored], y[scored]
     if not nested:
-        oof = combine(name, outer)
-        return _report(name, n, folds, oof, y), {"chosen": name}
+        return _report(name, len(ys), folds, combine(name, outer), ys), {"chosen": name}
 
     def inner(f: int) -> dict[str, np.ndarray]:
         """Predictions of every run outside fold f by bases that never saw fold f or the run's own fold."""
         out = {m: np.full(n, np.nan) for m in names}
         for g in range(folds):
             if g != f:
-                rows = fold_id == g
+                rows = fold_all == g
                 for m in names:
                     out[m][rows] = done[tuple(sorted((f, g)))][m][rows]
-        return out
+        return {m: p[scored] for m, p in out.items()}
 
     inner_preds = {f: inner(f) for f in range(folds)}
-    outer_weights = {f: stack_weights({m: p[fold_id != f] for m, p in inner_preds[f].items()}, y[fold_id != f])
+    outer_weights = {f: stack_weights({m: p[fold_id != f] for m, p in inner_preds[f].items()}, ys[fold_id != f])
                      for f in range(folds)}
-    oof = {c: np.zeros(n) for c in CANDIDATES}
+    oof = {c: np.zeros(len(ys)) for c in CANDIDATES}
     for f in range(folds):
         rows = fold_id == f
         for c in CANDIDATES:
             oof[c][rows] = combine(c, {m: p[rows] for m, p in outer.items()}, outer_weights[f])
-    candidates = {c: {"spearman": round(_spearman(oof[c], y), 4), "mae": float(np.mean(np.abs(oof[c] - y)))} for c in CANDIDATES}
+    candidates = {c: {"spearman": round(_spearman(oof[c], ys), 4), "mae": float(np.mean(np.abs(oof[c] - ys)))} for c in CANDIDATES}
     if name == "stacked":
-        report = _report(name, n, folds, oof["stacked"], y)
+        report = _report(name, len(ys), folds, oof["stacked"], ys)
         report.candidates = candidates
-        return report, {"chosen": "stacked", "stacked_weights": stack_weights(outer, y)}
+        return report, {"chosen": "stacked", "stacked_weights": stack_weights(outer, ys)}
 
-    nested_pred = np.zeros(n)
+    nested_pred = np.zeros(len(ys))
     for f in range(folds):  # choose on the inner predictions of the runs outside f, score on f
         rows, others = fold_id == f, fold_id != f
-        scores = {c: _spearman(_inner_candidate(c, inner_preds[f], y, fold_id, f, folds)[others], y[others]) for c in CANDIDATES}
+        scores = {c: _spearman(_inner_candidate(c, inner_preds[f], ys, fold_id, f, folds)[others], ys[others]) for c in CANDIDATES}
         pick = max(CANDIDATES, key=lambda c: (scores[c], -CANDIDATES.index(c)))
         nested_pred[rows] = oof[pick][rows]
     chosen = max(CANDIDATES, key=lambda c: (candidates[c]["spearman"], -CANDIDATES.index(c)))
-    report = _report("auto", n, folds, nested_pred, y)
+    report = _report("auto", len(ys), folds, nested_pred, ys)
     report.chosen, report.candidates = chosen, candidates
-    return report, {"chosen": chosen, "stacked_weights": stack_weights(outer, y)}
+    return report, {"chosen": chosen, "stacked_weights": stack_weights(outer, ys)}
 
 
 def _inner_candidate(c: str, P: dict[str, np.ndarray], y: np.ndarray, fold_id: np.ndarray, f: int, folds: int) -> np.ndarray:
@@ -258,10 +267,10 @@ def interval_of(predicted: float, half: float | None) -> dict:
             "high": None if half is None else predicted + half}
 
 
-def final_model(name: str, X: np.ndarray, y: np.ndarray, plan: dict, seed: int = 42):
+def final_model(name: str, X: np.ndarray, y: np.ndarray, plan: dict, seed: int = 42, sample_weight: np.ndarray | None = None):
     """The chosen predictor fitted on every run."""
     chosen = plan["chosen"]
-    models = fit_bases(X, y, bases_for(chosen), seed)
+    models = fit_bases(X, y, bases_for(chosen), seed, sample_weight)
     if chosen == "stacked":
         return WeightedPredictor(models, plan["stacked_weights"])
     if chosen == "ensemble":
@@ -283,17 +292,19 @@ def held_out(report: FitReport, pred: np.ndarray, actual: np.ndarray, sign: int 
 
 def fit_predictor(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42,
                   X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None, sign: int = 1,
-                  workers: int | None = None, on_fit=None):
+                  workers: int | None = None, on_fit=None, train_only: np.ndarray | None = None,
+                  sample_weight: np.ndarray | None = None):
     """(model fitted on all runs, FitReport). `sign`: +1 when lower y is better (for regret);
-    `on_fit(done, total)` as cross-validation's fits finish."""
+    `on_fit(done, total)` as cross-validation's fits finish. `train_only`: runs fitted on but never
+    scored (carried evidence), each counting `sample_weight` (see mixers/evidence.py)."""
     from threadpoolctl import threadpool_limits
 
     # one BLAS thread per fit: the fits already run in parallel, and OpenBLAS's threads on the law's
     # tall, thin Jacobians cost 5x the CPU for a slower fit (160,000 runs: 33 s -> 7 s)
     with threadpool_limits(1, user_api="blas"):
-        report, plan = cross_validate(name, X, y, folds, seed, workers, on_fit)
+        report, plan = cross_validate(name, X, y, folds, seed, workers, on_fit, train_only, sample_weight)
         report.stacked_weights = plan.get("stacked_weights") if plan["chosen"] == "stacked" else None
-        model = final_model(name, X, y, plan, seed)
+        model = final_model(name, X, y, plan, seed, sample_weight)
     if X_eval is not None and y_eval is not None:
         report.eval = held_out(report, model.predict(X_eval), np.asarray(y_eval, dtype=float), sign)
     return model, report

@@ -36,7 +36,7 @@ class LightGBMPredictor:
             force_row_wise=True, n_jobs=1, verbose=-1, min_data_in_bin=1,
         )
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LightGBMPredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "LightGBMPredictor":
         import lightgbm as lgb
 
         n = len(X)
@@ -44,13 +44,14 @@ class LightGBMPredictor:
         if n >= 32:  # early stopping on runs carved from the training set
             order = np.random.default_rng(self.seed).permutation(n)
             hold, train = order[: max(n // 5, 4)], order[max(n // 5, 4):]
-            self.model.fit(X[train], y[train], eval_X=(X[hold],), eval_y=(y[hold],),
+            w = (None, None) if sample_weight is None else (sample_weight[train], [sample_weight[hold]])
+            self.model.fit(X[train], y[train], sample_weight=w[0], eval_X=(X[hold],), eval_y=(y[hold],), eval_sample_weight=w[1],
                            callbacks=[lgb.early_stopping(20, verbose=False)])
             best = self.model.best_iteration_ or self.rounds
             self.model = self._model(n).set_params(n_estimators=best)  # refit on all training runs
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no further splits with positive gain" on tiny sets
-            self.model.fit(X, y)
+            self.model.fit(X, y, sample_weight=sample_weight)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -64,24 +65,25 @@ class MixingLawPredictor:
     def __init__(self, ridge: float = 1e-3, seed: int = 0):
         self.ridge, self.seed = ridge, seed
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "MixingLawPredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "MixingLawPredictor":
         from scipy.optimize import least_squares
 
         self.scale = float(np.std(y)) or 1.0
         self.center = float(np.mean(y))
         z = (y - self.center) / self.scale  # fit in standard units, so one ridge fits every metric
-        lin = LinearPredictor(alpha=1e-3).fit(X, z)
+        lin = LinearPredictor(alpha=1e-3).fit(X, z, sample_weight)
+        root_w = np.ones(len(X)) if sample_weight is None else np.sqrt(sample_weight)  # weighted least squares
 
         k = X.shape[1]
         ridge_rows = np.hstack([np.zeros((k, 2)), np.sqrt(self.ridge) * np.eye(k)])
 
         def residuals(p):
             c, kk, t = p[0], p[1], p[2:]
-            return np.concatenate([c + kk * np.exp(np.clip(X @ t, -50, 50)) - z, np.sqrt(self.ridge) * t])
+            return np.concatenate([root_w * (c + kk * np.exp(np.clip(X @ t, -50, 50)) - z), np.sqrt(self.ridge) * t])
 
         def jacobian(p):  # analytic: 5-10x fewer evaluations than finite differences
             e = np.exp(np.clip(X @ p[2:], -50, 50))
-            return np.vstack([np.column_stack([np.ones(len(X)), e, p[1] * e[:, None] * X]), ridge_rows])
+            return np.vstack([root_w[:, None] * np.column_stack([np.ones(len(X)), e, p[1] * e[:, None] * X]), ridge_rows])
 
         starts = []
         for sign in (1.0, -1.0):  # start from the linear fit, read as a first-order exponential
@@ -104,10 +106,10 @@ class LinearPredictor:
     def __init__(self, alpha: float = 1e-3):
         self.alpha = alpha
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LinearPredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "LinearPredictor":
         from sklearn.linear_model import Ridge
 
-        self.model = Ridge(alpha=self.alpha).fit(X, y)
+        self.model = Ridge(alpha=self.alpha).fit(X, y, sample_weight=sample_weight)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -122,10 +124,10 @@ class LawBoostPredictor:
     def __init__(self, seed: int = 42, law: MixingLawPredictor | None = None):
         self.seed, self.law = seed, law
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LawBoostPredictor":
-        self.law = self.law or MixingLawPredictor(seed=self.seed).fit(X, y)
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "LawBoostPredictor":
+        self.law = self.law or MixingLawPredictor(seed=self.seed).fit(X, y, sample_weight)
         # the residuals are small corrections: 200 rounds at 0.05 fit them as well as 1000 at 0.01, 5x cheaper
-        self.trees = LightGBMPredictor(seed=self.seed, rounds=200, learning_rate=0.05).fit(X, y - self.law.predict(X))
+        self.trees = LightGBMPredictor(seed=self.seed, rounds=200, learning_rate=0.05).fit(X, y - self.law.predict(X), sample_weight)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -150,8 +152,9 @@ class EnsemblePredictor(WeightedPredictor):
     def __init__(self, seed: int = 42):
         self.seed = seed
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "EnsemblePredictor":
-        super().__init__({m: make_predictor(m, self.seed).fit(X, y) for m in ENSEMBLE}, {m: 1 / len(ENSEMBLE) for m in ENSEMBLE})
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "EnsemblePredictor":
+        super().__init__({m: make_predictor(m, self.seed).fit(X, y, sample_weight) for m in ENSEMBLE},
+                         {m: 1 / len(ENSEMBLE) for m in ENSEMBLE})
         return self
 
 

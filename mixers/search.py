@@ -142,14 +142,48 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     if strategy == "bayesopt_mf" and train_cheap is None:
         raise MixforgeError("bayesopt_mf trains at two fidelities: pass train_cheap (training at search.cheap_proxy)")
     ctx = context(cfg, train, target, train_cheap if strategy == "bayesopt_mf" else None)
-    proposal = STRATEGIES[strategy](ctx)
     ws = Workspace(cfg.workspace_dir)
+    table = RunsTable(ws).load()
+    before = set(table["run_id"].to_list()) if table.height else set()
+    carried = attach_carried(cfg, ws, ctx) if strategy == "regmix" and cfg.search.refresh_runs != "off" else {}
+    proposal = STRATEGIES[strategy](ctx)
+    used = set(proposal.runs_used)
+    proposal.evidence = {"trained": len(used - before), "reused": len(used & before), "carried": len(ctx.carried),
+                         "refresh_runs": ctx.refresh if ctx.carried else None, **carried}
     folder = search_folder(ws, strategy, ctx.objective)
     atomic_write_json(folder / "proposal.json", proposal.to_dict())
     atomic_write_json(ws.root / "search" / "latest.json", {"folder": folder.name})
     write_report(folder, proposal.to_dict(), current_verify(folder, proposal.to_dict()),
                  stale=(folder / "verify.json").exists())
     return proposal, folder
+
+
+MIN_CARRIED = 4  # fewer carried runs than a fit needs are no evidence worth a smaller budget
+
+
+def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx: SearchContext) -> dict:
+    """Earlier runs re-expressed over today's components (mixers/carry.py) onto ctx.carried, with
+    how much each component changed since (ctx.changed); what was left out and why, for the record."""
+    from mixforge.mixers.carry import changed_components, carry, today
+    from mixforge.proxy_training.runs import data_fingerprint, tokens_summary
+
+    now = today(ws, data_fingerprint(cfg, ws))
+    rows = RunsTable(ws).load().to_dicts()
+    if now is None or not rows:
+        return {}
+    rows = [r for r in rows if all(r.get(t) is not None for t in ctx.objective.targets)]
+    settings = cfg.proxy.model_dump(include={"preset", "seq_len", "batch_size", "lr", "schedule", "tokens"})
+    settings["tokenizer_sha256"] = tokens_summary(ws)["tokenizer"]["sha256"]
+    carried, skipped = carry(rows, now, settings, cfg.search.phases, cfg.search.phase_ends)
+    carried = [c for c in carried if all(comp in ctx.components for ph in c.phases for comp in ph)]
+    if len(carried) < MIN_CARRIED:
+        if carried:
+            skipped[f"fewer than {MIN_CARRIED} runs could be carried"] = len(carried)
+        return {"carried_skipped": skipped} if skipped else {}
+    ctx.carried, ctx.changed = carried, changed_components(carried, now)
+    builds = sorted({c.build or "unknown" for c in carried})
+    return {"carried_from": builds, "carried_kept_share": round(float(np.mean([c.kept for c in carried])), 4),
+            "changed_components": {c: round(v, 4) for c, v in ctx.changed.items()}, "carried_skipped": skipped}
 
 
 def latest_folder(cfg: MixforgeConfig) -> Path:

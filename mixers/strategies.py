@@ -51,6 +51,8 @@ class SearchContext:
     cheap: SearchContext | None = None  # bayesopt_mf: the same search at the cheap fidelity (its train, tokens, caps)
     cheap_cost: float | None = None  # FLOPs of a cheap run per run at this context's proxy settings
     cheap_proxy: dict | None = None  # the proxy settings the cheap fidelity changes
+    carried: list = field(default_factory=list)  # earlier runs over today's components (mixers/carry.py Carried)
+    changed: dict = field(default_factory=dict)  # per component, the share of its tokens new or gone since they ran
 
     @property
     def natural(self) -> np.ndarray:
@@ -65,6 +67,17 @@ class SearchContext:
     @property
     def runs(self) -> int:
         return search_runs(self.settings.runs, len(self.components))
+
+    @property
+    def refresh(self) -> int:
+        """Runs a search with carried runs trains: search.refresh_runs, or for auto 2 per component
+        changed past CHANGED_SHARE (at least 4), within the full budget."""
+        from mixforge.mixers.carry import CHANGED_SHARE
+
+        n = self.settings.refresh_runs
+        if n == "auto":
+            n = max(4, 2 * sum(share > CHANGED_SHARE for share in self.changed.values()))
+        return min(int(n), self.runs)
 
     @property
     def available(self) -> np.ndarray:
@@ -139,6 +152,7 @@ class Proposal:
     fidelity: dict | None = None  # bayesopt_mf: cheap runs, main runs, cost and the calibration between them
     best_observed: dict | None = None  # the best observed feasible run, predicted by the same model (mixers/refine.py never_worse)
     fallback: str | None = None  # why the proposal is that run's mixture, when it is
+    evidence: dict | None = None  # runs trained, reused exactly and carried from earlier builds (search.run_search)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -210,13 +224,56 @@ def scores(predictor, W: np.ndarray, ctx: SearchContext, penalty: float, phases:
     return ctx.objective.sign * predictor.predict(W) + penalty * kl_by_phase(W, np.tile(ctx.prior, phases), phases)
 
 
-def fit(rows: list[dict], ctx: SearchContext, phases: int = 1):
+def fit(rows: list[dict], ctx: SearchContext, phases: int = 1, carried: list | None = None):
     """Predictor fitted on the runs (on their schedules when `phases` > 1), its cross-validated
-    report, the runs, their objective values and the KL penalty for scoring candidates."""
+    report, the runs, their objective values and the KL penalty for scoring candidates. With
+    `carried` runs (mixers/carry.py), they are evidence as mixers/evidence.py decides; the data
+    and values returned are the runs' own."""
+    if carried:
+        return _fit_with_carried(rows, ctx, phases, carried)
     data = rows_data(rows, ctx, min_runs=4, phases=phases)  # CLIMB fits on its first batch; the fit report says how little that is
     y = ctx.objective.column(data)
     predictor, report = fit_predictor(ctx.settings.predictor, data.weights, y, folds=ctx.settings.folds, seed=ctx.seed)
     return predictor, report, data, y, kl_weight(ctx, report, data.weights, phases)
+
+
+def _carried_rows(ctx: SearchContext, carried: list) -> list[dict]:
+    """Carried runs as rows over today's components (their own w_ columns named older components)."""
+    out = []
+    for c in carried:
+        row = {k: v for k, v in c.row.items() if not k.startswith("w_") and k not in ("phases", "phase_ends")}
+        row.update({f"w_{comp}": c.weights.get(comp, 0.0) for comp in ctx.components})
+        if len(c.phases) > 1:
+            row["phases"] = json.dumps([{comp: ph.get(comp, 0.0) for comp in ctx.components} for ph in c.phases])
+        out.append(row)
+    return out
+
+
+def _fit_with_carried(rows: list[dict], ctx: SearchContext, phases: int, carried: list):
+    from mixforge.mixers.evidence import fit_with_carried
+
+    extra = _carried_rows(ctx, carried)
+    data = rows_data(rows + extra, ctx, min_runs=2, phases=phases)
+    y = ctx.objective.column(data)  # a combination's z-scores over every run used
+    is_carried = np.isin(np.array(data.run_ids), [r["run_id"] for r in extra])
+    kept = np.array([{r["run_id"]: c.kept for r, c in zip(extra, carried)}.get(i, 1.0) for i in data.run_ids])
+    predictor, report = fit_with_carried(ctx.settings.predictor, data.weights, y, is_carried, kept, ctx.settings.folds, ctx.seed)
+    own = rows_data(rows, ctx, min_runs=2, phases=phases)
+    return predictor, report, own, y[~is_carried], kl_weight(ctx, report, data.weights, phases)
+
+
+def refresh_runs(ctx: SearchContext, phases: int, label: str) -> list[dict]:
+    """`ctx.refresh` new runs where the predictor fitted on the carried runs is least sure, among
+    candidates inside the caps, pins and bounds (mixers/evidence.py least_sure), seeds ctx.seed onwards."""
+    from mixforge.mixers.evidence import least_sure
+
+    extra = _carried_rows(ctx, ctx.carried)
+    data = rows_data(extra, ctx, min_runs=2, phases=phases)
+    pool = schedule_pool(ctx, 4096, np.random.default_rng([ctx.seed, 4]), phases)
+    kept = np.array([c.kept for c in ctx.carried])
+    picked = pool[least_sure(pool, data.weights, ctx.objective.column(data), kept, ctx.refresh, ctx.seed)]
+    mixtures = [ctx.as_dict(w) if phases == 1 else [ctx.as_dict(b) for b in w.reshape(phases, -1)] for w in picked]
+    return ctx.train(mixtures, [ctx.seed + i for i in range(len(mixtures))], label)
 
 
 def within(ctx: SearchContext, phases: int = 1):
@@ -300,14 +357,17 @@ def regmix(ctx: SearchContext) -> Proposal:
     """With search.phases > 1 the runs train random schedules, the predictor is fitted over the
     whole schedule (phase<p>_w_<c>), and the proposal is the mean of the top-k candidate schedules."""
     s, P = ctx.settings, ctx.settings.phases
-    rows = random_runs(ctx, ctx.runs, "regmix runs", P)
-    predictor, report, _, y, penalty = fit(rows, ctx, P)
+    if ctx.carried:  # after a data change: a few new runs, with the earlier ones as evidence
+        rows = refresh_runs(ctx, P, "regmix refresh runs")
+    else:
+        rows = random_runs(ctx, ctx.runs, "regmix runs", P)
+    predictor, report, _, y, penalty = fit(rows, ctx, P, ctx.carried)
     pool = schedule_pool(ctx, s.candidates, np.random.default_rng([ctx.seed, 1]), P)
     w, check = propose(predictor, pool, ctx, penalty, s.top_k, P, rows, y)  # a convex combination of feasible mixtures stays feasible
     return _proposal(ctx, "regmix", w, predictor, report, y, rows, best_observed=check, fallback=check and check["fallback"],
                      iterations=[_iteration(1, rows, y, report, ctx)],
                      kl_weight=penalty, unconstrained=unconstrained(predictor, ctx, penalty, s.top_k, None, P),
-                     schedule=equal_phases(ctx, w.reshape(P, -1)))
+                     schedule=phase_schedule(ctx, w.reshape(P, -1)))
 
 
 def climb_batches(runs: int, split: list[float]) -> list[int]:

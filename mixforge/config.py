@@ -390,7 +390,37 @@ class SearchConfig(Section):
         1.0, gt=0, description="influence: w <- w * exp(z / temperature), z the influence standardised across components."
     )
     phases: int = Field(1, ge=1, description="influence, regmix: training phases, one mixture each (a multi-phase schedule); regmix's runs then train random schedules.")
+    phase_ends: list[float] | None = Field(
+        None, description="End of each phase as a share of training, increasing, the last 1.0, one per phase (e.g. [0.8, 1.0]: "
+        "80% then 20%); proxies, verify and the proposal's schedule follow them. null: equal phases.")
     verify_seeds: int = Field(3, ge=1, description="Fresh proxies per mixture in `search verify`.")
+    refresh_runs: int | Literal["auto", "off"] = Field(
+        "auto", description="regmix after a data change: new runs to train, with the earlier runs carried over today's components "
+        "as evidence; auto: 2 per component whose tokens changed by more than 25% (at least 4, at most search.runs); "
+        "off: no carried runs, the full budget.")
+    @field_validator("refresh_runs")
+    @classmethod
+    def _enough_refresh(cls, value):
+        if value not in ("auto", "off") and value < 1:
+            raise ValueError("must be at least 1 (or auto, or off)")
+        return value
+
+
+    @field_validator("phase_ends", mode="before")
+    @classmethod
+    def _phase_ends(cls, value, info):
+        problem = None if value is None else phase_ends_problem(value)
+        if problem:
+            raise ValueError(problem)
+        if value is not None and len(value) != info.data.get("phases", len(value)):
+            raise ValueError(f"{len(value)} end(s) for search.phases {info.data['phases']}; give one end per phase")
+        return value
+
+    @model_validator(mode="after")
+    def _one_end_per_phase(self) -> "SearchConfig":  # phases set after phase_ends (an assignment) is checked here
+        if self.phase_ends is not None and len(self.phase_ends) != self.phases:
+            raise ValueError(f"phase_ends lists {len(self.phase_ends)} end(s) for search.phases {self.phases}; give one end per phase")
+        return self
 
 
 class ExportConfig(Section):

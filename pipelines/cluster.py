@@ -9,6 +9,7 @@ centroid, and tokens. The GPU index is used when faiss has GPU support and CUDA 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,7 @@ def record_fit(out: Path, k: int, drift: dict | None, layer: str) -> int:
     to the new). A resumed run that already wrote it keeps it."""
     previous = read_json(out / FIT_FILE) if drift else None
     if previous and previous.get("layer") == layer:
+        shutil.rmtree(out / PREVIOUS_ASSIGN, ignore_errors=True)
         return previous["version"]
     version = previous["version"] + 1 if previous else 1
     done = assignments(out / "assign").filter(pl.col("cluster") >= 0)
@@ -196,8 +198,34 @@ def record_fit(out: Path, k: int, drift: dict | None, layer: str) -> int:
     if previous:  # each old cluster -> the nearest new centroid
         old = np.load(out / f"centroids-v{previous['version']}.npy")
         fit["previous"] = {"version": previous["version"], "mapping": assign(old, np.load(out / "centroids.npy"))[0].tolist()}
+        fit["transitions"] = previous.get("transitions", []) + [transition(out, previous["version"], version)]
     atomic_write_json(out / FIT_FILE, fit)
+    shutil.rmtree(out / PREVIOUS_ASSIGN, ignore_errors=True)
     return version
+
+
+PREVIOUS_ASSIGN = "assign-previous"  # the refitted centroids' assignments, until their transitions are counted
+
+
+def transition(out: Path, old_version: int, new_version: int) -> dict:
+    """Tokens of the documents both centroid versions assigned, per (old cluster, new cluster),
+    counted shard by shard: how a run described over the old clusters is re-expressed over the new
+    ones (pipelines/content.py). Centroids are named by digest: two fits can share a version number."""
+    from mixforge.digests import file_digest
+
+    totals = []
+    for new_file in sorted((out / "assign").glob("*.parquet")):
+        old_file = out / PREVIOUS_ASSIGN / new_file.name
+        if old_file.exists():
+            old = pl.read_parquet(old_file, columns=["id", "cluster", "tokens"])
+            new = pl.read_parquet(new_file, columns=["id", "cluster"]).rename({"cluster": "to"})
+            totals.append(old.join(new, on="id").filter((pl.col("cluster") >= 0) & (pl.col("to") >= 0))
+                          .group_by("cluster", "to").agg(pl.col("tokens").sum()))
+    counts = (pl.concat(totals).group_by("cluster", "to").agg(pl.col("tokens").sum()).sort("cluster", "to")
+              if totals else pl.DataFrame(schema={"cluster": pl.Int32, "to": pl.Int32, "tokens": pl.Int64}))
+    return {"from_version": old_version, "to_version": new_version,
+            "from": file_digest(out / f"centroids-v{old_version}.npy"), "to": file_digest(out / "centroids.npy"),
+            "tokens": [[int(a), int(b), int(t)] for a, b, t in counts.iter_rows()]}
 
 
 def incremental_assign(cfg: MixforgeConfig, ws: Workspace, out: Path, plan) -> dict:
@@ -226,9 +254,11 @@ def incremental_assign(cfg: MixforgeConfig, ws: Workspace, out: Path, plan) -> d
              "largest_growth": [{"cluster": c, "before": b, "added": n, "growth": round(g, 3)}
                                 for c, n, b, g in grown.head(10).select("cluster", "len", "before", "growth").iter_rows()]}
     if drift["refit"]:
+        previous = out / PREVIOUS_ASSIGN  # kept until the new fit's transitions are counted (record_fit)
+        if not previous.exists():
+            os.replace(out / "assign", previous)
+        (out / "assign").mkdir(exist_ok=True)
         os.replace(out / "centroids.npy", out / f"centroids-v{fit['version']}.npy")
-        for f in (out / "assign").glob("*.parquet"):
-            f.unlink()
     atomic_write_json(out / DRIFT_FILE, drift)
     return drift
 

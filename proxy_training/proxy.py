@@ -13,12 +13,14 @@ import numpy as np
 
 from mixforge import __version__
 from mixforge.config import MixforgeConfig
-from mixforge.errors import MixforgeError
+from mixforge.errors import ConfigError, MixforgeError
+from mixforge.mixture import equal_ends, phase_ends as phase_ends_of
 from mixforge.proxy_training.runs import (RunsTable, checked_tokens_summary, data_fingerprint, run_freshness,  # noqa: F401 (re-exported)
                                          tokens_summary)
 from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
 from mixforge.proxy_training.model import preset
+from mixforge.pipelines.content import cell_tokens, centroid_identity, run_content
 from mixforge.pipelines.tasks import load_task
 from mixforge.pipelines.tokenize import load_tokenizer
 from mixforge.proxy_training.batched import train_many
@@ -106,30 +108,52 @@ class _Run:
     seed: int
     weights: dict | list  # a mixture, or a multi-phase schedule
     phases: list | None
+    phase_ends: list | None = None  # where each phase of `phases` ends, as a share of training
     row: dict | None = None
     sampler: MixtureSampler | None = None
     steps: int = 0
     model_cfg: object = None
     train_cfg: TrainConfig | None = None
     data: str = ""  # data_fingerprint of the tokens it trained and was measured on
+    content: str | None = None  # its cell shares (pipelines/content.py), None where the workspace cannot say
+
+
+def schedule_ends(cfg: MixforgeConfig, phases: int, ends: list[float] | None = None) -> list[float]:
+    """Where the phases of a schedule of `phases` end: `ends` (a schedule file's own), else
+    search.phase_ends, else equal phases."""
+    if ends is None and cfg.search.phase_ends is not None and len(cfg.search.phase_ends) != phases:
+        raise ConfigError(f"search.phase_ends {cfg.search.phase_ends} ends {len(cfg.search.phase_ends)} phases; this schedule "
+                          f"has {phases}: set search.phase_ends to one end per phase (or null for equal phases)")
+    return phase_ends_of(ends if ends is not None else cfg.search.phase_ends, phases)
+
+
+def content_basis(ws: Workspace, data: str) -> tuple | None:
+    """(cells, centroids, build) that `run_content` describes a run of this workspace's tokens with."""
+    cells = cell_tokens(ws, data)
+    if cells is None:
+        return None
+    layers = (ws.stage_record("tokens") or {}).get("layers") or [{}]
+    return cells, centroid_identity(ws), layers[-1].get("id")
 
 
 def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, data: str, weights, seed: int | None,
-             run_id: str | None, checkpoints: int) -> _Run:
+             run_id: str | None, checkpoints: int, phase_ends: list[float] | None = None, *, basis: tuple | None = None) -> _Run:
     p, seed = cfg.proxy, cfg.seed if seed is None else seed
     phases = [check_weights(w, sorted(shards)) for w in weights] if isinstance(weights, list) and len(weights) > 1 else None
     weights = phases or check_weights(weights[0] if isinstance(weights, list) else weights, sorted(shards))
+    ends = schedule_ends(cfg, len(phases), phase_ends) if phases else None
     table = RunsTable(ws)
-    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"], data)
+    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"], data, ends)
     if table.has(run_id) and not (checkpoints and not saved_checkpoints(checkpoint_dir(ws, run_id))):
-        return _Run(run_id, seed, weights, phases, row=table.load().filter(run_id=run_id).row(0, named=True))
-    sampler = MixtureSampler(shards, weights, p.seq_len, p.tokens, seed, max_epochs=p.max_epochs)
+        return _Run(run_id, seed, weights, phases, ends, row=table.load().filter(run_id=run_id).row(0, named=True))
+    sampler = MixtureSampler(shards, weights, p.seq_len, p.tokens, seed, max_epochs=p.max_epochs, phase_ends=ends)
     steps = -(-len(sampler) // p.batch_size)
     model_cfg = preset(p.preset, vocab_size=summary["tokenizer"]["vocab_size"], block_size=p.seq_len)
     train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
                             seed=seed, device=p.device,
                             checkpoint_every=-(-steps // checkpoints) if checkpoints else p.checkpoint_every)
-    return _Run(run_id, seed, weights, phases, sampler=sampler, steps=steps, model_cfg=model_cfg, train_cfg=train_cfg, data=data)
+    return _Run(run_id, seed, weights, phases, ends, sampler=sampler, steps=steps, model_cfg=model_cfg, train_cfg=train_cfg, data=data,
+                content=None if basis is None else run_content(basis[0], phases or [weights], basis[1], basis[2]))
 
 
 def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model, result, train_s: float) -> dict:
@@ -157,17 +181,18 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
         "lr": p.lr, "schedule": p.schedule, "seed": run.seed, "tokenizer": summary["tokenizer"]["source"],
         "tokenizer_sha256": summary["tokenizer"]["sha256"], "wall_s": round(train_s + time.perf_counter() - t0, 2),
         "tokens_per_s": result.tokens_per_s, "device": result.device, "mixforge_version": __version__,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": run.data,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": run.data, "content": run.content,
     })
     RunsTable(ws).append(row)
     return row
 
 
 def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int | None = None,
-              run_id: str | None = None, progress=None, checkpoints: int = 0) -> dict:
+              run_id: str | None = None, progress=None, checkpoints: int = 0, phase_ends: list[float] | None = None) -> dict:
     """Train one proxy on `weights` (over the components; a list is a multi-phase schedule, one
-    mixture per equal share of training, recorded in the row's `phases` with its overall token
-    shares as the w_ columns) and record it; returns its row.
+    mixture per phase, the phases ending at `phase_ends` of training (default: search.phase_ends,
+    else equal phases), recorded in the row's `phases` (and `phase_ends` when unequal) with its
+    overall token shares as the w_ columns) and record it; returns its row.
     A run id already in the table is not retrained: its row is returned. `checkpoints` > 0 saves
     that many evenly spaced checkpoints (the last at the end) under runs/checkpoints/<run_id>/;
     a finished run that lacks them is trained again to make them."""
@@ -175,7 +200,7 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     summary = checked_tokens_summary(ws)
     shards = load_shards(ws.stage_dir("tokens") / "extra" / "train")
     data = data_fingerprint(cfg, ws) if run_id is None else ""
-    run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints)
+    run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints, phase_ends, basis=content_basis(ws, data))
     if run.row is not None:
         return run.row
     ckpt_dir = checkpoint_dir(ws, run.run_id)
@@ -204,7 +229,8 @@ def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[d
     summary = checked_tokens_summary(ws)
     shards = load_shards(ws.stage_dir("tokens") / "extra" / "train")
     data = data_fingerprint(cfg, ws)
-    runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, 0) for w, s in zip(mixtures, seeds)]
+    basis = content_basis(ws, data)
+    runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, 0, basis=basis) for w, s in zip(mixtures, seeds)]
     rows = {r.run_id: r.row for r in runs if r.row is not None}
     todo = list({r.run_id: r for r in runs if r.row is None}.values())  # a run asked for twice trains once
     by_steps: dict[int, list[_Run]] = {}

@@ -1,0 +1,192 @@
+"""Runs carried across builds: earlier proxy runs re-expressed over today's components.
+
+A run's id covers the data it trained on, so after a build changes the components its row is no
+longer a result (`proxy train` and a search retrain its mixture, as before). What it measured is
+still evidence about today's data: its row records the share of its tokens from each cell (fine
+cluster x source, pipelines/content.py), and today's components are unions of cells. Across a
+refit of the centroids the cells go through the documents both versions assigned (fit.json's
+transitions). A carried run keeps its measured metrics, says from which build it comes and what
+share of its tokens came from cells still kept unchanged, and only ever feeds the predictor
+(mixers/evidence.py); it is never returned as a run of today's data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import polars as pl
+
+from mixforge.workspace import Workspace, read_json
+
+MIN_KEPT = 0.5  # a run with less than half of its tokens' cells left describes another corpus: not carried
+CHANGED_SHARE = 0.25  # a component whose tokens are more than this share new or gone gets refresh runs of its own
+SETTINGS = ("preset", "seq_len", "batch_size", "lr", "schedule", "tokenizer_sha256")
+
+
+@dataclass
+class Today:
+    """What today's components are made of: their cells and tokens, and how cells map to them."""
+
+    cells: pl.DataFrame  # component, cluster, source, tokens
+    key: str  # the cell field components are made of: "cluster" (merged clusters) or "source"
+    mapping: dict  # key value -> component
+    centroids: dict | None
+    transitions: list[dict]
+    data: str  # the data fingerprint of today's token shards
+
+    @property
+    def components(self) -> list[str]:
+        return sorted(self.cells["component"].unique().to_list())
+
+    def cell_tokens(self) -> dict[tuple[int, str], int]:
+        return {(c, s): t for c, s, t in self.cells.select("cluster", "source", "tokens").iter_rows()}
+
+
+def today(ws: Workspace, data: str) -> Today | None:
+    """Today's basis (None for a workspace without components or a document index)."""
+    from mixforge.pipelines.content import cell_tokens, centroid_identity
+
+    cells = cell_tokens(ws, data)
+    components = read_json(ws.stage_dir("components") / "extra" / "components.json") or {}
+    if cells is None or "mapping" not in components:
+        return None
+    key = components["mapping"]["key"]
+    mapping = {(int(k) if key == "cluster" else k): c for k, c in components["mapping"]["rows"]}
+    fit = read_json(ws.stage_dir("cluster") / "extra" / "fit.json") or {}
+    return Today(cells, key, mapping, centroid_identity(ws), fit.get("transitions", []), data)
+
+
+@dataclass
+class Carried:
+    """An earlier run over today's components."""
+
+    row: dict  # its row as recorded (metrics, run id, build)
+    phases: list[dict[str, float]]  # per phase, its shares over today's components
+    kept: float  # share of its tokens from cells still in the corpus unchanged (appends keep them whole)
+    build: str | None
+    cells_then: dict[tuple[int, str], int]  # its cells' tokens when it trained, over today's clusters
+
+    @property
+    def weights(self) -> dict[str, float]:
+        names = sorted({c for ph in self.phases for c in ph})
+        return {c: sum(ph.get(c, 0.0) for ph in self.phases) / len(self.phases) for c in names}
+
+
+def _chain(start: str, end: str, transitions: list[dict]) -> list[dict] | None:
+    """The transitions from centroids `start` to `end` (by digest), in order; None without a path."""
+    out, at = [], start
+    while at != end:
+        step = next((t for t in transitions if t["from"] == at), None)
+        if step is None or len(out) > len(transitions):
+            return None
+        out.append(step)
+        at = step["to"]
+    return out
+
+
+def _through(cells: list[list], chain: list[dict]) -> dict[tuple[int, str], list[float]]:
+    """{(cluster, source): [share, tokens then]} after following `chain` (each old cluster's
+    share and tokens split by where its documents went)."""
+    at = {(int(c), s): [share, tokens] for c, s, share, tokens in cells}
+    for step in chain:
+        moves = defaultdict(dict)
+        for old, new, tokens in step["tokens"]:
+            moves[old][new] = tokens
+        nxt: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for (cluster, source), (share, tokens) in at.items():
+            dest = moves.get(cluster)
+            if not dest:
+                continue  # none of its documents were assigned by both versions: gone
+            total = sum(dest.values())
+            for new, t in dest.items():
+                nxt[(new, source)][0] += share * t / total
+                nxt[(new, source)][1] += tokens * t / total
+        at = dict(nxt)
+    return at
+
+
+def carry(rows: list[dict], now: Today, settings: dict, phases: int, phase_ends: list[float] | None = None) -> tuple[list[Carried], dict[str, int]]:
+    """The rows of earlier data that can be re-expressed over today's components, and how many
+    others were left out, by reason. `settings`: today's proxy settings (SETTINGS, and `tokens`);
+    a run trained at others measured something else."""
+    carried, skipped = [], defaultdict(int)
+    now_tokens = now.cell_tokens()
+    for row in rows:
+        if row.get("data") == now.data:
+            continue  # a result of today's data (reused exactly when asked for again)
+        reason = _unfit(row, settings, phases, phase_ends)
+        content = json.loads(row["content"]) if not reason else None
+        chain = []
+        if content and now.key == "cluster":
+            start = (content.get("centroids") or {}).get("digest")
+            chain = _chain(start, now.centroids["digest"], now.transitions) if start and now.centroids else None
+            if chain is None:
+                reason = "centroids refitted without a record of where their documents went"
+        if reason:
+            skipped[reason] += 1
+            continue
+        out, kept, then = [], [], {}
+        for cells in content["phases"]:
+            mapped = _through(cells, chain)
+            shares, unchanged = defaultdict(float), 0.0
+            for (cluster, source), (share, tokens) in mapped.items():
+                comp = now.mapping.get(cluster if now.key == "cluster" else source)
+                if comp is None:
+                    continue  # its cluster was pruned or its source removed
+                shares[comp] += share
+                unchanged += share * min(1.0, now_tokens.get((cluster, source), 0) / tokens) if tokens else 0.0
+                then[(cluster, source)] = max(then.get((cluster, source), 0), tokens)
+            out.append(dict(shares))
+            kept.append(unchanged)
+        mass = min(sum(ph.values()) for ph in out)
+        if mass < MIN_KEPT:
+            skipped[f"less than {MIN_KEPT:.0%} of its tokens' data is still in the corpus"] += 1
+            continue
+        out = [{c: v / sum(ph.values()) for c, v in ph.items()} for ph in out]
+        lengths = _lengths(phase_ends, len(out))
+        carried.append(Carried(row, out, float(sum(k * w for k, w in zip(kept, lengths))), content.get("build"), then))
+    return carried, dict(skipped)
+
+
+def _lengths(phase_ends: list[float] | None, phases: int) -> list[float]:
+    ends = phase_ends or [(p + 1) / phases for p in range(phases)]
+    return [e - s for s, e in zip([0.0] + list(ends[:-1]), ends)]
+
+
+def _unfit(row: dict, settings: dict, phases: int, phase_ends: list[float] | None) -> str | None:
+    """Why a row cannot be carried (None when it can)."""
+    if not row.get("content"):
+        return "no content recorded (trained before mixforge recorded it, or on a hand-made tokens stage)"
+    if any(row.get(k) != settings.get(k) for k in SETTINGS):
+        return "trained at other proxy settings or with another tokenizer"
+    trained = math.ceil(settings["tokens"] / settings["seq_len"]) * settings["seq_len"]
+    if row.get("tokens") != trained:
+        return "trained on another token budget"
+    run_phases = len(json.loads(row["phases"])) if row.get("phases") else 1
+    ends = json.loads(row["phase_ends"]) if row.get("phase_ends") else None
+    if run_phases != phases or (phases > 1 and ends != phase_ends and ends is not None):
+        return "trained another number or length of phases"
+    return None
+
+
+def changed_components(carried: list[Carried], now: Today) -> dict[str, float]:
+    """Per component of today: the share of its tokens that are new or gone since the latest build
+    the carried runs come from (1.0 for a component none of them saw)."""
+    latest = max((c.build or "" for c in carried), default="")
+    then: dict[tuple[int, str], int] = {}
+    for c in carried:
+        if (c.build or "") == latest:
+            then.update(c.cells_then)
+    now_tokens, totals, diff = now.cell_tokens(), defaultdict(int), defaultdict(float)
+    for (cluster, source), tokens in now_tokens.items():
+        comp = now.mapping.get(cluster if now.key == "cluster" else source)
+        totals[comp] += tokens
+        diff[comp] += abs(tokens - then.get((cluster, source), 0))
+    for (cluster, source), tokens in then.items():  # cells gone since: their tokens left the component
+        comp = now.mapping.get(cluster if now.key == "cluster" else source)
+        if (cluster, source) not in now_tokens and comp is not None:
+            diff[comp] += tokens
+    return {comp: min(1.0, diff[comp] / totals[comp]) for comp in sorted(c for c in totals if c is not None)}

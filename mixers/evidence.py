@@ -1,0 +1,75 @@
+"""The predictor's evidence after a data change: today's runs (fresh) and earlier runs carried
+over today's components (mixers/carry.py).
+
+A carried run measured an older corpus, so how much it counts is chosen, not assumed: each
+treatment (carried runs left out, or in with weight `lam` x the share of their data still kept
+unchanged, plus a 0/1 `carried` feature the models can use for an offset between builds) is
+cross-validated on the fresh runs only (carried runs are in every training split and never
+scored), and the best out-of-fold Spearman wins (ties: fewer carried). When carried runs do not
+help, they are dropped and the report says so. Refresh runs go where the models fitted on the
+carried runs disagree most, spread apart (`least_sure`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mixforge.mixers.model_choice import fit_bases, fit_predictor
+
+CARRIED_WEIGHTS = (0.25, 1.0)  # lam: a carried run counts lam x its kept share; 0 (left out) is always tried too
+
+
+class WithoutCarriedFlag:
+    """A model fitted with the `carried` feature, predicting today's mixtures (flag 0)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(np.hstack([X, np.zeros((len(X), 1))]))
+
+
+def fit_with_carried(name: str, X: np.ndarray, y: np.ndarray, carried: np.ndarray, kept: np.ndarray, folds: int, seed: int):
+    """(model, report) for runs X, y of which `carried` are carried runs (kept: their unchanged
+    share). The report covers the fresh runs; report.evidence says what was used and why."""
+    fresh = ~carried
+    trials: dict[float, tuple] = {}
+    if fresh.sum() >= 4:
+        trials[0.0] = fit_predictor(name, X[fresh], y[fresh], folds=folds, seed=seed)
+    flagged = np.hstack([X, carried[:, None].astype(float)])
+    for lam in CARRIED_WEIGHTS:
+        weight = np.where(carried, lam * kept, 1.0)
+        trials[lam] = fit_predictor(name, flagged, y, folds=folds, seed=seed, train_only=carried, sample_weight=weight)
+    figures = {lam: (r.spearman, -r.mae) for lam, (_, r) in trials.items()}
+    best = max(figures, key=lambda lam: (figures[lam], -lam))
+    model, report = trials[best]
+    if best:
+        model = WithoutCarriedFlag(model)
+    report.evidence = {
+        "fresh_runs": int(fresh.sum()), "carried_runs": int(carried.sum()), "carried_used": int(carried.sum()) if best else 0,
+        "carried_weight": best, "cv_spearman": {f"{lam:g}": round(r.spearman, 4) for lam, (_, r) in trials.items()},
+        "cv_spearman_without_carried": round(trials[0.0][1].spearman, 4) if 0.0 in trials else None,
+        "cv_spearman_with_carried": round(max(trials[lam][1].spearman for lam in CARRIED_WEIGHTS), 4),
+        "dropped": best == 0.0,
+        "why": ("carried runs did not improve the cross-validated ranking of today's runs: left out" if best == 0.0 else
+                f"carried runs improve the cross-validated ranking of today's runs: each counts {best:g} x its kept share"),
+    }
+    return model, report
+
+
+def least_sure(pool: np.ndarray, X: np.ndarray, y: np.ndarray, weight: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of n rows of `pool` where models fitted on (X, y) disagree most, each discounted
+    by its closeness to the runs already there and to those picked before it (so the picks spread
+    out rather than crowd one corner)."""
+    models = fit_bases(X, y, ("linear", "mixing_law", "lightgbm"), seed, weight)
+    spread = np.std([m.predict(pool) for m in models.values()], axis=0)
+    spread = spread / (spread.max() or 1.0)
+    near = np.min(np.abs(pool[:, None, :] - X[None, :, :]).sum(axis=2), axis=1) if len(X) else np.full(len(pool), 2.0)
+    picked: list[int] = []
+    for _ in range(min(n, len(pool))):
+        score = (spread + 1e-6) * near
+        score[picked] = -1
+        i = int(np.argmax(score))
+        picked.append(i)
+        near = np.minimum(near, np.abs(pool - pool[i]).sum(axis=1))
+    return np.array(picked, dtype=int)
