@@ -98,7 +98,7 @@ def _parse_json(text: str, path: Path):
 
 def read_schedule(path: str | Path, components: list[str] | None = None) -> tuple[list[dict[str, float]], dict]:
     """(one mixture per phase, provenance): a proposal's or `search fit`'s schedule phase by
-    phase (equal phases, in order), or the one mixture of any other mixture file."""
+    phase (in order; where each ends is in provenance["schedule"]), or the one mixture of any other mixture file."""
     weights, provenance = read_mixture(path, components)
     schedule = provenance.get("schedule")
     if not schedule:

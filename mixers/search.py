@@ -17,6 +17,7 @@ from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixers.model_choice import fit_predictor, interval_around, trust_warning
 from mixforge.mixers.mixture_file import current_verify, latest_search, proposal_digest
 from mixforge.mixers.objective import Objective
+from mixforge.mixture import phase_ends as phase_ends_of, phase_ends_problem, phase_lengths
 from mixforge.mixers.report import write_report
 from mixforge.proxy_training.runs import RunsTable
 from mixforge.mixers.bayesopt import bayesopt, bayesopt_mf
@@ -238,6 +239,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
         candidates["best observed"] = {c: best[f"w_{c}"] for c in comps}
     schedule = proposal.get("schedule")
     if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
+        check_schedule_ends(cfg, folder, schedule)
         candidates["schedule"] = [phase["weights"] for phase in schedule]
     P = run_phases(used)  # a predictor over schedules when the search's runs trained schedules
     predictor, report = fit(used, ctx, P)[:2] if len(used) >= 4 and not fidelity else (None, None)
@@ -245,7 +247,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     results, skipped = {}, {}
     for name, weights in candidates.items():
         phases = weights if isinstance(weights, list) else [weights]
-        w = np.mean([[ph.get(c, 0.0) for c in comps] for ph in phases], axis=0)  # overall token shares
+        w = ctx.shares(np.ravel([[ph.get(c, 0.0) for c in comps] for ph in phases]))  # overall token shares
         if not ctx.trainable(w[None, :])[0]:
             skipped[name] = f"repeats a component more than proxy.max_epochs ({ctx.max_epochs:g}) times in {ctx.budget:,} tokens"
             continue
@@ -281,6 +283,15 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
 
 
 
+def check_schedule_ends(cfg: MixforgeConfig, folder: Path, schedule: list[dict]) -> None:
+    """Proxies train a schedule with search.phase_ends: verify refuses a proposal whose phases end elsewhere."""
+    wanted = [phase["end_fraction"] for phase in schedule]
+    have = cfg.search.phase_ends or phase_ends_of(None, len(schedule))
+    if len(have) != len(wanted) or not np.allclose(have, wanted, rtol=0, atol=1e-6):
+        raise ConfigError(f"{folder}/proposal.json: its schedule's phases end at {wanted} of training; proxies would train "
+                          f"them ending at {have} (search.phase_ends): set search.phase_ends: {wanted} to verify it")
+
+
 def size_agreement(ctx: SearchContext, used: list[dict], value, train: TrainFn) -> dict:
     """Spearman between the search runs' measured values and the same mixtures retrained at the
     larger preset (RANK_RUNS of them, at evenly spaced ranks of the measured values)."""
@@ -301,10 +312,13 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
               eval_metrics: str | Path | None = None,
               id_column: str = "run_id", weight_prefix: str = "w_", weight_columns: list[str] | None = None,
               predictor: str = "auto", maximize: bool | None = None, folds: int = 5, candidates: int = 100_000,
-              top_k: int = 128, kl_weight: float | str = "auto", seed: int = 0, progress=None) -> dict:
+              top_k: int = 128, kl_weight: float | str = "auto", seed: int = 0, progress=None,
+              phase_ends: list[float] | None = None) -> dict:
     """Fit a predictor on a runs table from anywhere, report cross-validated (and, with `eval_runs`,
     held-out) rank correlation, and propose a mixture: the mean of the top-k of `candidates`
     Dirichlet draws around the prior, which is the runs' mean mixture (their sampling centre).
+    `phase_ends`: where a schedule's phases end (e.g. [0.8, 1.0]; default equal phases): the
+    proposed schedule records them and its overall mixture is the phases' length-weighted mean.
     `progress(line)`: one line per phase, with its rate (a large table takes minutes)."""
     import time
     from mixforge.mixers.objective import kl_by_phase, trust_region_weight
@@ -321,6 +335,7 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     say(f"read {data.source}: {len(data):,} runs, {len(data.components)} components in {took:.1f} s ({len(data) / max(took, 1e-9):,.0f} runs/s)")
     objective.sign  # noqa: B018 - an unknown direction fails before the fit (a missing column before that)
     X, y = data.weights, objective.column(data)
+    ends = table_phase_ends(phase_ends, data.phases, data.source)  # before the fit, which can take minutes
     X_eval = y_eval = None
     if eval_runs is not None:
         other = load_runs(eval_runs, [target], min_runs=2, **{**kwargs, "metrics": eval_metrics})
@@ -343,6 +358,7 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
         f"{time.perf_counter() - start:.0f} s in all")
     start = time.perf_counter()
     P, k = data.phases, len(data.components)
+    lengths = np.array(phase_lengths(ends))  # overall token shares of a schedule: lengths @ its phases
     prior = X.mean(axis=0)  # per phase: the runs' mean mixture of that phase
     rng = np.random.default_rng(seed)
     blocks = [np.vstack([dirichlet_pool(prior[p * k:(p + 1) * k], candidates, rng), X[:, p * k:(p + 1) * k]]) for p in range(P)]
@@ -358,14 +374,25 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     took = time.perf_counter() - start
     say(f"scored {len(pool):,} candidate mixtures and refined the best in {took:.1f} s ({len(pool) / max(took, 1e-9):,.0f} mixtures/s)")
     predicted = float(model.predict(w[None, :])[0])
-    mixture = w.reshape(P, k).mean(axis=0)  # equal phases: the schedule's overall token shares
+    mixture = lengths @ w.reshape(P, k)  # the schedule's overall token shares
     best = int(np.argmin(objective.sign * y))
-    schedule = [{"start_fraction": p / P, "end_fraction": (p + 1) / P, "weights": dict(zip(data.components, w[p * k:(p + 1) * k].round(6).tolist()))}
+    schedule = [{"start_fraction": ([0.0] + ends)[p], "end_fraction": ends[p], "weights": dict(zip(data.components, w[p * k:(p + 1) * k].round(6).tolist()))}
                 for p in range(P)] if P > 1 else None
     return {"source": data.source, "target": target, "lower_is_better": objective.sign > 0, "runs": len(data),
-            "notes": data.notes, "fit": report.to_dict(), "prior": dict(zip(data.components, prior.reshape(P, k).mean(axis=0).round(6).tolist())),
+            "notes": data.notes, "fit": report.to_dict(), "prior": dict(zip(data.components, (lengths @ prior.reshape(P, k)).round(6).tolist())),
             "proposal": dict(zip(data.components, mixture.round(6).tolist())), "schedule": schedule, "predicted": predicted,
             "predicted_interval": interval_around(predicted, report),
             "kl_weight": penalty, "warning": trust_warning(report, len(data.components)), "fallback": check["fallback"],
             "best_observed": {"run_id": data.run_ids[best], "value": float(y[best]), "predicted": check["predicted"], "chose": check["chose"],
-                "weights": dict(zip(data.components, X[best].reshape(P, k).mean(axis=0).round(6).tolist()))}}
+                "weights": dict(zip(data.components, (lengths @ X[best].reshape(P, k)).round(6).tolist()))}}
+
+
+def table_phase_ends(ends: list[float] | None, phases: int, source: str) -> list[float]:
+    """`search fit --phase-ends` checked against the runs table's phases (default: equal phases)."""
+    if ends is None:
+        return phase_ends_of(None, phases)
+    problem = phase_ends_problem(list(ends)) or (None if len(ends) == phases else
+                                                 f"{len(ends)} end(s), but {source} has {phases} phase(s) per run; give one end per phase")
+    if problem:
+        raise MixforgeError(f"--phase-ends {','.join(map(str, ends))[:80]}: {problem}")
+    return [float(e) for e in ends]

@@ -32,6 +32,7 @@ from mixforge.mixers.model_choice import fit_predictor, interval_around
 from mixforge.mixers.refine import choose, never_worse
 from mixforge.mixers.runs_data import RunsData, load_runs
 from mixforge.mixers.sampling import dirichlet_pool, feasible, random_mixtures, tempered_prior
+from mixforge.mixture import phase_ends as phase_ends_of, phase_lengths
 
 TrainFn = Callable[..., list[dict]]  # (mixtures, seeds, label, checkpoints=0) -> run rows, in order
 
@@ -126,6 +127,15 @@ class SearchContext:
 
     def as_dict(self, w: np.ndarray) -> dict[str, float]:
         return dict(zip(self.components, np.round(w, 6).tolist()))
+
+    def phase_ends(self, phases: int) -> list[float]:
+        """Where each of `phases` phases ends, as a share of training (search.phase_ends, else equal)."""
+        return phase_ends_of(self.settings.phase_ends if phases > 1 else None, phases)
+
+    def shares(self, w: np.ndarray) -> np.ndarray:
+        """Overall token shares of a mixture or a schedule [phases * k]: the phases' mean weighted by their lengths."""
+        blocks = np.asarray(w, dtype=float).reshape(-1, len(self.components))
+        return np.array(phase_lengths(self.phase_ends(len(blocks)))) @ blocks
 
 
 @dataclass
@@ -307,23 +317,27 @@ def unconstrained(predictor, ctx: SearchContext, penalty: float, top_k: int | No
     pool = schedule_pool(ctx, ctx.settings.candidates, np.random.default_rng([ctx.seed, 3]), phases, extra, constrained=False)
     w = choose(lambda W: scores(predictor, W, ctx, penalty, phases), pool, lambda W: np.ones(len(W), dtype=bool), [ctx.seed, 7],
                top_k, phases)[0]  # refined as the proposal is, so the constraints' cost compares like with like
-    shares = w.reshape(phases, -1).mean(axis=0)
+    shares = ctx.shares(w)
     return {"weights": ctx.as_dict(shares), "predicted": float(predictor.predict(w[None, :])[0]),
             "largest_share": float(shares.max()), "feasible": bool(ctx.feasible(w.reshape(phases, -1)).all())}
 
 
-def equal_phases(ctx: SearchContext, blocks) -> list[dict] | None:
-    """A schedule of equal phases, one mixture each (None for a single mixture)."""
-    n = len(blocks)
-    return [{"start_fraction": p / n, "end_fraction": (p + 1) / n, "weights": ctx.as_dict(b)} for p, b in enumerate(blocks)] if n > 1 else None
+def phase_schedule(ctx: SearchContext, blocks) -> list[dict] | None:
+    """A schedule, one mixture per phase, each phase from where the last ended to its end in
+    search.phase_ends (None for a single mixture)."""
+    if len(blocks) < 2:
+        return None
+    ends = ctx.phase_ends(len(blocks))
+    return [{"start_fraction": start, "end_fraction": end, "weights": ctx.as_dict(b)}
+            for start, end, b in zip([0.0] + ends[:-1], ends, blocks)]
 
 
 def _proposal(ctx: SearchContext, strategy: str, w: np.ndarray, predictor, report, y, rows, **extra) -> Proposal:
-    """w: a mixture, or a schedule [phases * k] (then `weights` are its token shares, the phases' mean)."""
+    """w: a mixture, or a schedule [phases * k] (then `weights` are its token shares, see `SearchContext.shares`)."""
     predicted = float(predictor.predict(w[None, :])[0]) if predictor is not None else None
     return Proposal(
         strategy=strategy, objective=ctx.objective.label, targets=ctx.objective.targets,
-        lower_is_better=ctx.objective.sign > 0, weights=ctx.as_dict(w.reshape(-1, len(ctx.components)).mean(axis=0)), predicted=predicted,
+        lower_is_better=ctx.objective.sign > 0, weights=ctx.as_dict(ctx.shares(w)), predicted=predicted,
         predicted_interval=interval_around(predicted, report) if predictor is not None else None,
         natural=ctx.as_dict(ctx.natural), prior=ctx.as_dict(ctx.prior),
         fit=report.to_dict() if report else None,
@@ -439,8 +453,8 @@ def influence(ctx: SearchContext) -> Proposal:
             per_phase.append(_clip(w * np.exp(standardised(scores_) / s.influence_temperature), lo, hi, ctx))
             if p == len(ckpts) - 1:
                 last_influence = dict(zip(ctx.components, scores_.round(4).tolist()))
-        schedule = equal_phases(ctx, per_phase)
-        w = np.mean(per_phase, axis=0)  # equal phases: the schedule's overall token shares
+        schedule = phase_schedule(ctx, per_phase)
+        w = ctx.shares(np.ravel(per_phase))  # the schedule's overall token shares
         target_value = sum(row[t] * wt for t, wt in ctx.objective.targets.items()) if ctx.objective.single else None
         iterations.append({"iteration": r + 1, "runs": len(rows), "best_observed": target_value,
                            "influence": last_influence})

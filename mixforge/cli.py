@@ -310,11 +310,12 @@ def proxy_train(
     from mixforge.workspace_lock import writer_lock
 
     cfg = load_config(config)
-    phases, _ = read_schedule(mixture, _built_components(cfg))  # a bad mixture fails here, before training
-    weights = phases if len(phases) > 1 else phases[0]  # a schedule trains phase by phase
+    phases, provenance = read_schedule(mixture, _built_components(cfg))  # a bad mixture fails here, before training
+    weights = phases if len(phases) > 1 else phases[0]  # a schedule trains phase by phase, to the ends it records
+    ends = [phase["end_fraction"] for phase in provenance["schedule"]] if len(phases) > 1 else None
     with writer_lock(cfg.workspace_dir, "proxy train"), progress_bar() as bar:
         task = bar.add_task("proxy", total=None, rate="")
-        row = run_proxy(cfg, weights, seed=seed, run_id=run_id,
+        row = run_proxy(cfg, weights, seed=seed, run_id=run_id, phase_ends=ends,
                         progress=lambda step, steps, tps: bar.update(task, completed=step, total=steps, rate=f"{tps:,.0f} tokens/s"))
     _print_runs([row])
 
@@ -454,6 +455,7 @@ def search_fit(
     maximize: Optional[bool] = typer.Option(None, "--maximize/--minimize", help="Direction (default: from the name)."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of the folds and candidates."),
     candidates: int = typer.Option(100_000, min=100, max=10_000_000, help="Simulated mixtures the predictor scores."),
+    phase_ends: Optional[str] = typer.Option(None, "--phase-ends", help="Where a schedule's phases end, as shares of training, e.g. 0.8,1.0 (default: equal phases)."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit report and proposal as JSON."),
 ) -> None:
     """Fit a predictor on any runs table (produced anywhere), report rank correlation, propose a mixture."""
@@ -465,7 +467,8 @@ def search_fit(
         raise MixforgeError(f"--predictor {predictor!r}: choose one of {', '.join(PREDICTORS)}")
     out = fit_table(runs, target, eval_runs=eval_runs, metrics=metrics, eval_metrics=eval_metrics, id_column=id_column, weight_prefix=weight_prefix,
                     weight_columns=[w.strip() for w in weights.split(",")] if weights else None, predictor=predictor,
-                    maximize=maximize, seed=seed, candidates=candidates, progress=progress_lines())
+                    maximize=maximize, seed=seed, candidates=candidates, progress=progress_lines(),
+                    phase_ends=_fractions("--phase-ends", phase_ends))
     if as_json:
         print(json.dumps(out, indent=2))
         return
@@ -486,6 +489,16 @@ def search_fit(
         console.print(f"[bold]fallback:[/] {out['fallback']}")
     if out["warning"]:
         console.print(f"[bold yellow]warning:[/] {out['warning']}")
+
+
+def _fractions(option: str, text: str | None) -> list[float] | None:
+    """A comma-separated list of numbers (e.g. 0.8,1.0); what they must be is checked by the caller."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise MixforgeError(f"{option} {text[:80]!r}: expected numbers separated by commas, e.g. 0.8,1.0") from None
 
 
 def _print_schedule(schedule: list[dict]) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mixforge.config_paths import check_paths
 from mixforge.config_yaml import parse_yaml, read_text, shorten
 from mixforge.errors import ConfigError
+from mixforge.mixture import phase_ends_problem
 
 SourceKind = Literal["prose", "code", "reference"]
 SourceFormat = Literal["auto", "jsonl", "parquet", "txt", "hf_disk"]

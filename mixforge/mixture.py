@@ -38,3 +38,46 @@ def check_weights(weights: dict[str, float], known: list[str]) -> dict[str, floa
     if abs(total - 1.0) > 1e-4:  # rounding noise (weights written to 6 decimals) is normalised silently
         warnings.warn(f"mixture weights sum to {total:.6g}, not 1: normalised", stacklevel=3)
     return {c: w / total for c, w in clean.items()}
+
+
+def phase_ends_problem(ends, phases: int | None = None) -> str | None:
+    """What is wrong with `ends` as the ends of a schedule's phases (shares of training: numbers
+    in (0, 1], increasing, the last exactly 1, one per phase), or None when nothing is."""
+    if not isinstance(ends, (list, tuple)) or not ends:
+        return f"expected a list of phase ends, one per phase (e.g. [0.8, 1.0]), not {str(ends)[:80]!r}"
+    for i, end in enumerate(ends):
+        if isinstance(end, bool) or not isinstance(end, (int, float)) or not math.isfinite(end):
+            return f"entry {i} is {str(end)[:40]!r}, not a number"
+        if not 0 < end <= 1:
+            return f"entry {i} is {end:g}; each phase ends at a share of training in (0, 1]"
+        if i and end <= ends[i - 1]:
+            return f"entry {i} ({end:g}) is not after entry {i - 1} ({ends[i - 1]:g}); the ends must increase"
+    if ends[-1] != 1:
+        return f"the last phase ends at {ends[-1]:g}, not at the end of training (1.0)"
+    if phases is not None and len(ends) != phases:
+        return f"{len(ends)} phase end(s) for {phases} phase(s); give one end per phase"
+    return None
+
+
+def phase_ends(ends, phases: int) -> list[float]:
+    """The end of each of `phases` phases as a share of training: `ends` (checked), or equal
+    phases when None."""
+    if ends is None:
+        return [(p + 1) / phases for p in range(phases)]
+    problem = phase_ends_problem(ends, phases)
+    if problem:
+        raise MixforgeError(f"phase ends {str(ends)[:80]}: {problem}")
+    return [float(e) for e in ends]
+
+
+def phase_lengths(ends: list[float]) -> list[float]:
+    """Each phase's share of training, from the phases' ends (equal phases: exactly 1 / n each, so
+    that their sequence counts and mean weights are those of equal phases to the last bit)."""
+    if equal_ends(ends):
+        return [1 / len(ends)] * len(ends)
+    return [end - start for start, end in zip([0.0] + list(ends[:-1]), ends)]
+
+
+def equal_ends(ends: list[float]) -> bool:
+    """The ends are those of equal phases (within float rounding)."""
+    return all(abs(end - (p + 1) / len(ends)) < 1e-9 for p, end in enumerate(ends))

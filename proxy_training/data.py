@@ -18,6 +18,7 @@ import numpy as np
 
 from mixforge.errors import InputError, MixforgeError
 from mixforge.mixture import check_weights  # noqa: F401  (the sampler's callers import it from here)
+from mixforge.mixture import phase_ends as phase_ends_of, phase_lengths
 from mixforge.workspace import read_json
 
 
@@ -72,12 +73,14 @@ class MixtureSampler:
 
     shards: {component: 1-D token array or memmap}; weights: {component: weight} (components
     left out get 0; weights not summing to 1 are normalised with a warning), or a list of such
-    mappings: a multi-phase schedule, one mixture per equal share of the sequences, in order. The
+    mappings: a multi-phase schedule, one mixture per phase, in order; phase p takes its share of
+    the sequences (largest remainder) up to `phase_ends[p]` of training (e.g. [0.8, 1.0]; None:
+    equal phases), and the overall weights are the phases' mean weighted by their lengths. The
     budget counts trained tokens: ceil(token_budget / seq_len) sequences. Deterministic for a seed.
     """
 
     def __init__(self, shards: dict[str, np.ndarray], weights: dict[str, float] | list[dict[str, float]], seq_len: int,
-                 token_budget: int, seed: int, max_epochs: float = 15):
+                 token_budget: int, seed: int, max_epochs: float = 15, phase_ends: list[float] | None = None):
         if seq_len < 1:
             raise MixforgeError(f"seq_len must be at least 1, got {seq_len}")
         if token_budget < 1:
@@ -88,11 +91,14 @@ class MixtureSampler:
         self.phases = [check_weights(w, self.names) for w in (weights if isinstance(weights, list) else [weights])]
         if not self.phases:
             raise MixforgeError("a multi-phase schedule needs at least one phase")
-        self.weights = {c: float(np.mean([ph[c] for ph in self.phases])) for c in self.names}  # overall token shares
+        self.phase_ends = phase_ends_of(phase_ends, len(self.phases))
+        lengths = np.array(phase_lengths(self.phase_ends))
+        mean = np.mean if len(set(lengths)) == 1 else (lambda v: lengths @ v)  # equal phases: today's plain mean, to the bit
+        self.weights = {c: float(mean([ph[c] for ph in self.phases])) for c in self.names}  # overall token shares
         self.available = {c: len(shards[c]) for c in self.names}
         self._check_epochs()
         self.n_sequences = math.ceil(self.token_budget / self.seq_len)
-        per_phase = apportion(np.full(len(self.phases), 1 / len(self.phases)), self.n_sequences)
+        per_phase = apportion(lengths, self.n_sequences)
         phase_counts = [apportion(np.array([ph[c] for c in self.names]), n) for ph, n in zip(self.phases, per_phase)]
         self.counts = dict(zip(self.names, np.sum(phase_counts, axis=0).tolist()))
         # realised epochs: windows read seq_len new tokens each (the +1 target overlaps the next)
@@ -167,5 +173,5 @@ class MixtureSampler:
         out = {"seq_len": self.seq_len, "token_budget": self.token_budget, "sequences": self.n_sequences,
                "tokens": total, "seed": self.seed, "max_epochs": self.max_epochs, "components": rows}
         if len(self.phases) > 1:
-            out["phases"] = self.phases
+            out["phases"], out["phase_ends"] = self.phases, self.phase_ends
         return out

@@ -90,13 +90,17 @@ def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int, ma
 
 
 def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int, tokenizer_sha: str,
-               data: str) -> str:
-    """Stable id of a run: the same mixture (or multi-phase schedule), settings, seed, tokenizer and
-    data (`data_fingerprint`) give the same id, so a sweep rerun finds it done; other data, other id."""
+               data: str, phase_ends: list[float] | None = None) -> str:
+    """Stable id of a run: the same mixture (or multi-phase schedule and its `phase_ends`), settings,
+    seed, tokenizer and data (`data_fingerprint`) give the same id, so a sweep rerun finds it done;
+    other data, other id. Equal phases leave the ends out of the key (the ids runs had before ends)."""
     p = cfg.proxy
     mixture = ([sorted((k, round(v, 6)) for k, v in ph.items()) for ph in weights] if isinstance(weights, list)
                else sorted((k, round(v, 6)) for k, v in weights.items()))
-    key = json.dumps([mixture, seed, tokenizer_sha, p.model_dump(include=RUN_SETTINGS), data])
+    parts = [mixture, seed, tokenizer_sha, p.model_dump(include=RUN_SETTINGS), data]
+    if isinstance(weights, list) and phase_ends is not None and not equal_ends(phase_ends):
+        parts.append([round(e, 6) for e in phase_ends])
+    key = json.dumps(parts)
     return "r" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -163,6 +167,8 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
     row.update({f"w_{c}": float(w) for c, w in sorted(run.sampler.weights.items())})
     if run.phases:
         row["phases"] = json.dumps(run.phases)
+        if not equal_ends(run.phase_ends):  # equal phases: rows as they were
+            row["phase_ends"] = json.dumps(run.phase_ends)
     held = heldout_metrics(model, folder / "heldout", {c: v["heldout_bytes"] for c, v in summary["components"].items()},
                            p.seq_len, p.eval_max_tokens, run.seed)
     row.update(held)
