@@ -552,9 +552,18 @@ def _print_proposal(proposal: dict, verify: Optional[dict]) -> None:
     _print_mixture(proposal["natural"], proposal["weights"], "natural")
     if proposal.get("schedule"):
         _print_schedule(proposal["schedule"])
+    runs = proposal.get("evidence")
+    if runs:
+        out.print(f"proxy runs: {runs['trained']} trained, {runs['reused']} reused exactly, {runs['carried']} carried from "
+                  f"earlier builds" + (f" ({', '.join(runs['carried_from'])})" if runs.get("carried_from") else ""))
     fit = proposal.get("fit")
     if fit:
         out.print(f"predictor {_predictor_label(fit)}: {fit['folds']}-fold CV Spearman {fit['spearman']:.3f} over {fit['runs']} runs")
+        carried = fit.get("evidence")
+        if carried:
+            out.print(f"carried runs: CV Spearman {carried['cv_spearman_with_carried']:.3f} with, "
+                      + ("n/a" if carried["cv_spearman_without_carried"] is None else f"{carried['cv_spearman_without_carried']:.3f}")
+                      + f" without: {carried['why']}")
         warning = trust_warning(fit, len(proposal["weights"]))
         if warning:
             out.print(f"[bold yellow]warning:[/] {warning}")

@@ -1,0 +1,186 @@
+"""Runs carried across builds (issue 23): a run's content (cell shares) re-expressed over the
+components of a later build, by hand on a tiny case and on real builds of the slice (an append, a
+re-merge, a refit), and a search after an append that trains only its refresh runs, in process
+and through the scheduled flow's `--then search`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+import yaml
+
+from conftest import SLICE, SLICE_KINDS
+
+LABELS = ("bible", "code", "legal", "manuals")
+
+
+def _records(label: str) -> list[dict]:
+    return [json.loads(line) for line in (SLICE / f"{label}.jsonl").read_text().splitlines()]
+
+
+def _write(path, records) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _project(root, **search) -> "object":
+    """The first 10 documents of four slice labels, 3 components, small proxies; returns the config path."""
+    from mixforge.config import load_config
+
+    for label in LABELS:
+        _write(root / "data" / label / "part-000.jsonl", _records(label)[:10])
+    sources = [{"path": f"data/{label}", "label": label, "kind": SLICE_KINDS[label]} for label in LABELS]
+    config = root / "mixforge.yaml"
+    config.write_text(yaml.safe_dump({
+        "workspace": str(root / "ws"), "workers": 2, "sources": sources, "cluster": {"n_components": 3},
+        "search": {"target": "bpb_mean", "candidates": 1000, "runs": 5, **search},
+        "proxy": {"vocab_size": 512, "tokens": 4_000, "seq_len": 32, "batch_size": 8, "warmup_steps": 5}}))
+    load_config(config)
+    return config
+
+
+def _loop(cfg):
+    from mixforge.proxy_training.proxy import run_proxy
+
+    return lambda mixtures, seeds, label, checkpoints=0: [run_proxy(cfg, w, seed=s) for w, s in zip(mixtures, seeds)]
+
+
+def _today(cfg):
+    from mixforge.mixers.carry import today
+    from mixforge.proxy_training.runs import data_fingerprint
+    from mixforge.workspace import Workspace
+
+    ws = Workspace(cfg.workspace_dir)
+    return today(ws, data_fingerprint(cfg, ws))
+
+
+def _settings(cfg, row):
+    return {**cfg.proxy.model_dump(include={"preset", "seq_len", "batch_size", "lr", "schedule", "tokens"}),
+            "tokenizer_sha256": row["tokenizer_sha256"]}
+
+
+@pytest.mark.timeout(60)
+def test_a_run_goes_through_a_refit_by_the_documents_both_versions_assigned():
+    """By hand: cluster 0 (60% of the run, 100 tokens) sent 80 of its tokens to new cluster 0 and
+    20 to new cluster 1; cluster 1 (40%) sent all to new cluster 1. New clusters 0 and 1 are
+    components A and B: the run was 0.6 x 0.8 = 0.48 A and 0.6 x 0.2 + 0.4 = 0.52 B."""
+    from mixforge.mixers.carry import Today, carry
+
+    content = {"centroids": {"version": 1, "digest": "old"}, "build": "b0001",
+               "phases": [[[0, "web", 0.6, 100], [1, "web", 0.4, 50]]]}
+    row = {"run_id": "r1", "data": "then", "content": json.dumps(content), "preset": "tiny", "seq_len": 32, "batch_size": 8,
+           "lr": 1e-3, "schedule": "cosine", "tokenizer_sha256": "t", "tokens": 4000, "bpb_mean": 2.0}
+    cells = pl.DataFrame({"component": ["A", "B"], "cluster": [0, 1], "source": ["web", "web"], "tokens": [80, 70]})
+    now = Today(cells, "cluster", {0: "A", 1: "B"}, {"version": 2, "digest": "new"},
+                [{"from": "old", "to": "new", "tokens": [[0, 0, 80], [0, 1, 20], [1, 1, 50]]}], "now")
+    settings = {k: row[k] for k in ("preset", "seq_len", "batch_size", "lr", "schedule", "tokenizer_sha256")} | {"tokens": 4000}
+    carried, skipped = carry([row], now, settings, phases=1)
+    assert skipped == {} and len(carried) == 1
+    assert carried[0].weights == pytest.approx({"A": 0.48, "B": 0.52})
+    assert carried[0].kept == pytest.approx(1.0)  # every token's cell is still there, no smaller
+
+    gone = Today(cells.filter(pl.col("cluster") == 1).with_columns(pl.lit(35).alias("tokens")), "cluster", {1: "B"},
+                 now.centroids, now.transitions, "now")  # new cluster 0 pruned, cluster 1 halved
+    carried, _ = carry([row], gone, settings, phases=1)
+    assert carried[0].weights == pytest.approx({"B": 1.0}) and carried[0].kept == pytest.approx(0.52 * 35 / 70)
+    unknown = Today(cells, "cluster", {0: "A", 1: "B"}, {"version": 3, "digest": "other"}, [], "now")
+    assert carry([row], unknown, settings, phases=1)[1] == {"centroids refitted without a record of where their documents went": 1}
+    assert carry([{**row, "tokenizer_sha256": "u"}], now, settings, phases=1)[1] == {
+        "trained at other proxy settings or with another tokenizer": 1}
+
+
+@pytest.mark.timeout(900)
+def test_a_run_is_carried_across_a_remerge_an_append_and_a_refit_never_as_a_result(tmp_path):
+    from mixforge.config import load_config
+    from mixforge.mixers.carry import carry
+    from mixforge.pipelines.build import build
+    from mixforge.proxy_training.proxy import run_proxy
+    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.workspace import Workspace
+
+    cfg = load_config(_project(tmp_path))
+    build(cfg)
+    ws = tmp_path / "ws"
+    comps = sorted(json.loads((ws / "tokens" / "_stage.json").read_text())["counts"]["components"])
+    mixture = dict(zip(comps, [0.5, 0.3, 0.2]))
+    row = run_proxy(cfg, mixture)
+    content = json.loads(row["content"])
+    assert content["build"] == "b0001" and content["centroids"]["version"] == 1
+    assert sum(share for _, _, share, _ in content["phases"][0]) == pytest.approx(1.0)
+    # by hand from the build's files: each component's tokens per cluster
+    index = pl.read_parquet(ws / "tokens" / "extra" / "documents.parquet").filter(pl.col("split") == "train")
+    clusters = pl.concat([pl.read_parquet(f, columns=["id", "cluster"]) for f in (ws / "components" / "extra" / "components").glob("*.parquet")])
+    per_cluster = index.join(clusters, on="id").group_by("component", "cluster").agg(pl.col("length").sum())
+
+    cfg.cluster.n_components = 2  # a different merge of the same clusters
+    build(cfg)
+    today = _today(cfg)
+    assert today.key == "cluster" and sorted(set(today.mapping.values())) == ["c00", "c01"]
+    carried, skipped = carry([row], today, _settings(cfg, row), phases=1)
+    expected: dict[str, float] = {}
+    for comp, cluster, tokens in per_cluster.iter_rows():
+        total = per_cluster.filter(pl.col("component") == comp)["length"].sum()
+        new = today.mapping[cluster]
+        expected[new] = expected.get(new, 0.0) + mixture[comp] * tokens / total
+    assert skipped == {} and carried[0].weights == pytest.approx(expected, abs=1e-6) and carried[0].kept == pytest.approx(1.0)
+
+    _write(tmp_path / "data" / "code" / "part-001.jsonl", _records("code")[10:14])  # an append
+    build(cfg)
+    carried, _ = carry([row], _today(cfg), _settings(cfg, row), phases=1)
+    assert carried[0].kept == pytest.approx(1.0) and sum(carried[0].weights.values()) == pytest.approx(1.0)
+    retrained = run_proxy(cfg, carried[0].weights)  # the run's own mixture, re-expressed: trained anew on today's data
+    assert retrained["run_id"] != row["run_id"] and retrained["content"] != row["content"]
+    assert RunsTable(Workspace(ws)).load().height == 2  # a carried run is never answered as already trained
+
+    cfg.cluster.refit_drift = 1e-9  # any drift refits the centroids as version 2
+    _write(tmp_path / "data" / "legal" / "part-001.jsonl", _records("dictionary")[:8])
+    build(cfg)
+    fit = json.loads((ws / "cluster" / "extra" / "fit.json").read_text())
+    step = fit["transitions"][-1]
+    assert fit["version"] == 2 and step["from"] == content["centroids"]["digest"] and step["from_version"] == 1
+    both = sum(t for _, _, t in step["tokens"])
+    assert 0 < both <= pl.concat([pl.read_parquet(f) for f in (ws / "cluster" / "extra" / "assign").glob("*.parquet")])["tokens"].sum()
+    assert not (ws / "cluster" / "extra" / "assign-previous").exists()
+    carried, skipped = carry([row], _today(cfg), _settings(cfg, row), phases=1)
+    assert skipped == {} and sum(carried[0].weights.values()) == pytest.approx(1.0) and 0 < carried[0].kept <= 1
+
+
+def _evidence(folder) -> dict:
+    return json.loads((folder / "proposal.json").read_text())["evidence"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_a_search_after_an_append_trains_only_its_refresh_runs_also_when_scheduled(tmp_path):
+    from mixforge.config import load_config
+    from mixforge.mixers.search import run_search
+    from mixforge.pipelines.build import build
+
+    config = _project(tmp_path)
+    cfg = load_config(config)
+    build(cfg)
+    first, _ = run_search(cfg, _loop(cfg), "regmix")
+    assert first.evidence["trained"] == 5 and first.evidence["carried"] == 0
+
+    _write(tmp_path / "data" / "bible" / "part-001.jsonl", _records("bible")[10:13])
+    _write(tmp_path / "data" / "code" / "part-001.jsonl", _records("code")[10:12])
+    script = ("import json, sys; from mixforge.flows.scheduled import scheduled_build_flow as f; "
+              "print(json.dumps(f(sys.argv[1], then=['search'])))")
+    run = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = json.loads(run.stdout.strip().splitlines()[-1])["search"]
+    evidence = _evidence(__import__("pathlib").Path(folder))
+    assert evidence["carried"] == 5 and evidence["refresh_runs"] == 4 and evidence["trained"] == 4
+    assert evidence["carried_from"] == ["b0001"] and evidence["carried_kept_share"] == pytest.approx(1.0)
+    fit = json.loads((__import__("pathlib").Path(folder) / "proposal.json").read_text())["fit"]["evidence"]
+    assert fit["fresh_runs"] == 4 and fit["carried_runs"] == 5 and fit["cv_spearman_without_carried"] is not None
+
+    again, _ = run_search(load_config(config), _loop(cfg), "regmix")  # the same refresh runs: reused, none trained
+    assert again.evidence["trained"] == 0 and again.evidence["reused"] == 4
+    out = subprocess.run([sys.executable, "-m", "mixforge.cli", "search", str(config)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "0 trained, 4 reused exactly, 5 carried" in " ".join(out.stdout.split())
