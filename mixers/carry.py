@@ -68,6 +68,7 @@ class Carried:
     kept: float  # share of its tokens from cells still in the corpus unchanged (appends keep them whole)
     build: str | None
     cells_then: dict[tuple[int, str], int]  # its cells' tokens when it trained, over today's clusters
+    clusters: dict[int, float]  # its tokens' share per today's cluster (phases weighed by length)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -128,26 +129,32 @@ def carry(rows: list[dict], now: Today, settings: dict, phases: int, phase_ends:
         if reason:
             skipped[reason] += 1
             continue
-        out, kept, then = [], [], {}
+        out, kept, then, clusters = [], [], {}, []
         for cells in content["phases"]:
             mapped = _through(cells, chain)
-            shares, unchanged = defaultdict(float), 0.0
+            shares, unchanged, by_cluster = defaultdict(float), 0.0, defaultdict(float)
             for (cluster, source), (share, tokens) in mapped.items():
                 comp = now.mapping.get(cluster if now.key == "cluster" else source)
                 if comp is None:
                     continue  # its cluster was pruned or its source removed
                 shares[comp] += share
+                by_cluster[cluster] += share
                 unchanged += share * min(1.0, now_tokens.get((cluster, source), 0) / tokens) if tokens else 0.0
                 then[(cluster, source)] = max(then.get((cluster, source), 0), tokens)
             out.append(dict(shares))
             kept.append(unchanged)
+            clusters.append(by_cluster)
         mass = min(sum(ph.values()) for ph in out)
         if mass < MIN_KEPT:
             skipped[f"less than {MIN_KEPT:.0%} of its tokens' data is still in the corpus"] += 1
             continue
         out = [{c: v / sum(ph.values()) for c, v in ph.items()} for ph in out]
         lengths = _lengths(phase_ends, len(out))
-        carried.append(Carried(row, out, float(sum(k * w for k, w in zip(kept, lengths))), content.get("build"), then))
+        overall = defaultdict(float)
+        for by_cluster, length in zip(clusters, lengths):
+            for cluster, share in by_cluster.items():
+                overall[cluster] += share * length
+        carried.append(Carried(row, out, float(sum(k * w for k, w in zip(kept, lengths))), content.get("build"), then, dict(overall)))
     return carried, dict(skipped)
 
 

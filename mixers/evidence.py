@@ -20,31 +20,35 @@ CARRIED_WEIGHTS = (0.25, 1.0)  # lam: a carried run counts lam x its kept share;
 
 
 class WithoutCarriedFlag:
-    """A model fitted with the `carried` feature, predicting today's mixtures (flag 0)."""
+    """A model fitted with the `carried` feature (column `at`), predicting today's runs (flag 0)."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, at: int):
+        self.model, self.at = model, at
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.model.predict(np.hstack([X, np.zeros((len(X), 1))]))
+        return self.model.predict(np.insert(X, self.at, 0.0, axis=1))
 
 
-def fit_with_carried(name: str, X: np.ndarray, y: np.ndarray, carried: np.ndarray, kept: np.ndarray, folds: int, seed: int):
+def fit_with_carried(name: str, X: np.ndarray, y: np.ndarray, carried: np.ndarray, kept: np.ndarray, folds: int, seed: int,
+                     n_content: int = 0):
     """(model, report) for runs X, y of which `carried` are carried runs (kept: their unchanged
-    share). The report covers the fresh runs; report.evidence says what was used and why."""
+    share); X's last `n_content` columns are content features. The report covers the fresh runs;
+    report.evidence says what was used and why."""
     fresh = ~carried
     trials: dict[float, tuple] = {}
     if fresh.sum() >= 4:
-        trials[0.0] = fit_predictor(name, X[fresh], y[fresh], folds=folds, seed=seed)
-    flagged = np.hstack([X, carried[:, None].astype(float)])
+        trials[0.0] = fit_predictor(name, X[fresh], y[fresh], folds=folds, seed=seed, n_content=n_content)
+    at = X.shape[1] - n_content  # the flag goes with the weights: the content model reads content alone
+    flagged = np.insert(X, at, carried.astype(float), axis=1)
     for lam in CARRIED_WEIGHTS:
         weight = np.where(carried, lam * kept, 1.0)
-        trials[lam] = fit_predictor(name, flagged, y, folds=folds, seed=seed, train_only=carried, sample_weight=weight)
+        trials[lam] = fit_predictor(name, flagged, y, folds=folds, seed=seed, train_only=carried, sample_weight=weight,
+                                    n_content=n_content)
     figures = {lam: (r.spearman, -r.mae) for lam, (_, r) in trials.items()}
     best = max(figures, key=lambda lam: (figures[lam], -lam))
     model, report = trials[best]
     if best:
-        model = WithoutCarriedFlag(model)
+        model = WithoutCarriedFlag(model, at)
     report.evidence = {
         "fresh_runs": int(fresh.sum()), "carried_runs": int(carried.sum()), "carried_used": int(carried.sum()) if best else 0,
         "carried_weight": best, "cv_spearman": {f"{lam:g}": round(r.spearman, 4) for lam, (_, r) in trials.items()},

@@ -26,10 +26,11 @@ from itertools import combinations
 import numpy as np
 
 from mixforge.budget import search_runs
-from mixforge.mixers.predictors import ENSEMBLE, LawBoostPredictor, WeightedPredictor, make_predictor
+from mixforge.mixers.predictors import ENSEMBLE, Columns, LawBoostPredictor, WeightedPredictor, make_predictor
 
 BASES = ("linear", "mixing_law", "lightgbm", "law_boost")
 CANDIDATES = BASES + ("ensemble", "stacked")  # auto's choices, simplest first
+ORDER = BASES + ("content",)  # with content features (a workspace search), auto also weighs the content model
 INTERVAL_LEVEL = 0.9
 REGRET_K = (1, 3, 10)
 LOW_CV = 0.5  # below this cross-validated Spearman a proposal is close to a guess
@@ -77,9 +78,9 @@ def _spearman(pred: np.ndarray, actual: np.ndarray) -> float:
     return agreement(pred, actual)["spearman"]
 
 
-def bases_for(name: str) -> tuple[str, ...]:
+def bases_for(name: str, content: bool = False) -> tuple[str, ...]:
     if name in ("auto", "stacked"):
-        return BASES
+        return ORDER if content else BASES
     if name == "ensemble":
         return ENSEMBLE
     if name == "law_boost":
@@ -88,14 +89,23 @@ def bases_for(name: str) -> tuple[str, ...]:
 
 
 def fit_bases(X: np.ndarray, y: np.ndarray, names: tuple[str, ...], seed: int,
-              sample_weight: np.ndarray | None = None) -> dict[str, object]:
+              sample_weight: np.ndarray | None = None, n_content: int = 0) -> dict[str, object]:
+    """The named models fitted on (X, y); with `n_content`, X's last n_content columns are content
+    features, which the content model reads alone and the others skip."""
     models: dict[str, object] = {}
     for name in names:
         if name == "law_boost" and "mixing_law" in models:
-            models[name] = LawBoostPredictor(seed=seed, law=models["mixing_law"]).fit(X, y, sample_weight)
+            model = LawBoostPredictor(seed=seed, law=_inner(models["mixing_law"]))
         else:
-            models[name] = make_predictor(name, seed).fit(X, y, sample_weight)
+            model = make_predictor(name, seed)
+        if n_content:
+            model = Columns(model, slice(X.shape[1] - n_content, None) if name == "content" else slice(0, X.shape[1] - n_content))
+        models[name] = model.fit(X, y, sample_weight)
     return models
+
+
+def _inner(model):
+    return model.model if isinstance(model, Columns) else model
 
 
 def stack_weights(P: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
@@ -103,7 +113,7 @@ def stack_weights(P: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
     squares; the sum is held by a heavily weighted extra row)."""
     from scipy.optimize import nnls
 
-    names = [m for m in BASES if m in P]
+    names = [m for m in ORDER if m in P]
     scale = 1e3 * max(float(np.abs(y).max()), 1.0)
     A = np.vstack([np.column_stack([P[m] for m in names]), np.full(len(names), scale)])
     w, _ = nnls(A, np.append(y, scale))
@@ -132,10 +142,10 @@ def _fold_ids(n: int, folds: int, seed: int, train_only: np.ndarray | None = Non
 
 
 def _split_predictions(X, y, fold_id, left_out: tuple[int, ...], names, seed,
-                       sample_weight=None) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
+                       sample_weight=None, n_content: int = 0) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
     """Bases fitted without the folds `left_out`, predicting the left-out runs (NaN elsewhere: unused)."""
     rows = np.isin(fold_id, left_out)
-    models = fit_bases(X[~rows], y[~rows], names, seed, None if sample_weight is None else sample_weight[~rows])
+    models = fit_bases(X[~rows], y[~rows], names, seed, None if sample_weight is None else sample_weight[~rows], n_content)
     out = {m: np.full(len(X), np.nan) for m in models}
     for m, model in models.items():  # only these rows are read: predicting all would cost 2.5-5x (1000 trees per row)
         out[m][rows] = model.predict(X[rows])
@@ -167,7 +177,7 @@ def _parallel(jobs: list, workers: int, on_done=None) -> list:
 
 def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42,
                    workers: int | None = None, on_fit=None, train_only: np.ndarray | None = None,
-                   sample_weight: np.ndarray | None = None) -> tuple[FitReport, dict]:
+                   sample_weight: np.ndarray | None = None, n_content: int = 0) -> tuple[FitReport, dict]:
     """The report, and what the final fit needs: {"chosen", "stacked_weights"}. `on_fit(done, total)`
     after each split's fits (from the worker threads). `train_only` runs (carried evidence) are in
     every training split and never scored: folds, figures and stacked weights cover the other runs."""
@@ -175,11 +185,12 @@ def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed
     scored = np.ones(n, dtype=bool) if train_only is None else ~train_only
     folds = max(2, min(folds, int(scored.sum())))
     fold_all = _fold_ids(n, folds, seed, train_only)
-    names = bases_for(name)
+    names = bases_for(name, n_content > 0)
+    choices = tuple(m for m in names if m in ORDER) + ("ensemble", "stacked")  # simplest first
     nested = name in ("auto", "stacked")  # the stacked weights need inner predictions too
     splits = [(f,) for f in range(folds)] + (list(combinations(range(folds), 2)) if nested else [])
     workers = workers or min(4, os.cpu_count() or 1)
-    done = dict(_parallel([lambda s=s: _split_predictions(X, y, fold_all, s, names, seed, sample_weight) for s in splits], workers,
+    done = dict(_parallel([lambda s=s: _split_predictions(X, y, fold_all, s, names, seed, sample_weight, n_content) for s in splits], workers,
                           on_fit and (lambda k: on_fit(k, len(splits)))))
 
     outer = {m: np.zeros(n) for m in names}  # out-of-fold: fold f predicted by the bases fitted without f
@@ -205,12 +216,12 @@ def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed
     inner_preds = {f: inner(f) for f in range(folds)}
     outer_weights = {f: stack_weights({m: p[fold_id != f] for m, p in inner_preds[f].items()}, ys[fold_id != f])
                      for f in range(folds)}
-    oof = {c: np.zeros(len(ys)) for c in CANDIDATES}
+    oof = {c: np.zeros(len(ys)) for c in choices}
     for f in range(folds):
         rows = fold_id == f
-        for c in CANDIDATES:
+        for c in choices:
             oof[c][rows] = combine(c, {m: p[rows] for m, p in outer.items()}, outer_weights[f])
-    candidates = {c: {"spearman": round(_spearman(oof[c], ys), 4), "mae": float(np.mean(np.abs(oof[c] - ys)))} for c in CANDIDATES}
+    candidates = {c: {"spearman": round(_spearman(oof[c], ys), 4), "mae": float(np.mean(np.abs(oof[c] - ys)))} for c in choices}
     if name == "stacked":
         report = _report(name, len(ys), folds, oof["stacked"], ys)
         report.candidates = candidates
@@ -219,10 +230,10 @@ def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed
     nested_pred = np.zeros(len(ys))
     for f in range(folds):  # choose on the inner predictions of the runs outside f, score on f
         rows, others = fold_id == f, fold_id != f
-        scores = {c: _spearman(_inner_candidate(c, inner_preds[f], ys, fold_id, f, folds)[others], ys[others]) for c in CANDIDATES}
-        pick = max(CANDIDATES, key=lambda c: (scores[c], -CANDIDATES.index(c)))
+        scores = {c: _spearman(_inner_candidate(c, inner_preds[f], ys, fold_id, f, folds)[others], ys[others]) for c in choices}
+        pick = max(choices, key=lambda c: (scores[c], -choices.index(c)))
         nested_pred[rows] = oof[pick][rows]
-    chosen = max(CANDIDATES, key=lambda c: (candidates[c]["spearman"], -CANDIDATES.index(c)))
+    chosen = max(choices, key=lambda c: (candidates[c]["spearman"], -choices.index(c)))
     report = _report("auto", len(ys), folds, nested_pred, ys)
     report.chosen, report.candidates = chosen, candidates
     return report, {"chosen": chosen, "stacked_weights": stack_weights(outer, ys)}
@@ -267,10 +278,12 @@ def interval_of(predicted: float, half: float | None) -> dict:
             "high": None if half is None else predicted + half}
 
 
-def final_model(name: str, X: np.ndarray, y: np.ndarray, plan: dict, seed: int = 42, sample_weight: np.ndarray | None = None):
+def final_model(name: str, X: np.ndarray, y: np.ndarray, plan: dict, seed: int = 42, sample_weight: np.ndarray | None = None,
+                n_content: int = 0):
     """The chosen predictor fitted on every run."""
     chosen = plan["chosen"]
-    models = fit_bases(X, y, bases_for(chosen), seed, sample_weight)
+    bases = tuple(m for m in ORDER if m in plan["stacked_weights"]) if chosen == "stacked" else bases_for(chosen)
+    models = fit_bases(X, y, bases, seed, sample_weight, n_content)
     if chosen == "stacked":
         return WeightedPredictor(models, plan["stacked_weights"])
     if chosen == "ensemble":
@@ -293,18 +306,24 @@ def held_out(report: FitReport, pred: np.ndarray, actual: np.ndarray, sign: int 
 def fit_predictor(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42,
                   X_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None, sign: int = 1,
                   workers: int | None = None, on_fit=None, train_only: np.ndarray | None = None,
-                  sample_weight: np.ndarray | None = None):
+                  sample_weight: np.ndarray | None = None, n_content: int = 0):
     """(model fitted on all runs, FitReport). `sign`: +1 when lower y is better (for regret);
     `on_fit(done, total)` as cross-validation's fits finish. `train_only`: runs fitted on but never
-    scored (carried evidence), each counting `sample_weight` (see mixers/evidence.py)."""
+    scored (carried evidence), each counting `sample_weight` (see mixers/evidence.py). `n_content`:
+    X's last columns are content features (mixers/content_space.py), read by the content model alone."""
+    if name == "content" and not n_content:
+        from mixforge.errors import ConfigError
+
+        raise ConfigError("the content predictor reads what each run trained on: it serves searches on a workspace, "
+                          "not runs tables (choose another predictor)")
     from threadpoolctl import threadpool_limits
 
     # one BLAS thread per fit: the fits already run in parallel, and OpenBLAS's threads on the law's
     # tall, thin Jacobians cost 5x the CPU for a slower fit (160,000 runs: 33 s -> 7 s)
     with threadpool_limits(1, user_api="blas"):
-        report, plan = cross_validate(name, X, y, folds, seed, workers, on_fit, train_only, sample_weight)
+        report, plan = cross_validate(name, X, y, folds, seed, workers, on_fit, train_only, sample_weight, n_content)
         report.stacked_weights = plan.get("stacked_weights") if plan["chosen"] == "stacked" else None
-        model = final_model(name, X, y, plan, seed, sample_weight)
+        model = final_model(name, X, y, plan, seed, sample_weight, n_content)
     if X_eval is not None and y_eval is not None:
         report.eval = held_out(report, model.predict(X_eval), np.asarray(y_eval, dtype=float), sign)
     return model, report

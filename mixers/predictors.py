@@ -9,6 +9,8 @@
   small ridge on t (few runs, many components).
 - `linear`: ridge regression on the weights (RegMix's linear baseline).
 - `law_boost`: the mixing law plus LightGBM on its residuals.
+- `content`: a Gaussian process on what the runs trained on (content features, workspace searches
+  only: mixers/content_space.py).
 - `ensemble`: the mean of lightgbm, mixing_law and linear.
 - `stacked` and `auto` (the default) are weighted and chosen by cross-validation: model_choice.py.
 """
@@ -19,7 +21,7 @@ import warnings
 
 import numpy as np
 
-PREDICTORS = ("auto", "lightgbm", "mixing_law", "linear", "law_boost", "ensemble", "stacked")
+PREDICTORS = ("auto", "lightgbm", "mixing_law", "linear", "law_boost", "content", "ensemble", "stacked")
 
 
 class LightGBMPredictor:
@@ -134,6 +136,51 @@ class LawBoostPredictor:
         return self.law.predict(X) + self.trees.predict(X)
 
 
+class ContentPredictor:
+    """A Gaussian process on content features (mixers/content_space.py): ARD RBF plus noise,
+    targets standardised. A sample weight w < 1 adds (1/w - 1) x CARRIED_NOISE of variance to its
+    run (sklearn's per-sample alpha), so a carried run is believed less, never ignored."""
+
+    CARRIED_NOISE = 0.1
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "ContentPredictor":
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+        # length scales at their bounds on tiny sets; a process-wide filter: the fits run in threads,
+        # where catch_warnings (process state, restored per thread) lets them through
+        warnings.filterwarnings("ignore", category=ConvergenceWarning, module="sklearn.gaussian_process")
+        scale = np.std(X, axis=0)
+        self.scale = np.where(scale > 0, scale, 1.0)
+        alpha = 1e-8 if sample_weight is None else 1e-8 + self.CARRIED_NOISE * (1 / np.maximum(sample_weight, 1e-3) - 1)
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * RBF(np.ones(X.shape[1]), (1e-2, 1e2)) + WhiteKernel(1e-2, (1e-6, 1.0))
+        self.gp = GaussianProcessRegressor(kernel, alpha=alpha, normalize_y=True, n_restarts_optimizer=1,
+                                           random_state=self.seed).fit(X / self.scale, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.gp.predict(X / self.scale)
+
+
+class Columns:
+    """A model that reads some columns of its input: the weight bases skip the content features
+    (and the content model reads only them)."""
+
+    def __init__(self, model, columns: slice):
+        self.model, self.columns = model, columns
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> "Columns":
+        self.model.fit(X[:, self.columns], y, sample_weight)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(X[:, self.columns])
+
+
 class WeightedPredictor:
     """A weighted sum of fitted predictors: the ensemble (equal weights) and the stacked model
     (weights from out-of-fold predictions, see model_choice)."""
@@ -171,4 +218,6 @@ def make_predictor(name: str, seed: int = 42):
         return LawBoostPredictor(seed=seed)
     if name == "ensemble":
         return EnsemblePredictor(seed=seed)
+    if name == "content":
+        return ContentPredictor(seed=seed)
     raise ValueError(f"unknown predictor {name!r}; choose one of {', '.join(PREDICTORS)}")

@@ -21,6 +21,7 @@ from mixforge.mixture import phase_ends as phase_ends_of, phase_ends_problem, ph
 from mixforge.mixers.report import write_report
 from mixforge.proxy_training.runs import RunsTable
 from mixforge.mixers.bayesopt import bayesopt, bayesopt_mf
+from mixforge.mixers.content_space import content_space
 from mixforge.mixers.strategies import Proposal, SearchContext, TrainFn, climb, fit, influence, regmix, run_phases
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
@@ -68,6 +69,7 @@ def context(cfg: MixforgeConfig, train: TrainFn, target=None, train_cheap: Train
                              target_tokens=cfg.search.target_tokens or cfg.export.tokens or sum(counts.values()))
 
     ctx = at(cfg, train)
+    ctx.content = content_space(ws, today_of(cfg, ws), ctx.components)  # None without centroids or cells
     ctx.influence_inputs = lambda run_id: influence_inputs(cfg, ws, run_id, objective)
     if train_cheap is not None:
         cheap = cheap_config(cfg)
@@ -146,7 +148,7 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     ws = Workspace(cfg.workspace_dir)
     table = RunsTable(ws).load()
     before = set(table["run_id"].to_list()) if table.height else set()
-    carried = attach_carried(cfg, ws, ctx) if strategy == "regmix" and cfg.search.refresh_runs != "off" else {}
+    carried = attach_carried(cfg, ws, ctx, today_of(cfg, ws)) if strategy == "regmix" and cfg.search.refresh_runs != "off" else {}
     proposal = STRATEGIES[strategy](ctx)
     used = set(proposal.runs_used)
     proposal.evidence = {"trained": len(used - before), "reused": len(used & before), "carried": len(ctx.carried),
@@ -162,13 +164,20 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
 MIN_CARRIED = 4  # fewer carried runs than a fit needs are no evidence worth a smaller budget
 
 
-def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx: SearchContext) -> dict:
+def today_of(cfg: MixforgeConfig, ws: Workspace):
+    """What today's components are made of (mixers/carry.py Today; None without cells)."""
+    from mixforge.mixers.carry import today
+    from mixforge.proxy_training.runs import data_fingerprint
+
+    return today(ws, data_fingerprint(cfg, ws))
+
+
+def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx: SearchContext, now) -> dict:
     """Earlier runs re-expressed over today's components (mixers/carry.py) onto ctx.carried, with
     how much each component changed since (ctx.changed); what was left out and why, for the record."""
-    from mixforge.mixers.carry import changed_components, carry, today
-    from mixforge.proxy_training.runs import data_fingerprint, tokens_summary
+    from mixforge.mixers.carry import changed_components, carry
+    from mixforge.proxy_training.runs import tokens_summary
 
-    now = today(ws, data_fingerprint(cfg, ws))
     rows = RunsTable(ws).load().to_dicts()
     if now is None or not rows:
         return {}

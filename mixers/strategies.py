@@ -54,6 +54,7 @@ class SearchContext:
     cheap_proxy: dict | None = None  # the proxy settings the cheap fidelity changes
     carried: list = field(default_factory=list)  # earlier runs over today's components (mixers/carry.py Carried)
     changed: dict = field(default_factory=dict)  # per component, the share of its tokens new or gone since they ran
+    content: object = None  # mixers/content_space.py ContentSpace of today's components (workspace searches)
 
     @property
     def natural(self) -> np.ndarray:
@@ -243,8 +244,18 @@ def fit(rows: list[dict], ctx: SearchContext, phases: int = 1, carried: list | N
         return _fit_with_carried(rows, ctx, phases, carried)
     data = rows_data(rows, ctx, min_runs=4, phases=phases)  # CLIMB fits on its first batch; the fit report says how little that is
     y = ctx.objective.column(data)
-    predictor, report = fit_predictor(ctx.settings.predictor, data.weights, y, folds=ctx.settings.folds, seed=ctx.seed)
-    return predictor, report, data, y, kl_weight(ctx, report, data.weights, phases)
+    space = ctx.content if phases == 1 else None
+    X = data.weights if space is None else np.hstack([data.weights, space.of_mixtures(data.weights)])
+    predictor, report = fit_predictor(ctx.settings.predictor, X, y, folds=ctx.settings.folds, seed=ctx.seed,
+                                      n_content=space.dims if space else 0)
+    return _reading_weights(predictor, space), report, data, y, kl_weight(ctx, report, data.weights, phases)
+
+
+def _reading_weights(model, space):
+    """A model fitted with content features, as a predictor of mixtures (their weights alone)."""
+    from mixforge.mixers.content_space import WithContent
+
+    return model if space is None else WithContent(model, space)
 
 
 def _carried_rows(ctx: SearchContext, carried: list) -> list[dict]:
@@ -266,10 +277,16 @@ def _fit_with_carried(rows: list[dict], ctx: SearchContext, phases: int, carried
     data = rows_data(rows + extra, ctx, min_runs=2, phases=phases)
     y = ctx.objective.column(data)  # a combination's z-scores over every run used
     is_carried = np.isin(np.array(data.run_ids), [r["run_id"] for r in extra])
-    kept = np.array([{r["run_id"]: c.kept for r, c in zip(extra, carried)}.get(i, 1.0) for i in data.run_ids])
-    predictor, report = fit_with_carried(ctx.settings.predictor, data.weights, y, is_carried, kept, ctx.settings.folds, ctx.seed)
+    by_id = {r["run_id"]: c for r, c in zip(extra, carried)}
+    kept = np.array([by_id[i].kept if i in by_id else 1.0 for i in data.run_ids])
+    space, X = ctx.content if phases == 1 else None, data.weights
+    if space is not None:  # a carried run's content is its own, not that of its mixture over today's components
+        X = np.hstack([X, np.array([space.of_clusters(by_id[i].clusters) if i in by_id else space.of_mixtures(w[None, :])[0]
+                                    for i, w in zip(data.run_ids, data.weights)])])
+    predictor, report = fit_with_carried(ctx.settings.predictor, X, y, is_carried, kept, ctx.settings.folds, ctx.seed,
+                                         space.dims if space else 0)
     own = rows_data(rows, ctx, min_runs=2, phases=phases)
-    return predictor, report, own, y[~is_carried], kl_weight(ctx, report, data.weights, phases)
+    return _reading_weights(predictor, space), report, own, y[~is_carried], kl_weight(ctx, report, data.weights, phases)
 
 
 def refresh_runs(ctx: SearchContext, phases: int, label: str) -> list[dict]:

@@ -360,8 +360,10 @@ class SearchConfig(Section):
             raise ValueError("must be at least 2 (or auto)")
         return value
 
-    predictor: Literal["auto", "lightgbm", "mixing_law", "linear", "law_boost", "ensemble", "stacked"] = Field(
-        "auto", description="Regression model of target on weights; auto: the candidate with the best cross-validated Spearman (nested CV reports it honestly)."
+    predictor: Literal["auto", "lightgbm", "mixing_law", "linear", "law_boost", "content", "ensemble", "stacked"] = Field(
+        "auto", description="Regression model of target on weights; content: a Gaussian process on what each run trained on "
+        "(its clusters' centroid embeddings; workspace searches); auto: the candidate with the best cross-validated Spearman "
+        "(nested CV reports it honestly)."
     )
     folds: int = Field(5, ge=2, description="Cross-validation folds of the fit report.")
     temperature: float = Field(0.5, gt=0, description="Prior = natural token shares ** temperature (RegMix: 0.5).")
