@@ -5,8 +5,10 @@ A carried run measured an older corpus, so how much it counts is chosen, not ass
 treatment (carried runs left out, or in with weight `lam` x the share of their data still kept
 unchanged, plus a 0/1 `carried` feature the models can use for an offset between builds) is
 cross-validated on the fresh runs only (carried runs are in every training split and never
-scored), and the best out-of-fold Spearman wins (ties: fewer carried). When carried runs do not
-help, they are dropped and the report says so. Refresh runs go where the models fitted on the
+scored), and the best out-of-fold Spearman wins (ties: fewer carried). Below RANKED_FROM fresh runs
+the mean absolute error decides instead: a refresh budget is small, and a Spearman over 4 runs
+takes 5 values, two swapped runs apart, where the error of every prediction still counts. When
+carried runs do not help, they are dropped and the report says so. Refresh runs go where the models fitted on the
 carried runs disagree most, spread apart (`least_sure`).
 """
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from mixforge.mixers.model_choice import fit_bases, fit_predictor
 
+RANKED_FROM = 8  # fresh runs from which the choice is by out-of-fold Spearman (below: by mean absolute error)
 CARRIED_WEIGHTS = (0.25, 1.0)  # lam: a carried run counts lam x its kept share; 0 (left out) is always tried too
 
 
@@ -44,19 +47,24 @@ def fit_with_carried(name: str, X: np.ndarray, y: np.ndarray, carried: np.ndarra
         weight = np.where(carried, lam * kept, 1.0)
         trials[lam] = fit_predictor(name, flagged, y, folds=folds, seed=seed, train_only=carried, sample_weight=weight,
                                     n_content=n_content)
-    figures = {lam: (r.spearman, -r.mae) for lam, (_, r) in trials.items()}
+    ranked = fresh.sum() >= RANKED_FROM
+    figures = {lam: (r.spearman, -r.mae) if ranked else (-r.mae, r.spearman) for lam, (_, r) in trials.items()}
     best = max(figures, key=lambda lam: (figures[lam], -lam))
+    with_carried = max(CARRIED_WEIGHTS, key=lambda lam: (figures[lam], -lam))  # the best treatment that uses them
     model, report = trials[best]
     if best:
         model = WithoutCarriedFlag(model, at)
     report.evidence = {
         "fresh_runs": int(fresh.sum()), "carried_runs": int(carried.sum()), "carried_used": int(carried.sum()) if best else 0,
-        "carried_weight": best, "cv_spearman": {f"{lam:g}": round(r.spearman, 4) for lam, (_, r) in trials.items()},
+        "carried_weight": best, "chosen_by": "spearman" if ranked else "mae",
+        "cv_spearman": {f"{lam:g}": round(r.spearman, 4) for lam, (_, r) in trials.items()},
+        "cv_mae": {f"{lam:g}": r.mae for lam, (_, r) in trials.items()},
         "cv_spearman_without_carried": round(trials[0.0][1].spearman, 4) if 0.0 in trials else None,
-        "cv_spearman_with_carried": round(max(trials[lam][1].spearman for lam in CARRIED_WEIGHTS), 4),
+        "cv_spearman_with_carried": round(trials[with_carried][1].spearman, 4),
         "dropped": best == 0.0,
-        "why": ("carried runs did not improve the cross-validated ranking of today's runs: left out" if best == 0.0 else
-                f"carried runs improve the cross-validated ranking of today's runs: each counts {best:g} x its kept share"),
+        "why": (f"carried runs did not improve the cross-validated {'ranking' if ranked else 'error'} on today's runs: left out"
+                if best == 0.0 else f"carried runs improve the cross-validated {'ranking' if ranked else 'error'} on today's runs: "
+                f"each counts {best:g} x its kept share"),
     }
     return model, report
 
