@@ -160,6 +160,7 @@ def _predicted(ctx, proposal, rows, phases):
 @pytest.mark.parametrize("strategy", ["regmix", "regmix2", "climb"])
 def test_strategies_never_propose_worse_than_the_best_feasible_run(strategy):
     from mixforge.mixers import strategies
+    from mixforge.mixers.report import markdown
 
     phases = 2 if strategy == "regmix2" else 1
     bounds = {"runs": 24, "phases": phases, "max_share": {"a": 0.3}}  # some runs sit above a's bound: never proposed
@@ -174,3 +175,20 @@ def test_strategies_never_propose_worse_than_the_best_feasible_run(strategy):
         if kl == 20.0:
             assert proposal.fallback and f"best observed run {best_id}" in proposal.fallback
             assert proposal.best_observed["chose"] == "best observed run"
+            assert f"**Fallback:** {proposal.fallback}" in markdown(proposal.to_dict(), None)  # report.md says why
+
+
+@pytest.mark.timeout(120)
+def test_cli_search_fit_reports_the_best_run_beside_the_proposal(tmp_path):
+    import subprocess
+
+    from conftest import mixforge_cmd
+
+    path = corner_table(tmp_path / "runs.csv")
+    base = mixforge_cmd() + ["search", "fit", "--runs", str(path), "--target", "bpb_x", "--predictor", "linear", "--candidates", "200"]
+    run = subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=100)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["predicted"] <= out["best_observed"]["predicted"] and "fallback" in out
+    run = subprocess.run(base, capture_output=True, text=True, timeout=100)
+    assert run.returncode == 0 and f"best observed run r39: {out['best_observed']['value']:.4f} (predicted" in " ".join(run.stdout.split())
