@@ -227,7 +227,8 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     comps = ctx.components
     runs = RunsTable(Workspace(cfg.workspace_dir)).load()
     fidelity = proposal.get("fidelity")  # bayesopt_mf: only the runs at the search's own proxy are in its units
-    used = [r for r in runs.to_dicts() if r["run_id"] in set(fidelity["main_run_ids"] if fidelity else proposal["runs_used"])]
+    order = {r: i for i, r in enumerate(fidelity["main_run_ids"] if fidelity else proposal["runs_used"])}  # the search's order:
+    used = sorted((r for r in runs.to_dicts() if r["run_id"] in order), key=lambda r: order[r["run_id"]])  # the same folds
     candidates = {"proposal": proposal["weights"], "uniform": {c: 1 / len(comps) for c in comps},
                   "natural": proposal["natural"]}
     from mixforge.mixers.objective import direction
@@ -251,7 +252,9 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
         check_schedule_ends(cfg, folder, schedule)
         candidates["schedule"] = [phase["weights"] for phase in schedule]
     P = run_phases(used)  # a predictor over schedules when the search's runs trained schedules
-    predictor, report = fit(used, ctx, P)[:2] if len(used) >= 4 and not fidelity else (None, None)
+    if (proposal.get("evidence") or {}).get("carried"):  # the same evidence the search fitted on
+        attach_carried(cfg, Workspace(cfg.workspace_dir), ctx, today_of(cfg, Workspace(cfg.workspace_dir)))
+    predictor, report = fit(used, ctx, P, ctx.carried)[:2] if len(used) >= 4 and not fidelity else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
     results, skipped = {}, {}
     for name, weights in candidates.items():

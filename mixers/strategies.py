@@ -359,7 +359,7 @@ def _proposal(ctx: SearchContext, strategy: str, w: np.ndarray, predictor, repor
         natural=ctx.as_dict(ctx.natural), prior=ctx.as_dict(ctx.prior),
         fit=report.to_dict() if report else None,
         fit_points={"actual": y.tolist(), "predicted": report.oof_predictions} if report else None,
-        runs_used=sorted({r["run_id"] for r in rows}), seed=ctx.seed, constraints=_constraints(ctx),
+        runs_used=list(dict.fromkeys(r["run_id"] for r in rows)), seed=ctx.seed, constraints=_constraints(ctx),
         settings=ctx.settings.model_dump(), **extra)
 
 

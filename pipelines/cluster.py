@@ -164,7 +164,7 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
                          "train_mean_cosine_distance": round(fit.objective, 4)}
         calls = [(str(f), str(out / "centroids.npy"), str(out / "assign" / f.name)) for f in shards]
         inertia = sum(map_shards(cfg, assign_shard, calls, "cluster: assign", counts))
-        version = record_fit(out, k, drift, plan.id)
+        version = record_fit(out, k, drift, plan.id, ws.stage_dir("cluster") / "extra")
         summary = {"clusters": k, "centroid_version": version, "documents": n_valid, "train_sample": sample_size, **fit_stats,
                    "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
         return summary | ({"drift": drift} if drift else {})
@@ -183,10 +183,11 @@ def assignments(folder: Path, shards: list[str] | None = None) -> pl.DataFrame:
         schema={"cluster": pl.Int32, "distance": pl.Float32})
 
 
-def record_fit(out: Path, k: int, drift: dict | None, layer: str) -> int:
+def record_fit(out: Path, k: int, drift: dict | None, layer: str, published: Path | None = None) -> int:
     """Write fit.json for centroids just fitted by build `layer` (version 1, or one more than the
     refitted ones, whose centroids stay as centroids-v<N>.npy with the mapping of their clusters
-    to the new). A resumed run that already wrote it keeps it."""
+    to the new). A resumed run that already wrote it keeps it. Either way the transitions from the
+    centroids before (refitted ones, or `published`: the stage a full rerun replaces) are kept."""
     previous = read_json(out / FIT_FILE) if drift else None
     if previous and previous.get("layer") == layer:
         shutil.rmtree(out / PREVIOUS_ASSIGN, ignore_errors=True)
@@ -198,7 +199,13 @@ def record_fit(out: Path, k: int, drift: dict | None, layer: str) -> int:
     if previous:  # each old cluster -> the nearest new centroid
         old = np.load(out / f"centroids-v{previous['version']}.npy")
         fit["previous"] = {"version": previous["version"], "mapping": assign(old, np.load(out / "centroids.npy"))[0].tolist()}
-        fit["transitions"] = previous.get("transitions", []) + [transition(out, previous["version"], version)]
+        fit["transitions"] = previous.get("transitions", []) + [
+            transition(out / PREVIOUS_ASSIGN, out / f"centroids-v{previous['version']}.npy", out, previous["version"], version)]
+    elif published is not None and (published / "centroids.npy").exists():  # a full rerun: from the centroids it replaces
+        before = read_json(published / FIT_FILE) or {}
+        step = transition(published / "assign", published / "centroids.npy", out, before.get("version"), version)
+        if step["from"] != step["to"]:
+            fit["transitions"] = before.get("transitions", []) + [step]
     atomic_write_json(out / FIT_FILE, fit)
     shutil.rmtree(out / PREVIOUS_ASSIGN, ignore_errors=True)
     return version
@@ -207,25 +214,21 @@ def record_fit(out: Path, k: int, drift: dict | None, layer: str) -> int:
 PREVIOUS_ASSIGN = "assign-previous"  # the refitted centroids' assignments, until their transitions are counted
 
 
-def transition(out: Path, old_version: int, new_version: int) -> dict:
-    """Tokens of the documents both centroid versions assigned, per (old cluster, new cluster),
-    counted shard by shard: how a run described over the old clusters is re-expressed over the new
-    ones (pipelines/content.py). Centroids are named by digest: two fits can share a version number."""
+def transition(old_assign: Path, old_centroids: Path, out: Path, old_version: int | None, new_version: int) -> dict:
+    """Tokens of the documents both centroid versions assigned (joined by id, streamed), per (old
+    cluster, new cluster): how a run described over the old clusters is re-expressed over the new
+    ones (mixers/carry.py). Centroids are named by digest: two fits can share a version number."""
     from mixforge.digests import file_digest
 
-    totals = []
-    for new_file in sorted((out / "assign").glob("*.parquet")):
-        old_file = out / PREVIOUS_ASSIGN / new_file.name
-        if old_file.exists():
-            old = pl.read_parquet(old_file, columns=["id", "cluster", "tokens"])
-            new = pl.read_parquet(new_file, columns=["id", "cluster"]).rename({"cluster": "to"})
-            totals.append(old.join(new, on="id").filter((pl.col("cluster") >= 0) & (pl.col("to") >= 0))
-                          .group_by("cluster", "to").agg(pl.col("tokens").sum()))
-    counts = (pl.concat(totals).group_by("cluster", "to").agg(pl.col("tokens").sum()).sort("cluster", "to")
-              if totals else pl.DataFrame(schema={"cluster": pl.Int32, "to": pl.Int32, "tokens": pl.Int64}))
-    return {"from_version": old_version, "to_version": new_version,
-            "from": file_digest(out / f"centroids-v{old_version}.npy"), "to": file_digest(out / "centroids.npy"),
-            "tokens": [[int(a), int(b), int(t)] for a, b, t in counts.iter_rows()]}
+    old_files, new_files = sorted(old_assign.glob("*.parquet")), sorted((out / "assign").glob("*.parquet"))
+    counts = pl.DataFrame(schema={"cluster": pl.Int32, "to": pl.Int32, "tokens": pl.Int64})
+    if old_files and new_files:
+        old = pl.scan_parquet(old_files).select("id", "cluster", "tokens")
+        new = pl.scan_parquet(new_files).select("id", pl.col("cluster").alias("to"))
+        counts = (old.join(new, on="id").filter((pl.col("cluster") >= 0) & (pl.col("to") >= 0))
+                  .group_by("cluster", "to").agg(pl.col("tokens").sum()).sort("cluster", "to").collect(engine="streaming"))
+    return {"from_version": old_version, "to_version": new_version, "from": file_digest(old_centroids),
+            "to": file_digest(out / "centroids.npy"), "tokens": [[int(a), int(b), int(t)] for a, b, t in counts.iter_rows()]}
 
 
 def incremental_assign(cfg: MixforgeConfig, ws: Workspace, out: Path, plan) -> dict:

@@ -94,7 +94,7 @@ def test_a_run_goes_through_a_refit_by_the_documents_both_versions_assigned():
 
 
 @pytest.mark.timeout(900)
-def test_a_run_is_carried_across_a_remerge_an_append_and_a_refit_never_as_a_result(tmp_path):
+def test_a_run_is_carried_across_a_remerge_an_append_refits_and_a_new_source_never_as_a_result(tmp_path):
     from mixforge.config import load_config
     from mixforge.mixers.carry import carry
     from mixforge.pipelines.build import build
@@ -146,6 +146,19 @@ def test_a_run_is_carried_across_a_remerge_an_append_and_a_refit_never_as_a_resu
     assert 0 < both <= pl.concat([pl.read_parquet(f) for f in (ws / "cluster" / "extra" / "assign").glob("*.parquet")])["tokens"].sum()
     assert not (ws / "cluster" / "extra" / "assign-previous").exists()
     carried, skipped = carry([row], _today(cfg), _settings(cfg, row), phases=1)
+    assert skipped == {} and sum(carried[0].weights.values()) == pytest.approx(1.0) and 0 < carried[0].kept <= 1
+
+    settings = yaml.safe_load((tmp_path / "mixforge.yaml").read_text())  # a new source: the build reruns in full
+    _write(tmp_path / "data" / "quotes" / "part-000.jsonl", _records("quotes")[:10])
+    settings["sources"].append({"path": "data/quotes", "label": "quotes", "kind": SLICE_KINDS["quotes"]})
+    settings["cluster"] = {"n_components": 3, "refit_drift": 1e-9}
+    (tmp_path / "mixforge.yaml").write_text(yaml.safe_dump(settings))
+    refitted = json.loads((ws / "cluster" / "extra" / "fit.json").read_text())
+    cfg = load_config(tmp_path / "mixforge.yaml")
+    build(cfg)
+    fit = json.loads((ws / "cluster" / "extra" / "fit.json").read_text())
+    assert fit["transitions"][:-1] == refitted["transitions"] and fit["transitions"][-1]["from"] == step["to"]
+    carried, skipped = carry([row], _today(cfg), _settings(cfg, row), phases=1)  # through both refits
     assert skipped == {} and sum(carried[0].weights.values()) == pytest.approx(1.0) and 0 < carried[0].kept <= 1
 
 

@@ -111,7 +111,6 @@ def _loop(cfg):
 def test_regmix_proposes_and_verify_trains_a_schedule_with_the_configs_phase_ends(tmp_path):
     cfg = load_config(workspace_with_tokens(tmp_path, tokens=2_000))
     cfg.search.target, cfg.search.runs, cfg.search.candidates, cfg.search.top_k = "bpb_code", 6, 500, 16
-    cfg.search.predictor = "linear"  # auto's choice on 6 runs depends on their order, which verify's refit does not keep
     cfg.search.phases, cfg.search.phase_ends = 2, [0.8, 1.0]
     proposal, folder = run_search(cfg, _loop(cfg), "regmix")
     assert [(ph["start_fraction"], ph["end_fraction"]) for ph in proposal.schedule] == [(0.0, 0.8), (0.8, 1.0)]
