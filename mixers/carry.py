@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from mixforge.mixture import phase_ends as phase_ends_of, phase_lengths
 from mixforge.workspace import Workspace, read_json
 
 MIN_KEPT = 0.5  # a run with less than half of its tokens' cells left describes another corpus: not carried
@@ -149,18 +150,13 @@ def carry(rows: list[dict], now: Today, settings: dict, phases: int, phase_ends:
             skipped[f"less than {MIN_KEPT:.0%} of its tokens' data is still in the corpus"] += 1
             continue
         out = [{c: v / sum(ph.values()) for c, v in ph.items()} for ph in out]
-        lengths = _lengths(phase_ends, len(out))
+        lengths = phase_lengths(phase_ends_of(phase_ends, len(out)))
         overall = defaultdict(float)
         for by_cluster, length in zip(clusters, lengths):
             for cluster, share in by_cluster.items():
                 overall[cluster] += share * length
         carried.append(Carried(row, out, float(sum(k * w for k, w in zip(kept, lengths))), content.get("build"), then, dict(overall)))
     return carried, dict(skipped)
-
-
-def _lengths(phase_ends: list[float] | None, phases: int) -> list[float]:
-    ends = phase_ends or [(p + 1) / phases for p in range(phases)]
-    return [e - s for s, e in zip([0.0] + list(ends[:-1]), ends)]
 
 
 def _unfit(row: dict, settings: dict, phases: int, phase_ends: list[float] | None) -> str | None:

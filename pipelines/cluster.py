@@ -134,6 +134,7 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
     base = cluster_fingerprint(cfg, "")
     plan = plan_layer(ws, "cluster", fingerprint, base, current_build(ws), upstream.layers,
                       [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
+    before = fit_before(ws, fingerprint, plan, force)
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
@@ -164,13 +165,40 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
                          "train_mean_cosine_distance": round(fit.objective, 4)}
         calls = [(str(f), str(out / "centroids.npy"), str(out / "assign" / f.name)) for f in shards]
         inertia = sum(map_shards(cfg, assign_shard, calls, "cluster: assign", counts))
-        version = record_fit(out, k, drift, plan.id, ws.stage_dir("cluster") / "extra")
+        version = record_fit(out, k, drift, plan.id, before)
         summary = {"clusters": k, "centroid_version": version, "documents": n_valid, "train_sample": sample_size, **fit_stats,
                    "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
         return summary | ({"drift": drift} if drift else {})
 
-    return run_side_stage(ws, "cluster", fingerprint, body, upstream.docs_dir, force=force, settings=c.model_dump(),
-                          layer=plan, base=base)
+    result = run_side_stage(ws, "cluster", fingerprint, body, upstream.docs_dir, force=force, settings=c.model_dump(),
+                            layer=plan, base=base)
+    shutil.rmtree(ws.root / FIT_BEFORE, ignore_errors=True)
+    return result
+
+
+FIT_BEFORE = "cluster.before"  # a full rerun's predecessor: its centroids, fit.json and assignments (hard links)
+
+
+def fit_before(ws: Workspace, fingerprint: str, plan, force: bool) -> Path | None:
+    """The published fit a full rerun is about to clear (the stage runner empties a stage before
+    it reruns in full), kept as hard links until the new fit has counted its transitions from it;
+    a killed rerun's copy is reused. None when nothing is replaced."""
+    keep, published = ws.root / FIT_BEFORE, ws.stage_dir("cluster") / "extra"
+    if keep.exists():
+        return keep
+    done = (ws.stage_record("cluster") or {}).get("fingerprint") == fingerprint and not force
+    if plan.incremental or done or not (published / "centroids.npy").exists():
+        return None
+    tmp = ws.root / f".{FIT_BEFORE}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "assign").mkdir(parents=True)
+    for f in (published / "assign").glob("*.parquet"):
+        os.link(f, tmp / "assign" / f.name)
+    for name in ("centroids.npy", FIT_FILE):
+        if (published / name).exists():
+            os.link(published / name, tmp / name)
+    os.replace(tmp, keep)
+    return keep
 
 
 FIT_FILE = "fit.json"  # cluster/extra/: centroid version, clusters, the fit's 95th-percentile distance, sizes
