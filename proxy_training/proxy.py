@@ -131,6 +131,15 @@ def schedule_ends(cfg: MixforgeConfig, phases: int, ends: list[float] | None = N
     return phase_ends_of(ends if ends is not None else cfg.search.phase_ends, phases)
 
 
+def checkpoint_steps(cfg: MixforgeConfig, checkpoints: int, steps: int) -> tuple[int, ...]:
+    """Where `checkpoints` checkpoints go when they mark the ends of search.phase_ends' unequal
+    phases (influence's phases): at those shares of the steps. Empty otherwise (evenly spaced)."""
+    ends = cfg.search.phase_ends
+    if checkpoints < 2 or not ends or len(ends) != checkpoints or equal_ends(ends):
+        return ()
+    return tuple(sorted({max(1, min(steps, round(end * steps))) for end in ends}))
+
+
 def content_basis(ws: Workspace, data: str) -> tuple | None:
     """(cells, centroids, build) that `run_content` describes a run of this workspace's tokens with."""
     cells = cell_tokens(ws, data)
@@ -153,9 +162,10 @@ def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, da
     sampler = MixtureSampler(shards, weights, p.seq_len, p.tokens, seed, max_epochs=p.max_epochs, phase_ends=ends)
     steps = -(-len(sampler) // p.batch_size)
     model_cfg = preset(p.preset, vocab_size=summary["tokenizer"]["vocab_size"], block_size=p.seq_len)
+    at = checkpoint_steps(cfg, checkpoints, steps)
     train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
-                            seed=seed, device=p.device,
-                            checkpoint_every=-(-steps // checkpoints) if checkpoints else p.checkpoint_every)
+                            seed=seed, device=p.device, checkpoint_at=at,
+                            checkpoint_every=0 if at else -(-steps // checkpoints) if checkpoints else p.checkpoint_every)
     return _Run(run_id, seed, weights, phases, ends, sampler=sampler, steps=steps, model_cfg=model_cfg, train_cfg=train_cfg, data=data,
                 content=None if basis is None else run_content(basis[0], phases or [weights], basis[1], basis[2]))
 
@@ -212,7 +222,7 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     ckpt_dir = checkpoint_dir(ws, run.run_id)
     t0 = time.perf_counter()
     model, result = train(run.model_cfg, run.train_cfg, run.sampler.batches(cfg.proxy.batch_size), run.steps, progress,
-                          checkpoint_dir=ckpt_dir if run.train_cfg.checkpoint_every else None)
+                          checkpoint_dir=ckpt_dir if run.train_cfg.checkpoint_every or run.train_cfg.checkpoint_at else None)
     return _record(cfg, ws, summary, run, model, result, time.perf_counter() - t0)
 
 

@@ -38,6 +38,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (pays off for long GPU runs)
     log_every: int = 10  # steps between recorded losses
     checkpoint_every: int = 0  # steps between checkpoints (0: none); needs checkpoint_dir in train()
+    checkpoint_at: tuple[int, ...] = ()  # steps after which a checkpoint is saved as well (the ends of unequal phases)
 
 
 @dataclass
@@ -178,7 +179,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray
             losses.append((step, loss.item()))
             if progress is not None:
                 progress(step + 1, steps, (tokens - tokens_at_start) / (time.perf_counter() - t0))
-        if checkpoint_dir and cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or step == steps - 1):
+        every = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or step == steps - 1)
+        if checkpoint_dir and (every or step + 1 in cfg.checkpoint_at):
             save_checkpoint(Path(checkpoint_dir), model, optimizer, step + 1, tokens, losses)
     seconds = time.perf_counter() - t0
     tail = [l for s, l in losses if s >= int(0.9 * steps)] or [losses[-1][1]]

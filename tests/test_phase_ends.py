@@ -102,6 +102,18 @@ def test_a_proxy_run_trains_and_records_its_phase_ends_under_its_own_id(tmp_path
         run_proxy(cfg, schedule)
 
 
+@pytest.mark.timeout(300)
+def test_checkpoints_for_influences_phases_are_saved_at_the_phase_ends(tmp_path):
+    from mixforge.proxy_training.proxy import checkpoint_dir
+    from mixforge.proxy_training.train import checkpoints, read_checkpoint
+
+    cfg = load_config(workspace_with_tokens(tmp_path, tokens=2_000))
+    cfg.search.phases, cfg.search.phase_ends = 2, [0.8, 1.0]
+    row = run_proxy(cfg, {"bible": 0.5, "code": 0.5}, checkpoints=2)  # what influence asks for: one checkpoint per phase
+    saved = [read_checkpoint(f)["step"] for f in checkpoints(checkpoint_dir(Workspace(cfg.workspace_dir), row["run_id"]))]
+    assert saved == [round(0.8 * row["steps"]), row["steps"]]
+
+
 def _loop(cfg):
     return lambda mixtures, seeds, label, checkpoints=0: [
         run_proxy(cfg, w, seed=s, checkpoints=checkpoints) for w, s in zip(mixtures, seeds)]
