@@ -146,6 +146,26 @@ def observed_lines(proposal: dict) -> list[str]:
     return ["", f"{same}; the proposal is predicted at least as good."]
 
 
+def evidence_lines(proposal: dict) -> list[str]:
+    """Runs trained, reused and carried from earlier builds, and what the carried ones did to the fit."""
+    runs, fit = proposal.get("evidence"), (proposal.get("fit") or {}).get("evidence")
+    if not runs:
+        return []
+    text = f"Proxy runs: {runs['trained']} trained, {runs['reused']} reused exactly, {runs['carried']} carried from earlier builds"
+    if runs.get("carried_from"):
+        text += (f" ({', '.join(runs['carried_from'])}; on average {runs['carried_kept_share']:.0%} of their tokens' data "
+                 f"kept unchanged), {runs['refresh_runs']} refresh runs")
+    text += "."
+    if fit:
+        without = fit["cv_spearman_without_carried"]
+        text += (f" Cross-validated on today's {fit['fresh_runs']} runs: Spearman {fit['cv_spearman_with_carried']:.3f} with the "
+                 f"carried runs, {'n/a' if without is None else f'{without:.3f}'} without; {fit['why']}.")
+    skipped = runs.get("carried_skipped") or {}
+    if skipped:
+        text += " Not carried: " + "; ".join(f"{n} ({why})" for why, n in skipped.items()) + "."
+    return ["", text]
+
+
 def _fmt(v) -> str:
     return "" if v is None else f"{v:.4f}"
 
@@ -163,8 +183,8 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
         lines += observed_lines(proposal)
     fit = proposal.get("fit")
     if fit:
-        lines += ["", "## How far to trust the predictor", "", trust_lines(fit, len(proposal["weights"])), "",
-                  "![predicted against measured](fit.png)"]
+        lines += ["", "## How far to trust the predictor", "", trust_lines(fit, len(proposal["weights"]))]
+        lines += evidence_lines(proposal) + ["", "![predicted against measured](fit.png)"]
     lines += fidelity_lines(proposal)
     lines += ["", "## Proposed mixture", "", "| component | natural | proposal |", "|---|---:|---:|"]
     for c, w in proposal["weights"].items():

@@ -193,6 +193,9 @@ def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx: SearchContext, now) 
     ctx.carried, ctx.changed = carried, changed_components(carried, now)
     builds = sorted({c.build or "unknown" for c in carried})
     return {"carried_from": builds, "carried_kept_share": round(float(np.mean([c.kept for c in carried])), 4),
+            "carried_runs": [{"run_id": c.row["run_id"], "build": c.build, "kept_share": round(c.kept, 4),
+                              "weights": ctx.as_dict(np.array([c.weights.get(comp, 0.0) for comp in ctx.components]))}
+                             for c in carried],
             "changed_components": {c: round(v, 4) for c, v in ctx.changed.items()}, "carried_skipped": skipped}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -186,10 +187,13 @@ def test_a_search_after_an_append_trains_only_its_refresh_runs_also_when_schedul
     run = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     folder = json.loads(run.stdout.strip().splitlines()[-1])["search"]
-    evidence = _evidence(__import__("pathlib").Path(folder))
+    evidence = _evidence(Path(folder))
     assert evidence["carried"] == 5 and evidence["refresh_runs"] == 4 and evidence["trained"] == 4
     assert evidence["carried_from"] == ["b0001"] and evidence["carried_kept_share"] == pytest.approx(1.0)
-    fit = json.loads((__import__("pathlib").Path(folder) / "proposal.json").read_text())["fit"]["evidence"]
+    assert sorted(r["run_id"] for r in evidence["carried_runs"]) == sorted(first.runs_used)  # marked, with build and kept share
+    report = (Path(folder) / "report.md").read_text()
+    assert "4 trained, 0 reused exactly, 5 carried from earlier builds (b0001" in report
+    fit = json.loads((Path(folder) / "proposal.json").read_text())["fit"]["evidence"]
     assert fit["fresh_runs"] == 4 and fit["carried_runs"] == 5 and fit["cv_spearman_without_carried"] is not None
 
     again, _ = run_search(load_config(config), _loop(cfg), "regmix")  # the same refresh runs: reused, none trained
