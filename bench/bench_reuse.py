@@ -79,11 +79,15 @@ def _project(out: Path, left_out: list[str]) -> tuple[Path, Path, dict]:
 def _search(config: Path, out: Path, name: str, seeds: int, runs: int | None = None) -> dict:
     """A search and its verify, their files kept under out/<name>/ (the next search reuses the folder)."""
     took = _cli("search", str(config), *(["--runs", str(runs)] if runs else []))
-    folder = out / "ws" / "search" / json.loads((out / "ws" / "search" / "latest.json").read_text())["folder"]
+    folder = _latest(out)
     proposal = json.loads((folder / "proposal.json").read_text())
     verify_s = _cli("search", "verify", str(config), "--seeds", str(seeds))
     shutil.copytree(folder, out / name, dirs_exist_ok=True)
     return {"proposal": proposal, "verify": json.loads((folder / "verify.json").read_text()), "search_s": took, "verify_s": verify_s}
+
+
+def _latest(out: Path) -> Path:
+    return out / "ws" / "search" / json.loads((out / "ws" / "search" / "latest.json").read_text())["folder"]
 
 
 def main() -> None:
@@ -104,6 +108,7 @@ def main() -> None:
 
     timings = {"build v1": _cli("build", str(config))}
     timings["search v1"] = _cli("search", str(config))
+    shutil.copytree(_latest(out), out / "v1", dirs_exist_ok=True)
     for label, lines in plan["later"].items():  # v2: the left-out sources and the missing tenth
         if lines:
             (out / "data" / label / "part-001.jsonl").write_text("\n".join(lines) + "\n")
@@ -151,6 +156,13 @@ def _print(results: dict, timings: dict, args) -> None:
     print(f"(b) fit: CV Spearman with carried {fit.get('cv_spearman_with_carried')}, without {fit.get('cv_spearman_without_carried')}, "
           f"carried weight {fit.get('carried_weight')}; changed components {evidence.get('changed_components')}")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    fits = {"v1 (16 fresh runs)": json.loads((out / "v1" / "proposal.json").read_text())["fit"]}
+    fits.update({f"({k})": results[k]["proposal"]["fit"] for k in ("a", "b", "c")})
+    names = list(fits["v1 (16 fresh runs)"]["candidates"])
+    print("\nout-of-fold Spearman of auto's candidates (content: the content predictor)")
+    print(f"{'search':20}" + "".join(f"{n:>11}" for n in names))
+    for label, fit in fits.items():
+        print(f"{label:20}" + "".join(f"{fit['candidates'].get(n, {}).get('spearman', float('nan')):11.3f}" for n in names))
     report("reuse: search after a data change, carried (b) vs fresh full (a)", results["b"]["search_s"], results["a"]["search_s"],
            {"flops_ratio": round(ratio, 3), "rows": rows, "evidence": evidence, "fit_evidence": fit, "within_one_std": within,
             "better_than_small_fresh": better, "full_runs": args.runs, "seeds": args.seeds, "timings": timings})
