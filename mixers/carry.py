@@ -24,14 +24,15 @@ from mixforge.workspace import Workspace, read_json
 
 MIN_KEPT = 0.5  # a run with less than half of its tokens' cells left describes another corpus: not carried
 CHANGED_SHARE = 0.25  # a component whose tokens are more than this share new or gone gets refresh runs of its own
-SETTINGS = ("preset", "seq_len", "batch_size", "lr", "schedule", "tokenizer_sha256")
+SETTINGS = ("preset", "seq_len", "batch_size", "lr", "schedule")  # and the tokenizer, for targets counted in its tokens
+PER_BYTE = ("bpb_", "acc_")  # targets a tokenizer does not change the units of (a full rebuild retrains the default one)
 
 
 @dataclass
 class Today:
     """What today's components are made of: their cells and tokens, and how cells map to them."""
 
-    cells: pl.DataFrame  # component, cluster, source, tokens
+    cells: pl.DataFrame  # component, cluster, source, tokens, docs
     key: str  # the cell field components are made of: "cluster" (merged clusters) or "source"
     mapping: dict  # key value -> component
     centroids: dict | None
@@ -42,8 +43,10 @@ class Today:
     def components(self) -> list[str]:
         return sorted(self.cells["component"].unique().to_list())
 
-    def cell_tokens(self) -> dict[tuple[int, str], int]:
-        return {(c, s): t for c, s, t in self.cells.select("cluster", "source", "tokens").iter_rows()}
+    def cell_sizes(self, measure: str = "docs") -> dict[tuple[int, str], int]:
+        """Documents (or tokens) per cell: what is new or gone is counted in documents, which no
+        tokenizer changes."""
+        return {(c, s): n for c, s, n in self.cells.select("cluster", "source", measure).iter_rows()}
 
 
 def today(ws: Workspace, data: str) -> Today | None:
@@ -68,7 +71,8 @@ class Carried:
     phases: list[dict[str, float]]  # per phase, its shares over today's components
     kept: float  # share of its tokens from cells still in the corpus unchanged (appends keep them whole)
     build: str | None
-    cells_then: dict[tuple[int, str], int]  # its cells' tokens when it trained, over today's clusters
+    cells_then: dict[tuple[int, str], float]  # its cells' sizes when it trained, over today's clusters
+    measure: str  # what those sizes count: "docs" (or "tokens", rows from before documents were recorded)
     clusters: dict[int, float]  # its tokens' share per today's cluster (phases weighed by length)
 
     @property
@@ -90,9 +94,10 @@ def _chain(start: str, end: str, transitions: list[dict]) -> list[dict] | None:
 
 
 def _through(cells: list[list], chain: list[dict]) -> dict[tuple[int, str], list[float]]:
-    """{(cluster, source): [share, tokens then]} after following `chain` (each old cluster's
-    share and tokens split by where its documents went)."""
-    at = {(int(c), s): [share, tokens] for c, s, share, tokens in cells}
+    """{(cluster, source): [share, size then]} after following `chain` (each old cluster's share
+    and size split by where its documents went). A cell is [cluster, source, share, tokens, docs]
+    (docs missing in older rows: their tokens are the size)."""
+    at = {(int(cell[0]), cell[1]): [cell[2], cell[-1]] for cell in cells}
     for step in chain:
         moves = defaultdict(dict)
         for old, new, tokens in step["tokens"]:
@@ -110,16 +115,19 @@ def _through(cells: list[list], chain: list[dict]) -> dict[tuple[int, str], list
     return at
 
 
-def carry(rows: list[dict], now: Today, settings: dict, phases: int, phase_ends: list[float] | None = None) -> tuple[list[Carried], dict[str, int]]:
+def carry(rows: list[dict], now: Today, settings: dict, phases: int, phase_ends: list[float] | None = None,
+          targets: list[str] | None = None) -> tuple[list[Carried], dict[str, int]]:
     """The rows of earlier data that can be re-expressed over today's components, and how many
-    others were left out, by reason. `settings`: today's proxy settings (SETTINGS, and `tokens`);
-    a run trained at others measured something else."""
+    others were left out, by reason. `settings`: today's proxy settings (SETTINGS, `tokens` and
+    `tokenizer_sha256`); a run trained at others measured something else. With `targets` all per
+    byte (or accuracies), runs of another tokenizer count too."""
     carried, skipped = [], defaultdict(int)
-    now_tokens = now.cell_tokens()
+    sizes = {m: now.cell_sizes(m) for m in ("docs", "tokens")}
+    per_byte = bool(targets) and all(t.startswith(PER_BYTE) for t in targets)
     for row in rows:
         if row.get("data") == now.data:
             continue  # a result of today's data (reused exactly when asked for again)
-        reason = _unfit(row, settings, phases, phase_ends)
+        reason = _unfit(row, settings, phases, phase_ends, per_byte)
         content = json.loads(row["content"]) if not reason else None
         chain = []
         if content and now.key == "cluster":
@@ -131,17 +139,19 @@ def carry(rows: list[dict], now: Today, settings: dict, phases: int, phase_ends:
             skipped[reason] += 1
             continue
         out, kept, then, clusters = [], [], {}, []
+        measure = "docs" if all(len(cell) > 4 for ph in content["phases"] for cell in ph) else "tokens"
+        now_sizes = sizes[measure]
         for cells in content["phases"]:
             mapped = _through(cells, chain)
             shares, unchanged, by_cluster = defaultdict(float), 0.0, defaultdict(float)
-            for (cluster, source), (share, tokens) in mapped.items():
+            for (cluster, source), (share, size) in mapped.items():
                 comp = now.mapping.get(cluster if now.key == "cluster" else source)
                 if comp is None:
                     continue  # its cluster was pruned or its source removed
                 shares[comp] += share
                 by_cluster[cluster] += share
-                unchanged += share * min(1.0, now_tokens.get((cluster, source), 0) / tokens) if tokens else 0.0
-                then[(cluster, source)] = max(then.get((cluster, source), 0), tokens)
+                unchanged += share * min(1.0, now_sizes.get((cluster, source), 0) / size) if size else 0.0
+                then[(cluster, source)] = max(then.get((cluster, source), 0), size)
             out.append(dict(shares))
             kept.append(unchanged)
             clusters.append(by_cluster)
@@ -155,16 +165,19 @@ def carry(rows: list[dict], now: Today, settings: dict, phases: int, phase_ends:
         for by_cluster, length in zip(clusters, lengths):
             for cluster, share in by_cluster.items():
                 overall[cluster] += share * length
-        carried.append(Carried(row, out, float(sum(k * w for k, w in zip(kept, lengths))), content.get("build"), then, dict(overall)))
+        carried.append(Carried(row, out, float(sum(k * w for k, w in zip(kept, lengths))), content.get("build"), then, measure,
+                               dict(overall)))
     return carried, dict(skipped)
 
 
-def _unfit(row: dict, settings: dict, phases: int, phase_ends: list[float] | None) -> str | None:
+def _unfit(row: dict, settings: dict, phases: int, phase_ends: list[float] | None, per_byte: bool = False) -> str | None:
     """Why a row cannot be carried (None when it can)."""
     if not row.get("content"):
         return "no content recorded (trained before mixforge recorded it, or on a hand-made tokens stage)"
     if any(row.get(k) != settings.get(k) for k in SETTINGS):
-        return "trained at other proxy settings or with another tokenizer"
+        return "trained at other proxy settings"
+    if not per_byte and row.get("tokenizer_sha256") != settings.get("tokenizer_sha256"):
+        return "trained with another tokenizer, and the target is counted in its tokens (a loss)"
     trained = math.ceil(settings["tokens"] / settings["seq_len"]) * settings["seq_len"]
     if row.get("tokens") != trained:
         return "trained on another token budget"
@@ -176,20 +189,23 @@ def _unfit(row: dict, settings: dict, phases: int, phase_ends: list[float] | Non
 
 
 def changed_components(carried: list[Carried], now: Today) -> dict[str, float]:
-    """Per component of today: the share of its tokens that are new or gone since the latest build
-    the carried runs come from (1.0 for a component none of them saw)."""
+    """Per component of today: the share of its documents (tokens, for runs recorded before
+    documents were) that are new or gone since the latest build the carried runs come from (1.0
+    for a component none of them saw)."""
     latest = max((c.build or "" for c in carried), default="")
-    then: dict[tuple[int, str], int] = {}
+    then: dict[tuple[int, str], float] = {}
+    measure = "docs"
     for c in carried:
         if (c.build or "") == latest:
             then.update(c.cells_then)
-    now_tokens, totals, diff = now.cell_tokens(), defaultdict(int), defaultdict(float)
-    for (cluster, source), tokens in now_tokens.items():
+            measure = c.measure
+    now_sizes, totals, diff = now.cell_sizes(measure), defaultdict(int), defaultdict(float)
+    for (cluster, source), size in now_sizes.items():
         comp = now.mapping.get(cluster if now.key == "cluster" else source)
-        totals[comp] += tokens
-        diff[comp] += abs(tokens - then.get((cluster, source), 0))
-    for (cluster, source), tokens in then.items():  # cells gone since: their tokens left the component
+        totals[comp] += size
+        diff[comp] += abs(size - then.get((cluster, source), 0))
+    for (cluster, source), size in then.items():  # cells gone since: their documents left the component
         comp = now.mapping.get(cluster if now.key == "cluster" else source)
-        if (cluster, source) not in now_tokens and comp is not None:
-            diff[comp] += tokens
+        if (cluster, source) not in now_sizes and comp is not None:
+            diff[comp] += size
     return {comp: min(1.0, diff[comp] / totals[comp]) for comp in sorted(c for c in totals if c is not None)}

@@ -61,7 +61,7 @@ def content_space(ws, now, components: list[str]) -> ContentSpace | None:
     if now is None or not path.exists():
         return None
     shares: dict[str, dict[int, float]] = {}
-    for comp, cluster, _, tokens in now.cells.iter_rows():
+    for comp, cluster, tokens in now.cells.select("component", "cluster", "tokens").iter_rows():
         shares.setdefault(comp, {})
         shares[comp][int(cluster)] = shares[comp].get(int(cluster), 0.0) + tokens
     return ContentSpace(np.load(path), shares, components)

@@ -184,7 +184,7 @@ def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx: SearchContext, now) 
     rows = [r for r in rows if all(r.get(t) is not None for t in ctx.objective.targets)]
     settings = cfg.proxy.model_dump(include={"preset", "seq_len", "batch_size", "lr", "schedule", "tokens"})
     settings["tokenizer_sha256"] = tokens_summary(ws)["tokenizer"]["sha256"]
-    carried, skipped = carry(rows, now, settings, cfg.search.phases, cfg.search.phase_ends)
+    carried, skipped = carry(rows, now, settings, cfg.search.phases, cfg.search.phase_ends, list(ctx.objective.targets))
     carried = [c for c in carried if all(comp in ctx.components for ph in c.phases for comp in ph)]
     if len(carried) < MIN_CARRIED:
         if carried:

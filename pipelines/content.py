@@ -20,7 +20,7 @@ from mixforge.digests import file_digest
 from mixforge.ledger import parquet_files
 from mixforge.workspace import Workspace, atomic_write_parquet, read_json
 
-CELL_COLUMNS = ("component", "cluster", "source", "tokens")
+CELL_COLUMNS = ("component", "cluster", "source", "tokens", "docs")
 
 
 def centroid_identity(ws: Workspace) -> dict | None:
@@ -33,10 +33,10 @@ def centroid_identity(ws: Workspace) -> dict | None:
 
 
 def cell_tokens(ws: Workspace, data: str) -> pl.DataFrame | None:
-    """Training tokens per (component, cluster, source) of the token shards built now (None when
+    """Training tokens and documents per (component, cluster, source) of the token shards built now (None when
     the workspace has no components or document index: a tokens stage made by hand). Cached under
     runs/content/ by the data fingerprint `data`, so a sweep computes it once."""
-    cache = ws.root / "runs" / "content" / f"cells-{data[:24]}.parquet"
+    cache = ws.root / "runs" / "content" / f"cells-v2-{data[:24]}.parquet"
     if data and cache.exists():
         return pl.read_parquet(cache)
     index = ws.stage_dir("tokens") / "extra" / "documents.parquet"
@@ -48,9 +48,10 @@ def cell_tokens(ws: Workspace, data: str) -> pl.DataFrame | None:
     clusters = pl.scan_parquet(components).select("id", "cluster")
     sources = pl.scan_parquet(docs).select("id", "source")
     cells = (trained.join(clusters, on="id").join(sources, on="id")
-             .group_by("component", "cluster", "source").agg(pl.col("length").sum().alias("tokens"))
+             .group_by("component", "cluster", "source").agg(pl.col("length").sum().alias("tokens"), pl.len().alias("docs"))
              .sort("component", "cluster", "source").collect(engine="streaming"))
-    cells = cells.with_columns(pl.col("cluster").cast(pl.Int64), pl.col("tokens").cast(pl.Int64)).select(CELL_COLUMNS)
+    cells = cells.with_columns(pl.col("cluster").cast(pl.Int64), pl.col("tokens").cast(pl.Int64), pl.col("docs").cast(pl.Int64))
+    cells = cells.select(CELL_COLUMNS)
     if data:
         atomic_write_parquet(cache, cells)
     return cells
@@ -58,15 +59,15 @@ def cell_tokens(ws: Workspace, data: str) -> pl.DataFrame | None:
 
 def run_content(cells: pl.DataFrame, phases: list[dict[str, float]], centroids: dict | None, build: str) -> str:
     """The `content` column of a run's row (JSON): per phase, [cluster, source, share of the phase's
-    tokens, the cell's training tokens then] for every cell it drew from; the centroids' identity
-    and the build. Shares of a phase sum to 1."""
+    tokens, the cell's training tokens and documents then] for every cell it drew from; the
+    centroids' identity and the build. Shares of a phase sum to 1."""
     totals = dict(cells.group_by("component").agg(pl.col("tokens").sum()).iter_rows())
     out = []
     for weights in phases:
         rows = []
-        for comp, cluster, source, tokens in cells.iter_rows():
+        for comp, cluster, source, tokens, docs in cells.iter_rows():
             share = weights.get(comp, 0.0) * tokens / totals[comp] if totals[comp] else 0.0
             if share > 0:
-                rows.append([int(cluster), source, round(share, 8), int(tokens)])
+                rows.append([int(cluster), source, round(share, 8), int(tokens), int(docs)])
         out.append(rows)
     return json.dumps({"centroids": centroids, "build": build, "phases": out})

@@ -66,32 +66,37 @@ def _settings(cfg, row):
 
 @pytest.mark.timeout(60)
 def test_a_run_goes_through_a_refit_by_the_documents_both_versions_assigned():
-    """By hand: cluster 0 (60% of the run, 100 tokens) sent 80 of its tokens to new cluster 0 and
-    20 to new cluster 1; cluster 1 (40%) sent all to new cluster 1. New clusters 0 and 1 are
-    components A and B: the run was 0.6 x 0.8 = 0.48 A and 0.6 x 0.2 + 0.4 = 0.52 B."""
+    """By hand: cluster 0 (60% of the run; 100 tokens, 10 documents) sent 80% of its tokens to new
+    cluster 0 and 20% to new cluster 1; cluster 1 (40%) sent all to new cluster 1. New clusters 0
+    and 1 are components A and B: the run was 0.6 x 0.8 = 0.48 A and 0.6 x 0.2 + 0.4 = 0.52 B."""
     from mixforge.mixers.carry import Today, carry
 
     content = {"centroids": {"version": 1, "digest": "old"}, "build": "b0001",
-               "phases": [[[0, "web", 0.6, 100], [1, "web", 0.4, 50]]]}
+               "phases": [[[0, "web", 0.6, 100, 10], [1, "web", 0.4, 50, 5]]]}
     row = {"run_id": "r1", "data": "then", "content": json.dumps(content), "preset": "tiny", "seq_len": 32, "batch_size": 8,
            "lr": 1e-3, "schedule": "cosine", "tokenizer_sha256": "t", "tokens": 4000, "bpb_mean": 2.0}
-    cells = pl.DataFrame({"component": ["A", "B"], "cluster": [0, 1], "source": ["web", "web"], "tokens": [80, 70]})
+    cells = pl.DataFrame({"component": ["A", "B"], "cluster": [0, 1], "source": ["web", "web"], "tokens": [80, 70], "docs": [8, 7]})
     now = Today(cells, "cluster", {0: "A", 1: "B"}, {"version": 2, "digest": "new"},
                 [{"from": "old", "to": "new", "tokens": [[0, 0, 80], [0, 1, 20], [1, 1, 50]]}], "now")
     settings = {k: row[k] for k in ("preset", "seq_len", "batch_size", "lr", "schedule", "tokenizer_sha256")} | {"tokens": 4000}
     carried, skipped = carry([row], now, settings, phases=1)
     assert skipped == {} and len(carried) == 1
     assert carried[0].weights == pytest.approx({"A": 0.48, "B": 0.52})
-    assert carried[0].kept == pytest.approx(1.0)  # every token's cell is still there, no smaller
+    assert carried[0].kept == pytest.approx(1.0)  # every document's cell is still there, none smaller (8 and 2 + 5)
 
-    gone = Today(cells.filter(pl.col("cluster") == 1).with_columns(pl.lit(35).alias("tokens")), "cluster", {1: "B"},
-                 now.centroids, now.transitions, "now")  # new cluster 0 pruned, cluster 1 halved
+    gone = Today(cells.filter(pl.col("cluster") == 1).with_columns(pl.lit(35).alias("tokens"), pl.lit(3).alias("docs")),
+                 "cluster", {1: "B"}, now.centroids, now.transitions, "now")  # new cluster 0 pruned, cluster 1 down to 3 of 7
     carried, _ = carry([row], gone, settings, phases=1)
-    assert carried[0].weights == pytest.approx({"B": 1.0}) and carried[0].kept == pytest.approx(0.52 * 35 / 70)
+    assert carried[0].weights == pytest.approx({"B": 1.0}) and carried[0].kept == pytest.approx(0.52 * 3 / 7)
     unknown = Today(cells, "cluster", {0: "A", 1: "B"}, {"version": 3, "digest": "other"}, [], "now")
     assert carry([row], unknown, settings, phases=1)[1] == {"centroids refitted without a record of where their documents went": 1}
-    assert carry([{**row, "tokenizer_sha256": "u"}], now, settings, phases=1)[1] == {
-        "trained at other proxy settings or with another tokenizer": 1}
+    other = {**row, "tokenizer_sha256": "u"}  # a full rebuild retrained the tokenizer: bits per byte still compare
+    assert len(carry([other], now, settings, phases=1, targets=["bpb_mean"])[0]) == 1
+    assert carry([other], now, settings, phases=1, targets=["loss_mean"])[1] == {
+        "trained with another tokenizer, and the target is counted in its tokens (a loss)": 1}
+    assert carry([{**row, "lr": 1.0}], now, settings, phases=1)[1] == {"trained at other proxy settings": 1}
+    older = {**row, "content": json.dumps({**content, "phases": [[cell[:4] for cell in content["phases"][0]]]})}
+    assert carry([older], now, settings, phases=1)[0][0].measure == "tokens"  # rows recorded before documents were
 
 
 @pytest.mark.timeout(900)
