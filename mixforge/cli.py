@@ -210,7 +210,8 @@ def status(
     runs = run_freshness(cfg, ws)
     if runs["stale"]:
         console.print(f"[bold yellow]note:[/] {runs['stale']} of {runs['total']} proxy runs were trained on data a later build changed: "
-                      "they are kept but not reused; a new sweep or search trains on the current data", highlight=False)
+                      "they are not reused as results; a regmix search carries them over today's components as evidence "
+                      "and trains only search.refresh_runs new runs", highlight=False)
     for line in filter_warnings(cfg):
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
     if damage and check:
