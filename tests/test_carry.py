@@ -116,7 +116,7 @@ def test_a_run_is_carried_across_a_remerge_an_append_refits_and_a_new_source_nev
     row = run_proxy(cfg, mixture)
     content = json.loads(row["content"])
     assert content["build"] == "b0001" and content["centroids"]["version"] == 1
-    assert sum(share for _, _, share, _ in content["phases"][0]) == pytest.approx(1.0)
+    assert sum(cell[2] for cell in content["phases"][0]) == pytest.approx(1.0) and all(len(cell) == 5 for cell in content["phases"][0])
     # by hand from the build's files: each component's tokens per cluster
     index = pl.read_parquet(ws / "tokens" / "extra" / "documents.parquet").filter(pl.col("split") == "train")
     clusters = pl.concat([pl.read_parquet(f, columns=["id", "cluster"]) for f in (ws / "components" / "extra" / "components").glob("*.parquet")])
