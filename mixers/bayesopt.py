@@ -18,8 +18,10 @@ from mixforge.errors import MixforgeError
 from mixforge.mixers.model_choice import agreement, interval_of
 from mixforge.mixers.objective import kl_to_prior
 from mixforge.mixers.refine import choose, never_worse
-from mixforge.mixers.strategies import (Proposal, SearchContext, _iteration, _proposal, best_predicted, candidate_pool, climb_batches, fit,
-                                        random_runs, rows_data, scores, unconstrained, unseen, within)
+from mixforge.mixers.context import Proposal, SearchContext
+from mixforge.mixers.fitting import fit, rows_data, scores
+from mixforge.mixers.strategies import (_iteration, _proposal, best_predicted, candidate_pool, climb_batches, random_runs,
+                                        unconstrained, unseen, within)
 
 NORMAL_90 = 1.6449  # two-sided 90% of a normal: the residual GP's share of the interval
 ACQUISITION_POOL = 20_000  # candidates scored by expected improvement per pick (the GP's variance is O(n^2) each)

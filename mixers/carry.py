@@ -17,8 +17,10 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
+from mixforge.config import MixforgeConfig
 from mixforge.mixture import phase_ends as phase_ends_of, phase_lengths
 from mixforge.workspace import Workspace, read_json
 
@@ -209,3 +211,39 @@ def changed_components(carried: list[Carried], now: Today) -> dict[str, float]:
         if (cluster, source) not in now_sizes and comp is not None:
             diff[comp] += size
     return {comp: min(1.0, diff[comp] / totals[comp]) for comp in sorted(c for c in totals if c is not None)}
+
+
+MIN_CARRIED = 4  # fewer carried runs than a fit needs are no evidence worth a smaller budget
+
+
+def today_of(cfg: MixforgeConfig, ws: Workspace) -> Today | None:
+    """What today's components are made of (None without cells)."""
+    from mixforge.proxy_training.runs import data_fingerprint
+
+    return today(ws, data_fingerprint(cfg, ws))
+
+
+def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx, now: Today | None) -> dict:
+    """Earlier runs re-expressed over today's components onto ctx.carried, with
+    how much each component changed since (ctx.changed); what was left out and why, for the record."""
+    from mixforge.proxy_training.runs import RunsTable, tokens_summary
+
+    rows = RunsTable(ws).load().to_dicts()
+    if now is None or not rows:
+        return {}
+    rows = [r for r in rows if all(r.get(t) is not None for t in ctx.objective.targets)]
+    settings = cfg.proxy.model_dump(include={"preset", "seq_len", "batch_size", "lr", "schedule", "tokens"})
+    settings["tokenizer_sha256"] = tokens_summary(ws)["tokenizer"]["sha256"]
+    carried, skipped = carry(rows, now, settings, cfg.search.phases, cfg.search.phase_ends, list(ctx.objective.targets))
+    carried = [c for c in carried if all(comp in ctx.components for ph in c.phases for comp in ph)]
+    if len(carried) < MIN_CARRIED:
+        if carried:
+            skipped[f"fewer than {MIN_CARRIED} runs could be carried"] = len(carried)
+        return {"carried_skipped": skipped} if skipped else {}
+    ctx.carried, ctx.changed = carried, changed_components(carried, now)
+    builds = sorted({c.build or "unknown" for c in carried})
+    return {"carried_from": builds, "carried_kept_share": round(float(np.mean([c.kept for c in carried])), 4),
+            "carried_runs": [{"run_id": c.row["run_id"], "build": c.build, "kept_share": round(c.kept, 4),
+                              "weights": ctx.as_dict(np.array([c.weights.get(comp, 0.0) for comp in ctx.components]))}
+                             for c in carried],
+            "changed_components": {c: round(v, 4) for c, v in ctx.changed.items()}, "carried_skipped": skipped}

@@ -21,8 +21,11 @@ from mixforge.mixture import phase_ends as phase_ends_of, phase_ends_problem, ph
 from mixforge.mixers.report import write_report
 from mixforge.proxy_training.runs import RunsTable
 from mixforge.mixers.bayesopt import bayesopt, bayesopt_mf
+from mixforge.mixers.carry import attach_carried, today_of
 from mixforge.mixers.content_space import content_space
-from mixforge.mixers.strategies import Proposal, SearchContext, TrainFn, climb, fit, influence, regmix, run_phases
+from mixforge.mixers.context import Proposal, SearchContext, TrainFn
+from mixforge.mixers.fitting import fit, run_phases
+from mixforge.mixers.strategies import climb, influence, regmix
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf}
@@ -159,44 +162,6 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     write_report(folder, proposal.to_dict(), current_verify(folder, proposal.to_dict()),
                  stale=(folder / "verify.json").exists())
     return proposal, folder
-
-
-MIN_CARRIED = 4  # fewer carried runs than a fit needs are no evidence worth a smaller budget
-
-
-def today_of(cfg: MixforgeConfig, ws: Workspace):
-    """What today's components are made of (mixers/carry.py Today; None without cells)."""
-    from mixforge.mixers.carry import today
-    from mixforge.proxy_training.runs import data_fingerprint
-
-    return today(ws, data_fingerprint(cfg, ws))
-
-
-def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx: SearchContext, now) -> dict:
-    """Earlier runs re-expressed over today's components (mixers/carry.py) onto ctx.carried, with
-    how much each component changed since (ctx.changed); what was left out and why, for the record."""
-    from mixforge.mixers.carry import changed_components, carry
-    from mixforge.proxy_training.runs import tokens_summary
-
-    rows = RunsTable(ws).load().to_dicts()
-    if now is None or not rows:
-        return {}
-    rows = [r for r in rows if all(r.get(t) is not None for t in ctx.objective.targets)]
-    settings = cfg.proxy.model_dump(include={"preset", "seq_len", "batch_size", "lr", "schedule", "tokens"})
-    settings["tokenizer_sha256"] = tokens_summary(ws)["tokenizer"]["sha256"]
-    carried, skipped = carry(rows, now, settings, cfg.search.phases, cfg.search.phase_ends, list(ctx.objective.targets))
-    carried = [c for c in carried if all(comp in ctx.components for ph in c.phases for comp in ph)]
-    if len(carried) < MIN_CARRIED:
-        if carried:
-            skipped[f"fewer than {MIN_CARRIED} runs could be carried"] = len(carried)
-        return {"carried_skipped": skipped} if skipped else {}
-    ctx.carried, ctx.changed = carried, changed_components(carried, now)
-    builds = sorted({c.build or "unknown" for c in carried})
-    return {"carried_from": builds, "carried_kept_share": round(float(np.mean([c.kept for c in carried])), 4),
-            "carried_runs": [{"run_id": c.row["run_id"], "build": c.build, "kept_share": round(c.kept, 4),
-                              "weights": ctx.as_dict(np.array([c.weights.get(comp, 0.0) for comp in ctx.components]))}
-                             for c in carried],
-            "changed_components": {c: round(v, 4) for c, v in ctx.changed.items()}, "carried_skipped": skipped}
 
 
 def latest_folder(cfg: MixforgeConfig) -> Path:

@@ -17,179 +17,14 @@ for the same run ids and the runs table answers.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from typing import Callable
-
 import numpy as np
-import polars as pl
 
-from mixforge.budget import search_runs
-from mixforge.config import SearchConfig
-from mixforge.errors import ConfigError, MixforgeError
-from mixforge.mixers.objective import Objective, kl_by_phase, trust_region_weight
-from mixforge.mixers.model_choice import fit_predictor, interval_around
+from mixforge.errors import MixforgeError
+from mixforge.mixers.context import Proposal, SearchContext
+from mixforge.mixers.fitting import carried_rows, fit, rows_data, scores
+from mixforge.mixers.model_choice import interval_around
 from mixforge.mixers.refine import choose, never_worse
-from mixforge.mixers.runs_data import RunsData, load_runs
-from mixforge.mixers.sampling import dirichlet_pool, feasible, random_mixtures, tempered_prior
-from mixforge.mixture import phase_ends as phase_ends_of, phase_lengths
-
-TrainFn = Callable[..., list[dict]]  # (mixtures, seeds, label, checkpoints=0) -> run rows, in order
-
-
-@dataclass
-class SearchContext:
-    components: list[str]
-    token_counts: dict[str, int]  # training tokens per component: the natural mixture
-    budget: int  # tokens per proxy run
-    max_epochs: float
-    settings: SearchConfig
-    objective: Objective
-    seed: int
-    train: TrainFn
-    influence_inputs: Callable | None = None  # (run_id) -> (checkpoint paths, component streams, target stream, seq_len)
-    target_tokens: int | None = None  # the training run a proposal is for (None: no repetition cap on proposals)
-    cheap: SearchContext | None = None  # bayesopt_mf: the same search at the cheap fidelity (its train, tokens, caps)
-    cheap_cost: float | None = None  # FLOPs of a cheap run per run at this context's proxy settings
-    cheap_proxy: dict | None = None  # the proxy settings the cheap fidelity changes
-    carried: list = field(default_factory=list)  # earlier runs over today's components (mixers/carry.py Carried)
-    changed: dict = field(default_factory=dict)  # per component, the share of its tokens new or gone since they ran
-    content: object = None  # mixers/content_space.py ContentSpace of today's components (workspace searches)
-
-    @property
-    def natural(self) -> np.ndarray:
-        counts = np.array([self.token_counts[c] for c in self.components], dtype=float)
-        return counts / counts.sum()
-
-    @property
-    def prior(self) -> np.ndarray:
-        p = tempered_prior(self.token_counts, self.settings.temperature)
-        return np.array([p[c] for c in self.components])
-
-    @property
-    def runs(self) -> int:
-        return search_runs(self.settings.runs, len(self.components))
-
-    @property
-    def refresh(self) -> int:
-        """Runs a search with carried runs trains: search.refresh_runs, or for auto 2 per component
-        changed past CHANGED_SHARE (at least 4), within the full budget."""
-        from mixforge.mixers.carry import CHANGED_SHARE
-
-        n = self.settings.refresh_runs
-        if n == "auto":
-            n = max(4, 2 * sum(share > CHANGED_SHARE for share in self.changed.values()))
-        return min(int(n), self.runs)
-
-    @property
-    def available(self) -> np.ndarray:
-        return np.array([self.token_counts[c] for c in self.components], dtype=float)
-
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(lowest, highest) share per component of a proposal: min_share, max_share, pins (both
-        ends) and the target run's repetition cap (available x max_epochs / target_tokens)."""
-        s = self.settings
-        unknown = sorted((set(s.min_share) | set(s.max_share) | set(s.pin)) - set(self.components))
-        if unknown:
-            raise ConfigError(f"search.min_share/max_share/pin name unknown component(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(self.components)}")
-        lo = np.array([s.pin.get(c, s.min_share.get(c, 0.0)) for c in self.components])
-        hi = np.array([s.pin.get(c, s.max_share.get(c, 1.0)) for c in self.components])
-        if self.target_tokens:
-            hi = np.minimum(hi, self.available * s.max_epochs / self.target_tokens)
-        if lo.sum() > 1 + 1e-9 or hi.sum() < 1 - 1e-9 or np.any(lo > hi + 1e-12):
-            within = f" within {s.max_epochs:g} epochs of {self.target_tokens:,} target tokens" if self.target_tokens else ""
-            over = [c for c, low, high in zip(self.components, lo, hi) if low > high + 1e-12]
-            raise ConfigError(f"search.min_share / max_share / pin cannot be met{within}: minimums sum to {lo.sum():.3g}, "
-                              f"maximums to {hi.sum():.3g}" + (f"; above their highest share: {', '.join(over)}" if over else "")
-                              + ". Loosen them, raise search.max_epochs or lower search.target_tokens.")
-        return lo, hi
-
-    def trainable(self, w: np.ndarray) -> np.ndarray:
-        """Rows of w a proxy run can train on (its own repetition cap, proxy.max_epochs)."""
-        return feasible(w, self.available, self.budget, self.max_epochs)
-
-    def feasible(self, w: np.ndarray) -> np.ndarray:
-        """Rows of w a proposal may be: trainable, within the bounds (see `bounds`)."""
-        lo, hi = self.bounds()
-        return self.trainable(w) & feasible(w, None, None, 0, lo, hi)
-
-    def pinned(self, w: np.ndarray) -> np.ndarray:
-        """Rows of w with the pinned shares set and the others scaled to fill the rest."""
-        pins = self.settings.pin
-        if not pins:
-            return w
-        fixed = np.array([c in pins for c in self.components])
-        w = np.array(w, dtype=float, copy=True)
-        rest = w[:, ~fixed].sum(axis=1, keepdims=True)
-        w[:, ~fixed] = np.where(rest > 0, w[:, ~fixed] / np.where(rest > 0, rest, 1), 1 / max((~fixed).sum(), 1)) * (1 - sum(pins.values()))
-        w[:, fixed] = [pins[c] for c in np.array(self.components)[fixed]]
-        return w
-
-    def as_dict(self, w: np.ndarray) -> dict[str, float]:
-        return dict(zip(self.components, np.round(w, 6).tolist()))
-
-    def phase_ends(self, phases: int) -> list[float]:
-        """Where each of `phases` phases ends, as a share of training (search.phase_ends, else equal)."""
-        return phase_ends_of(self.settings.phase_ends if phases > 1 else None, phases)
-
-    def shares(self, w: np.ndarray) -> np.ndarray:
-        """Overall token shares of a mixture or a schedule [phases * k]: the phases' mean weighted by their lengths."""
-        blocks = np.asarray(w, dtype=float).reshape(-1, len(self.components))
-        return np.array(phase_lengths(self.phase_ends(len(blocks)))) @ blocks
-
-
-@dataclass
-class Proposal:
-    strategy: str
-    objective: str
-    targets: dict[str, float]
-    lower_is_better: bool
-    weights: dict[str, float]
-    predicted: float | None  # the target's predicted value (objective units for a combination)
-    predicted_interval: dict | None  # {"level", "low", "high"} (conformal, see model_choice)
-    natural: dict[str, float]
-    prior: dict[str, float]
-    fit: dict | None  # FitReport, without per-run predictions
-    fit_points: dict | None  # {"actual": [...], "predicted": [...]} out-of-fold, for the plot
-    runs_used: list[str]
-    iterations: list[dict] = field(default_factory=list)
-    schedule: list[dict] | None = None  # multi-phase: [{"start_fraction", "end_fraction", "weights"}]
-    kl_weight: float | None = None  # the KL penalty the candidates were scored with
-    unconstrained: dict | None = None  # {"weights", "predicted", "largest_share", "feasible"} without pins, bounds, caps
-    constraints: dict | None = None  # {"target_tokens", "max_epochs", "pin", "lowest", "highest"}: the bounds per component
-    seed: int = 0
-    settings: dict = field(default_factory=dict)
-    fidelity: dict | None = None  # bayesopt_mf: cheap runs, main runs, cost and the calibration between them
-    best_observed: dict | None = None  # the best observed feasible run, predicted by the same model (mixers/refine.py never_worse)
-    fallback: str | None = None  # why the proposal is that run's mixture, when it is
-    evidence: dict | None = None  # runs trained, reused exactly and carried from earlier builds (search.run_search)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def rows_data(rows: list[dict], ctx: SearchContext, min_runs: int = 2, phases: int = 1) -> RunsData:
-    """The runs as a RunsData; with `phases` > 1, their schedules (the rows' `phases`) as
-    phase<p>_w_<c> columns, one block per phase (see `run_phases`)."""
-    table = pl.DataFrame(rows).unique("run_id", maintain_order=True)
-    if phases == 1:
-        return load_runs("this search's runs", list(ctx.objective.targets), table=table,
-                         weight_columns=[f"w_{c}" for c in ctx.components], min_runs=min_runs)
-    schedules = [json.loads(r["phases"]) if r.get("phases") else [] for r in table.to_dicts()]
-    if any(len(sch) != phases for sch in schedules):
-        raise MixforgeError(f"this search's runs mix schedules of {sorted({len(sch) for sch in schedules})} phases; expected {phases}")
-    columns = {f"phase{p}_w_{c}": [sch[p].get(c, 0.0) for sch in schedules] for p in range(phases) for c in ctx.components}
-    table = table.drop([c for c in table.columns if c.startswith("w_")]).with_columns(pl.Series(k, v) for k, v in columns.items())
-    return load_runs("this search's runs", list(ctx.objective.targets), table=table, min_runs=min_runs)
-
-
-def run_phases(rows: list[dict]) -> int:
-    """The phases of the runs' schedules when every run trained one of the same length (regmix
-    with search.phases); else 1: their token shares (w_ columns) describe them."""
-    lengths = {len(json.loads(r["phases"])) if r.get("phases") else 1 for r in rows}
-    return lengths.pop() if len(lengths) == 1 else 1
-
+from mixforge.mixers.sampling import dirichlet_pool, random_mixtures
 
 def schedule_pool(ctx: SearchContext, n: int, rng: np.random.Generator, phases: int, extra: np.ndarray | None = None,
                   constrained: bool = True) -> np.ndarray:
@@ -221,80 +56,12 @@ def candidate_pool(ctx: SearchContext, n: int, rng: np.random.Generator, extra: 
     return pool
 
 
-def kl_weight(ctx: SearchContext, report, X: np.ndarray, phases: int = 1) -> float:
-    """search.kl_weight, or for `auto` the cross-validated MAE per median KL of the runs from the
-    prior: leaving the region the runs cover costs what the predictor typically gets wrong."""
-    if ctx.settings.kl_weight != "auto":
-        return float(ctx.settings.kl_weight)
-    return trust_region_weight(report.mae, X, np.tile(ctx.prior, phases), phases)
-
-
-def scores(predictor, W: np.ndarray, ctx: SearchContext, penalty: float, phases: int = 1) -> np.ndarray:
-    """Lower is better: the predicted objective plus the KL penalty towards the prior (summed
-    over the phases of schedules)."""
-    return ctx.objective.sign * predictor.predict(W) + penalty * kl_by_phase(W, np.tile(ctx.prior, phases), phases)
-
-
-def fit(rows: list[dict], ctx: SearchContext, phases: int = 1, carried: list | None = None):
-    """Predictor fitted on the runs (on their schedules when `phases` > 1), its cross-validated
-    report, the runs, their objective values and the KL penalty for scoring candidates. With
-    `carried` runs (mixers/carry.py), they are evidence as mixers/evidence.py decides; the data
-    and values returned are the runs' own."""
-    if carried:
-        return _fit_with_carried(rows, ctx, phases, carried)
-    data = rows_data(rows, ctx, min_runs=4, phases=phases)  # CLIMB fits on its first batch; the fit report says how little that is
-    y = ctx.objective.column(data)
-    space = ctx.content if phases == 1 else None
-    X = data.weights if space is None else np.hstack([data.weights, space.of_mixtures(data.weights)])
-    predictor, report = fit_predictor(ctx.settings.predictor, X, y, folds=ctx.settings.folds, seed=ctx.seed,
-                                      n_content=space.dims if space else 0)
-    return _reading_weights(predictor, space), report, data, y, kl_weight(ctx, report, data.weights, phases)
-
-
-def _reading_weights(model, space):
-    """A model fitted with content features, as a predictor of mixtures (their weights alone)."""
-    from mixforge.mixers.content_space import WithContent
-
-    return model if space is None else WithContent(model, space)
-
-
-def _carried_rows(ctx: SearchContext, carried: list) -> list[dict]:
-    """Carried runs as rows over today's components (their own w_ columns named older components)."""
-    out = []
-    for c in carried:
-        row = {k: v for k, v in c.row.items() if not k.startswith("w_") and k not in ("phases", "phase_ends")}
-        row.update({f"w_{comp}": c.weights.get(comp, 0.0) for comp in ctx.components})
-        if len(c.phases) > 1:
-            row["phases"] = json.dumps([{comp: ph.get(comp, 0.0) for comp in ctx.components} for ph in c.phases])
-        out.append(row)
-    return out
-
-
-def _fit_with_carried(rows: list[dict], ctx: SearchContext, phases: int, carried: list):
-    from mixforge.mixers.evidence import fit_with_carried
-
-    extra = _carried_rows(ctx, carried)
-    data = rows_data(rows + extra, ctx, min_runs=2, phases=phases)
-    y = ctx.objective.column(data)  # a combination's z-scores over every run used
-    is_carried = np.isin(np.array(data.run_ids), [r["run_id"] for r in extra])
-    by_id = {r["run_id"]: c for r, c in zip(extra, carried)}
-    kept = np.array([by_id[i].kept if i in by_id else 1.0 for i in data.run_ids])
-    space, X = ctx.content if phases == 1 else None, data.weights
-    if space is not None:  # a carried run's content is its own, not that of its mixture over today's components
-        X = np.hstack([X, np.array([space.of_clusters(by_id[i].clusters) if i in by_id else space.of_mixtures(w[None, :])[0]
-                                    for i, w in zip(data.run_ids, data.weights)])])
-    predictor, report = fit_with_carried(ctx.settings.predictor, X, y, is_carried, kept, ctx.settings.folds, ctx.seed,
-                                         space.dims if space else 0)
-    own = rows_data(rows, ctx, min_runs=2, phases=phases)
-    return _reading_weights(predictor, space), report, own, y[~is_carried], kl_weight(ctx, report, data.weights, phases)
-
-
 def refresh_runs(ctx: SearchContext, phases: int, label: str) -> list[dict]:
     """`ctx.refresh` new runs where the predictor fitted on the carried runs is least sure, among
     candidates inside the caps, pins and bounds (mixers/evidence.py least_sure), seeds ctx.seed onwards."""
     from mixforge.mixers.evidence import least_sure
 
-    extra = _carried_rows(ctx, ctx.carried)
+    extra = carried_rows(ctx, ctx.carried)
     data = rows_data(extra, ctx, min_runs=2, phases=phases)
     pool = schedule_pool(ctx, 4096, np.random.default_rng([ctx.seed, 4]), phases)
     kept = np.array([c.kept for c in ctx.carried])

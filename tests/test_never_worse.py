@@ -113,7 +113,7 @@ def test_refine_keeps_pins_bounds_and_the_simplex_and_never_scores_worse():
 def _context(strategy_settings, train, components=("a", "b", "c", "d")):
     from mixforge.config import SearchConfig
     from mixforge.mixers.objective import Objective
-    from mixforge.mixers.strategies import SearchContext
+    from mixforge.mixers.context import SearchContext
 
     counts = {c: 1_000_000 * (1 + 9 * (c != "a")) for c in components}  # a: small, so the prior gives it little
     settings = SearchConfig(target="bpb_x", predictor="linear", candidates=100, top_k=32, **strategy_settings)
@@ -144,7 +144,7 @@ def _synthetic(components=("a", "b", "c", "d")):
 def _predicted(ctx, proposal, rows, phases):
     """(predicted proposal, best feasible run's id and prediction) by a refit of the search's own
     model (the fit is deterministic), whatever the proposal says of itself."""
-    from mixforge.mixers.strategies import fit, rows_data
+    from mixforge.mixers.fitting import fit
 
     predictor, _, data, y, _ = fit(rows, ctx, phases)
     k = len(ctx.components)
