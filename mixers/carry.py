@@ -41,10 +41,6 @@ class Today:
     transitions: list[dict]
     data: str  # the data fingerprint of today's token shards
 
-    @property
-    def components(self) -> list[str]:
-        return sorted(self.cells["component"].unique().to_list())
-
     def cell_sizes(self, measure: str = "docs") -> dict[tuple[int, str], int]:
         """Documents (or tokens) per cell: what is new or gone is counted in documents, which no
         tokenizer changes."""
