@@ -116,7 +116,7 @@ def main() -> None:
     v2["search"]["runs"] = args.runs
     config.write_text(yaml.safe_dump(v2, sort_keys=False))
     fresh.write_text(yaml.safe_dump({**v2, "search": {**v2["search"], "refresh_runs": "off"}}, sort_keys=False))
-    timings["build v2 (incremental)"] = _cli("build", str(config))
+    timings["build v2"] = _cli("build", str(config))  # in full: sources were added to the config
 
     results = {"b": _search(config, out, "b-carried", args.seeds)}
     small = results["b"]["proposal"]["evidence"]["trained"]
@@ -156,9 +156,9 @@ def _print(results: dict, timings: dict, args) -> None:
     print(f"(b) fit: CV Spearman with carried {fit.get('cv_spearman_with_carried')}, without {fit.get('cv_spearman_without_carried')}, "
           f"carried weight {fit.get('carried_weight')}; changed components {evidence.get('changed_components')}")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
-    fits = {"v1 (16 fresh runs)": json.loads((out / "v1" / "proposal.json").read_text())["fit"]}
+    fits = {"v1": json.loads((out / "v1" / "proposal.json").read_text())["fit"]}
     fits.update({f"({k})": results[k]["proposal"]["fit"] for k in ("a", "b", "c")})
-    names = list(fits["v1 (16 fresh runs)"]["candidates"])
+    names = list(fits["v1"]["candidates"])
     print("\nout-of-fold Spearman of auto's candidates (content: the content predictor)")
     print(f"{'search':20}" + "".join(f"{n:>11}" for n in names))
     for label, fit in fits.items():
