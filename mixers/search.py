@@ -352,7 +352,7 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     w, candidate = choose(score, pool, lambda W: np.ones(len(W), dtype=bool), seed, top_k, P)  # the runs are in the pool
     w, check = never_worse(model.predict, objective.sign, w, candidate, X, y, data.run_ids)
     took = time.perf_counter() - start
-    say(f"scored {len(pool):,} candidate mixtures in {took:.1f} s ({len(pool) / max(took, 1e-9):,.0f} mixtures/s, the best refined)")
+    say(f"scored {len(pool):,} candidate mixtures in {took:.1f} s ({len(pool) / max(took, 1e-9):,.0f} mixtures/s), the best of them refined")
     predicted = float(model.predict(w[None, :])[0])
     mixture = lengths @ w.reshape(P, k)  # the schedule's overall token shares
     best = int(np.argmin(objective.sign * y))
