@@ -36,6 +36,7 @@ class SearchContext:
     carried: list = field(default_factory=list)  # earlier runs over today's components (mixers/carry.py Carried)
     changed: dict = field(default_factory=dict)  # per component, the share of its tokens new or gone since they ran
     content: object = None  # mixers/content_space.py ContentSpace of today's components (workspace searches)
+    today: object = None  # mixers/carry.py Today: what today's components are made of (None without cells)
 
     @property
     def natural(self) -> np.ndarray:

@@ -72,7 +72,8 @@ def context(cfg: MixforgeConfig, train: TrainFn, target=None, train_cheap: Train
                              target_tokens=cfg.search.target_tokens or cfg.export.tokens or sum(counts.values()))
 
     ctx = at(cfg, train)
-    ctx.content = content_space(ws, today_of(cfg, ws), ctx.components)  # None without centroids or cells
+    ctx.today = today_of(cfg, ws)  # once per search: it reads the cells and hashes the centroids
+    ctx.content = content_space(ws, ctx.today, ctx.components)  # None without centroids or cells
     ctx.influence_inputs = lambda run_id: influence_inputs(cfg, ws, run_id, objective)
     if train_cheap is not None:
         cheap = cheap_config(cfg)
@@ -151,7 +152,7 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     ws = Workspace(cfg.workspace_dir)
     table = RunsTable(ws).load()
     before = set(table["run_id"].to_list()) if table.height else set()
-    carried = attach_carried(cfg, ws, ctx, today_of(cfg, ws)) if strategy == "regmix" and cfg.search.refresh_runs != "off" else {}
+    carried = attach_carried(cfg, ws, ctx, ctx.today) if strategy == "regmix" and cfg.search.refresh_runs != "off" else {}
     proposal = STRATEGIES[strategy](ctx)
     used = set(proposal.runs_used)
     proposal.evidence = {"trained": len(used - before), "reused": len(used & before), "carried": len(ctx.carried),
@@ -221,7 +222,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
         candidates["schedule"] = [phase["weights"] for phase in schedule]
     P = run_phases(used)  # a predictor over schedules when the search's runs trained schedules
     if (proposal.get("evidence") or {}).get("carried"):  # the same evidence the search fitted on
-        attach_carried(cfg, Workspace(cfg.workspace_dir), ctx, today_of(cfg, Workspace(cfg.workspace_dir)))
+        attach_carried(cfg, Workspace(cfg.workspace_dir), ctx, ctx.today)
     predictor, report = fit(used, ctx, P, ctx.carried)[:2] if len(used) >= 4 and not fidelity else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
     results, skipped = {}, {}
