@@ -92,18 +92,22 @@ def save_plan(partial: Path, plan: LayerPlan, fingerprint: str) -> None:
     atomic_write_json(partial / LAYER_PLAN, asdict(plan) | {"fingerprint": fingerprint})
 
 
+def link_tree(src: Path, dest: Path) -> None:
+    """Hard links in `dest` to every file under `src` (kept where one is already there)."""
+    import os
+
+    for f in sorted(src.rglob("*")) if src.exists() else []:
+        if f.is_file():
+            target = dest / f.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.link(f, target)
+
+
 def carry_over(ws: Workspace, stage: str, partial: Path) -> None:
     """Hard-link the stage's published outputs into `partial` (docs, extra, removed rows), so
     the run extends them and publishing replaces them as before: until then they stay in place."""
     import os
-
-    def link_tree(src: Path, dest: Path) -> None:
-        for f in sorted(src.rglob("*")) if src.exists() else []:
-            if f.is_file():
-                target = dest / f.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not target.exists():
-                    os.link(f, target)
 
     for name in ("docs", "extra"):
         link_tree(ws.stage_dir(stage) / name, partial / name)

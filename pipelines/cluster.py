@@ -21,7 +21,7 @@ from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
 from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.samples import choose_positions, gather
-from mixforge.layers import lineage, plan_layer
+from mixforge.layers import link_tree, lineage, plan_layer
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.builds import current_build
 from mixforge.stage_runner import StageResult, run_side_stage
@@ -191,9 +191,8 @@ def fit_before(ws: Workspace, fingerprint: str, plan, force: bool) -> Path | Non
         return None
     tmp = ws.root / f".{FIT_BEFORE}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "assign").mkdir(parents=True)
-    for f in (published / "assign").glob("*.parquet"):
-        os.link(f, tmp / "assign" / f.name)
+    tmp.mkdir(parents=True)
+    link_tree(published / "assign", tmp / "assign")
     for name in ("centroids.npy", FIT_FILE):
         if (published / name).exists():
             os.link(published / name, tmp / name)
