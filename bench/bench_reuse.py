@@ -11,6 +11,7 @@ Prints the proxy FLOPs each search trained, the ratio (b)/(a), the verified figu
 and the CV figure of (b)'s fit with and without the carried runs; appends to bench/out/results.jsonl.
 
     python bench/bench_reuse.py [--runs 16] [--seeds 2] [--left-out dictionary,man_pages]
+    python bench/bench_reuse.py --again   # (b) alone again, on the last run's builds (after a change to it)
 """
 
 from __future__ import annotations
@@ -97,8 +98,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=16, help="The full budget (the demo's search.runs).")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--left-out", default="dictionary,man_pages", help="Sources v1 lacks (v2 adds them).")
+    parser.add_argument("--again", action="store_true",
+                        help="Rerun (b) alone on the last run's v1 runs and v2 build (today's runs are removed from the "
+                             "runs table first); (a) and (c) come from their saved folders and results.jsonl.")
     args = parser.parse_args()
     out = OUT_DIR / "reuse"
+    if args.again:
+        return _again(out, args)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     config, fresh, plan = _project(out, args.left_out.split(","))
@@ -123,6 +129,25 @@ def main() -> None:
     results["c"] = _search(fresh, out, "c-fresh-small", args.seeds, runs=max(small, 4))
     results["a"] = _search(fresh, out, "a-fresh-full", args.seeds, runs=args.runs)
     _print(results, timings, args)
+
+
+def _again(out: Path, args) -> None:
+    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.workspace import Workspace, atomic_write_parquet
+
+    v1_runs = set(json.loads((out / "v1" / "proposal.json").read_text())["runs_used"])
+    table = RunsTable(Workspace(out / "ws"))
+    for row in table.rows.glob("*.parquet"):
+        if row.stem not in v1_runs:
+            row.unlink()
+    atomic_write_parquet(table.folder / "runs.parquet", table.load())
+    last = [json.loads(line) for line in (OUT_DIR / "results.jsonl").read_text().splitlines() if '"reuse:' in line][-1]
+    results = {"b": _search(out / "carried.yaml", out, "b-carried", args.seeds)}
+    for key, name in (("a", "a-fresh-full"), ("c", "c-fresh-small")):
+        results[key] = {"proposal": json.loads((out / name / "proposal.json").read_text()),
+                        "verify": json.loads((out / name / "verify.json").read_text()), "search_s": last["rows"][key]["search_s"]}
+    args.runs = last["full_runs"]
+    _print(results, {**last["timings"], "(a) and (c)": f"from {last['date']}, commit {last['commit']}"}, args)
 
 
 def _print(results: dict, timings: dict, args) -> None:
@@ -155,7 +180,7 @@ def _print(results: dict, timings: dict, args) -> None:
           f"FLOPs (b)/(a) = {ratio:.2f} (goal <= 0.30); (b) within one std of (a): {within}; (b) better than (c): {better}")
     print(f"(b) fit: CV Spearman with carried {fit.get('cv_spearman_with_carried')}, without {fit.get('cv_spearman_without_carried')}, "
           f"carried weight {fit.get('carried_weight')}; changed components {evidence.get('changed_components')}")
-    print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    print("timings: " + ", ".join(f"{k} {v:.0f} s" if isinstance(v, float) else f"{k} {v}" for k, v in timings.items()))
     fits = {"v1": json.loads((out / "v1" / "proposal.json").read_text())["fit"]}
     fits.update({f"({k})": results[k]["proposal"]["fit"] for k in ("a", "b", "c")})
     names = list(fits["v1"]["candidates"])

@@ -164,6 +164,8 @@ class FiltersConfig(Section):
     )
 
 
+MIN_REFRESH_RUNS = 3  # search.refresh_runs: the carried runs' weight is cross-validated on today's runs
+
 # Filters that judge natural-language prose. A source of another kind skips them unless its own
 # `filters:` block turns one back on: code and reference text fail prose rules by design.
 PROSE_ONLY_FILTERS = {
@@ -400,12 +402,13 @@ class SearchConfig(Section):
     refresh_runs: int | Literal["auto", "off"] = Field(
         "auto", description="regmix after a data change: new runs to train, with the earlier runs carried over today's components "
         "as evidence; auto: 2 per component whose tokens changed by more than 25% (at least 4, at most search.runs); "
-        "off: no carried runs, the full budget.")
+        "off: no carried runs, the full budget. At least 3.")
     @field_validator("refresh_runs")
     @classmethod
     def _enough_refresh(cls, value):
-        if value not in ("auto", "off") and value < 1:
-            raise ValueError("must be at least 1 (or auto, or off)")
+        if value not in ("auto", "off") and value < MIN_REFRESH_RUNS:
+            raise ValueError(f"must be at least {MIN_REFRESH_RUNS}, or auto, or off: how much the carried runs count is "
+                             "chosen by cross-validation on today's runs, which needs 3 of them")
         return value
 
 

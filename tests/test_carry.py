@@ -179,11 +179,11 @@ def test_a_search_after_an_append_trains_only_its_refresh_runs_also_when_schedul
     from mixforge.mixers.search import run_search
     from mixforge.pipelines.build import build
 
-    config = _project(tmp_path)
+    config = _project(tmp_path, runs=8, refresh_runs=6)
     cfg = load_config(config)
     build(cfg)
     first, _ = run_search(cfg, _loop(cfg), "regmix")
-    assert first.evidence["trained"] == 5 and first.evidence["carried"] == 0
+    assert first.evidence["trained"] == 8 and first.evidence["carried"] == 0
 
     _write(tmp_path / "data" / "bible" / "part-001.jsonl", _records("bible")[10:13])
     _write(tmp_path / "data" / "code" / "part-001.jsonl", _records("code")[10:12])
@@ -193,16 +193,31 @@ def test_a_search_after_an_append_trains_only_its_refresh_runs_also_when_schedul
     assert run.returncode == 0, run.stderr[-3000:]
     folder = json.loads(run.stdout.strip().splitlines()[-1])["search"]
     evidence = _evidence(Path(folder))
-    assert evidence["carried"] == 5 and evidence["refresh_runs"] == 4 and evidence["trained"] == 4
+    assert evidence["carried"] == 8 and evidence["refresh_runs"] == 6 and evidence["trained"] == 6
     assert evidence["carried_from"] == ["b0001"] and evidence["carried_kept_share"] == pytest.approx(1.0)
     assert sorted(r["run_id"] for r in evidence["carried_runs"]) == sorted(first.runs_used)  # marked, with build and kept share
     report = (Path(folder) / "report.md").read_text()
-    assert "4 trained, 0 reused exactly, 5 carried from earlier builds (b0001" in report
-    fit = json.loads((Path(folder) / "proposal.json").read_text())["fit"]["evidence"]
-    assert fit["fresh_runs"] == 4 and fit["carried_runs"] == 5 and fit["cv_spearman_without_carried"] is not None
+    assert "6 trained, 0 reused exactly, 8 carried from earlier builds (b0001" in report
+    proposal = json.loads((Path(folder) / "proposal.json").read_text())
+    assert proposal["fit"]["evidence"]["fresh_runs"] == 6 and proposal["fit"]["evidence"]["carried_runs"] == 8
+    assert proposal["fit"]["evidence"]["cv_spearman_without_carried"] is not None
+    assert [i["runs"] for i in proposal["iterations"]] == [4, 6]  # 4 where the fit is least sure, then 2 near its proposal
 
     again, _ = run_search(load_config(config), _loop(cfg), "regmix")  # the same refresh runs: reused, none trained
-    assert again.evidence["trained"] == 0 and again.evidence["reused"] == 4
+    assert again.evidence["trained"] == 0 and again.evidence["reused"] == 6
     out = subprocess.run([sys.executable, "-m", "mixforge.cli", "search", str(config)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "0 trained, 4 reused exactly, 5 carried" in " ".join(out.stdout.split())
+    assert "0 trained, 6 reused exactly, 8 carried" in " ".join(out.stdout.split())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("refresh", [-1, 0, 1, 2])
+def test_too_few_refresh_runs_to_cross_validate_are_refused_naming_the_field(tmp_path, refresh):
+    """The carried runs' weight is chosen by cross-validation on today's runs: fewer than 3 cannot
+    be cross-validated (the fit crashed on 1 or 2)."""
+    from mixforge.config import load_config
+    from mixforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"line \d+, field `search.refresh_runs`: .*must be at least 3.*\(got "):
+        _project(tmp_path, refresh_runs=refresh)
+    assert load_config(_project(tmp_path, refresh_runs=3)).search.refresh_runs == 3
