@@ -11,12 +11,13 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from mixforge.config import load_config
-from mixforge.pipelines.build import STAGE_FUNCTIONS, build
+from mixforge.pipelines.build import build
+from mixforge.pipelines.stages import STAGE_TABLE
 from mixforge.stage_runner import StageResult
 from mixforge.workspace import Workspace
 from mixforge.write_errors import writing_to
 
-TASKS = {stage: task(fn, name=stage, cache_policy=NO_CACHE, persist_result=False) for stage, fn in STAGE_FUNCTIONS.items()}
+TASKS = {s.name: task(s.run, name=s.name, cache_policy=NO_CACHE, persist_result=False) for s in STAGE_TABLE}
 
 
 @flow(name="mixforge-build", persist_result=False, log_prints=False)

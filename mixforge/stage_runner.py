@@ -33,6 +33,20 @@ class StageResult:
     layers: list[dict] = field(default_factory=list)  # what each build added (see mixforge/layers.py)
 
 
+StageInputs = dict  # {stage name: StageResult}: the results of the stages before, in order
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """How a build runs its stages: `force` redoes each in full, `strict` fails on the first bad
+    record instead of counting it in the ledger, `allow_changed` lets ingest reread sources that
+    changed or went since the last build (their old documents are retracted)."""
+
+    force: bool = False
+    strict: bool = False
+    allow_changed: bool = False
+
+
 def run_stage(
     ws: Workspace,
     stage: str,

@@ -21,10 +21,10 @@ from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
 from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.samples import choose_positions, gather
-from mixforge.layers import link_tree, lineage, plan_layer
+from mixforge.layers import link_tree, lineage
 from mixforge.ledger import parquet_files
-from mixforge.pipelines.builds import current_build
-from mixforge.stage_runner import StageResult, run_side_stage
+from mixforge.pipelines.stage_plan import plan_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_npy, atomic_write_parquet, read_json
 
 MAX_AUTO_CLUSTERS = 1000  # CLIMB's K for a trillion tokens; more gave no gain in its ablation
@@ -124,17 +124,15 @@ def cluster_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     return section_hash(upstream_fingerprint, c.n_clusters, c.iterations, c.tolerance, c.sample_per_centroid, cfg.seed)
 
 
-def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
+def run_cluster(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions = StageOptions()) -> StageResult:
     """k-means over the embed stage's vectors into `<workspace>/cluster/extra/`. After a build,
     only the new vectors are assigned, to the saved centroids, and the drift is reported; past
     `cluster.refit_drift` the centroids are refitted as a new version (see `incremental_assign`)."""
-    ws = Workspace(cfg.workspace_dir)
+    upstream = inputs["embed"]  # its documents are the dedup output it embedded
     c = cfg.cluster
-    fingerprint = cluster_fingerprint(cfg, upstream.fingerprint)
-    base = cluster_fingerprint(cfg, "")
-    plan = plan_layer(ws, "cluster", fingerprint, base, current_build(ws), upstream.layers,
-                      [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
-    before = fit_before(ws, fingerprint, plan, force)
+    planned = plan_stage(cfg, "cluster", cluster_fingerprint, upstream, options.force)
+    ws, plan = planned.ws, planned.layer
+    before = fit_before(ws, planned.fingerprint, plan, options.force)
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
@@ -170,8 +168,8 @@ def run_cluster(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
                    "mean_cosine_distance": round(inertia / max(n_valid, 1), 4), "seconds": round(time.perf_counter() - t0, 2)}
         return summary | ({"drift": drift} if drift else {})
 
-    result = run_side_stage(ws, "cluster", fingerprint, body, upstream.docs_dir, force=force, settings=c.model_dump(),
-                            layer=plan, base=base)
+    result = run_side_stage(ws, "cluster", planned.fingerprint, body, upstream.docs_dir, force=options.force,
+                            settings=c.model_dump(), layer=plan, base=planned.base)
     shutil.rmtree(ws.root / FIT_BEFORE, ignore_errors=True)
     return result
 

@@ -21,9 +21,9 @@ from mixforge.errors import LedgerError
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.cluster import assignment_file, load_centroids
 from mixforge.pipelines.quality import score_file
-from mixforge.layers import LayerPlan, full_layer, plan_layer, resumed_plan
-from mixforge.pipelines.builds import current_build
-from mixforge.stage_runner import StageResult, run_side_stage
+from mixforge.layers import full_layer, resumed_plan
+from mixforge.pipelines.stage_plan import StagePlan, plan_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
 
 
@@ -131,7 +131,7 @@ def corpus_totals(ws: Workspace, shards: list[Path]) -> pl.DataFrame:
     return pl.concat(parts).group_by("cluster", "source").agg(pl.col(c).sum() for c in ("docs", "tokens", "quality_sum", "quality_n"))
 
 
-def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
+def run_components(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions = StageOptions()) -> StageResult:
     """Merge the pruned corpus's clusters into components; write `components/<shard>.parquet`
     (id, component, cluster per prune shard) and the report. Two passes over the shards: totals
     per cluster and source, then names and report samples; memory holds one shard and the samples.
@@ -139,10 +139,10 @@ def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = Fal
     new shards get component files, so the token shards can be appended to."""
     from mixforge.pipelines.cluster_report import ReportSample, cluster_rows, component_table, write_report
 
-    ws = Workspace(cfg.workspace_dir)
+    upstream = inputs["prune"]
+    planned = extending_plan(cfg, upstream, options.force)
+    ws, plan = planned.ws, planned.layer
     previous = load_components(ws)  # read before the stage replaces it: the report maps old names to new
-    fingerprint = components_fingerprint(cfg, upstream.fingerprint)
-    plan = extending_plan(cfg, ws, upstream, fingerprint, force)
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
@@ -184,8 +184,8 @@ def run_components(cfg: MixforgeConfig, upstream: StageResult, force: bool = Fal
         write_report(out, table, summary, cluster_rows(totals), sample)
         return summary
 
-    return run_side_stage(ws, "components", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.cluster.model_dump(),
-                          layer=plan, base=components_fingerprint(cfg, ""))
+    return run_side_stage(ws, "components", planned.fingerprint, body, upstream.docs_dir, force=options.force,
+                          settings=cfg.cluster.model_dump(), layer=plan, base=planned.base)
 
 
 def saved_mapping(components: dict) -> tuple[str, pl.DataFrame]:
@@ -195,29 +195,30 @@ def saved_mapping(components: dict) -> tuple[str, pl.DataFrame]:
     return key, pl.DataFrame({key: [r[0] for r in rows], "component": [r[1] for r in rows]}, schema={key: dtype, "component": pl.String})
 
 
-def extending_plan(cfg: MixforgeConfig, ws: Workspace, upstream: StageResult, fingerprint: str, force: bool) -> LayerPlan:
+def extending_plan(cfg: MixforgeConfig, upstream: StageResult, force: bool) -> StagePlan:
     """A layer over the new prune shards when the previous components still hold: the same
     centroid version, and every new document's cluster (or source) already has a component.
     Otherwise a full run, which may merge and name the components anew. Names stay as they were
     given (by size then), so after layers they need not be in size order."""
+    planned = plan_stage(cfg, "components", components_fingerprint, upstream, force)
+    ws, plan = planned.ws, planned.layer
+    if resumed_plan(ws, "components", planned.fingerprint) and not force:
+        return planned
     all_inputs = [f.name for f in parquet_files(Path(upstream.docs_dir))]
-    saved = resumed_plan(ws, "components", fingerprint)
-    if saved and not force:
-        return saved
-    build = current_build(ws)
-    plan = plan_layer(ws, "components", fingerprint, components_fingerprint(cfg, ""), build, upstream.layers, all_inputs, force)
     previous = load_components(ws) or {}
     fit = read_json(ws.stage_dir("cluster") / "extra" / "fit.json") or {}
     if not plan.incremental or "mapping" not in previous or previous["summary"].get("centroid_version") != fit.get("version"):
-        return full_layer(build, upstream.layers, all_inputs)
+        planned.layer = full_layer(plan.id, upstream.layers, all_inputs)
+        return planned
     key, mapping = saved_mapping(previous)
     docs_dir = Path(upstream.docs_dir)
     for name in plan.inputs:
         values = (pl.read_parquet(assignment_file(ws, docs_dir / name), columns=["cluster"])["cluster"] if key == "cluster"
                   else pl.read_parquet(docs_dir / name, columns=["source"])["source"])
         if not values.is_in(mapping[key].to_list()).all():
-            return full_layer(build, upstream.layers, all_inputs)
-    return plan
+            planned.layer = full_layer(plan.id, upstream.layers, all_inputs)
+            return planned
+    return planned
 
 
 def component_lineage(previous: dict, mapping: pl.DataFrame, fit: dict | None) -> dict[str, dict[str, int]]:

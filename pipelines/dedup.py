@@ -35,12 +35,12 @@ from datatrove.pipeline.writers import ParquetWriter
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.executor import default_workers, run_pipeline
-from mixforge.layers import LayerPlan, plan_layer
-from mixforge.pipelines.builds import current_build
+from mixforge.layers import LayerPlan
 from mixforge.pipelines.dedup_index import earlier_duplicates, index_rows, near_within, write_index
 from mixforge.pipelines.records import DOC_SCHEMA, REMOVED_SCHEMA, docs_reader, docs_writer
-from mixforge.stage_runner import StageResult, run_stage
-from mixforge.workspace import Workspace, atomic_write_parquet
+from mixforge.pipelines.stage_plan import plan_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
+from mixforge.workspace import atomic_write_parquet
 
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
@@ -130,16 +130,13 @@ def dedup_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     return section_hash(upstream_fingerprint, cfg.dedup.model_dump())
 
 
-def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
+def run_dedup(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions = StageOptions()) -> StageResult:
     """Deduplicate `filter/docs` into `dedup/docs`. After a build, only the shards filter added
     are deduplicated: against each other, and against every document kept before (the index)."""
-    ws = Workspace(cfg.workspace_dir)
-    in_dir = Path(upstream.docs_dir)
+    in_dir = Path(inputs["filter"].docs_dir)
     d = cfg.dedup
-    fingerprint = dedup_fingerprint(cfg, upstream.fingerprint)
-    base = dedup_fingerprint(cfg, "")
-    plan = plan_layer(ws, "dedup", fingerprint, base, current_build(ws), upstream.layers, [f.name for f in parquet_files(in_dir)], force)
-    files = [in_dir / name for name in plan.inputs]
+    planned = plan_stage(cfg, "dedup", dedup_fingerprint, inputs["filter"], options.force)
+    ws, plan, files = planned.ws, planned.layer, planned.files
     workers = default_workers(cfg.workers)
     mh = MinhashConfig(n_grams=d.n_grams, num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket, seed=d.seed)
     exact_key = lambda text: normalised(text).hash(seed=0)  # noqa: E731
@@ -167,8 +164,8 @@ def run_dedup(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, s
         _write_duplicates(files, exact, _near_duplicates(work), {}, partial / "removed")
         write_index(parquet_files(partial / "docs"), partial / "extra" / "index", mh if d.minhash else None, work, exact_key)
 
-    return run_stage(ws, "dedup", fingerprint, body, lambda _: shard_counts(files), force, strict, d.model_dump(),
-                     layer=plan, base=base)
+    return run_stage(ws, "dedup", planned.fingerprint, body, lambda _: shard_counts(files), options.force, options.strict,
+                     d.model_dump(), layer=plan, base=planned.base)
 
 
 def _dedup_layer(d, files: list[Path], partial: Path, plan: LayerPlan, mh: MinhashConfig | None, exact_key) -> None:

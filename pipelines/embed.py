@@ -32,12 +32,10 @@ import pyarrow as pa
 
 from mixforge.config import EmbedConfig, MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
-from mixforge.ledger import parquet_files
 from mixforge.pipelines.engine import map_shards
-from mixforge.layers import plan_layer
-from mixforge.pipelines.builds import current_build
-from mixforge.stage_runner import StageResult, run_side_stage
-from mixforge.workspace import Workspace, atomic_write_npy, atomic_write_parquet
+from mixforge.pipelines.stage_plan import plan_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
+from mixforge.workspace import atomic_write_npy, atomic_write_parquet
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 CHARS_PER_TOKEN = 8  # generous: MiniLM word pieces average ~4 characters of English
@@ -252,16 +250,13 @@ def embed_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     return section_hash(upstream_fingerprint, cfg.embed.model_dump())
 
 
-def run_embed(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
+def run_embed(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions = StageOptions()) -> StageResult:
     """Embed every shard of `upstream` (the dedup output) into `<workspace>/embed/extra/vectors/`,
     one call per shard (under `executor: ray`: Ray tasks, or with `ray.gpus_per_embed_task` one
     actor per GPU that takes shard after shard)."""
-    ws = Workspace(cfg.workspace_dir)
-    fingerprint = embed_fingerprint(cfg, upstream.fingerprint)
-    base = embed_fingerprint(cfg, "")
-    plan = plan_layer(ws, "embed", fingerprint, base, current_build(ws), upstream.layers,
-                      [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
-    files = [Path(upstream.docs_dir) / name for name in plan.inputs]  # after a build: only the new shards
+    upstream = inputs["dedup"]
+    planned = plan_stage(cfg, "embed", embed_fingerprint, upstream, options.force)
+    ws, files = planned.ws, planned.files  # after a build: only the new shards
 
     def body(partial: Path) -> dict:
         out = partial / "extra" / "vectors"
@@ -275,8 +270,8 @@ def run_embed(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -
                 "device": ",".join(sorted({dev for *_, dev in done} - {"resumed"})) or detect_device(cfg.embed.device),
                 "model": cfg.embed.model, "backend": cfg.embed.backend, "seconds": round(time.perf_counter() - t0, 2)}
 
-    return run_side_stage(ws, "embed", fingerprint, body, upstream.docs_dir, force=force, settings=cfg.embed.model_dump(),
-                          layer=plan, base=base)
+    return run_side_stage(ws, "embed", planned.fingerprint, body, upstream.docs_dir, force=options.force,
+                          settings=cfg.embed.model_dump(), layer=planned.layer, base=planned.base)
 
 
 @functools.lru_cache(maxsize=1)

@@ -30,12 +30,10 @@ from mixforge.errors import MixforgeError
 from mixforge.ledger import parquet_files, shard_counts
 from mixforge.pipelines.executor import default_workers, run_pipeline
 from mixforge.pipelines.ingest import source_keys
-from mixforge.layers import plan_layer
-from mixforge.pipelines.builds import current_build
 from mixforge.pipelines.records import (RouteRemoved, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir,
                                         mark_removed, removed_writer)
-from mixforge.stage_runner import StageResult, run_stage
-from mixforge.workspace import Workspace
+from mixforge.pipelines.stage_plan import plan_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
 
 
 class LengthFilter(BaseFilter):
@@ -189,15 +187,12 @@ def filter_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     return section_hash(upstream_fingerprint, settings)
 
 
-def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, strict: bool = False) -> StageResult:
+def run_filter(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions = StageOptions()) -> StageResult:
     """Filter `ingest/docs` into `filter/docs` (after a build: only the shards ingest added)."""
-    ws = Workspace(cfg.workspace_dir)
-    in_dir = Path(upstream.docs_dir)
+    in_dir = Path(inputs["ingest"].docs_dir)
     per_source = filters_by_source(cfg)
-    fingerprint = filter_fingerprint(cfg, upstream.fingerprint)
-    plan = plan_layer(ws, "filter", fingerprint, filter_fingerprint(cfg, ""), current_build(ws), upstream.layers,
-                      [f.name for f in parquet_files(in_dir)], force)
-    files = [in_dir / name for name in plan.inputs]
+    planned = plan_stage(cfg, "filter", filter_fingerprint, inputs["ingest"], options.force)
+    ws, plan, files = planned.ws, planned.layer, planned.files
     workers = default_workers(cfg.workers)
 
     def body(partial: Path) -> None:
@@ -216,5 +211,5 @@ def run_filter(cfg: MixforgeConfig, upstream: StageResult, force: bool = False, 
         adopt_layer_docs(partial, plan)
 
     settings = {k: v.model_dump() for k, v in per_source.items()}
-    return run_stage(ws, "filter", fingerprint, body, lambda _: shard_counts(files), force, strict, settings,
-                     layer=plan, base=filter_fingerprint(cfg, ""))
+    return run_stage(ws, "filter", planned.fingerprint, body, lambda _: shard_counts(files), options.force, options.strict,
+                     settings, layer=plan, base=planned.base)

@@ -28,7 +28,7 @@ from mixforge.config import MixforgeConfig, SourceConfig, section_hash
 from mixforge.errors import ConfigError, InputError
 from mixforge.ledger import parquet_files
 from mixforge.layers import LayerPlan, resumed_plan
-from mixforge.stage_runner import StageResult, run_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
 from mixforge.pipelines.builds import BUILDS, current_build, note_sources
 from mixforge.pipelines.executor import default_workers, run_pipeline, stat_total
@@ -191,7 +191,8 @@ def input_fingerprint(cfg: MixforgeConfig, manifest: list[dict]) -> str:
     return section_hash(ingest_base(cfg), [(e["path"], e["size"], e["hash"]) for e in manifest])
 
 
-def ingest_fingerprint(cfg: MixforgeConfig) -> str:
+def ingest_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str = "") -> str:
+    """The first stage's: its settings and inputs (there is no upstream stage)."""
     return input_fingerprint(cfg, work_manifest(cfg, plan_work(cfg)))
 
 
@@ -268,17 +269,18 @@ def ingest_pipeline(cfg: MixforgeConfig, tasks: list[list[WorkItem]], out_dir: P
     ]
 
 
-def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False, allow_changed: bool = False) -> StageResult:
-    """Ingest the sources into `<workspace>/ingest/docs/`. After a build, only files added since
-    are read, into a new layer; a changed or deleted file is an error naming it, unless
-    `allow_changed`: then ingest runs in full and the old documents of those files are retracted."""
+def run_ingest(cfg: MixforgeConfig, inputs: StageInputs | None = None, options: StageOptions = StageOptions()) -> StageResult:
+    """Ingest the sources into `<workspace>/ingest/docs/` (the first stage: no inputs). After a
+    build, only files added since are read, into a new layer; a changed or deleted file is an error
+    naming it, unless `options.allow_changed`: then ingest runs in full and the old documents of
+    those files are retracted."""
     ws = Workspace(cfg.workspace_dir)
     build = current_build(ws)
     items = plan_work(cfg)
     manifest = work_manifest(cfg, items)
     fingerprint = input_fingerprint(cfg, manifest)
     base = ingest_base(cfg)
-    plan = _plan_ingest(cfg, ws, build, manifest, base, fingerprint, force, allow_changed)
+    plan = _plan_ingest(cfg, ws, build, manifest, base, fingerprint, options.force, options.allow_changed)
     new_items = [it for it in items if it.path in set(plan.inputs)]
     tasks = pack_tasks(new_items, cfg.shard_mb)
     workers = default_workers(cfg.workers)
@@ -306,7 +308,7 @@ def run_ingest(cfg: MixforgeConfig, force: bool = False, strict: bool = False, a
         return stat_total(partial / "logs", SourcesReader.name, "records"), None
 
     settings = {"sources": [s.model_dump() for s in cfg.sources], "files": len(items), "tasks": len(tasks)}
-    result = run_stage(ws, "ingest", fingerprint, body, count_input, force=force, strict=strict, settings=settings,
+    result = run_stage(ws, "ingest", fingerprint, body, count_input, force=options.force, strict=options.strict, settings=settings,
                        layer=plan, base=base)
     if result.status == "ran":
         atomic_write_json(ws.root / BUILDS / f"{build}-sources.json", manifest)

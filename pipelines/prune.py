@@ -20,9 +20,9 @@ from mixforge.pipelines.cluster import assignment_file
 from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.quality import score_file
 from mixforge.pipelines.records import REMOVED_SCHEMA
-from mixforge.layers import full_layer, plan_layer
-from mixforge.pipelines.builds import current_build
-from mixforge.stage_runner import StageResult, run_stage
+from mixforge.layers import full_layer
+from mixforge.pipelines.stage_plan import plan_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
 
@@ -136,22 +136,20 @@ def prune_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     return section_hash(upstream_fingerprint, cfg.quality.min_cluster_score, c.semdedup, c.semdedup_threshold)
 
 
-def run_prune(cfg: MixforgeConfig, upstream: StageResult, docs: StageResult, force: bool = False, strict: bool = False) -> StageResult:
-    """Split `docs` (the dedup output) into `prune/docs` and removed shards, one shard at a time.
-    `upstream` is the quality stage (its fingerprint covers embed and cluster). After a build, only
+def run_prune(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions = StageOptions()) -> StageResult:
+    """Split the dedup output into `prune/docs` and removed shards, one shard at a time, with what
+    the quality stage learned (its fingerprint covers embed and cluster). After a build, only
     the new shards are split, while the low-quality clusters stay the same ones (else: in full);
     SemDeDup then compares new documents with every document kept before in their cluster."""
-    ws = Workspace(cfg.workspace_dir)
-    all_files = parquet_files(Path(docs.docs_dir))
-    fingerprint = prune_fingerprint(cfg, upstream.fingerprint)
-    base = prune_fingerprint(cfg, "")
+    upstream, docs = inputs["quality"], inputs["dedup"]
+    planned = plan_stage(cfg, "prune", prune_fingerprint, upstream, options.force, inputs_dir=docs.docs_dir)
+    ws, plan, all_files = planned.ws, planned.layer, parquet_files(Path(docs.docs_dir))
     threshold = cfg.quality.min_cluster_score
     per_cluster = cluster_quality(ws, all_files)
     low: dict[int, float] = {}
     if threshold is not None:
         below = per_cluster.filter(pl.col("quality") < threshold)
         low = dict(zip(below["cluster"], below["quality"]))
-    plan = plan_layer(ws, "prune", fingerprint, base, current_build(ws), upstream.layers, [f.name for f in all_files], force)
     record = ws.stage_record("prune")  # None when resuming a started run: its saved plan stands
     if plan.incremental and record is not None and sorted(low) != record.get("settings", {}).get("low_clusters"):
         plan = full_layer(plan.id, upstream.layers, [f.name for f in all_files])  # other clusters are low now: redo all
@@ -169,7 +167,8 @@ def run_prune(cfg: MixforgeConfig, upstream: StageResult, docs: StageResult, for
         map_shards(cfg, prune_shard, calls, "prune", [pq.ParquetFile(f).metadata.num_rows for f in files])
 
     settings = {"min_cluster_score": threshold, "semdedup": cfg.cluster.semdedup, "low_clusters": sorted(low)}
-    return run_stage(ws, "prune", fingerprint, body, lambda _: shard_counts(files), force, strict, settings, layer=plan, base=base)
+    return run_stage(ws, "prune", planned.fingerprint, body, lambda _: shard_counts(files), options.force, options.strict,
+                     settings, layer=plan, base=planned.base)
 
 
 def _removed_ids(folder: Path) -> list[str]:

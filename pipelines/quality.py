@@ -21,15 +21,13 @@ import pyarrow.parquet as pq
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError, LedgerError
-from mixforge.ledger import parquet_files
 from mixforge.pipelines.cluster import load_vector_shard, valid_counts, valid_vectors, vector_shards
 from mixforge.pipelines.embed import cached_encoder
 from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.quality_model import OLD_PICKLE, Classifier, from_fitted, load_classifier, save_classifier
 from mixforge.pipelines.samples import choose_positions, gather
-from mixforge.layers import plan_layer
-from mixforge.pipelines.builds import current_build
-from mixforge.stage_runner import StageResult, run_side_stage
+from mixforge.pipelines.stage_plan import plan_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
 # Gopher's stop words (datatrove's GopherQualityFilter uses the same list)
@@ -118,15 +116,13 @@ def quality_fingerprint(cfg: MixforgeConfig, upstream_fingerprint: str) -> str:
     return section_hash(upstream_fingerprint, refs, q.classifier, q.negatives, cfg.seed, cfg.embed.model_dump(), SCORER_VERSION)
 
 
-def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
+def run_quality(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions = StageOptions()) -> StageResult:
     """Score every kept document into `<workspace>/quality/extra/scores/<shard>.parquet`, one
     dedup shard at a time (finished shards are kept on resume)."""
-    ws = Workspace(cfg.workspace_dir)
+    upstream = inputs["cluster"]  # its documents are the dedup output it assigned
     q = cfg.quality
-    fingerprint = quality_fingerprint(cfg, upstream.fingerprint)
-    base = quality_fingerprint(cfg, "")
-    plan = plan_layer(ws, "quality", fingerprint, base, current_build(ws), upstream.layers,
-                      [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
+    planned = plan_stage(cfg, "quality", quality_fingerprint, upstream, options.force)
+    ws = planned.ws
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
@@ -150,7 +146,7 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
             save_classifier(extra, model)
             summary.update(reference_texts=len(reference), negatives=len(negatives), classifier=q.classifier,
                            cv_roc_auc=round(auc, 4), cv_roc_auc_std=round(auc_std, 4))
-        files = [Path(upstream.docs_dir) / name for name in plan.inputs]  # after a build: only the new shards
+        files = planned.files  # after a build: only the new shards
         calls = [(str(ws.root), str(f), model, str(out / f"{f.stem}.parquet")) for f in files]
         done = map_shards(cfg, score_shard, calls, "quality", [pq.ParquetFile(f).metadata.num_rows for f in files])
         docs, heuristic_sum, classifier_sum, classified = (sum(col) for col in zip(*done)) if done else (0, 0, 0, 0)
@@ -160,8 +156,8 @@ def run_quality(cfg: MixforgeConfig, upstream: StageResult, force: bool = False)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         return summary
 
-    return run_side_stage(ws, "quality", fingerprint, body, upstream.docs_dir, force=force, settings=q.model_dump(),
-                          layer=plan, base=base)
+    return run_side_stage(ws, "quality", planned.fingerprint, body, upstream.docs_dir, force=options.force,
+                          settings=q.model_dump(), layer=planned.layer, base=planned.base)
 
 
 def score_shard(ws_root: str, shard: str, model: Classifier | None, target: str) -> tuple[int, float, float, int]:

@@ -34,10 +34,8 @@ from mixforge.pipelines.tokenize import (
     train_default_tokenizer,
     workspace_frames,
 )
-from mixforge.layers import plan_layer
-from mixforge.ledger import parquet_files
-from mixforge.pipelines.builds import current_build
-from mixforge.stage_runner import StageResult, run_side_stage
+from mixforge.pipelines.stage_plan import plan_stage
+from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_text
 
 TOKENIZER_SAMPLE_DOCS = 20_000
@@ -157,18 +155,17 @@ def appending_from(partial: Path) -> Path:
     return before
 
 
-def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) -> StageResult:
+def run_tokens(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions = StageOptions()) -> StageResult:
     """Tokenize the components into `<workspace>/tokens/extra/{train,heldout}/`, one prune shard
     at a time (memory: one shard, the tokenizer's training sample and the task's pool).
 
     A layer of new component files (the components stage kept its names) is appended: the
     tokenizer, the next-line task and the eval texts stay as the build that made them, and the new
     documents' tokens go after the earlier ones in each component's shards."""
-    ws = Workspace(cfg.workspace_dir)
+    upstream = inputs["components"]  # its documents are the prune output it named
     p = cfg.proxy
-    fingerprint = tokens_fingerprint(cfg, upstream.fingerprint)
-    layer = plan_layer(ws, "tokens", fingerprint, tokens_fingerprint(cfg, ""), current_build(ws), upstream.layers,
-                       [f.name for f in parquet_files(Path(upstream.docs_dir))], force)
+    planned = plan_stage(cfg, "tokens", tokens_fingerprint, upstream, options.force)
+    ws, layer = planned.ws, planned.layer
 
     def body(partial: Path) -> dict:
         t0 = time.perf_counter()
@@ -228,6 +225,6 @@ def run_tokens(cfg: MixforgeConfig, upstream: StageResult, force: bool = False) 
                 "components": components, "seconds": round(time.perf_counter() - t0, 2), "appended": bool(earlier),
                 "eval_texts": evals}
 
-    return run_side_stage(ws, "tokens", fingerprint, body, upstream.docs_dir, force=force,
+    return run_side_stage(ws, "tokens", planned.fingerprint, body, upstream.docs_dir, force=options.force,
                           settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction", "eval_texts"}), layer=layer,
-                          base=tokens_fingerprint(cfg, ""))
+                          base=planned.base)

@@ -211,4 +211,4 @@ def test_more_clusters_than_documents_is_a_clear_error(tmp_path):
     cfg = load_config(write_config(tmp_path, [{"path": "b.jsonl"}], cluster={"n_clusters": 50}))
     results = build(cfg, until="embed")
     with pytest.raises(ConfigError, match="50 clusters asked for, but only 5 documents"):
-        run_cluster(cfg, results[-1])
+        run_cluster(cfg, {r.stage: r for r in results})
