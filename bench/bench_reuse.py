@@ -97,17 +97,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=16, help="The full budget (the demo's search.runs).")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--left-out", default="dictionary,man_pages", help="Sources v1 lacks (v2 adds them).")
+    parser.add_argument("--left-out", default="dictionary,man_pages",
+                        help="Sources v1 lacks (v2 adds them); 'none': v2 only appends the missing tenth.")
     parser.add_argument("--again", action="store_true",
                         help="Rerun (b) alone on the last run's v1 runs and v2 build (today's runs are removed from the "
                              "runs table first); (a) and (c) come from their saved folders and results.jsonl.")
     args = parser.parse_args()
-    out = OUT_DIR / "reuse"
+    out = _folder(args)
     if args.again:
         return _again(out, args)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    config, fresh, plan = _project(out, args.left_out.split(","))
+    config, fresh, plan = _project(out, [] if args.left_out == "none" else args.left_out.split(","))
     cfg = yaml.safe_load(config.read_text())
     cfg["search"]["runs"] = args.runs
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -141,7 +142,8 @@ def _again(out: Path, args) -> None:
         if row.stem not in v1_runs:
             row.unlink()
     atomic_write_parquet(table.folder / "runs.parquet", table.load())
-    last = [json.loads(line) for line in (OUT_DIR / "results.jsonl").read_text().splitlines() if '"reuse:' in line][-1]
+    last = [r for r in map(json.loads, (OUT_DIR / "results.jsonl").read_text().splitlines())
+            if r["name"].startswith("reuse:") and r.get("left_out", "dictionary,man_pages") == args.left_out][-1]
     results = {"b": _search(out / "carried.yaml", out, "b-carried", args.seeds)}
     for key, name in (("a", "a-fresh-full"), ("c", "c-fresh-small")):
         results[key] = {"proposal": json.loads((out / name / "proposal.json").read_text()),
@@ -156,7 +158,7 @@ def _print(results: dict, timings: dict, args) -> None:
     from mixforge.proxy_training.runs import tokens_summary
     from mixforge.workspace import Workspace
 
-    out = OUT_DIR / "reuse"
+    out = _folder(args)
     cfg = load_config(out / "carried.yaml")
     per_run = run_flops(cfg, tokens_summary(Workspace(cfg.workspace_dir))["tokenizer"]["vocab_size"])
     flops = {k: len(r["proposal"]["runs_used"]) * per_run for k, r in results.items()}  # the runs each search trained on today's data
@@ -190,7 +192,12 @@ def _print(results: dict, timings: dict, args) -> None:
         print(f"{label:20}" + "".join(f"{fit['candidates'].get(n, {}).get('spearman', float('nan')):11.3f}" for n in names))
     report("reuse: search after a data change, carried (b) vs fresh full (a)", results["b"]["search_s"], results["a"]["search_s"],
            {"flops_ratio": round(ratio, 3), "rows": rows, "evidence": evidence, "fit_evidence": fit, "within_one_std": within,
-            "better_than_small_fresh": better, "full_runs": args.runs, "seeds": args.seeds, "timings": timings})
+            "better_than_small_fresh": better, "full_runs": args.runs, "seeds": args.seeds, "timings": timings,
+            "left_out": args.left_out})
+
+
+def _folder(args) -> Path:
+    return OUT_DIR / ("reuse" if args.left_out == "dictionary,man_pages" else f"reuse-{args.left_out.replace(',', '-')}")
 
 
 if __name__ == "__main__":
