@@ -19,7 +19,7 @@ from mixforge.flows.deployments import FLOW_NAME, check_then
 from mixforge.flows.proxy import search_trainers
 from mixforge.mixers.mixture_file import read_mixture
 from mixforge.mixers.search import run_search
-from mixforge.pipelines.export import run_export
+from mixforge.pipelines.export_schedule import export_mixture, exported
 from mixforge.processes import ChildTracker, reap_leftovers
 from mixforge.workspace import STAGES
 from mixforge.workspace_lock import writer_lock
@@ -42,8 +42,7 @@ def export_task(config_path: str, folder: str, out: str, force_replace: bool = F
     manifest does not list only with `force_replace`)."""
     cfg = load_config(config_path)
     weights, provenance = read_mixture(Path(folder))
-    run_export(cfg, weights, Path(out), cfg.export.format, tokens=cfg.export.tokens, overwrite=True, provenance=provenance,
-               force_replace=force_replace)
+    export_mixture(cfg, weights, provenance, Path(out), overwrite=True, force_replace=force_replace)  # a schedule: a folder per phase
     return out
 
 
@@ -78,6 +77,6 @@ def _build_then(config_path: str, cfg, workspace: str | None, then: list[str], e
     if changed or not latest.exists():
         summary["search"] = search_task(config_path)
     out = export_out or str(cfg.workspace_dir / "export")
-    if "export" in then and (summary["search"] or not (Path(out) / "manifest.json").exists()):
+    if "export" in then and (summary["search"] or not exported(Path(out))):
         summary["export"] = export_task(config_path, summary["search"] or str(cfg.workspace_dir / "search"), out, force_replace)
     return summary

@@ -612,15 +612,13 @@ def export(
     """Write a mixture as sharded data a trainer reads directly, with manifest.json and a dataset card."""
     from mixforge.config import load_config
     from mixforge.mixers.mixture_file import read_mixture
-    from mixforge.pipelines.export import run_export
-    from mixforge.pipelines.export_schedule import run_schedule_export
+    from mixforge.pipelines.export_schedule import export_mixture
 
     cfg = load_config(config)
     weights, provenance = read_mixture(mixture)  # components checked by the export (its documents, held-out ones too)
-    if provenance.get("schedule"):  # one export per phase, in training order
-        record = run_schedule_export(cfg, provenance["schedule"], out, fmt or cfg.export.format, tokens or cfg.export.tokens,
-                                     provenance=provenance, mode=mode, shard_tokens=shard_tokens, max_epochs=max_epochs, overwrite=overwrite,
-                                     force_replace=force_replace)
+    kind, record = export_mixture(cfg, weights, provenance, out, fmt, tokens, mode=mode, shard_tokens=shard_tokens,
+                                  max_epochs=max_epochs, overwrite=overwrite, force_replace=force_replace)
+    if kind == "schedule":
         table = Table(title=f"schedule export: {len(record['phases'])} phases, {record['format']}")
         for col in ("phase", "folder", "training share", "tokens", "mixture"):
             table.add_column(col, justify="left" if col in ("folder", "mixture") else "right")
@@ -630,8 +628,7 @@ def export(
         Console().print(table)
         Console().print(f"{record['tokens']:,} tokens: {out} (schedule.json names the phases in order)", soft_wrap=True)
         return
-    m = run_export(cfg, weights, out, fmt or cfg.export.format, tokens=tokens or cfg.export.tokens, mode=mode, shard_tokens=shard_tokens, overwrite=overwrite, force_replace=force_replace,
-                   max_epochs=max_epochs, provenance=provenance)
+    m = record
     table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")
     for col in ("component", "weight", "share", "tokens", "documents", "epochs"):
         table.add_column(col, justify="left" if col == "component" else "right")

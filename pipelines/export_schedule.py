@@ -30,6 +30,26 @@ def phase_budgets(tokens: int, schedule: list[dict]) -> list[int]:
     return [end - start for start, end in zip([0] + cuts[:-1], cuts[:-1] + [tokens])]
 
 
+def export_mixture(cfg: MixforgeConfig, weights: dict[str, float], provenance: dict, out: Path, fmt: str | None = None,
+                   tokens: int | None = None, **options) -> tuple[str, dict]:
+    """A mixture as `mixers.mixture_file.read_mixture` reads it, exported: a schedule (its
+    provenance names one) as one export per phase, else one export. `fmt` and `tokens` default to
+    the config's export settings; `options` are run_export's. Returns ("schedule", the schedule
+    record) or ("mixture", the manifest). `mixforge export` and the scheduled flow both call this,
+    so a phased proposal exports the same way from either."""
+    from mixforge.pipelines.export import run_export
+
+    fmt, tokens = fmt or cfg.export.format, tokens or cfg.export.tokens
+    if provenance.get("schedule"):  # one export per phase, in training order
+        return "schedule", run_schedule_export(cfg, provenance["schedule"], out, fmt, tokens, provenance=provenance, **options)
+    return "mixture", run_export(cfg, weights, out, fmt, tokens=tokens, provenance=provenance, **options)
+
+
+def exported(out: Path) -> bool:
+    """Whether `out` holds a finished export, of one mixture (manifest.json) or of a schedule."""
+    return (Path(out) / "manifest.json").exists() or (Path(out) / SCHEDULE_FILE).exists()
+
+
 def run_schedule_export(cfg: MixforgeConfig, schedule: list[dict], out: Path, fmt: str, tokens: int | None,
                         provenance: dict | None = None, **options) -> dict:
     """One export per phase under `out`, then schedule.json; returns the schedule record."""
