@@ -22,7 +22,7 @@ import polars as pl
 
 from mixforge.config import MixforgeConfig
 from mixforge.mixture import phase_ends as phase_ends_of, phase_lengths
-from mixforge.workspace import Workspace, read_json
+from mixforge.workspace import Workspace
 
 MIN_KEPT = 0.5  # a run with less than half of its tokens' cells left describes another corpus: not carried
 CHANGED_SHARE = 0.25  # a component whose tokens are more than this share new or gone gets refresh runs of its own
@@ -50,14 +50,15 @@ class Today:
 def today(ws: Workspace, data: str) -> Today | None:
     """Today's basis (None for a workspace without components or a document index)."""
     from mixforge.pipelines.content import cell_tokens, centroid_identity
+    from mixforge.pipelines.outputs import cluster_fit, load_components
 
     cells = cell_tokens(ws, data)
-    components = read_json(ws.stage_dir("components") / "extra" / "components.json") or {}
+    components = load_components(ws) or {}
     if cells is None or "mapping" not in components:
         return None
     key = components["mapping"]["key"]
     mapping = {(int(k) if key == "cluster" else k): c for k, c in components["mapping"]["rows"]}
-    fit = read_json(ws.stage_dir("cluster") / "extra" / "fit.json") or {}
+    fit = cluster_fit(ws)
     return Today(cells, key, mapping, centroid_identity(ws), fit.get("transitions", []), data)
 
 

@@ -57,7 +57,9 @@ class WithContent:
 def content_space(ws, now, components: list[str]) -> ContentSpace | None:
     """Today's content space over `components` from the workspace's centroids (None before a
     cluster stage or without today's cells)."""
-    path = ws.stage_dir("cluster") / "extra" / "centroids.npy"
+    from mixforge.pipelines.outputs import centroids_file
+
+    path = centroids_file(ws)
     if now is None or not path.exists():
         return None
     shares: dict[str, dict[int, float]] = {}

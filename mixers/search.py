@@ -26,6 +26,7 @@ from mixforge.mixers.content_space import content_space
 from mixforge.mixers.context import Proposal, SearchContext, TrainFn
 from mixforge.mixers.fitting import fit, run_phases
 from mixforge.mixers.strategies import climb, influence, regmix
+from mixforge.pipelines.outputs import next_line_file, tokens_dir
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf}
@@ -37,7 +38,7 @@ def known_metrics(cfg: MixforgeConfig, summary: dict) -> list[str]:
     names = sorted(summary["components"]) + ["mean"] + sorted(summary.get("eval_texts", {}))
     out = [f"{kind}_{n}" for n in names for kind in ("loss", "bpb")] + ["train_loss"]
     ws = Workspace(cfg.workspace_dir)
-    tasks = ["next_line"] if (ws.stage_dir("tokens") / "extra" / "tasks" / "next_line.jsonl").exists() else []
+    tasks = ["next_line"] if next_line_file(ws).exists() else []
     return out + [f"acc_{t}" for t in tasks + [Path(t).name.split(".")[0] for t in cfg.proxy.tasks]]
 
 
@@ -118,7 +119,7 @@ def influence_inputs(cfg: MixforgeConfig, ws: Workspace, run_id: str, objective:
     from mixforge.proxy_training.proxy import checkpoint_dir
     from mixforge.proxy_training.train import checkpoints
 
-    folder = ws.stage_dir("tokens") / "extra"
+    folder = tokens_dir(ws)
     held = load_shards(folder / "heldout")
     evals = load_shards(folder / "eval") if (folder / "eval").is_dir() else {}
     parts = []
@@ -261,7 +262,6 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     atomic_write_json(folder / "verify.json", out)
     write_report(folder, proposal, out)
     return out
-
 
 
 def check_schedule_ends(cfg: MixforgeConfig, folder: Path, schedule: list[dict]) -> None:

@@ -23,6 +23,7 @@ from mixforge.pipelines.engine import map_shards
 from mixforge.pipelines.samples import choose_positions, gather
 from mixforge.layers import link_tree, lineage
 from mixforge.ledger import parquet_files
+from mixforge.pipelines.outputs import FIT_FILE, load_vector_shard, vector_file, vector_shards
 from mixforge.pipelines.stage_plan import plan_stage
 from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_npy, atomic_write_parquet, read_json
@@ -33,16 +34,6 @@ MAX_AUTO_CLUSTERS = 1000  # CLIMB's K for a trillion tokens; more gave no gain i
 def auto_clusters(n_docs: int) -> int:
     """sqrt(n) clusters: ~sqrt(n) documents each, so cluster statistics stay meaningful."""
     return int(np.clip(round(np.sqrt(n_docs)), 2, MAX_AUTO_CLUSTERS))
-
-
-def vector_shards(ws: Workspace) -> list[Path]:
-    """Per-shard metadata files written by the embed stage (vectors beside them as .npy)."""
-    return sorted((ws.stage_dir("embed") / "extra" / "vectors").glob("*.parquet"))
-
-
-def load_vector_shard(meta_file: Path) -> tuple[pl.DataFrame, np.ndarray]:
-    """(id, tokens, valid) and the float32 vectors of one embed shard."""
-    return pl.read_parquet(meta_file), np.load(meta_file.with_suffix(".npy")).astype(np.float32)
 
 
 def valid_counts(shards: list[Path]) -> list[int]:
@@ -198,7 +189,6 @@ def fit_before(ws: Workspace, fingerprint: str, plan, force: bool) -> Path | Non
     return keep
 
 
-FIT_FILE = "fit.json"  # cluster/extra/: centroid version, clusters, the fit's 95th-percentile distance, sizes
 DRIFT_FILE = "drift.json"  # cluster/extra/: the latest build's drift report
 
 
@@ -264,8 +254,7 @@ def incremental_assign(cfg: MixforgeConfig, ws: Workspace, out: Path, plan) -> d
     drift = read_json(out / DRIFT_FILE)
     if drift and drift.get("layer") == plan.id:
         return drift
-    vectors = ws.stage_dir("embed") / "extra" / "vectors"
-    new = [vectors / f"{Path(n).stem}.parquet" for n in plan.inputs]
+    new = [vector_file(ws, Path(n)) for n in plan.inputs]
     calls = [(str(f), str(out / "centroids.npy"), str(out / "assign" / f.name)) for f in new]
     map_shards(cfg, assign_shard, calls, "cluster: assign new", valid_counts(new))
     fit = read_json(out / FIT_FILE)
@@ -302,12 +291,3 @@ def assign_shard(meta_file: str, centroids_file: str, target: str) -> float:
     ids[~valid], dist[~valid] = -1, np.nan
     atomic_write_parquet(Path(target), meta.select("id", "tokens").with_columns(pl.Series("cluster", ids), pl.Series("distance", dist)))
     return float(np.nansum(dist))
-
-
-def assignment_file(ws: Workspace, shard: Path) -> Path:
-    """id, tokens, cluster, distance of the documents of one dedup (or prune) shard."""
-    return ws.stage_dir("cluster") / "extra" / "assign" / f"{shard.stem}.parquet"
-
-
-def load_centroids(ws: Workspace) -> np.ndarray:
-    return np.load(ws.stage_dir("cluster") / "extra" / "centroids.npy")

@@ -63,7 +63,7 @@ class ReportSample:
 
     def add(self, docs: pl.DataFrame, vectors_meta: Path) -> None:
         """`docs`: one shard's id, text, component, distance, quality; `vectors_meta`: its embed shard."""
-        from mixforge.pipelines.cluster import load_vector_shard
+        from mixforge.pipelines.outputs import load_vector_shard
 
         keys = id_keys(docs["id"], self.seed)
         for (name,), group in docs.with_row_index("row").group_by("component", maintain_order=True):

@@ -19,9 +19,11 @@ from mixforge.budget import component_count
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import LedgerError
 from mixforge.ledger import parquet_files
-from mixforge.pipelines.cluster import assignment_file, load_centroids
-from mixforge.pipelines.quality import score_file
+
+
 from mixforge.layers import full_layer, resumed_plan
+from mixforge.pipelines.outputs import (assignment_file, cluster_fit, load_centroids, load_components, score_file,
+                                        vector_file)
 from mixforge.pipelines.stage_plan import StagePlan, plan_stage
 from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
@@ -163,7 +165,7 @@ def run_components(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptio
             check_join(docs, named, "component assignment")
             if f.name in new:  # an extending run keeps the earlier shards' files (carried over)
                 atomic_write_parquet(out / "components" / f.name, named.select("id", "component", "cluster"))
-            sample.add(named, ws.stage_dir("embed") / "extra" / "vectors" / f.name)
+            sample.add(named, vector_file(ws, f))
         table = component_table(totals, sample)
         summary = {"components": len(table), "documents": int(totals["docs"].sum()), "tokens": int(totals["tokens"].sum()),
                    "mode": cfg.cluster.components, "clusters": totals["cluster"].n_unique(), "extended": bool(kept)}
@@ -173,7 +175,7 @@ def run_components(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptio
                       for g in ("component", "cluster")}
             summary["vs_source_labels"] = {"components": agreement_from_counts(counts["component"]),
                                            "clusters": agreement_from_counts(counts["cluster"])}
-        fit = read_json(ws.stage_dir("cluster") / "extra" / "fit.json") or {}
+        fit = cluster_fit(ws)
         summary["centroid_version"] = fit.get("version")
         if previous and cfg.cluster.components == "clusters" and not kept:
             summary["from_previous"] = component_lineage(previous, mapping, fit)
@@ -206,7 +208,7 @@ def extending_plan(cfg: MixforgeConfig, upstream: StageResult, force: bool) -> S
         return planned
     all_inputs = [f.name for f in parquet_files(Path(upstream.docs_dir))]
     previous = load_components(ws) or {}
-    fit = read_json(ws.stage_dir("cluster") / "extra" / "fit.json") or {}
+    fit = cluster_fit(ws)
     if not plan.incremental or "mapping" not in previous or previous["summary"].get("centroid_version") != fit.get("version"):
         planned.layer = full_layer(plan.id, upstream.layers, all_inputs)
         return planned
@@ -238,13 +240,3 @@ def component_lineage(previous: dict, mapping: pl.DataFrame, fit: dict | None) -
             counts[name] = counts.get(name, 0) + 1
         out[row["component"]] = dict(sorted(counts.items()))
     return out
-
-
-def component_file(ws: Workspace, shard: Path) -> Path:
-    """id, component, cluster of the documents of one prune shard."""
-    return ws.stage_dir("components") / "extra" / "components" / f"{shard.stem}.parquet"
-
-
-def load_components(ws: Workspace) -> dict | None:
-    """The components.json of a workspace (None before the stage ran)."""
-    return read_json(ws.stage_dir("components") / "extra" / "components.json")

@@ -18,7 +18,8 @@ import polars as pl
 
 from mixforge.digests import file_digest
 from mixforge.ledger import parquet_files
-from mixforge.workspace import Workspace, atomic_write_parquet, read_json
+from mixforge.pipelines.outputs import centroids_file, cluster_fit, component_files, documents_index
+from mixforge.workspace import Workspace, atomic_write_parquet
 
 CELL_COLUMNS = ("component", "cluster", "source", "tokens", "docs")
 
@@ -26,10 +27,9 @@ CELL_COLUMNS = ("component", "cluster", "source", "tokens", "docs")
 def centroid_identity(ws: Workspace) -> dict | None:
     """{"version", "digest"} of the centroids the components were merged from (None without a
     cluster stage): the digest tells two fits apart even when both are numbered version 1."""
-    extra = ws.stage_dir("cluster") / "extra"
-    if not (extra / "centroids.npy").exists():
+    if not centroids_file(ws).exists():
         return None
-    return {"version": (read_json(extra / "fit.json") or {}).get("version"), "digest": file_digest(extra / "centroids.npy")}
+    return {"version": cluster_fit(ws).get("version"), "digest": file_digest(centroids_file(ws))}
 
 
 def cell_tokens(ws: Workspace, data: str) -> pl.DataFrame | None:
@@ -39,8 +39,8 @@ def cell_tokens(ws: Workspace, data: str) -> pl.DataFrame | None:
     cache = ws.root / "runs" / "content" / f"cells-v2-{data[:24]}.parquet"
     if data and cache.exists():
         return pl.read_parquet(cache)
-    index = ws.stage_dir("tokens") / "extra" / "documents.parquet"
-    components = sorted((ws.stage_dir("components") / "extra" / "components").glob("*.parquet"))
+    index = documents_index(ws)
+    components = component_files(ws)
     docs = parquet_files(ws.docs_dir("prune")) if ws.docs_dir("prune").is_dir() else []
     if not index.exists() or not components or not docs:
         return None

@@ -12,8 +12,9 @@ import yaml
 
 from mixforge.config import MixforgeConfig
 from mixforge.data_cards import render
+from mixforge.pipelines.outputs import load_components
 from mixforge.plots import pyplot, save_png
-from mixforge.workspace import DOC_STAGES, Workspace, atomic_write_text, read_json
+from mixforge.workspace import DOC_STAGES, Workspace, atomic_write_text
 
 LOADERS = {
     "megatron_data_path": "Megatron-LM: `trainer/megatron_data_path.txt` holds the `--data-path` blend.",
@@ -67,7 +68,7 @@ def write_card(root: Path, m: dict, ws: Workspace, cfg: MixforgeConfig) -> None:
 
 def load_descriptions(ws: Workspace) -> dict[str, dict]:
     """Each component's top terms and its documents' source labels, from the components stage."""
-    data = read_json(ws.stage_dir("components") / "extra" / "components.json") or {}
+    data = load_components(ws) or {}
     out = {}
     for c in data.get("components", []):
         sources = sorted(c.get("sources", {}).items(), key=lambda kv: -kv[1])

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from mixforge.errors import MixforgeError
+from mixforge.pipelines.outputs import documents_index, tokenizer_file, tokens_dir
 from mixforge.workspace import Workspace
 
 
@@ -55,13 +56,12 @@ def load_table(ws: Workspace, scratch: Path, reuse_tokens: bool = True) -> Docum
     from mixforge.pipelines.tokenize import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
     from mixforge.pipelines.tokens import text_hash
 
-    extra = ws.stage_dir("tokens") / "extra"
-    tok_path = extra / "tokenizer.json"
+    extra, tok_path = tokens_dir(ws), tokenizer_file(ws)
     if not tok_path.exists():
         raise MixforgeError(f"{tok_path} not found: run `mixforge build` first (it ends with the tokens stage)")
     tok = load_tokenizer(tok_path)
     identity = tokenizer_identity(tok_path) | {"eos_id": eos_id(tok), "name": "tokens/extra/tokenizer.json"}
-    index_path = extra / "documents.parquet"
+    index_path = documents_index(ws)
     index = pl.read_parquet(index_path) if reuse_tokens and index_path.exists() else None
     parts = []
     for s, frame in enumerate(workspace_frames(ws)):

@@ -29,9 +29,10 @@ from mixforge.errors import ConfigError, InputError
 from mixforge.ledger import parquet_files
 from mixforge.layers import LayerPlan, resumed_plan
 from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
-from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
+from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet
 from mixforge.pipelines.builds import BUILDS, current_build, note_sources
 from mixforge.pipelines.executor import default_workers, run_pipeline, stat_total
+from mixforge.pipelines.outputs import SOURCES_FILE, sources_manifest
 from mixforge.pipelines.readers import (
     SUPPORTED,
     LenientJsonlReader,
@@ -50,7 +51,6 @@ from mixforge.pipelines.source_manifest import SourceDiff, changed_since, diff_m
 # What reading a damaged or inaccessible file raises (truncated gzip/zstd, bad Parquet, I/O errors)
 UNREADABLE = (OSError, EOFError, zlib.error, zstandard.ZstdError, pa.ArrowException)
 UNSUPPORTED = "unsupported"  # a file in a source's folder or glob that no reader reads
-SOURCES_FILE = "sources.json"  # ingest/extra/: the source manifest the published ingest read
 BLANK_CHECK_BYTES = 1 << 16  # plan_work looks inside files this small for whitespace-only content
 
 
@@ -179,7 +179,7 @@ def ingest_base(cfg: MixforgeConfig) -> str:
 def work_manifest(cfg: MixforgeConfig, items: list[WorkItem]) -> list[dict]:
     """The source manifest of `items` (hashes reused from the published ingest's where size and
     mtime are unchanged), each entry with the `key` that starts its documents' ids."""
-    previous = read_json(Workspace(cfg.workspace_dir).stage_dir("ingest") / "extra" / SOURCES_FILE) or []
+    previous = sources_manifest(Workspace(cfg.workspace_dir)) or []
     entries = source_manifest([it.path for it in items], previous)
     keys = source_keys(cfg)
     return [e | {"key": f"{keys[it.source]}/{it.relative}"} for e, it in zip(entries, items)]
@@ -326,7 +326,7 @@ def _plan_ingest(cfg: MixforgeConfig, ws: Workspace, build: str, manifest: list[
     record = ws.stage_record("ingest")
     if resumed or (record and record.get("fingerprint") == fingerprint and not force):
         return resumed or full  # resuming (the build record has the diff), or done
-    published = read_json(ws.stage_dir("ingest") / "extra" / SOURCES_FILE)
+    published = sources_manifest(ws)
     diff = diff_manifests(published or [], manifest)
     plan, retracted = full, None
     if published is not None and (diff.changed or diff.deleted):

@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
-from mixforge.pipelines.cluster import assignment_file
+
 from mixforge.pipelines.engine import map_shards
-from mixforge.pipelines.quality import score_file
+
 from mixforge.pipelines.records import REMOVED_SCHEMA
 from mixforge.layers import full_layer
+from mixforge.pipelines.outputs import assignment_file, load_vector_shard, score_file, vector_file
 from mixforge.pipelines.stage_plan import plan_stage
 from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
@@ -86,13 +87,12 @@ def semantic_duplicate_marks(ws: Workspace, shards: list[Path], sizes: dict[int,
     """SemDeDup out of core over the clusters in `sizes` (cluster -> documents): in batches of
     at most `budget` vectors, each read from every shard (corpus order kept), compared within clusters.
     `skip`: documents removed before (by an earlier build), which a later document cannot duplicate."""
-    from mixforge.pipelines.cluster import load_vector_shard
 
     rows: list[tuple[str, str]] = []
     for batch in cluster_batches(sizes, budget):
         ids, vectors, clusters = [], [], []
         for f in shards:
-            meta, vecs = load_vector_shard(ws.stage_dir("embed") / "extra" / "vectors" / f"{f.stem}.parquet")
+            meta, vecs = load_vector_shard(vector_file(ws, f))
             cl = pl.read_parquet(assignment_file(ws, f), columns=["cluster"])["cluster"].to_numpy()
             hit = np.isin(cl, batch) & ~meta["id"].is_in(list(skip or ())).to_numpy()
             ids += meta["id"].filter(pl.Series(hit)).to_list()

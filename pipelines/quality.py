@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError, LedgerError
-from mixforge.pipelines.cluster import load_vector_shard, valid_counts, valid_vectors, vector_shards
+from mixforge.pipelines.cluster import valid_counts, valid_vectors
 from mixforge.pipelines.embed import cached_encoder
 from mixforge.pipelines.engine import map_shards
+from mixforge.pipelines.outputs import load_vector_shard, vector_file, vector_shards
 from mixforge.pipelines.quality_model import OLD_PICKLE, Classifier, from_fitted, load_classifier, save_classifier
 from mixforge.pipelines.samples import choose_positions, gather
 from mixforge.pipelines.stage_plan import plan_stage
@@ -177,15 +178,10 @@ def _score_shard(ws: Workspace, shard: Path, model: Classifier | None) -> pl.Dat
     scores = docs.select("id", pl.col("text").map_elements(heuristic_score, return_dtype=pl.Float64).alias("heuristic"))
     if model is None:
         return scores.with_columns(pl.lit(None, pl.Float64).alias("classifier"), pl.col("heuristic").alias("quality"))
-    meta, vectors = load_vector_shard(ws.stage_dir("embed") / "extra" / "vectors" / f"{shard.stem}.parquet")
+    meta, vectors = load_vector_shard(vector_file(ws, shard))
     if meta["id"].to_list() != scores["id"].to_list():
         raise LedgerError(f"quality: the vectors of {shard.name} are not for its documents; rerun the build with --force")
     valid = meta["valid"].to_numpy()
     prob = np.where(valid, model.probability(vectors), np.nan) if len(vectors) else np.zeros(0)
     scores = scores.with_columns(pl.Series("classifier", 1 + 4 * prob).fill_nan(None))
     return scores.with_columns(pl.coalesce("classifier", "heuristic").alias("quality"))
-
-
-def score_file(ws: Workspace, shard: Path) -> Path:
-    """The quality scores of the documents of one dedup (or prune) shard."""
-    return ws.stage_dir("quality") / "extra" / "scores" / f"{shard.stem}.parquet"

@@ -251,7 +251,7 @@ def workspace_frames(ws: Workspace | str | Path, names: list[str] | None = None)
     import polars as pl
 
     from mixforge.ledger import parquet_files
-    from mixforge.pipelines.components import component_file
+    from mixforge.pipelines.outputs import component_file
 
     ws = ws if isinstance(ws, Workspace) else Workspace(Path(ws))
     shards = parquet_files(ws.docs_dir("prune"))

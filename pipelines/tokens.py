@@ -22,7 +22,8 @@ import polars as pl
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.digests import shard_digests
 from mixforge.errors import ConfigError
-from mixforge.pipelines.components import load_components
+from mixforge.pipelines.outputs import load_components
+
 from mixforge.pipelines.quality import read_reference
 from mixforge.pipelines.samples import BottomK, id_keys
 from mixforge.pipelines.tasks import NextLinePool

@@ -21,6 +21,7 @@ from mixforge.proxy_training.data import MixtureSampler, check_weights, load_sha
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
 from mixforge.proxy_training.model import preset
 from mixforge.pipelines.content import cell_tokens, centroid_identity, run_content
+from mixforge.pipelines.outputs import next_line_file, tokenizer_file, tokens_dir
 from mixforge.pipelines.tasks import load_task
 from mixforge.pipelines.tokenize import load_tokenizer
 from mixforge.proxy_training.batched import train_many
@@ -32,7 +33,7 @@ from mixforge.workspace import Workspace, read_json
 def tasks(cfg: MixforgeConfig, ws: Workspace) -> dict[str, list[dict]]:
     """The built-in next-line task (from held-out text) plus the user's `proxy.tasks` files."""
     out = {}
-    built_in = ws.stage_dir("tokens") / "extra" / "tasks" / "next_line.jsonl"
+    built_in = next_line_file(ws)
     for path in ([built_in] if built_in.exists() else []) + [cfg.resolve(t) for t in cfg.proxy.tasks]:
         if not path.exists():
             raise MixforgeError(f"proxy.tasks: {path} not found")
@@ -43,7 +44,7 @@ def tasks(cfg: MixforgeConfig, ws: Workspace) -> dict[str, list[dict]]:
 
 
 def encoder(ws: Workspace):
-    tok = load_tokenizer(ws.stage_dir("tokens") / "extra" / "tokenizer.json")
+    tok = load_tokenizer(tokenizer_file(ws))
     return lambda text: tok.encode(text, add_special_tokens=False).ids
 
 
@@ -172,7 +173,7 @@ def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, da
 
 def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model, result, train_s: float) -> dict:
     """Evaluate a trained proxy and append its row; wall_s is `train_s` plus the evaluation."""
-    p, folder, t0 = cfg.proxy, ws.stage_dir("tokens") / "extra", time.perf_counter()
+    p, folder, t0 = cfg.proxy, tokens_dir(ws), time.perf_counter()
     row: dict = {"run_id": run.run_id}
     row.update({f"w_{c}": float(w) for c, w in sorted(run.sampler.weights.items())})
     if run.phases:
@@ -214,7 +215,7 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     a finished run that lacks them is trained again to make them."""
     ws = Workspace(cfg.workspace_dir)
     summary = checked_tokens_summary(ws)
-    shards = load_shards(ws.stage_dir("tokens") / "extra" / "train")
+    shards = load_shards(tokens_dir(ws) / "train")
     data = data_fingerprint(cfg, ws) if run_id is None else ""
     run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints, phase_ends, basis=content_basis(ws, data))
     if run.row is not None:
@@ -243,7 +244,7 @@ def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[d
     `mixtures`."""
     ws = Workspace(cfg.workspace_dir)
     summary = checked_tokens_summary(ws)
-    shards = load_shards(ws.stage_dir("tokens") / "extra" / "train")
+    shards = load_shards(tokens_dir(ws) / "train")
     data = data_fingerprint(cfg, ws)
     basis = content_basis(ws, data)
     runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, 0, basis=basis) for w, s in zip(mixtures, seeds)]

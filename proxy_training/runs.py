@@ -18,6 +18,7 @@ import polars as pl
 from mixforge.config import MixforgeConfig
 from mixforge.digests import file_digest, shard_digests
 from mixforge.errors import MixforgeError
+from mixforge.pipelines.outputs import tokens_dir
 from mixforge.stage_files import require_intact
 from mixforge.workspace import Workspace, atomic_write_parquet
 
@@ -85,7 +86,7 @@ def data_fingerprint(cfg: MixforgeConfig, ws: Workspace) -> str:
     """What a run's figures depend on besides mixture and settings: the token shards (from the
     tokens stage's record, or hashed here for a workspace whose record lacks them) and the content
     of every task file."""
-    folder = ws.stage_dir("tokens") / "extra"
+    folder = tokens_dir(ws)
     shards = tokens_summary(ws).get("shard_digests") or shard_digests(folder)
     built_in = folder / "tasks" / "next_line.jsonl"
     task_files = ([built_in] if built_in.exists() else []) + [cfg.resolve(t) for t in cfg.proxy.tasks]

@@ -16,7 +16,7 @@ from mixforge.errors import LedgerError
 from mixforge.proxy_training.runs import RunsTable
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.build import build
-from mixforge.pipelines.components import component_file
+from mixforge.pipelines.outputs import component_file
 from mixforge.pipelines.tokens import is_heldout
 from mixforge.proxy_training.evaluate import heldout_loss
 from mixforge.proxy_training.model import GPT, preset
