@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from mixforge.config import MixforgeConfig, SourceConfig
 
 HEADER = """\
-# mixforge config. Reference: README.md#config-reference.
+# mixforge config. Reference: docs/config.md.
 # Relative paths are relative to this file. Unknown keys are errors.
 """
 
@@ -62,8 +62,8 @@ def default_config(sources: list[str], workspace: str, label_field: str | None =
 
 
 def config_reference() -> str:
-    """Markdown tables of every config key with its default and description (for the README;
-    a test keeps the README in step with the models)."""
+    """Markdown tables of every config key with its default and description (for docs/config.md,
+    written by scripts/gen_docs.py; a test keeps the page in step with the models)."""
     out: list[str] = []
 
     def table(title: str, model_cls: type[BaseModel], instance: BaseModel | None) -> None:
