@@ -1,1 +1,1 @@
-"""mixforge.mixers: mixture sampling, predictors and search strategies (lands with the search issue)."""
+"""mixforge.mixers: mixture sampling, predictors and search strategies (see mixers/search.py for the entry point)."""

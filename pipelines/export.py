@@ -34,8 +34,9 @@ from mixforge.pipelines.export_texts import ShardTexts
 from mixforge.pipelines.export_snippets import trainer_snippets
 from mixforge.progress import progress_bar
 from mixforge.stage_files import require_intact
-from mixforge.pipelines.export_formats import (FORMATS, TEXT_FORMATS, TOKEN_FORMATS, count_shard, token_dtype, write_mds_index,
+from mixforge.pipelines.export_formats import (FORMATS, TEXT_FORMATS, TOKEN_FORMATS, count_shard, write_mds_index,
                                                write_shard)
+from mixforge.pipelines.tokenize import token_dtype
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text
 
 SCHEMA = Path(mixforge.__file__).resolve().parent / "schemas" / "manifest-v1.json"  # shipped in the package

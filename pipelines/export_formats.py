@@ -34,12 +34,6 @@ MEGATRON_HEADER = b"MMIDIDX\x00\x00"
 MEGATRON_DTYPE_CODE = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}
 
 
-def token_dtype(vocab_size: int, fmt: str) -> np.dtype:
-    if vocab_size <= 65535:
-        return np.dtype(np.uint16)
-    return np.dtype(np.int32) if fmt == "megatron" else np.dtype(np.uint32)  # Megatron's 4-byte code is int32
-
-
 def _flat(docs: list[tuple], eos: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """All tokens (each document + EOS) and each document's length."""
     lengths = np.array([len(d[3]) + 1 for d in docs], dtype=np.int64)

@@ -100,8 +100,12 @@ def eos_id(tok) -> int:
     raise ConfigError(f"the tokenizer has no end-of-text token (looked for {', '.join(EOS_CANDIDATES)})")
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.uint32)
+def token_dtype(vocab_size: int, fmt: str | None = None) -> np.dtype:
+    """2 bytes when every token id fits, else 4: int32 for Megatron (its only 4-byte dtype code),
+    uint32 for the workspace's shards and the other formats."""
+    if vocab_size <= 65535:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32) if fmt == "megatron" else np.dtype(np.uint32)
 
 
 class TokenShardWriter:
