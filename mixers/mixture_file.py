@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from mixforge.config import read_utf8
-from mixforge.config_yaml import parse_yaml
+from mixforge.config.yaml_text import parse_yaml
 from mixforge.errors import MixforgeError
 from mixforge.mixture import weight_value
 from mixforge.workspace import read_json

@@ -90,7 +90,7 @@ def cli_reference() -> str:
 
 def config_page(current: str) -> str:
     """docs/config.md with its generated block replaced by the models' reference."""
-    from mixforge.config_template import config_reference
+    from mixforge.config.template import config_reference
 
     head, rest = current.split(START, 1)
     tail = rest.split(END, 1)[1]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from mixforge.config import MixforgeConfig, SourceConfig, load_config
-from mixforge.config_template import default_config, render_config
+from mixforge.config.template import default_config, render_config
 from mixforge.errors import ConfigError
 
 
