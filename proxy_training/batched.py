@@ -152,6 +152,123 @@ def _stack_batches(batches: list[np.ndarray], device: str) -> tuple[torch.Tensor
     return torch.from_numpy(idx).to(device), torch.from_numpy(targets).to(device), [a[:, 1:].size for a in arrays]
 
 
+def _seeds_for(train_cfg: TrainConfig, n: int, seeds: Sequence[int] | None) -> list[int]:
+    """One seed per stream: the given ones, else train_cfg.seed for every model."""
+    if n == 0:
+        raise ValueError("train_many needs at least one batch stream")
+    seeds = [train_cfg.seed] * n if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"train_many got {n} batch streams but {len(seeds)} seeds")
+    return seeds
+
+
+def _stacked_models(model_cfg: ModelConfig, seeds: list[int], device: str) -> tuple[dict[str, torch.Tensor], int, int]:
+    """The N fresh models' parameters stacked {name: [N, ...]} on `device`, and the model's
+    non-embedding parameter count and FLOPs per token (the same for all N)."""
+    models = init_models(model_cfg, seeds)
+    non_embedding, flops_per_token = models[0].num_params(non_embedding=True), models[0].flops_per_token()
+    for m in models:
+        m.to(device).train()
+    params, buffers = stack_module_state(models)  # {name: [N, ...]} leaves with requires_grad
+    if buffers:  # GPT has none; functional_call would need them passed through vmap
+        raise RuntimeError(f"train_many: GPT has unexpected buffers {sorted(buffers)}")
+    return params, non_embedding, flops_per_token
+
+
+def _loss_fn(model_cfg: ModelConfig, train_cfg: TrainConfig, attention: str, device: str):
+    """The vmapped loss over the stacked models, with "auto" attention resolved (and compiled if asked)."""
+    if attention == "auto":
+        # CUDA has vmap batching rules for the flash / memory-efficient SDPA kernels; CPU does not
+        attention = "sdpa" if device.startswith("cuda") else "manual"
+    loss_fn = stacked_loss_fn(structure_model(model_cfg, attention))
+    if train_cfg.compile:
+        loss_fn = torch.compile(loss_fn)
+    return loss_fn
+
+
+def _optimizer(params: dict[str, torch.Tensor], train_cfg: TrainConfig, device: str) -> torch.optim.AdamW:
+    """AdamW over the stacked tensors, weight decay only where each model's tensor has >= 2 dims."""
+    decay = [p for p in params.values() if p.dim() >= 3]  # per-model dim >= 2
+    no_decay = [p for p in params.values() if p.dim() < 3]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train_cfg.lr, betas=(0.9, 0.95), fused=device == "cuda",
+    )
+
+
+def _next_batches(iterators: list) -> list[np.ndarray] | None:
+    """One batch from every stream, or None once any stream has run out."""
+    batches = []
+    for it in iterators:
+        batch = next(it, None)
+        if batch is None:
+            return None
+        batches.append(batch)
+    return batches
+
+
+def _train_steps(params, loss_fn, optimizer, batch_streams, steps: int, train_cfg: TrainConfig, device: str,
+                 progress) -> tuple[list[list[tuple[int, float]]], list[int], float]:
+    """The training loop over all N models together: each model's logged loss curve, its token
+    count, and the loop's wall seconds."""
+    n = len(batch_streams)
+    losses: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    tokens = [0] * n
+    iterators = [iter(s) for s in batch_streams]
+    t0 = time.perf_counter()
+    for step in range(steps):
+        batches = _next_batches(iterators)
+        if batches is None:  # stacklevel 3: the warning points at train_many's caller
+            warnings.warn(f"train_many: a batch stream ran out after {step} of {steps} steps; "
+                          f"all {n} models stop there", stacklevel=3)
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, train_cfg)
+        idx, targets, counts = _stack_batches(batches, device)
+        with autocast_context(device):
+            per_model = loss_fn(params, idx, targets)  # [N]
+        optimizer.zero_grad(set_to_none=True)
+        per_model.sum().backward()  # model i's loss reaches only slice i: separate gradients
+        per_model_clip_(params.values(), train_cfg.grad_clip)
+        optimizer.step()
+        tokens = [t + c for t, c in zip(tokens, counts)]
+        if step % train_cfg.log_every == 0 or step == steps - 1:
+            values = per_model.detach().float().tolist()  # one sync for all N
+            for i in range(n):
+                losses[i].append((step, values[i]))
+            if progress is not None:
+                progress(step + 1, steps, sum(tokens) / (time.perf_counter() - t0))
+    return losses, tokens, time.perf_counter() - t0
+
+
+def _proxy_result(curve: list[tuple[int, float]], tokens: int, steps: int, seconds: float, device: str,
+                  non_embedding: int, flops_per_token: int) -> ProxyResult:
+    """One model's ProxyResult, its final loss the mean over the last 10% of the planned steps."""
+    total = curve[-1][0] + 1 if curve else 0
+    tail = [l for s, l in curve if s >= int(0.9 * steps)] or ([curve[-1][1]] if curve else [float("nan")])
+    return ProxyResult(
+        steps=total, tokens=tokens, final_loss=float(np.mean(tail)), losses=curve,
+        seconds=round(seconds, 3), tokens_per_s=round(tokens / max(seconds, 1e-9), 1), device=device,
+        non_embedding_params=non_embedding, flops_per_token=flops_per_token,
+    )
+
+
+def _trained_models(model_cfg: ModelConfig, out_params: dict[str, torch.Tensor], device: str,
+                    return_models: bool) -> list[GPT] | list[dict[str, torch.Tensor]]:
+    """The trained stack as N GPTs, or as N state dicts (the tied head listed as GPT.state_dict() lists it)."""
+    if return_models:
+        rng = torch.get_rng_state()  # building the GPTs draws random init: leave the RNG as training left it
+        models = unstack(model_cfg, out_params, device)
+        torch.set_rng_state(rng)
+        return models
+    n = next(iter(out_params.values())).shape[0]
+    states = [{name: p[i].clone() for name, p in out_params.items()} for i in range(n)]
+    if model_cfg.tie_embeddings:
+        for state in states:
+            state["lm_head.weight"] = state["wte.weight"]  # as GPT.state_dict() lists the tied weight
+    return states
+
+
 def train_many(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_streams: Sequence[Iterable[np.ndarray]],
                steps: int, seeds: Sequence[int] | None = None, progress=None,
                return_models: bool = True, attention: str = "auto") -> list[tuple[GPT | dict[str, torch.Tensor], ProxyResult]]:
@@ -170,87 +287,13 @@ def train_many(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_streams: Se
     (the N models share it) and tokens_per_s is each model's tokens over that time; the aggregate
     rate is sum(tokens) / seconds.
     """
-    n = len(batch_streams)
-    if n == 0:
-        raise ValueError("train_many needs at least one batch stream")
-    seeds = [train_cfg.seed] * n if seeds is None else [int(s) for s in seeds]
-    if len(seeds) != n:
-        raise ValueError(f"train_many got {n} batch streams but {len(seeds)} seeds")
+    seeds = _seeds_for(train_cfg, len(batch_streams), seeds)
     device = resolve_device(train_cfg.device)
-
-    models = init_models(model_cfg, seeds)
-    non_embedding, flops_per_token = models[0].num_params(non_embedding=True), models[0].flops_per_token()
-    for m in models:
-        m.to(device).train()
-    params, buffers = stack_module_state(models)  # {name: [N, ...]} leaves with requires_grad
-    if buffers:  # GPT has none; functional_call would need them passed through vmap
-        raise RuntimeError(f"train_many: GPT has unexpected buffers {sorted(buffers)}")
-    del models
-    if attention == "auto":
-        # CUDA has vmap batching rules for the flash / memory-efficient SDPA kernels; CPU does not
-        attention = "sdpa" if device.startswith("cuda") else "manual"
-    loss_fn = stacked_loss_fn(structure_model(model_cfg, attention))
-    if train_cfg.compile:
-        loss_fn = torch.compile(loss_fn)
-
-    decay = [p for p in params.values() if p.dim() >= 3]  # per-model dim >= 2
-    no_decay = [p for p in params.values() if p.dim() < 3]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=train_cfg.lr, betas=(0.9, 0.95), fused=device == "cuda",
-    )
-
-    losses: list[list[tuple[int, float]]] = [[] for _ in range(n)]
-    tokens = [0] * n
-    iterators = [iter(s) for s in batch_streams]
-    t0 = time.perf_counter()
-    for step in range(steps):
-        batches = []
-        for it in iterators:
-            batch = next(it, None)
-            if batch is None:
-                break
-            batches.append(batch)
-        if len(batches) < n:
-            warnings.warn(f"train_many: a batch stream ran out after {step} of {steps} steps; "
-                          f"all {n} models stop there", stacklevel=2)
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, train_cfg)
-        idx, targets, counts = _stack_batches(batches, device)
-        with autocast_context(device):
-            per_model = loss_fn(params, idx, targets)  # [N]
-        optimizer.zero_grad(set_to_none=True)
-        per_model.sum().backward()  # model i's loss reaches only slice i: separate gradients
-        per_model_clip_(params.values(), train_cfg.grad_clip)
-        optimizer.step()
-        tokens = [t + c for t, c in zip(tokens, counts)]
-        if step % train_cfg.log_every == 0 or step == steps - 1:
-            values = per_model.detach().float().tolist()  # one sync for all N
-            for i in range(n):
-                losses[i].append((step, values[i]))
-            if progress is not None:
-                progress(step + 1, steps, sum(tokens) / (time.perf_counter() - t0))
-    seconds = time.perf_counter() - t0
-
+    params, non_embedding, flops_per_token = _stacked_models(model_cfg, seeds, device)
+    loss_fn = _loss_fn(model_cfg, train_cfg, attention, device)
+    optimizer = _optimizer(params, train_cfg, device)
+    losses, tokens, seconds = _train_steps(params, loss_fn, optimizer, batch_streams, steps, train_cfg, device, progress)
+    results = [_proxy_result(curve, count, steps, seconds, device, non_embedding, flops_per_token)
+               for curve, count in zip(losses, tokens)]
     out_params = {name: p.detach() for name, p in params.items()}
-    results = []
-    for i in range(n):
-        curve = losses[i]
-        total = curve[-1][0] + 1 if curve else 0
-        tail = [l for s, l in curve if s >= int(0.9 * steps)] or ([curve[-1][1]] if curve else [float("nan")])
-        results.append(ProxyResult(
-            steps=total, tokens=tokens[i], final_loss=float(np.mean(tail)), losses=curve,
-            seconds=round(seconds, 3), tokens_per_s=round(tokens[i] / max(seconds, 1e-9), 1), device=device,
-            non_embedding_params=non_embedding, flops_per_token=flops_per_token,
-        ))
-    if return_models:
-        rng = torch.get_rng_state()  # building the GPTs draws random init: leave the RNG as training left it
-        models = unstack(model_cfg, out_params, device)
-        torch.set_rng_state(rng)
-        return list(zip(models, results))
-    states = [{name: p[i].clone() for name, p in out_params.items()} for i in range(n)]
-    if model_cfg.tie_embeddings:
-        for state in states:
-            state["lm_head.weight"] = state["wte.weight"]  # as GPT.state_dict() lists the tied weight
-    return list(zip(states, results))
+    return list(zip(_trained_models(model_cfg, out_params, device, return_models), results))
