@@ -10,12 +10,13 @@ A process is named by (pid, start time), so a recycled pid is never mistaken for
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from mixforge.errors import MixforgeError
 from mixforge.workspace import atomic_write_json, read_json
@@ -109,6 +110,34 @@ def reap_dead_runs(folder: Path, say: Callable[[str], None]) -> None:
         data = read_json(record) or {}
         if not alive(tuple(data.get("main") or (0, 0))):
             reap_leftovers(record, record.stem.rsplit("-", 1)[0], say)
+
+
+@contextlib.contextmanager
+def build_children(workspace: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """What `mixforge build` holds while it runs: the workspace's writer lock (refused at once
+    while another command writes it), after stopping a killed build's leftovers, and the record
+    of its child processes (<workspace>/.build.pid) for a rerun after a SIGKILL."""
+    from mixforge.workspace_lock import writer_lock
+
+    record = Path(workspace) / ".build.pid"
+    with writer_lock(Path(workspace), "build"):
+        reap_leftovers(record, "build", say)
+        with ChildTracker(record):
+            yield
+
+
+@contextlib.contextmanager
+def proxy_children(workspace: Path, what: str, say: Callable[[str], None]) -> Iterator[None]:
+    """The same for proxy sweeps, searches and verifies (`what`): the writer lock, and this
+    command's child processes (Prefect's server, proxy workers) recorded under <workspace>/.runs/
+    for as long as it runs, after stopping what killed runs left there."""
+    from mixforge.workspace_lock import writer_lock
+
+    folder = Path(workspace) / ".runs"
+    with writer_lock(folder.parent, {"sweep": "proxy sweep", "verify": "search verify"}.get(what, what)):
+        reap_dead_runs(folder, say)
+        with ChildTracker(folder / f"{what}-{os.getpid()}.json"):
+            yield
 
 
 class ChildTracker:

@@ -5,6 +5,7 @@ in-process and writes nothing."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from datatrove.data import Document
 
@@ -116,3 +117,26 @@ def suggest_source_settings(cfg: MixforgeConfig, n: int = SAMPLE, done=None) -> 
         if done:
             done(i, notes[i])
     return notes
+
+
+def write_starter_config(sources: list[str], workspace: str, out: Path, label_field: str | None, force: bool,
+                         done=None) -> None:
+    """`mixforge init`: a commented default config at `out` that reads `sources` (files, folders
+    or globs), each source's kind (and filter overrides) guessed from a seeded sample of its
+    records by `suggest_source_settings`; `done(index, source, notes)` is called per source."""
+    from mixforge.config.template import default_config, render_config
+    from mixforge.errors import MixforgeError
+    from mixforge.workspace import atomic_write_text
+
+    if out.exists() and not force:
+        raise MixforgeError(f"{out} exists; pass --force to overwrite it")
+    if not sources:
+        raise MixforgeError("give at least one --source PATH")
+    base = out.resolve().parent
+    missing = [s for s in sources if "*" not in s and not Path(s).exists()]
+    if missing:
+        raise MixforgeError(f"--source not found: {', '.join(missing)}")
+    cfg = default_config([str(Path(s).resolve()) for s in sources], workspace, label_field, base)
+    cfg._base_dir = base  # the guesses read the sources as the build will
+    notes = suggest_source_settings(cfg, done=done and (lambda i, note: done(i, cfg.sources[i], note)))
+    atomic_write_text(out, render_config(cfg, notes))
