@@ -91,6 +91,7 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
     if metrics is not None:
         other = read_table(metrics)
         id_column = _join_column(frame, other, id_column, where, str(metrics), notes)
+        # here, not in a helper: _unique_runs' warning points at load_runs' caller
         frame = _unique_runs(frame, id_column, where, notes)
         other = _unique_runs(other, id_column, str(metrics), notes)
         if not columns:  # two files (RegMix's layout): every other number in the weights file is a weight
@@ -98,6 +99,19 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
             weight_prefix = _common_prefix(columns)
         frame = frame.join(other, on=id_column, how="inner", suffix="_metrics")
         where = f"{path} joined with {metrics} on {id_column}"
+    frame = _numeric_columns(frame, columns, targets, weight_prefix, where, notes)
+    complete, ids = _complete_runs(frame, targets, id_column, min_runs, where, notes)
+    w, sums = _weight_rows(complete, columns, phases, ids, where, notes)
+    ys = _target_values(complete, targets, where)
+    names = _component_names(columns, phases, weight_prefix, notes)
+    normalised = (w / sums[:, None]).reshape(len(ids), -1)
+    return RunsData(names, normalised, ys, ids, where, notes, phases)
+
+
+def _numeric_columns(frame: pl.DataFrame, columns: list[str], targets: list[str], weight_prefix: str, where: str,
+                     notes: list) -> pl.DataFrame:
+    """`frame` with every target under its own name and the weight and target columns as numbers;
+    a missing or non-numeric column is an error naming it."""
     if not columns:
         raise InputError(f"{where}: no weight columns (prefix {weight_prefix!r}); columns found: {', '.join(frame.columns)}")
     resolved = {t: _target_column(frame, t, where, notes) for t in targets}
@@ -109,6 +123,13 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
     for c in list(columns) + list(targets):
         if not frame[c].dtype.is_numeric():
             raise InputError(f"{where}: column {c!r} holds {frame[c].dtype}, not numbers{_first_non_number(frame[c])}")
+    return frame
+
+
+def _complete_runs(frame: pl.DataFrame, targets: list[str], id_column: str, min_runs: int, where: str,
+                   notes: list) -> tuple[pl.DataFrame, list[str]]:
+    """The runs with a value for every target (the others counted in `notes`) and their ids (a run
+    without an id is named by its row); too few runs, or an infinite target, is an error."""
     # rows without a value for a target are left out (a run evaluated before that target existed)
     frame = frame.with_row_index("__row")  # to name a run without an id by its row in the table
     complete = frame.filter(pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_not_nan() for c in targets]))
@@ -123,6 +144,13 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
         if len(inf):
             raise InputError(f"{where}: target {t!r} is infinite in run(s) {_rows(ids, inf)}: drop those runs or leave "
                              "the value empty (runs without a value are left out and counted)")
+    return complete, ids
+
+
+def _weight_rows(complete: pl.DataFrame, columns: list[str], phases: int, ids: list[str], where: str,
+                 notes: list) -> tuple[np.ndarray, np.ndarray]:
+    """The weights, one row per (run, phase), and each row's sum; bad rows are an error, rows not
+    summing to 1 are warned about (stacklevel 3: at load_runs' caller) and counted in `notes`."""
     w = complete.select(columns).fill_null(0).to_numpy().astype(float)
     w = w.reshape(len(w) * phases, len(columns) // phases)  # one row per (run, phase): each phase is a mixture
     ids_by_row = [i for i in ids for _ in range(phases)]
@@ -133,23 +161,32 @@ def load_runs(path: str | Path, targets: list[str], *, metrics: str | Path | Non
     gap = np.abs(sums - 1)
     near = np.flatnonzero((gap > 1e-3) & (gap <= 0.01))  # rounded shares: one line, not one per run
     if len(near):
-        warnings.warn(f"{where}: {len(near)} runs' weights summed to within 1% of 1 and were normalised", stacklevel=2)
+        warnings.warn(f"{where}: {len(near)} runs' weights summed to within 1% of 1 and were normalised", stacklevel=3)
     off = np.flatnonzero(gap > 0.01)
     if len(off):
         warnings.warn(f"{where}: weights of run(s) {_rows(ids_by_row, off)} do not sum to 1 (e.g. {sums[off[0]]:.4g}): normalised",
-                      stacklevel=2)
+                      stacklevel=3)
     if len(near) + len(off):
         notes.append(f"{len(near) + len(off)} run(s) with weights not summing to 1 normalised")
+    return w, sums
+
+
+def _target_values(complete: pl.DataFrame, targets: list[str], where: str) -> dict[str, np.ndarray]:
+    """Each target's values; one that never varies is an error (nothing to learn from)."""
     ys = {t: complete[t].to_numpy().astype(float) for t in targets}
     for t, y in ys.items():
         if np.ptp(y) == 0:
             raise InputError(f"{where}: target {t!r} is {y[0]:g} in every run: nothing to learn from")
+    return ys
+
+
+def _component_names(columns: list[str], phases: int, weight_prefix: str, notes: list) -> list[str]:
+    """The components, from the first phase's weight column names without their prefix."""
     names = [c[len(weight_prefix):] if c.startswith(weight_prefix) else c for c in columns[: len(columns) // phases]]
     if phases > 1:
         names = [c.split("_", 1)[1][len(weight_prefix):] for c in columns[: len(columns) // phases]]
         notes.append(f"{phases}-phase schedules: {len(names)} components per phase")
-    normalised = (w / sums[:, None]).reshape(len(ids), -1)
-    return RunsData(names, normalised, ys, ids, where, notes, phases)
+    return names
 
 
 def _unique_runs(frame: pl.DataFrame, id_column: str, where: str, notes: list) -> pl.DataFrame:
