@@ -192,28 +192,52 @@ def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed
     workers = workers or min(4, os.cpu_count() or 1)
     done = dict(_parallel([lambda s=s: _split_predictions(X, y, fold_all, s, names, seed, sample_weight, n_content) for s in splits], workers,
                           on_fit and (lambda k: on_fit(k, len(splits)))))
-
-    outer = {m: np.zeros(n) for m in names}  # out-of-fold: fold f predicted by the bases fitted without f
-    for f in range(folds):
-        rows = fold_all == f
-        for m in names:
-            outer[m][rows] = done[(f,)][m][rows]
-    outer = {m: p[scored] for m, p in outer.items()}  # from here on: the scored runs only
+    outer = _outer_predictions(done, fold_all, folds, names, scored)
     fold_id, ys = fold_all[scored], y[scored]
     if not nested:
         return _report(name, len(ys), folds, combine(name, outer), ys), {"chosen": name}
 
-    def inner(f: int) -> dict[str, np.ndarray]:
-        """Predictions of every run outside fold f by bases that never saw fold f or the run's own fold."""
-        out = {m: np.full(n, np.nan) for m in names}
-        for g in range(folds):
-            if g != f:
-                rows = fold_all == g
-                for m in names:
-                    out[m][rows] = done[tuple(sorted((f, g)))][m][rows]
-        return {m: p[scored] for m, p in out.items()}
+    inner_preds = {f: _inner_predictions(done, fold_all, f, folds, names, scored) for f in range(folds)}
+    oof = _candidate_oof(choices, outer, inner_preds, fold_id, ys, folds)
+    candidates = {c: {"spearman": round(_spearman(oof[c], ys), 4), "mae": float(np.mean(np.abs(oof[c] - ys)))} for c in choices}
+    if name == "stacked":
+        report = _report(name, len(ys), folds, oof["stacked"], ys)
+        report.candidates = candidates
+        return report, {"chosen": "stacked", "stacked_weights": stack_weights(outer, ys)}
 
-    inner_preds = {f: inner(f) for f in range(folds)}
+    nested_pred = _nested_choice(choices, oof, inner_preds, fold_id, ys, folds)
+    chosen = max(choices, key=lambda c: (candidates[c]["spearman"], -choices.index(c)))
+    report = _report("auto", len(ys), folds, nested_pred, ys)
+    report.chosen, report.candidates = chosen, candidates
+    return report, {"chosen": chosen, "stacked_weights": stack_weights(outer, ys)}
+
+
+def _outer_predictions(done: dict, fold_all: np.ndarray, folds: int, names: tuple, scored: np.ndarray) -> dict[str, np.ndarray]:
+    """Each base's out-of-fold predictions of the scored runs: fold f predicted by the bases fitted without f."""
+    outer = {m: np.zeros(len(fold_all)) for m in names}
+    for f in range(folds):
+        rows = fold_all == f
+        for m in names:
+            outer[m][rows] = done[(f,)][m][rows]
+    return {m: p[scored] for m, p in outer.items()}  # from here on: the scored runs only
+
+
+def _inner_predictions(done: dict, fold_all: np.ndarray, f: int, folds: int, names: tuple,
+                       scored: np.ndarray) -> dict[str, np.ndarray]:
+    """Predictions of every run outside fold f by bases that never saw fold f or the run's own fold."""
+    out = {m: np.full(len(fold_all), np.nan) for m in names}
+    for g in range(folds):
+        if g != f:
+            rows = fold_all == g
+            for m in names:
+                out[m][rows] = done[tuple(sorted((f, g)))][m][rows]
+    return {m: p[scored] for m, p in out.items()}
+
+
+def _candidate_oof(choices: tuple, outer: dict[str, np.ndarray], inner_preds: dict[int, dict], fold_id: np.ndarray,
+                   ys: np.ndarray, folds: int) -> dict[str, np.ndarray]:
+    """Each candidate's out-of-fold predictions; fold f's stacked weights come from the inner
+    predictions of the runs outside f, so no run is predicted by weights fitted on it."""
     outer_weights = {f: stack_weights({m: p[fold_id != f] for m, p in inner_preds[f].items()}, ys[fold_id != f])
                      for f in range(folds)}
     oof = {c: np.zeros(len(ys)) for c in choices}
@@ -221,22 +245,20 @@ def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed
         rows = fold_id == f
         for c in choices:
             oof[c][rows] = combine(c, {m: p[rows] for m, p in outer.items()}, outer_weights[f])
-    candidates = {c: {"spearman": round(_spearman(oof[c], ys), 4), "mae": float(np.mean(np.abs(oof[c] - ys)))} for c in choices}
-    if name == "stacked":
-        report = _report(name, len(ys), folds, oof["stacked"], ys)
-        report.candidates = candidates
-        return report, {"chosen": "stacked", "stacked_weights": stack_weights(outer, ys)}
+    return oof
 
+
+def _nested_choice(choices: tuple, oof: dict[str, np.ndarray], inner_preds: dict[int, dict], fold_id: np.ndarray,
+                   ys: np.ndarray, folds: int) -> np.ndarray:
+    """auto's nested figure: for each outer fold, the candidate chosen on the inner predictions of
+    the runs outside it predicts that fold (the choice is never scored on the runs that made it)."""
     nested_pred = np.zeros(len(ys))
     for f in range(folds):  # choose on the inner predictions of the runs outside f, score on f
         rows, others = fold_id == f, fold_id != f
         scores = {c: _spearman(_inner_candidate(c, inner_preds[f], ys, fold_id, f, folds)[others], ys[others]) for c in choices}
         pick = max(choices, key=lambda c: (scores[c], -choices.index(c)))
         nested_pred[rows] = oof[pick][rows]
-    chosen = max(choices, key=lambda c: (candidates[c]["spearman"], -choices.index(c)))
-    report = _report("auto", len(ys), folds, nested_pred, ys)
-    report.chosen, report.candidates = chosen, candidates
-    return report, {"chosen": chosen, "stacked_weights": stack_weights(outer, ys)}
+    return nested_pred
 
 
 def _inner_candidate(c: str, P: dict[str, np.ndarray], y: np.ndarray, fold_id: np.ndarray, f: int, folds: int) -> np.ndarray:
