@@ -40,7 +40,7 @@ from datatrove.utils.logging import logger  # noqa: E402
 from mixforge.config import load_config  # noqa: E402
 from mixforge.demo import write_demo_config  # noqa: E402
 from mixforge.pipelines.build import build  # noqa: E402
-from mixforge.pipelines.filters import build_filters, filters_by_source  # noqa: E402
+from mixforge.pipelines.filter.stage import build_filters, filters_by_source  # noqa: E402
 
 
 def make_input(folder: Path, copies: int) -> tuple[Path, int, int]:
@@ -86,9 +86,9 @@ def run_ours(config: Path, workspace: Path, workers: int, spent: dict) -> tuple[
 def profile_ours() -> dict[str, float]:
     """Put timers around what mixforge's stages call from this process: each datatrove executor
     run, and mixforge's own polars passes outside datatrove. Returns the running totals."""
-    import mixforge.pipelines.dedup as dedup
-    import mixforge.pipelines.filters as filters
-    import mixforge.pipelines.ingest as ingest
+    import mixforge.pipelines.dedup.stage as dedup
+    import mixforge.pipelines.filter.stage as filters
+    import mixforge.pipelines.ingest.stage as ingest
 
     spent: dict[str, float] = {}
 

@@ -67,7 +67,7 @@ def component_nmi(vectors, labels: list[str], n_components: int = 20) -> float:
     import numpy as np
     from sklearn.metrics import normalized_mutual_info_score as nmi
 
-    from mixforge.pipelines.cluster import assign, train_kmeans
+    from mixforge.pipelines.cluster.stage import assign, train_kmeans
     from mixforge.pipelines.components import merge_clusters
 
     k = max(2, int(round(np.sqrt(len(vectors)))))
@@ -83,7 +83,7 @@ def bench_int8(args, texts: list[str], labels: list[str], plain, encode_plain) -
 
     from harness import OUT_DIR, report, timed, timed_pair
     from mixforge.config import EmbedConfig
-    from mixforge.pipelines.embed import Encoder
+    from mixforge.pipelines.embed.stage import Encoder
 
     cache = OUT_DIR / "models"  # git-ignored; the cache key changes with the model and libraries
     built = timed(lambda: Encoder(EmbedConfig(max_tokens=args.max_tokens, backend="int8"), cache_dir=cache))
@@ -125,8 +125,8 @@ def main() -> None:
 
     from harness import report, timed_pair
     from mixforge.config import EmbedConfig
-    from mixforge.pipelines.cluster import assign, train_kmeans
-    from mixforge.pipelines.embed import BLOCK, Encoder, model_path
+    from mixforge.pipelines.cluster.stage import assign, train_kmeans
+    from mixforge.pipelines.embed.stage import BLOCK, Encoder, model_path
 
     texts, labels = demo_documents(args.docs)
     ours = Encoder(EmbedConfig(max_tokens=args.max_tokens))

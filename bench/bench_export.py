@@ -39,9 +39,9 @@ def main() -> None:
     import polars as pl
 
     from mixforge.config import load_config
-    from mixforge.pipelines.export import run_export
-    from mixforge.pipelines.export_plan import load_table
-    from mixforge.pipelines.export_formats import read_megatron_index
+    from mixforge.pipelines.export.write import run_export
+    from mixforge.pipelines.export.plan import load_table
+    from mixforge.pipelines.export.formats import read_megatron_index
     from mixforge.workspace import Workspace
 
     cfg = load_config(workspace / "demo.yaml")
@@ -75,8 +75,8 @@ def main() -> None:
 def bench_mds(cfg, ws, natural: dict, tokenizer: str, repeat: int) -> None:
     """Our MDS export against MosaicML's MDSWriter fed by a user's read + tokenize loop, which runs
     in the readers' environment and times itself (the two sides run one after the other)."""
-    from mixforge.pipelines.export import run_export
-    from mixforge.pipelines.tokenize import eos_id, load_tokenizer
+    from mixforge.pipelines.export.write import run_export
+    from mixforge.pipelines.tokens.tokenizer import eos_id, load_tokenizer
 
     python = ROOT / ".venv-readers" / "bin" / "python"
     if not python.exists():

@@ -23,8 +23,9 @@ os.environ.setdefault("MIXFORGE_PROGRESS", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import report, timed, timed_pair  # noqa: E402
 
-from mixforge.stage_files import check_workspace, stage_files  # noqa: E402
-from mixforge.workspace import STAGES, Workspace  # noqa: E402
+from mixforge.stage_files import stage_files  # noqa: E402
+from mixforge.pipelines.stages import STAGE_NAMES, check_workspace  # noqa: E402
+from mixforge.workspace import Workspace  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
         subprocess.run(mixforge + ["build", "--demo", "--workspace", str(root)], check=True, capture_output=True)
         config = root / "demo.yaml"
     ws = Workspace(root.resolve())
-    files = [str(f) for stage in STAGES for f in stage_files(ws, stage)]
+    files = [str(f) for stage in STAGE_NAMES for f in stage_files(ws, stage)]
     size = sum(os.path.getsize(f) for f in files)
     assert check_workspace(ws, "digest") == {}, "the workspace is damaged: rebuild it first"
 

@@ -32,13 +32,13 @@ def main() -> None:
 
     from harness import report, timed_pair
     from mixforge.config import ClusterConfig
-    from mixforge.pipelines.cluster import assign, auto_clusters, fit_kmeans
+    from mixforge.pipelines.cluster.stage import assign, auto_clusters, fit_kmeans
 
     if args.real:
         from bench_embed import demo_documents
 
         from mixforge.config import EmbedConfig
-        from mixforge.pipelines.embed import Encoder
+        from mixforge.pipelines.embed.stage import Encoder
 
         texts, _ = demo_documents(args.n)
         x = Encoder(EmbedConfig(max_tokens=128)).encode(texts)

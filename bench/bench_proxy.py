@@ -45,7 +45,7 @@ def demo_shards(out: Path, vocab_size: int) -> dict:
     import zstandard
 
     from mixforge.demo import DEMO_DIR
-    from mixforge.pipelines.tokenize import tokenize_components, train_default_tokenizer
+    from mixforge.pipelines.tokens.tokenizer import tokenize_components, train_default_tokenizer
 
     docs = []
     for f in sorted((DEMO_DIR / "corpus").glob("*.jsonl.zst")):

@@ -57,7 +57,7 @@ RUN_EXPORT = """
 import json, sys
 from pathlib import Path
 from mixforge.config import load_config
-from mixforge.pipelines.export import run_export
+from mixforge.pipelines.export.write import run_export
 cfg = load_config(sys.argv[1])
 comps = sorted(json.loads((cfg.workspace_dir / "tokens" / "_stage.json").read_text())["counts"]["components"])
 run_export(cfg, {c: 1 / len(comps) for c in comps}, Path(sys.argv[1]).parent / "export", "parquet",

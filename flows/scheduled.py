@@ -15,13 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from mixforge.config import load_config
 from mixforge.errors import MixforgeError
 from mixforge.flows.build import build_flow
-from mixforge.flows.deployments import FLOW_NAME, check_then
+from mixforge.flows.then import FLOW_NAME, check_then
 from mixforge.flows.proxy import search_trainers
 from mixforge.mixers.mixture_file import read_mixture
 from mixforge.mixers.search import run_search
-from mixforge.pipelines.export_schedule import export_mixture, exported
+from mixforge.pipelines.export.schedule import export_mixture, exported
 from mixforge.processes import ChildTracker, reap_leftovers
-from mixforge.workspace import STAGES
+from mixforge.pipelines.stages import STAGE_NAMES
 from mixforge.workspace_lock import writer_lock
 
 COMPONENT_STAGES = ("components", "tokens")  # a rerun of either changes what a search trains on
@@ -70,7 +70,7 @@ def _build_then(config_path: str, cfg, workspace: str | None, then: list[str], e
     with ChildTracker(record):
         results = build_flow(config_path=config_path, workspace=workspace, until=until, allow_changed=allow_changed)
     summary = {"build": {r.stage: r.status for r in results}, "search": None, "export": None}
-    if not then or (until is not None and until != STAGES[-1]):
+    if not then or (until is not None and until != STAGE_NAMES[-1]):
         return summary
     changed = any(r.stage in COMPONENT_STAGES and r.status != "skipped" for r in results)
     latest = cfg.workspace_dir / "search" / "latest.json"

@@ -38,7 +38,7 @@ def inventory(ws: Workspace, stage: str) -> dict[str, dict]:
 
 def check_stage(ws: Workspace, stage: str, depth: str = "digest") -> list[str]:
     """Problems with a published stage's files against its record (empty: as written). A stage
-    without a record has nothing to check; a record without `files` predates them (see `adopt`)."""
+    without a record has nothing to check; a record without `files` predates them (see `Workspace.adopt`)."""
     record = ws.stage_record(stage)
     listed = (record or {}).get(FILES_KEY)
     if listed is None:
@@ -58,14 +58,6 @@ def check_stage(ws: Workspace, stage: str, depth: str = "digest") -> list[str]:
     return problems
 
 
-def adopt(ws: Workspace, stage: str) -> None:
-    """Record the files of a stage published before records listed them (trust on first use)."""
-    from mixforge.workspace import STAGE_RECORD, atomic_write_json
-
-    record = ws.stage_record(stage)
-    if record is not None and FILES_KEY not in record:
-        atomic_write_json(ws.stage_dir(stage) / STAGE_RECORD, record | {FILES_KEY: inventory(ws, stage)})
-
 
 def damage_report(ws: Workspace, stage: str, problems: list[str], show: int = 5) -> str:
     return f"the {stage} stage's outputs in {ws.root} are damaged: {first_few(problems, show)}"
@@ -78,10 +70,3 @@ def require_intact(ws: Workspace, stages: list[str], depth: str = "digest", rebu
         if problems:
             raise MixforgeError(f"{damage_report(ws, stage, problems)}. `{rebuild}` finds the damage and redoes "
                                 f"{stage} and the stages after it")
-
-
-def check_workspace(ws: Workspace, depth: str = "size") -> dict[str, list[str]]:
-    """Problems per published stage (only stages with some), for `mixforge status [--check]`."""
-    from mixforge.workspace import STAGES
-
-    return {stage: problems for stage in STAGES if (problems := check_stage(ws, stage, depth))}

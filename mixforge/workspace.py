@@ -20,8 +20,6 @@ from typing import Any
 
 from mixforge.stage_files import FILES_KEY, inventory
 
-STAGES = ["ingest", "filter", "dedup", "embed", "cluster", "quality", "prune", "components", "tokens"]
-DOC_STAGES = ["ingest", "filter", "dedup", "prune"]  # stages that keep or remove documents (the ledger)
 STAGE_RECORD = "_stage.json"
 
 
@@ -120,10 +118,6 @@ class Workspace:
     def stage_record(self, stage: str) -> dict | None:
         return read_json(self.stage_dir(stage) / STAGE_RECORD)
 
-    def ledger(self) -> dict:
-        """The ledger, per document stage, read from the published stage records: a stage's counts
-        are in the record written last when it publishes, so they are never out of step with it."""
-        return {stage: record["counts"] for stage in DOC_STAGES if (record := self.stage_record(stage))}
 
     def stage_state(self, stage: str, fingerprint: str | None) -> str:
         """done (record matches the fingerprint), stale (record for other inputs/settings), missing."""
@@ -143,6 +137,12 @@ class Workspace:
         shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
         for f in self.removed_files(stage):
             f.unlink()
+
+    def adopt(self, stage: str) -> None:
+        """Record the files of a stage published before records listed them (trust on first use)."""
+        record = self.stage_record(stage)
+        if record is not None and FILES_KEY not in record:
+            atomic_write_json(self.stage_dir(stage) / STAGE_RECORD, record | {FILES_KEY: inventory(self, stage)})
 
     def publish(self, stage: str, record: dict) -> None:
         """Move `<stage>.partial/{docs,removed,extra}` into place, then write the stage record

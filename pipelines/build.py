@@ -10,11 +10,11 @@ from typing import Callable
 
 from mixforge.config import MixforgeConfig
 from mixforge.errors import MixforgeError
-from mixforge.pipelines.builds import finish_build, open_build
-from mixforge.pipelines.engine import ray_session
-from mixforge.pipelines.stages import STAGE_BY_NAME, STAGE_NAMES, stage_fingerprints
-from mixforge.stage_files import adopt, check_stage, damage_report
-from mixforge.stage_runner import StageOptions, StageResult
+from mixforge.pipelines.run.build_records import finish_build, open_build
+from mixforge.pipelines.run.shards import ray_session
+from mixforge.pipelines.stages import DOCUMENT_STAGES, STAGE_BY_NAME, STAGE_NAMES, stage_fingerprints, write_ledger
+from mixforge.stage_files import check_stage, damage_report
+from mixforge.pipelines.run.stage import StageOptions, StageResult
 from mixforge.workspace import Workspace
 
 
@@ -31,8 +31,8 @@ def build(
     allow_changed: bool = False,
 ) -> list[StageResult]:
     """Every stage in order up to `until`, each skipped when done for its inputs and settings, or
-    extended with only what is new since the last build (see mixforge/layers.py). The build gets
-    a record in `builds/` (see pipelines/builds.py). `run(stage, cfg, inputs, options)` calls the
+    extended with only what is new since the last build (see pipelines/run/increments.py). The build gets
+    a record in `builds/` (see pipelines/run/build_records.py). `run(stage, cfg, inputs, options)` calls the
     stage (the Prefect flow passes its tasks here); each stage gets the results of those before it."""
     run = run or (lambda stage, *args: STAGE_BY_NAME[stage].run(*args))
     done: dict[str, StageResult] = {}
@@ -44,7 +44,9 @@ def build(
         for stage in stages:
             redo = force or (damaged is not None and stages.index(stage) >= stages.index(damaged))
             done[stage] = run(stage, cfg, dict(done), StageOptions(redo, strict, allow_changed))
-    finish_build(ws, build_id)
+            if stage in DOCUMENT_STAGES:  # also when skipped: repairs a ledger.json a kill left behind
+                write_ledger(ws)
+    finish_build(ws, build_id, STAGE_NAMES, DOCUMENT_STAGES)
     return list(done.values())
 
 
@@ -55,7 +57,7 @@ def first_damaged(ws: Workspace, stages: list[str], depth: str = "digest") -> st
     import warnings
 
     for stage in stages:
-        adopt(ws, stage)
+        ws.adopt(stage)
         problems = check_stage(ws, stage, depth)
         if problems:
             warnings.warn(f"{damage_report(ws, stage, problems)}: redoing {stage} and the stages after it")

@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mixforge.config import MixforgeConfig
-from mixforge.pipelines.cluster import cluster_fingerprint, run_cluster
+from mixforge.pipelines.cluster.stage import cluster_fingerprint, run_cluster
 from mixforge.pipelines.components import components_fingerprint, run_components
-from mixforge.pipelines.dedup import dedup_fingerprint, run_dedup
-from mixforge.pipelines.embed import embed_fingerprint, run_embed
-from mixforge.pipelines.filters import filter_fingerprint, run_filter
-from mixforge.pipelines.ingest import ingest_fingerprint, run_ingest
+from mixforge.pipelines.dedup.stage import dedup_fingerprint, run_dedup
+from mixforge.pipelines.embed.stage import embed_fingerprint, run_embed
+from mixforge.pipelines.filter.stage import filter_fingerprint, run_filter
+from mixforge.pipelines.ingest.stage import ingest_fingerprint, run_ingest
 from mixforge.pipelines.prune import prune_fingerprint, run_prune
-from mixforge.pipelines.quality import quality_fingerprint, run_quality
-from mixforge.pipelines.tokens import run_tokens, tokens_fingerprint
-from mixforge.stage_runner import StageInputs, StageOptions, StageResult
+from mixforge.pipelines.quality.stage import quality_fingerprint, run_quality
+from mixforge.pipelines.tokens.stage import run_tokens, tokens_fingerprint
+from mixforge.stage_files import check_stage
+from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult
+from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,22 @@ def stage_fingerprints(cfg: MixforgeConfig) -> dict[str, str]:
     for stage in STAGE_TABLE:
         fps[stage.name] = previous = stage.fingerprint(cfg, previous)
     return fps
+
+
+def ledger(ws: Workspace) -> dict:
+    """The ledger, per document stage, read from the published stage records: a stage's counts
+    are in the record written last when it publishes, so they are never out of step with it."""
+    return {stage: record["counts"] for stage in DOCUMENT_STAGES if (record := ws.stage_record(stage))}
+
+
+def write_ledger(ws: Workspace) -> None:
+    """ledger.json: a copy of the published records' counts for scripts. The records are the truth
+    (`ledger`), so a kill before this write loses nothing and the next build repairs it."""
+    counts = ledger(ws)
+    if read_json(ws.ledger_path) != counts:
+        atomic_write_json(ws.ledger_path, counts)
+
+
+def check_workspace(ws: Workspace, depth: str = "size") -> dict[str, list[str]]:
+    """Problems per published stage (only stages with some), for `mixforge status [--check]`."""
+    return {stage: problems for stage in STAGE_NAMES if (problems := check_stage(ws, stage, depth))}

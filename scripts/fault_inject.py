@@ -178,7 +178,7 @@ def after_kill(root: Path, env: dict, stale_ok: bool = False) -> list[str]:
     import polars as pl
 
     from mixforge.digests import shard_digests
-    from mixforge.workspace import DOC_STAGES
+    from mixforge.pipelines.stages import DOCUMENT_STAGES
 
     problems = []
     run = subprocess.run([sys.executable, "-m", "mixforge.cli", "status", "mixforge.yaml", "--json"], cwd=root, env=env,
@@ -194,7 +194,7 @@ def after_kill(root: Path, env: dict, stale_ok: bool = False) -> list[str]:
         if info["state"] != "done":
             continue
         record = json.loads((ws / stage / "_stage.json").read_text())
-        if stage in DOC_STAGES:
+        if stage in DOCUMENT_STAGES:
             docs = sorted((ws / stage / "docs").glob("*.parquet"))
             n = sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in docs)
             if ledger.get(stage) != record["counts"]:

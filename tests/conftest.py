@@ -118,7 +118,7 @@ def slice_token_streams(folder: Path, labels=("bible", "code"), vocab_size: int 
 
     import numpy as np
 
-    from mixforge.pipelines.tokenize import tokenize_components, train_default_tokenizer
+    from mixforge.pipelines.tokens.tokenizer import tokenize_components, train_default_tokenizer
 
     docs = [(label, json.loads(l)["text"]) for label in labels for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
     tok = train_default_tokenizer([t for _, t in docs], folder / "tokenizer.json", vocab_size=vocab_size, seed=0)
@@ -135,8 +135,8 @@ def workspace_with_tokens(tmp_path: Path, tokens: int = 20_000) -> Path:
     search tests."""
     import json
 
-    from mixforge.pipelines.tasks import next_line_task
-    from mixforge.pipelines.tokenize import tokenize_components, tokenizer_identity, train_default_tokenizer
+    from mixforge.pipelines.tokens.eval_tasks import next_line_task
+    from mixforge.pipelines.tokens.tokenizer import tokenize_components, tokenizer_identity, train_default_tokenizer
     from mixforge.workspace import atomic_write_json
 
     config = tmp_path / "mixforge.yaml"

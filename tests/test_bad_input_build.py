@@ -282,14 +282,14 @@ def test_lid176_codes_match_the_model():
     from fasttext.FastText import _FastText
 
     from mixforge.config import LID176_CODES
-    from mixforge.pipelines.filters import lid176_path
+    from mixforge.pipelines.filter.stage import lid176_path
 
     labels = {label.removeprefix("__label__") for label in _FastText(str(lid176_path())).get_labels()}
     assert LID176_CODES == labels
 
 
 def test_exact_dedup_compares_texts_not_only_hashes(tmp_path):
-    from mixforge.pipelines.dedup import find_exact_duplicates
+    from mixforge.pipelines.dedup.stage import find_exact_duplicates
 
     paras = _paragraphs()
     same_length = [paras[0], paras[0][::-1], paras[0].upper()]  # equal lengths; the last equals the first

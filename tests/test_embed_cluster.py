@@ -10,12 +10,12 @@ from conftest import SLICE, write_config
 from mixforge.config import EmbedConfig, load_config
 from mixforge.errors import ConfigError
 from mixforge.pipelines.build import build
-from mixforge.pipelines.cluster import assign, auto_clusters, fit_kmeans, run_cluster, train_kmeans
+from mixforge.pipelines.cluster.stage import assign, auto_clusters, fit_kmeans, run_cluster, train_kmeans
 from mixforge.pipelines.components import label_agreement, merge_clusters, purity
-from mixforge.pipelines.embed import Encoder
+from mixforge.pipelines.embed.stage import Encoder
 from mixforge.pipelines.outputs import load_vector_shard, vector_shards
 from mixforge.pipelines.prune import semantic_duplicates
-from mixforge.pipelines.quality import heuristic_score, read_reference, train_classifier
+from mixforge.pipelines.quality.stage import heuristic_score, read_reference, train_classifier
 from mixforge.proxy_training.proxy import run_proxy
 from mixforge.workspace import Workspace
 

@@ -11,7 +11,7 @@ import zstandard
 from conftest import SLICE
 from mixforge.config import EmbedConfig
 from mixforge.demo import DEMO_DIR
-from mixforge.pipelines.embed import Encoder
+from mixforge.pipelines.embed.stage import Encoder
 
 
 def demo_texts(per_label: int) -> list[str]:

@@ -11,8 +11,10 @@ import pytest
 
 from conftest import mixforge_cmd
 from mixforge.errors import MixforgeError
-from mixforge.pipelines.export import run_export, validate_manifest, verify_export
-from mixforge.pipelines.export_formats import read_megatron_index, write_shard
+from mixforge.pipelines.export.manifest import validate_manifest
+from mixforge.pipelines.export.verify import verify_export
+from mixforge.pipelines.export.write import run_export
+from mixforge.pipelines.export.formats import read_megatron_index, write_shard
 
 
 def _weights(cfg):
@@ -172,7 +174,7 @@ def test_card_carries_the_search_and_its_verification(built, tmp_path):
 def test_export_reuses_the_tokens_stage_shards_and_checks_the_texts(built, tmp_path):
     import polars as pl
 
-    from mixforge.pipelines.export_plan import load_table
+    from mixforge.pipelines.export.plan import load_table
     from mixforge.workspace import Workspace
 
     _, cfg, _ = built
@@ -220,7 +222,7 @@ def test_a_search_folder_names_its_latest_proposal(tmp_path):
 def test_texts_gathered_out_of_core_are_each_documents_own(built, tmp_path):
     """The global shuffle draws every output shard from every prune shard: each row's text must be
     its own document's, repeats included, and no scratch file may stay in the export."""
-    from mixforge.pipelines.tokenize import workspace_frames
+    from mixforge.pipelines.tokens.tokenizer import workspace_frames
 
     _, cfg, _ = built
     texts = pl.concat(list(workspace_frames(cfg.workspace_dir))).select("id", "text", "component")

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import mixforge_cmd, over_slice_built
 from mixforge.errors import MixforgeError
-from mixforge.pipelines.export import SCHEMA, verify_export
+from mixforge.pipelines.export.manifest import SCHEMA
+from mixforge.pipelines.export.verify import verify_export
 
 EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "60"))
 
@@ -164,7 +165,7 @@ def test_a_folder_is_replaceable_exactly_when_its_manifest_is_mixforges(source, 
     """Any manifest.json: another tool's (any JSON), or mixforge's with a field dropped or given
     any JSON value. Replaceable exactly when it validates against the schema; otherwise a
     MixforgeError naming the folder, the folder untouched."""
-    from mixforge.pipelines.export_folder import check_replaceable
+    from mixforge.pipelines.export.folder import check_replaceable
 
     real = json.loads((source[1] / "manifest.json").read_text())
     if data.draw(st.booleans(), label="another tool's"):

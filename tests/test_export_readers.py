@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from mixforge.pipelines.export import run_export, verify_export
-from mixforge.pipelines.export_formats import read_mds_shard, write_mds_index, write_shard
+from mixforge.pipelines.export.verify import verify_export
+from mixforge.pipelines.export.write import run_export
+from mixforge.pipelines.export.formats import read_mds_shard, write_mds_index, write_shard
 
 CHECK = ROOT / "tests" / "trainer_readers" / "check.py"
 

@@ -15,7 +15,8 @@ import pytest
 
 from conftest import mixforge_cmd
 from mixforge.errors import MixforgeError
-from mixforge.pipelines.export import run_export, verify_export
+from mixforge.pipelines.export.verify import verify_export
+from mixforge.pipelines.export.write import run_export
 
 
 def _weights(cfg):

@@ -6,7 +6,7 @@ import polars as pl
 from conftest import FIXTURES, SLICE, write_config
 from mixforge.config import FiltersConfig, load_config
 from mixforge.pipelines.build import build
-from mixforge.pipelines.filters import LengthFilter, build_filters
+from mixforge.pipelines.filter.stage import LengthFilter, build_filters
 from datatrove.data import Document
 
 

@@ -146,7 +146,7 @@ def test_new_documents_are_assigned_to_the_saved_centroids_with_drift(two_builds
 
 def test_token_shards_are_appended_and_hold_every_document_where_the_index_says(two_builds):
     from mixforge.ledger import parquet_files
-    from mixforge.pipelines.tokenize import eos_id, load_tokenizer
+    from mixforge.pipelines.tokens.tokenizer import eos_id, load_tokenizer
 
     root, _, _, facts = two_builds
     ws = root / "ws"
@@ -176,7 +176,7 @@ def test_token_shards_are_appended_and_hold_every_document_where_the_index_says(
 
 
 def test_the_export_manifest_says_which_build_added_what(two_builds, tmp_path):
-    from mixforge.pipelines.export import run_export
+    from mixforge.pipelines.export.write import run_export
 
     root, _, cfg, _ = two_builds
     components = json.loads((root / "ws" / "tokens" / "_stage.json").read_text())["counts"]["components"]
@@ -219,7 +219,7 @@ def test_changed_files_are_refused_then_retracted_and_drift_refits(two_builds):
     from mixforge.pipelines.build import build
 
     root, config, cfg, _ = two_builds
-    from mixforge.pipelines.builds import list_builds
+    from mixforge.pipelines.run.build_records import list_builds
     from mixforge.workspace import Workspace
 
     # a file whose every record the filters remove: the later stages get an empty layer

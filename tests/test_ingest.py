@@ -11,7 +11,7 @@ import zstandard
 from conftest import SLICE, write_config
 from mixforge.config import load_config
 from mixforge.errors import ConfigError
-from mixforge.pipelines.ingest import WorkItem, pack_tasks, run_ingest
+from mixforge.pipelines.ingest.stage import WorkItem, pack_tasks, run_ingest
 
 
 def _records(label: str, n: int | None = None) -> list[dict]:

@@ -111,7 +111,7 @@ SESSION = """
 import sys
 import ray  # imported before mixforge could set anything: Ray's constants are read now
 from mixforge.config import load_config
-from mixforge.pipelines.engine import ray_session
+from mixforge.pipelines.run.shards import ray_session
 
 cfg = load_config(sys.argv[1])
 with ray_session(cfg):

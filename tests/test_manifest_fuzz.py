@@ -61,8 +61,8 @@ def _verify(folder: Path) -> tuple[int, str]:
     """(exit code, text) as `mixforge verify` gives them, from the Python functions; the files it
     opened are checked to lie inside `folder` (or outside the test's folder altogether: libraries)."""
     global OPENED
-    from mixforge.pipelines.export import verify_export
-    from mixforge.pipelines.export_schedule import SCHEDULE_FILE, verify_schedule
+    from mixforge.pipelines.export.verify import verify_export
+    from mixforge.pipelines.export.schedule import SCHEDULE_FILE, verify_schedule
 
     OPENED = []
     try:

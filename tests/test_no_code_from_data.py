@@ -77,8 +77,8 @@ def test_a_planted_classifier_pickle_never_runs_on_an_incremental_build(tmp_path
 
 @pytest.mark.timeout(120)
 def test_a_classifier_file_that_is_not_plain_arrays_is_a_clear_error(tmp_path):
-    from mixforge.pipelines.quality import train_classifier
-    from mixforge.pipelines.quality_model import from_fitted, load_classifier, save_classifier
+    from mixforge.pipelines.quality.stage import train_classifier
+    from mixforge.pipelines.quality.model import from_fitted, load_classifier, save_classifier
 
     rng = np.random.default_rng(0)
     pos, neg, x = rng.normal(0.5, 1, size=(20, 4)), rng.normal(-0.5, 1, size=(20, 4)), rng.normal(size=(30, 4))

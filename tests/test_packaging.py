@@ -11,8 +11,9 @@ import pytest
 
 from conftest import ROOT
 
-SUBPACKAGES = ["mixforge", "mixforge/cli", "mixforge/pipelines", "mixforge/mixers", "mixforge/proxy_training", "mixforge/flows",
-               "mixforge/demo"]
+SUBPACKAGES = ["mixforge", "mixforge/cli", "mixforge/config", "mixforge/pipelines", "mixforge/mixers", "mixforge/proxy_training",
+               "mixforge/flows", "mixforge/demo"] + [f"mixforge/pipelines/{p.name}" for p in sorted((ROOT / "pipelines").iterdir())
+                                                     if (p / "__init__.py").exists()]
 
 
 @pytest.mark.timeout(300)
@@ -25,7 +26,7 @@ def test_wheel_contains_every_subpackage_and_the_demo(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for pkg in SUBPACKAGES:
         assert f"{pkg}/__init__.py" in names, pkg
-    assert "mixforge/pipelines/ingest.py" in names and "mixforge/flows/build.py" in names
+    assert "mixforge/pipelines/ingest/stage.py" in names and "mixforge/flows/build.py" in names
     assert "mixforge/demo/demo.yaml" in names and "mixforge/schemas/manifest-v1.json" in names
     assert "mixforge/data_cards/export_card.md.jinja" in names
     corpus = [n for n in names if n.startswith("mixforge/demo/corpus/") and n.endswith(".jsonl.zst")]
@@ -64,6 +65,72 @@ def test_import_rules():
                 if mod.startswith("mixforge."):
                     target = mod.split(".")[1]
                     assert above.get(target, 0) <= level, f"{rel} imports {mod} (a higher layer)"
+
+
+PACKAGE_DIRS = {"mixforge.pipelines": "pipelines", "mixforge.mixers": "mixers", "mixforge.proxy_training": "proxy_training",
+                "mixforge.flows": "flows", "mixforge.data_cards": "data_cards", "mixforge": "mixforge"}
+
+
+def _module_file(module: str) -> Path | None:
+    """The file of a mixforge module (package: its __init__), through pyproject's package-dir."""
+    prefix = next(p for p in PACKAGE_DIRS if module == p or module.startswith(p + "."))
+    base = ROOT / PACKAGE_DIRS[prefix]
+    if module != prefix:
+        base = base / Path(*module[len(prefix) + 1:].split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Every mixforge module -> the mixforge modules it imports (function-level imports included;
+    `from a import b` counts as importing a.b where b is a module)."""
+    graph: dict[str, set[str]] = {}
+    for folder, package in (("mixforge", "mixforge"), ("pipelines", "mixforge.pipelines"), ("proxy_training", "mixforge.proxy_training"),
+                            ("mixers", "mixforge.mixers"), ("flows", "mixforge.flows")):
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *(parts[:-1] if parts[-1] == "__init__" else parts)))
+            edges = set()
+            tree = ast.parse(path.read_text())
+            typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                           for stmt in block.body for n in ast.walk(stmt)}  # never run: not an import
+            for node in ast.walk(tree):
+                if id(node) in typing_only:
+                    continue
+                if isinstance(node, ast.Import):
+                    edges |= {a.name for a in node.names if a.name.startswith("mixforge.")}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("mixforge"):
+                    submodules = {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}")}
+                    edges |= submodules  # `from package import module` reads the module, not the package's names
+                    if len(submodules) < len(node.names):
+                        edges.add(node.module)
+            graph[name] = {e for e in edges if _module_file(e) and e != name}
+    return graph
+
+
+def test_no_import_circles():
+    """No module reaches itself through the modules it imports (lazy imports included)."""
+    graph = _module_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                circle = path[path.index(target):] + [target]
+                raise AssertionError("import circle: " + " -> ".join(circle))
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
 
 
 def test_help_does_not_load_heavy_libraries():

@@ -13,7 +13,7 @@ import pytest
 
 from mixforge.errors import ConfigError, MixforgeError
 from mixforge.proxy_training.data import MixtureSampler, load_shards
-from mixforge.pipelines.tokenize import (
+from mixforge.pipelines.tokens.tokenizer import (
     EOS,
     load_tokenizer,
     tokenize_components,

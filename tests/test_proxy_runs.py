@@ -17,7 +17,7 @@ from mixforge.errors import MixforgeError
 from mixforge.proxy_training.runs import RunsTable
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.proxy_training.proxy import run_proxy
-from mixforge.pipelines.tasks import usable_lines, load_task, next_line_task
+from mixforge.pipelines.tokens.eval_tasks import usable_lines, load_task, next_line_task
 from mixforge.workspace import Workspace
 
 @pytest.mark.timeout(240)
@@ -128,7 +128,7 @@ def test_next_line_task_from_real_text_and_task_file_errors(tmp_path):
 
 def test_eval_text_files_are_checked(tmp_path):
     from mixforge.errors import ConfigError
-    from mixforge.pipelines.tokens import eval_texts
+    from mixforge.pipelines.tokens.stage import eval_texts
 
     config = tmp_path / "mixforge.yaml"
     good, bad = tmp_path / "target.jsonl", tmp_path / "broken.jsonl"

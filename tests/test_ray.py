@@ -15,8 +15,8 @@ import pytest
 from conftest import SLICE, slice_config_over
 from mixforge.config import load_config
 from mixforge.pipelines.build import build
-from mixforge.pipelines.embed import embed_shard
-from mixforge.pipelines.engine import LOOPBACK_ENV, map_shards
+from mixforge.pipelines.embed.stage import embed_shard
+from mixforge.pipelines.run.shards import LOOPBACK_ENV, map_shards
 from mixforge.workspace import Workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

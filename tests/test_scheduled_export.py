@@ -69,6 +69,6 @@ def test_a_scheduled_export_of_a_phased_search_writes_one_folder_per_phase_as_th
     check = subprocess.run(mixforge_cmd() + ["verify", str(flowed)], capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
 
-    from mixforge.pipelines.export_schedule import exported
+    from mixforge.pipelines.export.schedule import exported
 
     assert exported(flowed) and not exported(tmp_path)  # a later scheduled run with no new search keeps this export

@@ -13,7 +13,7 @@ import pytest
 from conftest import SLICE, write_config
 from mixforge.config import load_config
 from mixforge.errors import InputError
-from mixforge.pipelines.ingest import run_ingest
+from mixforge.pipelines.ingest.stage import run_ingest
 
 
 def append_when_reading_starts(partial, path, extra: bytes, done: threading.Event) -> None:

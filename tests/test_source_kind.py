@@ -14,8 +14,8 @@ from conftest import SLICE, SLICE_KINDS, mixforge_cmd, write_config
 from mixforge.config import load_config
 from mixforge.ledger import docs_per_source
 from mixforge.pipelines.build import build, stage_states
-from mixforge.pipelines.filter_report import filter_warnings, reason_setting
-from mixforge.pipelines.source_kind import guess_kind, guess_source_kinds, measure, record_extension
+from mixforge.pipelines.filter.report import filter_warnings, reason_setting
+from mixforge.pipelines.ingest.source_kind import guess_kind, guess_source_kinds, measure, record_extension
 from datatrove.data import Document
 
 

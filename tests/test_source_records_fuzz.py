@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from conftest import write_config
 from mixforge.config import load_config
-from mixforge.pipelines.ingest import run_ingest
+from mixforge.pipelines.ingest.stage import run_ingest
 
 EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "6"))
 BOMS = {"none": b"", "utf-8": b"\xef\xbb\xbf", "utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}

@@ -7,7 +7,7 @@ import pytest
 from mixforge.pipelines.components import label_agreement
 from mixforge.pipelines.prune import cluster_batches
 from mixforge.pipelines.samples import BottomK, choose_positions, gather, id_keys
-from mixforge.pipelines.tasks import NextLinePool, next_line_task
+from mixforge.pipelines.tokens.eval_tasks import NextLinePool, next_line_task
 
 
 def test_bottom_k_is_the_same_whatever_the_shards():
@@ -113,7 +113,7 @@ def test_whole_text_token_counts_in_pieces_equal_one_call(monkeypatch):
 
     from conftest import SLICE
     from mixforge.config import EmbedConfig
-    from mixforge.pipelines import embed
+    from mixforge.pipelines.embed import stage as embed
 
     texts = [json.loads(line)["text"] for f in sorted(SLICE.glob("*.jsonl")) for line in f.read_text().splitlines()][:60]
     encoder = embed.Encoder(EmbedConfig(max_tokens=32))

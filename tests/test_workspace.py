@@ -8,7 +8,7 @@ from mixforge.config import load_config
 from mixforge.errors import InputError, LedgerError
 from mixforge.ledger import StageCounts
 from mixforge.pipelines.build import build, stage_states
-from mixforge.stage_runner import run_stage
+from mixforge.pipelines.run.stage import run_stage
 from mixforge.workspace import Workspace, atomic_write_bytes
 
 
@@ -79,7 +79,7 @@ def test_publish_finishes_after_a_kill_between_moves(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mixforge.pipelines.records import DOC_SCHEMA
+    from mixforge.pipelines.ingest.records import DOC_SCHEMA
     from mixforge.workspace import atomic_write_json
 
     ws = Workspace(tmp_path / "ws")

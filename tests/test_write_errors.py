@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import fault_inject_tool, mixforge_cmd, over_slice_built, slice_sources, write_config
-from mixforge.pipelines.export import verify_export
+from mixforge.pipelines.export.verify import verify_export
 from mixforge.write_errors import WRITE_ERRNOS, find_write_error
 
 EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "200"))

@@ -32,7 +32,7 @@ def export(
     """Write a mixture as sharded data a trainer reads directly, with manifest.json and a dataset card."""
     from mixforge.config import load_config
     from mixforge.mixers.mixture_file import read_mixture
-    from mixforge.pipelines.export_schedule import export_mixture
+    from mixforge.pipelines.export.schedule import export_mixture
 
     cfg = load_config(config)
     weights, provenance = read_mixture(mixture)  # components checked by the export (its documents, held-out ones too)
@@ -48,8 +48,8 @@ def export(
 def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> None:
     """Check every path in manifest.json, re-hash every file, re-count each shard's documents and
     tokens. Exit 1 on any mismatch, 2 when the folder has no readable manifest."""
-    from mixforge.pipelines.export import verify_export
-    from mixforge.pipelines.export_schedule import SCHEDULE_FILE, verify_schedule
+    from mixforge.pipelines.export.verify import verify_export
+    from mixforge.pipelines.export.schedule import SCHEDULE_FILE, verify_schedule
 
     problems = verify_schedule(folder) if (folder / SCHEDULE_FILE).is_file() else verify_export(folder)
     if problems:
@@ -88,11 +88,12 @@ def deploy(
         raise MixforgeError("give --serve or --work-pool POOL, not both")
     from mixforge.config import load_config
     from mixforge.flows import deployments as dep
-    from mixforge.pipelines.ingest import plan_work
+    from mixforge.flows.then import check_then
+    from mixforge.pipelines.ingest.stage import plan_work
 
     cfg = load_config(config)
     plan_work(cfg)  # missing sources and bad options fail now, not at 3 a.m.
-    stages = dep.check_then([s.strip() for s in then.split(",")] if then is not None else [], cfg)
+    stages = check_then([s.strip() for s in then.split(",")] if then is not None else [], cfg)
     if export_out and "export" not in stages:
         raise MixforgeError("--export-out is the folder of --then search,export; it needs export in --then")
     schedule, when = dep.make_schedule(cron, interval, timezone)

@@ -41,7 +41,7 @@ def reasons_table(ledger: dict) -> Table:
 
 
 def builds_table(builds: list[dict]) -> Table:
-    from mixforge.workspace import STAGES
+    from mixforge.pipelines.stages import STAGE_NAMES
 
     table = Table(title="builds: what each added")
     for col in ("build", "finished", "files +", "changed", "ingested", "kept", "stages run"):
@@ -52,7 +52,7 @@ def builds_table(builds: list[dict]) -> Table:
         table.add_row(b["id"], (b.get("finished") or "unfinished")[:16].replace("T", " "), str(len(b.get("sources_added") or [])),
                       str(len(b.get("sources_changed") or []) + len(b.get("sources_deleted") or [])),
                       str((ledger.get("ingest") or {}).get("docs_in", "-")), str((ledger.get("prune") or {}).get("docs_out", "-")),
-                      "all" if stages == STAGES else ",".join(stages) or "-")
+                      "all" if stages == STAGE_NAMES else ",".join(stages) or "-")
     return table
 
 
@@ -88,17 +88,18 @@ def components_table(data: dict) -> Table:
 
 def print_summary(cfg, results) -> None:
     from mixforge.pipelines.components import load_components
-    from mixforge.workspace import DOC_STAGES, Workspace
+    from mixforge.pipelines.stages import DOCUMENT_STAGES
+    from mixforge.workspace import Workspace
 
     ws = Workspace(cfg.workspace_dir)
     out = Console()
-    doc_results = [r for r in results if r.stage in DOC_STAGES]
+    doc_results = [r for r in results if r.stage in DOCUMENT_STAGES]
     states = {r.stage: ("done" if r.status == "ran" else "unchanged") for r in doc_results}
     ledger = {r.stage: r.counts for r in doc_results}
     out.print(ledger_table(states, ledger))
     out.print(reasons_table(ledger))
     out.print(_sources_table(Path(doc_results[0].docs_dir), Path(doc_results[-1].docs_dir)))
-    from mixforge.pipelines.filter_report import filter_warnings
+    from mixforge.pipelines.filter.report import filter_warnings
 
     for line in filter_warnings(cfg) if any(r.stage == "filter" for r in results) else []:
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False)  # a source filtering mostly removed

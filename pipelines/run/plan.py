@@ -2,7 +2,7 @@
 
 `fingerprint`: the stage's settings and its upstream stage's fingerprint (a change of either
 reruns it). `base`: the settings alone; a run with the same base may extend the published layers
-with only what is new upstream (see mixforge/layers.py).
+with only what is new upstream (see pipelines/run/increments.py).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 from mixforge.config import MixforgeConfig
-from mixforge.layers import LayerPlan, plan_layer
+from mixforge.pipelines.run.increments import LayerPlan, plan_layer
 from mixforge.ledger import parquet_files
-from mixforge.pipelines.builds import current_build
-from mixforge.stage_runner import StageResult
+from mixforge.pipelines.run.build_records import current_build
+from mixforge.pipelines.run.stage import StageResult
 from mixforge.workspace import Workspace
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from pprint import pformat
 
-from mixforge.pipelines.export_formats import TEXT_FORMATS, TOKEN_FORMATS
+from mixforge.pipelines.export.formats import TEXT_FORMATS, TOKEN_FORMATS
 
 HEADER = '''"""{title}
 

@@ -27,13 +27,13 @@ from mixforge import __version__
 from mixforge.config import MixforgeConfig, SourceConfig, section_hash
 from mixforge.errors import ConfigError, InputError
 from mixforge.ledger import parquet_files
-from mixforge.layers import LayerPlan, resumed_plan
-from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
+from mixforge.pipelines.run.increments import LayerPlan, resumed_plan
+from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet
-from mixforge.pipelines.builds import BUILDS, current_build, note_sources
-from mixforge.pipelines.executor import default_workers, run_pipeline, stat_total
+from mixforge.pipelines.run.build_records import BUILDS, current_build, note_sources
+from mixforge.pipelines.run.datatrove_executor import default_workers, run_pipeline, stat_total
 from mixforge.pipelines.outputs import SOURCES_FILE, sources_manifest
-from mixforge.pipelines.readers import (
+from mixforge.pipelines.ingest.readers import (
     SUPPORTED,
     LenientJsonlReader,
     RecordAdapter,
@@ -44,8 +44,8 @@ from mixforge.pipelines.readers import (
     malformed_record,
     source_files,
 )
-from mixforge.pipelines.records import RouteRemoved, adopt_layer_docs, docs_writer, layer_docs_dir, removed_writer
-from mixforge.pipelines.source_manifest import SourceDiff, changed_since, diff_manifests, source_manifest
+from mixforge.pipelines.ingest.records import RouteRemoved, adopt_layer_docs, docs_writer, layer_docs_dir, removed_writer
+from mixforge.pipelines.ingest.source_manifest import SourceDiff, changed_since, diff_manifests, source_manifest
 
 
 # What reading a damaged or inaccessible file raises (truncated gzip/zstd, bad Parquet, I/O errors)

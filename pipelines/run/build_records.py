@@ -3,14 +3,14 @@
 A build is opened when it starts and finished when its last stage is done; a build interrupted
 and rerun is the same build (its layers are named by its id, so a resumed stage adds the same
 layer). The record holds what the build found in the sources and its own ledger: per document
-stage, the counts of the layer it added (see mixforge/layers.py), each checked in = out + removed.
+stage, the counts of the layer it added (see pipelines/run/increments.py), each checked in = out + removed.
 """
 
 from __future__ import annotations
 
 import time
 
-from mixforge.workspace import DOC_STAGES, STAGES, Workspace, atomic_write_json, read_json
+from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 BUILDS = "builds"
 
@@ -51,27 +51,27 @@ def note_sources(ws: Workspace, build: str, diff: dict, retracted: dict | None) 
     atomic_write_json(path, record)
 
 
-def build_ledger(ws: Workspace, build: str) -> dict:
+def build_ledger(ws: Workspace, build: str, document_stages: list[str]) -> dict:
     """Per document stage, the counts of the layer `build` added (absent: it ran no such stage)."""
     ledger = {}
-    for stage in DOC_STAGES:
+    for stage in document_stages:
         for layer in (ws.stage_record(stage) or {}).get("layers", []):
             if layer["id"] == build:
                 ledger[stage] = layer["counts"]
     return ledger
 
 
-def finish_build(ws: Workspace, build: str) -> dict | None:
-    """Close the build with its ledger and the stages it ran; a build that ran no stage (nothing
-    had changed) leaves no record."""
+def finish_build(ws: Workspace, build: str, stages: list[str], document_stages: list[str]) -> dict | None:
+    """Close the build with its ledger and the stages it ran (of `stages`, in order); a build that
+    ran no stage (nothing had changed) leaves no record."""
     path = ws.root / BUILDS / f"{build}.json"
     record = read_json(path)
     if record is None:
         return None
-    ran = [stage for stage in STAGES if any(layer["id"] == build for layer in (ws.stage_record(stage) or {}).get("layers", []))]
+    ran = [stage for stage in stages if any(layer["id"] == build for layer in (ws.stage_record(stage) or {}).get("layers", []))]
     if not ran:
         path.unlink(missing_ok=True)
         return None
-    record.update(finished=_now(), stages=ran, ledger=build_ledger(ws, build))
+    record.update(finished=_now(), stages=ran, ledger=build_ledger(ws, build, document_stages))
     atomic_write_json(path, record)
     return record

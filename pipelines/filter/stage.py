@@ -28,12 +28,12 @@ from datatrove.utils.lid import FastTextLID
 from mixforge.config import FiltersConfig, MixforgeConfig, section_hash
 from mixforge.errors import MixforgeError
 from mixforge.ledger import parquet_files, shard_counts
-from mixforge.pipelines.executor import default_workers, run_pipeline
-from mixforge.pipelines.ingest import source_keys
-from mixforge.pipelines.records import (RouteRemoved, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir,
+from mixforge.pipelines.run.datatrove_executor import default_workers, run_pipeline
+from mixforge.pipelines.ingest.stage import source_keys
+from mixforge.pipelines.ingest.records import (RouteRemoved, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir,
                                         mark_removed, removed_writer)
-from mixforge.pipelines.stage_plan import plan_stage
-from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
+from mixforge.pipelines.run.plan import plan_stage
+from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_stage
 
 
 class LengthFilter(BaseFilter):

@@ -10,9 +10,9 @@ from pathlib import Path
 from datatrove.data import Document
 
 from mixforge.config import MixforgeConfig
-from mixforge.pipelines.filters import FilterChain, build_filters
-from mixforge.pipelines.ingest import source_key
-from mixforge.pipelines.source_kind import SAMPLE, sample_records
+from mixforge.pipelines.filter.stage import FilterChain, build_filters
+from mixforge.pipelines.ingest.stage import source_key
+from mixforge.pipelines.ingest.source_kind import SAMPLE, sample_records
 
 EXAMPLES = 2  # per reason
 EXAMPLE_CHARS = 80
@@ -67,7 +67,7 @@ def relax_filters(cfg: MixforgeConfig, index: int, docs: list[Document], languag
     the rule that removes the most (length and malformed records are never relaxed), and a note
     naming each rule with the share of the sample it removed ("" when nothing was relaxed).
     `language`: the source's own language, kept when `language/other_language` removes most."""
-    from mixforge.pipelines.filter_report import reason_setting
+    from mixforge.pipelines.filter.report import reason_setting
 
     source = cfg.sources[index]
     overrides: dict[str, dict] = {k: dict(v) for k, v in source.filters.items()}
@@ -100,8 +100,8 @@ def suggest_source_settings(cfg: MixforgeConfig, n: int = SAMPLE, done=None) -> 
     the guessed kind's filters would still remove more than filters.warn_removed_share of the
     sample, per-source `filters:` overrides (see `relax_filters`). Returns {index: {key: comment}}
     with the evidence, for the config's comments; `done(index, notes)` is called per source."""
-    from mixforge.pipelines.filters import OfflineFT176
-    from mixforge.pipelines.source_kind import guess_kind, measure
+    from mixforge.pipelines.filter.stage import OfflineFT176
+    from mixforge.pipelines.ingest.source_kind import guess_kind, measure
 
     lid = OfflineFT176()
     notes: dict[int, dict[str, str]] = {}

@@ -24,10 +24,10 @@ from mixforge.digests import shard_digests
 from mixforge.errors import ConfigError
 from mixforge.pipelines.outputs import load_components
 
-from mixforge.pipelines.quality import read_reference
+from mixforge.pipelines.quality.stage import read_reference
 from mixforge.pipelines.samples import BottomK, id_keys
-from mixforge.pipelines.tasks import NextLinePool
-from mixforge.pipelines.tokenize import (
+from mixforge.pipelines.tokens.eval_tasks import NextLinePool
+from mixforge.pipelines.tokens.tokenizer import (
     TokenShardWriter,
     load_tokenizer,
     tokenize_components,
@@ -35,8 +35,8 @@ from mixforge.pipelines.tokenize import (
     train_default_tokenizer,
     workspace_frames,
 )
-from mixforge.pipelines.stage_plan import plan_stage
-from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
+from mixforge.pipelines.run.plan import plan_stage
+from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_text
 
 TOKENIZER_SAMPLE_DOCS = 20_000

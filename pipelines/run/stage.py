@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from mixforge import __version__
 from mixforge.errors import InputError
-from mixforge.layers import LayerPlan, carry_over, save_plan
+from mixforge.pipelines.run.increments import LayerPlan, carry_over, save_plan
 from mixforge.ledger import StageCounts, parquet_files, removed_counts, shard_counts
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
@@ -30,7 +30,7 @@ class StageResult:
     docs_dir: str
     counts: dict
     seconds: float
-    layers: list[dict] = field(default_factory=list)  # what each build added (see mixforge/layers.py)
+    layers: list[dict] = field(default_factory=list)  # what each build added (see pipelines/run/increments.py)
 
 
 StageInputs = dict  # {stage name: StageResult}: the results of the stages before, in order
@@ -71,7 +71,6 @@ def run_stage(
     record = ws.stage_record(stage)
     if not force and record and record.get("fingerprint") == fingerprint:
         _finish_publish(ws, stage, fingerprint)
-        _write_ledger(ws)  # repairs a ledger.json that a kill right after publishing left behind
         return _result(ws, stage, "skipped", record, 0.0)
 
     partial = _prepare_partial(ws, stage, fingerprint, force, layer)
@@ -84,7 +83,6 @@ def run_stage(
         ready = _record(stage, fingerprint, counts.to_dict(), settings, base, layers)
         atomic_write_json(partial / PARTIAL_RECORD, ready)
     ws.publish(stage, ready)  # the stage record holds its ledger entry: both become visible at once
-    _write_ledger(ws)
     return _result(ws, stage, "ran", ready, time.perf_counter() - t0)
 
 
@@ -177,14 +175,6 @@ def _fail_on_malformed(partial: Path, show: int = 10) -> None:
         lines = "\n".join(f"  {d}" for d in sorted(details)[:show])
         more = f"\n  ... and {len(details) - show} more" if len(details) > show else ""
         raise InputError(f"--strict: {len(details)} malformed record(s):\n{lines}{more}")
-
-
-def _write_ledger(ws: Workspace) -> None:
-    """ledger.json: a copy of the published stage records' counts for scripts. The records are the
-    truth (`Workspace.ledger`), so a kill before this write loses nothing and the next run repairs it."""
-    ledger = ws.ledger()
-    if read_json(ws.ledger_path) != ledger:
-        atomic_write_json(ws.ledger_path, ledger)
 
 
 def run_side_stage(

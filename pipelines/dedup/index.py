@@ -22,6 +22,10 @@ from mixforge.ledger import parquet_files
 from mixforge.workspace import atomic_write_parquet
 
 
+EXACT = "exact_duplicate"  # the ledger's removal reasons of this stage
+NEAR = "near_duplicate"
+
+
 def band_hasher(mh: MinhashConfig, scratch: Path):
     """text -> list of band hashes (None for a text too short to shingle, as datatrove skips it)."""
     import xxhash
@@ -60,8 +64,6 @@ def earlier_duplicates(new: pl.DataFrame, index_folder: Path, kept_docs: Path, m
                        exact: bool, digests) -> dict[str, tuple[str, str, str]]:
     """New documents (id, h, bands, text digest computed by the caller as `digest`) that duplicate a
     document kept by an earlier build -> (earlier id, reason, why). Exact matches first."""
-    from mixforge.pipelines.dedup import EXACT, NEAR
-
     files = parquet_files(index_folder)
     if not files or new.height == 0:
         return {}

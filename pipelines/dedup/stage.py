@@ -10,7 +10,7 @@ Every removed duplicate is recorded with the id of the document that was kept:
 - near: datatrove MinhashDedupSignature -> Buckets -> Cluster(save_cluster_id) -> Filter
   (load_cluster_ids); removed documents are joined to the kept member of their cluster, which
   datatrove's union-by-size picks (deterministic for the data, not always the earliest).
-- kept documents are indexed (pipelines/dedup_index.py). A later build's added layer is
+- kept documents are indexed (pipelines/dedup/index.py). A later build's added layer is
   deduplicated in this process against that index and within itself (`_dedup_layer`): a copy of
   a document kept before is removed naming it.
 """
@@ -34,16 +34,14 @@ from datatrove.pipeline.writers import ParquetWriter
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
-from mixforge.pipelines.executor import default_workers, run_pipeline
-from mixforge.layers import LayerPlan
-from mixforge.pipelines.dedup_index import earlier_duplicates, index_rows, near_within, write_index
-from mixforge.pipelines.records import DOC_SCHEMA, REMOVED_SCHEMA, docs_reader, docs_writer
-from mixforge.pipelines.stage_plan import plan_stage
-from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_stage
+from mixforge.pipelines.run.datatrove_executor import default_workers, run_pipeline
+from mixforge.pipelines.run.increments import LayerPlan
+from mixforge.pipelines.dedup.index import EXACT, NEAR, earlier_duplicates, index_rows, near_within, write_index
+from mixforge.pipelines.ingest.records import DOC_SCHEMA, REMOVED_SCHEMA, docs_reader, docs_writer
+from mixforge.pipelines.run.plan import plan_stage
+from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_stage
 from mixforge.workspace import atomic_write_parquet
 
-EXACT = "exact_duplicate"
-NEAR = "near_duplicate"
 
 
 def normalised(text: pl.Expr) -> pl.Expr:

@@ -65,7 +65,7 @@ def check_replaceable(out: Path, force_replace: bool) -> None:
     """Refuse to replace `out` unless it is an empty folder or an export of mixforge's: a
     manifest.json that validates against the schema, and no file the manifest does not list
     (refused by name unless `force_replace`: --overwrite would delete them)."""
-    from mixforge.pipelines.export import read_manifest, validate_manifest  # lazy: export.py imports this module
+    from mixforge.pipelines.export.manifest import read_manifest, validate_manifest
 
     if out.is_dir() and not any(out.iterdir()):
         return
@@ -91,7 +91,7 @@ def unlisted_files(out: Path, manifest: dict) -> list[str]:
     """Files (and links) under `out` that are not the export's own: its shards and their companion
     files (`<shard>.*`), index files, manifest.json, README.md, mixture.png and the trainer/ files
     its fragments give."""
-    from mixforge.pipelines.export import trainer_files
+    from mixforge.pipelines.export.manifest import trainer_files
 
     shards = [s["path"] for s in manifest["shards"]]
     own = {f["path"] for s in manifest["shards"] for f in s["files"]} | {f["path"] for f in manifest.get("index_files", [])}

@@ -53,8 +53,8 @@ class DocumentTable:
 def load_table(ws: Workspace, scratch: Path, reuse_tokens: bool = True) -> DocumentTable:
     """The document table of a built workspace; documents without reusable tokens are tokenized
     into `scratch/<shard>.bin` (int64, the caller deletes the folder)."""
-    from mixforge.pipelines.tokenize import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
-    from mixforge.pipelines.tokens import text_hash
+    from mixforge.pipelines.tokens.tokenizer import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
+    from mixforge.pipelines.tokens.stage import text_hash
 
     extra, tok_path = tokens_dir(ws), tokenizer_file(ws)
     if not tok_path.exists():
@@ -91,7 +91,7 @@ def load_table(ws: Workspace, scratch: Path, reuse_tokens: bool = True) -> Docum
 def _tokenize_stale(ws: Workspace, table: pl.DataFrame, stale: np.ndarray, tok, scratch: Path,
                     files: list[np.ndarray]) -> pl.DataFrame:
     """Tokenize the stale documents, one prune shard at a time, into scratch files."""
-    from mixforge.pipelines.tokenize import workspace_frames
+    from mixforge.pipelines.tokens.tokenizer import workspace_frames
 
     scratch.mkdir(parents=True, exist_ok=True)
     shard_of, row_of = table["shard"].to_numpy()[stale], table["row"].to_numpy()[stale]
@@ -191,7 +191,7 @@ def source_stats(table: DocumentTable, chosen: dict[str, np.ndarray], licences: 
 
 def build_stats(ws: Workspace, table: DocumentTable, chosen: dict[str, np.ndarray]) -> dict:
     """Documents and tokens the mixture draws from each build (repeats included): a document
-    belongs to the build whose dedup layer kept it (see mixforge/layers.py)."""
+    belongs to the build whose dedup layer kept it (see pipelines/run/increments.py)."""
     from mixforge.ledger import parquet_files
 
     layer_of = {name: layer["id"] for layer in (ws.stage_record("dedup") or {}).get("layers", []) for name in layer["files"]}

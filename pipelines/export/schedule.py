@@ -37,7 +37,7 @@ def export_mixture(cfg: MixforgeConfig, weights: dict[str, float], provenance: d
     the config's export settings; `options` are run_export's. Returns ("schedule", the schedule
     record) or ("mixture", the manifest). `mixforge export` and the scheduled flow both call this,
     so a phased proposal exports the same way from either."""
-    from mixforge.pipelines.export import run_export
+    from mixforge.pipelines.export.write import run_export
 
     fmt, tokens = fmt or cfg.export.format, tokens or cfg.export.tokens
     if provenance.get("schedule"):  # one export per phase, in training order
@@ -53,7 +53,7 @@ def exported(out: Path) -> bool:
 def run_schedule_export(cfg: MixforgeConfig, schedule: list[dict], out: Path, fmt: str, tokens: int | None,
                         provenance: dict | None = None, **options) -> dict:
     """One export per phase under `out`, then schedule.json; returns the schedule record."""
-    from mixforge.pipelines.export import run_export
+    from mixforge.pipelines.export.write import run_export
 
     if not tokens:
         raise MixforgeError("a schedule export needs a token budget (--tokens or export.tokens): each phase gets its "
@@ -88,7 +88,7 @@ def _check_replaceable(out: Path, redo: list[int], force_replace: bool) -> None:
     """Write into `out` only when it is empty, a schedule export of mixforge's (its schedule.json
     names phase folders) or one a kill interrupted before its schedule.json (phase folders only);
     and check every phase folder to be replaced (`redo`) before any is (export_folder.check_replaceable)."""
-    from mixforge.pipelines.export_folder import check_replaceable
+    from mixforge.pipelines.export.folder import check_replaceable
 
     if not out.exists():
         return
@@ -128,7 +128,7 @@ def _same_weights(done: dict[str, float], wanted: dict[str, float]) -> bool:
 
 def verify_schedule(folder: Path) -> list[str]:
     """Problems with a schedule export: each phase as an export, and its manifest's digest."""
-    from mixforge.pipelines.export import verify_export
+    from mixforge.pipelines.export.verify import verify_export
 
     record = _schedule_record(Path(folder))
     if isinstance(record, str):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mixforge.pipelines.export_plan import DocumentTable
+from mixforge.pipelines.export.plan import DocumentTable
 from mixforge.workspace import Workspace
 
 SPILL_ROWS = 1024
@@ -23,7 +23,7 @@ SPILL_ROWS = 1024
 
 class ShardTexts:
     def __init__(self, ws: Workspace, table: DocumentTable, order: np.ndarray, cuts: list[tuple[int, int]], spill: Path):
-        from mixforge.pipelines.tokenize import workspace_frames
+        from mixforge.pipelines.tokens.tokenizer import workspace_frames
 
         spill.mkdir(parents=True, exist_ok=True)
         out_shard = np.repeat(np.arange(len(cuts), dtype=np.int32), [b - a for a, b in cuts])

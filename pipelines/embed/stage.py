@@ -32,9 +32,9 @@ import pyarrow as pa
 
 from mixforge.config import EmbedConfig, MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
-from mixforge.pipelines.engine import map_shards
-from mixforge.pipelines.stage_plan import plan_stage
-from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
+from mixforge.pipelines.run.shards import map_shards
+from mixforge.pipelines.run.plan import plan_stage
+from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import atomic_write_npy, atomic_write_parquet
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -93,7 +93,7 @@ class Encoder:
         if settings.backend == "int8":
             if self.device == "cuda":
                 raise ConfigError("embed.backend: int8 is a CPU path; on CUDA use transformer (half precision), or set embed.device: cpu")
-            from mixforge.pipelines.embed_int8 import use_int8
+            from mixforge.pipelines.embed.int8 import use_int8
 
             use_int8(self.model, path, cache_dir or path.parent, threads)
         self.static = _static_model(path, cache_dir) if settings.backend == "static" else None

@@ -14,7 +14,8 @@ from mixforge.config import MixforgeConfig
 from mixforge.data_cards import render
 from mixforge.pipelines.outputs import load_components
 from mixforge.plots import pyplot, save_png
-from mixforge.workspace import DOC_STAGES, Workspace, atomic_write_text
+from mixforge.pipelines.stages import DOCUMENT_STAGES, ledger as stage_ledger
+from mixforge.workspace import Workspace, atomic_write_text
 
 LOADERS = {
     "megatron_data_path": "Megatron-LM: `trainer/megatron_data_path.txt` holds the `--data-path` blend.",
@@ -84,9 +85,9 @@ def _loaders(trainer: dict) -> list[str]:
 
 def _ledger(ws: Workspace) -> list[dict]:
     """The document stages in pipeline order, with their three largest removal reasons."""
-    ledger = ws.ledger()
+    ledger = stage_ledger(ws)
     rows = []
-    for stage in DOC_STAGES:
+    for stage in DOCUMENT_STAGES:
         if stage in ledger:
             row = ledger[stage]
             top = sorted(row.get("removed", {}).items(), key=lambda kv: -kv[1]["docs"])[:3]

@@ -19,13 +19,13 @@ import polars as pl
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
-from mixforge.pipelines.engine import map_shards
+from mixforge.pipelines.run.shards import map_shards
 from mixforge.pipelines.samples import choose_positions, gather
-from mixforge.layers import link_tree, lineage
+from mixforge.pipelines.run.increments import link_tree, lineage
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.outputs import FIT_FILE, load_vector_shard, vector_file, vector_shards
-from mixforge.pipelines.stage_plan import plan_stage
-from mixforge.stage_runner import StageInputs, StageOptions, StageResult, run_side_stage
+from mixforge.pipelines.run.plan import plan_stage
+from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_npy, atomic_write_parquet, read_json
 
 MAX_AUTO_CLUSTERS = 1000  # CLIMB's K for a trillion tokens; more gave no gain in its ablation

@@ -1,0 +1,1 @@
+"""Cluster: k-means over the vectors, incremental assignment and refits, and the cluster report."""

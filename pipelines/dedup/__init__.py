@@ -1,0 +1,1 @@
+"""Dedup: exact and MinHash near-duplicate removal, incremental against an index of kept documents."""

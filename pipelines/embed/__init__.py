@@ -1,0 +1,1 @@
+"""Embed: document vectors (sentence-transformers, or the packaged int8 MiniLM)."""

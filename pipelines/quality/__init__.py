@@ -1,0 +1,1 @@
+"""Quality: heuristic and classifier scores of every document."""
