@@ -127,26 +127,13 @@ def bayesopt_mf(ctx: SearchContext) -> Proposal:
     4. the proposal is the best of the pool, the cheap runs and the expensive runs under the
        calibrated prediction, which at the expensive runs leans on what they measured.
     The predicted figure and its interval are in the search proxy's units."""
-    if ctx.cheap is None or ctx.cheap_cost is None:
-        raise MixforgeError("bayesopt_mf needs the cheap fidelity's context (ctx.cheap, ctx.cheap_cost): run it through "
-                            "`mixforge search`, which trains at search.cheap_proxy")
-    s = ctx.settings
-    n_main, n_cheap = fidelity_split(ctx.runs, ctx.cheap_cost, s.cheap_share)
-    if n_cheap < 4:
-        raise MixforgeError(f"bayesopt_mf: {ctx.runs} runs at {ctx.cheap_cost:.2f} of a run's cost each leave {n_cheap} "
-                            "cheap runs (4 needed): raise search.runs or make search.cheap_proxy cheaper")
+    n_main, n_cheap = _fidelity_budget(ctx)
     rng = np.random.default_rng([ctx.seed, 5])
     cheap_rows, iterations = gp_rounds(ctx.cheap, n_cheap, rng, "bayesopt_mf cheap")
     predictor, report, data, y, penalty = fit(cheap_rows, ctx.cheap)
     iterations.append(_iteration(len(iterations) + 1, cheap_rows, y, report, ctx.cheap))
-    pool = candidate_pool(ctx, s.candidates, rng, extra=data.weights)
-    score = scores(predictor, pool, ctx, penalty)
-    order = np.argsort(score, kind="stable")
-    first = pool[order[0]]
-    sign_y = ctx.objective.sign * y
-    rest = unseen(pool[order[1:ACQUISITION_POOL]], np.vstack([data.weights, first]))
-    rest = next_batch(np.vstack([data.weights, first]), np.append(sign_y, sign_y.min()), rest, n_main - 1, ctx.seed + 50)
-    picks = np.vstack([first, rest])
+    pool = candidate_pool(ctx, ctx.settings.candidates, rng, extra=data.weights)
+    picks = _main_picks(ctx, predictor, penalty, pool, data.weights, y, n_main)
     start = ctx.seed + n_cheap
     main_rows = ctx.train([ctx.as_dict(w) for w in picks], list(range(start, start + len(picks))), "bayesopt_mf: at the search's proxy")
     main = rows_data(main_rows, ctx, min_runs=1)
@@ -154,11 +141,61 @@ def bayesopt_mf(ctx: SearchContext) -> Proposal:
     cheap_at_main = predictor.predict(main.weights)
     rho, offset = calibrate(cheap_at_main, measured)
     gp = residual_gp(main.weights, measured - (rho * cheap_at_main + offset), ctx.seed)
+    calibrated = _calibrated(predictor, rho, offset, gp)
+    w, check = _choose_calibrated(ctx, calibrated, rho, penalty, pool, main, measured)
+    predicted, interval = _calibrated_interval(calibrated, w, report, rho)
+    free = unconstrained(predictor, ctx, penalty, None, data.weights)
+    free["predicted"] = rho * free["predicted"] + offset
+    fidelity = _fidelity_record(ctx, cheap_rows, main_rows, rho, offset, measured, cheap_at_main)
+    proposal = _proposal(ctx, "bayesopt_mf", w, None, report, y, cheap_rows + main_rows, iterations=iterations,
+                         kl_weight=penalty, unconstrained=free, fidelity=fidelity, best_observed=check,
+                         fallback=check and check["fallback"])
+    proposal.predicted, proposal.predicted_interval = predicted, interval
+    return proposal
+
+
+def _fidelity_budget(ctx: SearchContext) -> tuple[int, int]:
+    """(runs at the search's proxy, cheap runs); an error before any training when the cheap
+    fidelity is missing or the budget leaves fewer than 4 cheap runs."""
+    if ctx.cheap is None or ctx.cheap_cost is None:
+        raise MixforgeError("bayesopt_mf needs the cheap fidelity's context (ctx.cheap, ctx.cheap_cost): run it through "
+                            "`mixforge search`, which trains at search.cheap_proxy")
+    n_main, n_cheap = fidelity_split(ctx.runs, ctx.cheap_cost, ctx.settings.cheap_share)
+    if n_cheap < 4:
+        raise MixforgeError(f"bayesopt_mf: {ctx.runs} runs at {ctx.cheap_cost:.2f} of a run's cost each leave {n_cheap} "
+                            "cheap runs (4 needed): raise search.runs or make search.cheap_proxy cheaper")
+    return n_main, n_cheap
+
+
+def _main_picks(ctx: SearchContext, predictor, penalty: float, pool: np.ndarray, X: np.ndarray, y: np.ndarray,
+                n_main: int) -> np.ndarray:
+    """What to train at the search's proxy: the cheap predictor's best of the pool, then n_main - 1
+    more by expected improvement under the cheap GP (the first pick lies that it scored the best)."""
+    score = scores(predictor, pool, ctx, penalty)
+    order = np.argsort(score, kind="stable")
+    first = pool[order[0]]
+    sign_y = ctx.objective.sign * y
+    rest = unseen(pool[order[1:ACQUISITION_POOL]], np.vstack([X, first]))
+    rest = next_batch(np.vstack([X, first]), np.append(sign_y, sign_y.min()), rest, n_main - 1, ctx.seed + 50)
+    return np.vstack([first, rest])
+
+
+def _calibrated(predictor, rho: float, offset: float, gp):
+    """The cheap predictor mapped to the search proxy's units, plus the residual GP:
+    f(W, return_std=False) -> values, or (values, the GP's sd)."""
 
     def calibrated(W: np.ndarray, return_std: bool = False):
         mu, sd = gp.predict(W, return_std=True)
         value = rho * predictor.predict(W) + offset + mu
         return (value, sd) if return_std else value
+
+    return calibrated
+
+
+def _choose_calibrated(ctx: SearchContext, calibrated, rho: float, penalty: float, pool: np.ndarray, main,
+                       measured: np.ndarray) -> tuple[np.ndarray, dict | None]:
+    """The best feasible mixture of the pool and the main runs under the calibrated prediction (its
+    KL penalty scaled by rho into the same units), checked never to be worse than the best main run."""
 
     def total(W):
         return ctx.objective.sign * calibrated(W) + rho * penalty * kl_to_prior(W, ctx.prior)
@@ -166,22 +203,25 @@ def bayesopt_mf(ctx: SearchContext) -> Proposal:
     ok, pins = within(ctx)
     w, candidate = choose(total, np.vstack([pool, main.weights]), ok, [ctx.seed, 6], None, 1, pins)
     feasible = ok(main.weights)  # the runs at the search's proxy: measured in the units of the calibrated prediction
-    w, check = never_worse(calibrated, ctx.objective.sign, w, candidate, main.weights[feasible], measured[feasible],
-                           [r for r, f in zip(main.run_ids, feasible) if f])
+    return never_worse(calibrated, ctx.objective.sign, w, candidate, main.weights[feasible], measured[feasible],
+                       [r for r, f in zip(main.run_ids, feasible) if f])
+
+
+def _calibrated_interval(calibrated, w: np.ndarray, report, rho: float) -> tuple[float, dict]:
+    """The calibrated prediction at `w` and its interval: the cheap fit's half width scaled by rho,
+    combined with the residual GP's 90% band."""
     predicted, sd = (float(v[0]) for v in calibrated(w[None, :], return_std=True))
     cheap_half = report.interval["half_width"] if report.interval else None
     half = None if cheap_half is None else float(np.hypot(rho * cheap_half, NORMAL_90 * sd))
-    interval = interval_of(predicted, half)
-    free = unconstrained(predictor, ctx, penalty, None, data.weights)
-    free["predicted"] = rho * free["predicted"] + offset
-    fidelity = {"cheap_proxy": ctx.cheap_proxy, "cheap_cost": ctx.cheap_cost, "cheap_share": s.cheap_share,
-                "cheap_runs": len(cheap_rows), "main_runs": len(main_rows), "main_run_ids": [r["run_id"] for r in main_rows],
-                "cost_in_runs": round(len(main_rows) + len(cheap_rows) * ctx.cheap_cost, 3),
-                "calibration": {"rho": rho, "offset": offset, "main_measured": measured.tolist(),
-                                "cheap_predicted": cheap_at_main.tolist(),
-                                "spearman": agreement(cheap_at_main, measured)["spearman"] if len(measured) > 2 else None}}
-    proposal = _proposal(ctx, "bayesopt_mf", w, None, report, y, cheap_rows + main_rows, iterations=iterations,
-                         kl_weight=penalty, unconstrained=free, fidelity=fidelity, best_observed=check,
-                         fallback=check and check["fallback"])
-    proposal.predicted, proposal.predicted_interval = predicted, interval
-    return proposal
+    return predicted, interval_of(predicted, half)
+
+
+def _fidelity_record(ctx: SearchContext, cheap_rows: list[dict], main_rows: list[dict], rho: float, offset: float,
+                     measured: np.ndarray, cheap_at_main: np.ndarray) -> dict:
+    """The proposal's `fidelity` section: where the compute went and the calibration between fidelities."""
+    return {"cheap_proxy": ctx.cheap_proxy, "cheap_cost": ctx.cheap_cost, "cheap_share": ctx.settings.cheap_share,
+            "cheap_runs": len(cheap_rows), "main_runs": len(main_rows), "main_run_ids": [r["run_id"] for r in main_rows],
+            "cost_in_runs": round(len(main_rows) + len(cheap_rows) * ctx.cheap_cost, 3),
+            "calibration": {"rho": rho, "offset": offset, "main_measured": measured.tolist(),
+                            "cheap_predicted": cheap_at_main.tolist(),
+                            "spearman": agreement(cheap_at_main, measured)["spearman"] if len(measured) > 2 else None}}
