@@ -35,6 +35,7 @@ from mixforge.pipelines.tokens.tokenizer import (
     train_default_tokenizer,
     workspace_frames,
 )
+from mixforge.pipelines.run.increments import LayerPlan
 from mixforge.pipelines.run.plan import plan_stage
 from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_text
@@ -164,68 +165,101 @@ def run_tokens(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptions =
     tokenizer, the next-line task and the eval texts stay as the build that made them, and the new
     documents' tokens go after the earlier ones in each component's shards."""
     upstream = inputs["components"]  # its documents are the prune output it named
-    p = cfg.proxy
     planned = plan_stage(cfg, "tokens", tokens_fingerprint, upstream, options.force)
-    ws, layer = planned.ws, planned.layer
+    return run_side_stage(planned.ws, "tokens", planned.fingerprint,
+                          lambda partial: _tokenize_layer(cfg, planned.ws, planned.layer, partial),
+                          upstream.docs_dir, force=options.force,
+                          settings=cfg.proxy.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction", "eval_texts"}),
+                          layer=planned.layer, base=planned.base)
 
-    def body(partial: Path) -> dict:
-        t0 = time.perf_counter()
-        out = partial / "extra"
-        out.mkdir(parents=True, exist_ok=True)
-        tok_path = out / "tokenizer.json"
-        earlier = layer.previous[-1]["counts"] if layer.incremental else None
-        names = {r["component"] for r in (load_components(ws) or {}).get("components", [])}
-        extra_eval = [] if earlier else eval_texts(cfg, names)  # bad files fail before any work
-        if earlier is None:  # (an appending run keeps the tokenizer the earlier layers used, carried over)
-            if p.tokenizer:
-                load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
-                shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
-            else:
-                train_default_tokenizer(tokenizer_sample(ws, cfg.seed), tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
-        before = appending_from(partial) if earlier else None
-        writers = {split: TokenShardWriter(tok_path, out / split, TOKENIZER_IN_WORKSPACE, before and before / split)
-                   for split in ("train", "heldout")}
-        index = DocumentIndex(out / "documents.parquet", before and before / "documents.parquet")
-        pool = NextLinePool()
-        held_bytes = {c: m["heldout_bytes"] for c, m in earlier["components"].items()} if earlier else {}
-        try:
-            for frame in workspace_frames(ws, layer.inputs):
-                frame = frame.with_columns(pl.Series("split", ["heldout" if is_heldout(i, cfg.seed, p.heldout_fraction) else "train"
-                                                               for i in frame["id"]]))
-                for start in range(0, frame.height, BATCH_DOCS):
-                    batch = frame.slice(start, BATCH_DOCS)
-                    for (split,), part in batch.group_by("split", maintain_order=True):
-                        comps, texts = part["component"].to_list(), part["text"].to_list()
-                        lengths = writers[split].add(list(zip(comps, texts)))
-                        index.add(part["id"].to_list(), comps, split, lengths, texts)
-                held = frame.filter(pl.col("split") == "heldout")
-                for (comp,), part in held.group_by("component", maintain_order=True):
-                    held_bytes[comp] = held_bytes.get(comp, 0) + int(part["text"].str.len_bytes().sum())
-                    if earlier is None:
-                        pool.add(comp, id_keys(part["id"], cfg.seed), part["text"].to_list())
-            train, held = (writers[split].close() for split in ("train", "heldout"))
-            index.close()
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            raise
-        if earlier:  # the task and eval texts the earlier runs were measured on
-            task_items, evals = earlier["next_line_items"], earlier["eval_texts"]
-        else:
-            task = pool.items(n_items=200, seed=cfg.seed)
-            atomic_write_text(out / "tasks" / "next_line.jsonl", "".join(json.dumps(item) + "\n" for item in task))
-            tokenized = tokenize_components(extra_eval, tok_path, out / "eval", tokenizer_path=TOKENIZER_IN_WORKSPACE) if extra_eval else {}
-            eval_bytes = {n: sum(len(t.encode("utf-8")) for nn, t in extra_eval if nn == n) for n in tokenized}
-            task_items = len(task)
-            evals = {n: {"tokens": m["tokens"], "documents": m["documents"], "bytes": eval_bytes[n]} for n, m in tokenized.items()}
-        components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
-                          "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}
-                      for c, m in train.items()}
-        return {"next_line_items": task_items, "shard_digests": shard_digests(out),
-                "tokenizer": tokenizer_identity(tok_path) | {"path": TOKENIZER_IN_WORKSPACE, "source": p.tokenizer or "default BPE"},
-                "components": components, "seconds": round(time.perf_counter() - t0, 2), "appended": bool(earlier),
-                "eval_texts": evals}
 
-    return run_side_stage(ws, "tokens", planned.fingerprint, body, upstream.docs_dir, force=options.force,
-                          settings=p.model_dump(include={"tokenizer", "vocab_size", "heldout_fraction", "eval_texts"}), layer=layer,
-                          base=planned.base)
+def _tokenize_layer(cfg: MixforgeConfig, ws: Workspace, layer: LayerPlan, partial: Path) -> dict:
+    """The stage's work in `partial/extra/`: the tokenizer (made on a first run, carried over when
+    appending), the token shards and document index, the next-line task and the eval texts.
+    Returns the layer's summary for the stage record."""
+    t0 = time.perf_counter()
+    out = partial / "extra"
+    out.mkdir(parents=True, exist_ok=True)
+    tok_path = out / "tokenizer.json"
+    earlier = layer.previous[-1]["counts"] if layer.incremental else None
+    names = {r["component"] for r in (load_components(ws) or {}).get("components", [])}
+    extra_eval = [] if earlier else eval_texts(cfg, names)  # bad files fail before any work
+    if earlier is None:  # (an appending run keeps the tokenizer the earlier layers used, carried over)
+        _make_tokenizer(cfg, ws, tok_path)
+    before = appending_from(partial) if earlier else None
+    train, held, held_bytes, pool = _write_shards(cfg, ws, layer.inputs, out, tok_path, before, earlier)
+    if earlier:  # the task and eval texts the earlier runs were measured on
+        task_items, evals = earlier["next_line_items"], earlier["eval_texts"]
+    else:
+        task_items, evals = _write_task_and_evals(cfg, out, tok_path, pool, extra_eval)
+    components = {c: {"train_tokens": m["tokens"], "train_documents": m["documents"],
+                      "heldout_tokens": held.get(c, {}).get("tokens", 0), "heldout_bytes": held_bytes.get(c, 0)}
+                  for c, m in train.items()}
+    return {"next_line_items": task_items, "shard_digests": shard_digests(out),
+            "tokenizer": tokenizer_identity(tok_path) | {"path": TOKENIZER_IN_WORKSPACE, "source": cfg.proxy.tokenizer or "default BPE"},
+            "components": components, "seconds": round(time.perf_counter() - t0, 2), "appended": bool(earlier),
+            "eval_texts": evals}
+
+
+def _make_tokenizer(cfg: MixforgeConfig, ws: Workspace, tok_path: Path) -> None:
+    """The user's `proxy.tokenizer` copied to `tok_path` (once it loads), else a byte-level BPE
+    trained on a seeded sample of the kept texts."""
+    p = cfg.proxy
+    if p.tokenizer:
+        load_tokenizer(cfg.resolve(p.tokenizer))  # fails with the file named if it does not load
+        shutil.copyfile(cfg.resolve(p.tokenizer), tok_path)
+    else:
+        train_default_tokenizer(tokenizer_sample(ws, cfg.seed), tok_path, vocab_size=p.vocab_size, seed=cfg.seed)
+
+
+def _write_shards(cfg: MixforgeConfig, ws: Workspace, inputs: list[str], out: Path, tok_path: Path,
+                  before: Path | None, earlier: dict | None) -> tuple[dict, dict, dict[str, int], NextLinePool]:
+    """The documents of `inputs` tokenized into the train or held-out shards and the document index
+    (after `before`'s, when appending); every writer aborted if anything fails. Returns the train
+    and held-out shards' counts per component, the held-out bytes per component (earlier layers'
+    included) and the pool of held-out texts the next-line task is drawn from (first run only)."""
+    writers = {split: TokenShardWriter(tok_path, out / split, TOKENIZER_IN_WORKSPACE, before and before / split)
+               for split in ("train", "heldout")}
+    index = DocumentIndex(out / "documents.parquet", before and before / "documents.parquet")
+    pool = NextLinePool()
+    held_bytes = {c: m["heldout_bytes"] for c, m in earlier["components"].items()} if earlier else {}
+    try:
+        for frame in workspace_frames(ws, inputs):
+            frame = frame.with_columns(pl.Series("split", ["heldout" if is_heldout(i, cfg.seed, cfg.proxy.heldout_fraction) else "train"
+                                                           for i in frame["id"]]))
+            _add_documents(frame, writers, index)
+            held = frame.filter(pl.col("split") == "heldout")
+            for (comp,), part in held.group_by("component", maintain_order=True):
+                held_bytes[comp] = held_bytes.get(comp, 0) + int(part["text"].str.len_bytes().sum())
+                if earlier is None:
+                    pool.add(comp, id_keys(part["id"], cfg.seed), part["text"].to_list())
+        train, held = (writers[split].close() for split in ("train", "heldout"))
+        index.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    return train, held, held_bytes, pool
+
+
+def _add_documents(frame: pl.DataFrame, writers: dict[str, TokenShardWriter], index: DocumentIndex) -> None:
+    """One shard's documents (with their `split`) into the split's token shards and the index,
+    BATCH_DOCS at a time."""
+    for start in range(0, frame.height, BATCH_DOCS):
+        batch = frame.slice(start, BATCH_DOCS)
+        for (split,), part in batch.group_by("split", maintain_order=True):
+            comps, texts = part["component"].to_list(), part["text"].to_list()
+            lengths = writers[split].add(list(zip(comps, texts)))
+            index.add(part["id"].to_list(), comps, split, lengths, texts)
+
+
+def _write_task_and_evals(cfg: MixforgeConfig, out: Path, tok_path: Path, pool: NextLinePool,
+                          extra_eval: list[tuple[str, str]]) -> tuple[int, dict]:
+    """A first run's next-line task (drawn from `pool`) and its tokenized `proxy.eval_texts`:
+    the task's item count and each eval text's tokens, documents and bytes."""
+    task = pool.items(n_items=200, seed=cfg.seed)
+    atomic_write_text(out / "tasks" / "next_line.jsonl", "".join(json.dumps(item) + "\n" for item in task))
+    tokenized = tokenize_components(extra_eval, tok_path, out / "eval", tokenizer_path=TOKENIZER_IN_WORKSPACE) if extra_eval else {}
+    eval_bytes = {n: sum(len(t.encode("utf-8")) for nn, t in extra_eval if nn == n) for n in tokenized}
+    evals = {n: {"tokens": m["tokens"], "documents": m["documents"], "bytes": eval_bytes[n]} for n, m in tokenized.items()}
+    return len(task), evals
