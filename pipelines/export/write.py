@@ -78,8 +78,30 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
     chosen, stats = plan(table, weights, tokens, cfg.seed, max_epochs)
     tokenizer = table.tokenizer
     dtype = token_dtype(tokenizer["vocab_size"], fmt)
-    lengths = table.lengths
-    rng = np.random.default_rng([cfg.seed, 7])
+    order, cuts, parts = _shard_layout(table.lengths, chosen, mode, shard_tokens, cfg.seed)
+    texts = ShardTexts(ws, table, order, cuts, work / "spill") if fmt not in TOKEN_FORMATS else None
+    shards = _write_shard_files(tmp, fmt, table, texts, order, cuts, parts, dtype)
+    licences = {(s.label or Path(s.path).name.split(".")[0]): s.license for s in cfg.sources}
+    sources = source_stats(table, chosen, licences)
+    builds = build_stats(ws, table, chosen)
+    del table, texts  # the memory maps of scratch files, before the folder goes
+    shutil.rmtree(work, ignore_errors=True)
+    index_files = _write_indexes(tmp, fmt, shards, dtype)
+    manifest = _manifest(cfg, ws, fmt, mode, stats, shards, index_files, sources, builds, tokenizer, dtype, provenance)
+    manifest["trainer"] = trainer_fragments(manifest)
+    validate_manifest(manifest)
+    atomic_write_json(tmp / "manifest.json", manifest)
+    _write_trainer_files(tmp, manifest)
+    write_card(tmp, manifest, ws, cfg)
+    return manifest
+
+
+def _shard_layout(lengths: np.ndarray, chosen: dict[str, np.ndarray], mode: str, shard_tokens: int,
+                  seed: int) -> tuple[np.ndarray, list[tuple[int, int]], list[str | None]]:
+    """The selected documents in write order, the shards cut from it ([a, b) into the order) and
+    each shard's component. Materialised: one seeded shuffle of every selection, shards of mixed
+    components; reference: each component's documents once, in shards of their own."""
+    rng = np.random.default_rng([seed, 7])
     if mode == "materialised":
         groups = [(None, rng.permutation(np.concatenate([chosen[c] for c in sorted(chosen)])))]
     else:
@@ -91,7 +113,13 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
             cuts.append((offset + a, offset + b))
             parts.append(comp)
         offset += len(rows)
-    texts = ShardTexts(ws, table, order, cuts, work / "spill") if fmt not in TOKEN_FORMATS else None
+    return order, cuts, parts
+
+
+def _write_shard_files(tmp: Path, fmt: str, table, texts: ShardTexts | None, order: np.ndarray, cuts: list[tuple[int, int]],
+                  parts: list[str | None], dtype: np.dtype) -> list[dict]:
+    """Each shard's files under `tmp`, one shard at a time with a progress bar; the shards' manifest entries."""
+    tokenizer, lengths = table.tokenizer, table.lengths
     shards = []
     with progress_bar() as bar:
         task = bar.add_task(f"export {fmt}", total=len(order), rate="")
@@ -105,14 +133,15 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
                            "files": [_file_entry(f, tmp) for f in files]})
             done += size
             bar.update(task, advance=b - a, rate=f"{done / (time.perf_counter() - t0):,.0f} tokens/s")
-    licences = {(s.label or Path(s.path).name.split(".")[0]): s.license for s in cfg.sources}
-    sources = source_stats(table, chosen, licences)
-    builds = build_stats(ws, table, chosen)
-    del table, texts  # the memory maps of scratch files, before the folder goes
-    shutil.rmtree(work, ignore_errors=True)
-    index_files = _write_indexes(tmp, fmt, shards, dtype)
+    return shards
+
+
+def _manifest(cfg: MixforgeConfig, ws: Workspace, fmt: str, mode: str, stats: dict, shards: list[dict],
+              index_files: list[dict], sources: dict, builds: dict, tokenizer: dict, dtype: np.dtype,
+              provenance: dict | None) -> dict:
+    """manifest.json's content, before its trainer fragments (key order is the file's)."""
     weights_used = {c: s["weight"] for c, s in stats["components"].items()}
-    manifest = {
+    return {
         "schema_version": 1, "mixture_id": "m" + section_hash(sorted(weights_used.items()))[:12],
         "format": fmt, "mode": mode, "weights": weights_used, "token_budget": stats["budget"],
         "tokens": sum(s["tokens"] for s in shards), "mixture_tokens": sum(c["tokens"] for c in stats["components"].values()),
@@ -123,12 +152,6 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
         "provenance": {"stages": {s: (ws.stage_record(s) or {}).get("fingerprint") for s in
                                   ("ingest", "filter", "dedup", "prune", "components", "tokens")}, **(provenance or {})},
     }
-    manifest["trainer"] = trainer_fragments(manifest)
-    validate_manifest(manifest)
-    atomic_write_json(tmp / "manifest.json", manifest)
-    _write_trainer_files(tmp, manifest)
-    write_card(tmp, manifest, ws, cfg)
-    return manifest
 
 
 def _check_inputs(cfg: MixforgeConfig, ws: Workspace) -> None:
