@@ -9,7 +9,7 @@
 # and writes $OUT/gpu_check.json (every result line) plus each benchmark's log.
 #
 #   bench/gpu_check.sh          # on the GPU machine
-#   bench/gpu_check.sh --tiny   # CPU dry run with tiny sizes (tests/test_gpu_check.py runs it)
+#   bench/gpu_check.sh --tiny   # CPU dry run with tiny sizes (tests/project/test_gpu_check.py runs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TINY=0

@@ -1,5 +1,5 @@
 """Writes the generated pages of docs/: the CLI reference (docs/cli.md, from the Typer app) and the
-config reference (the block in docs/config.md, from the config models). tests/test_docs.py checks
+config reference (the block in docs/config.md, from the config models). tests/project/test_docs.py checks
 that the committed pages equal what this writes, so after changing a command or a config field run:
 
     .venv/bin/python scripts/gen_docs.py

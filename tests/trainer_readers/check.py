@@ -1,6 +1,6 @@
 """Reads a mixforge export with the trainers' own packages and prints what they saw as JSON.
 
-Run by tests/test_export_readers.py with the readers' Python (`.venv-readers`, built by
+Run by tests/pipelines/export/test_export_readers.py with the readers' Python (`.venv-readers`, built by
 `make readers`): mosaicml-streaming, litdata (litgpt's loader) and torchtitan need a CUDA build
 of torch beside torchvision, which cannot share the main CPU environment (ENVIRONMENT.md).
 

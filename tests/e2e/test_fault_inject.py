@@ -5,7 +5,7 @@ suite's slowest test, 805 s at 2), so that the suite stays within its time on 2 
 command were run by hand (BENCHMARKS.md), and more trials by hand after changes to a stage.
 
 MIXFORGE_FAULT_COMMANDS, the commands killed: by default all but `build` (the script still builds
-its reference, the state the others start from). Killed builds are tests/test_resume.py's: 6
+its reference, the state the others start from). Killed builds are tests/e2e/test_resume.py's: 6
 deterministic kill points, each followed by this script's checks of a killed run, and its
 comparison of the resumed outputs. The script's own default, for runs by hand, is every command;
 MIXFORGE_FAULT_COMMANDS=build,grow,sweep,verify,export gives that here."""
@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fault_inject_tool
+from conftest import ROOT, fault_inject_tool
 
-ROOT = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("MIXFORGE_FAULT_TRIALS", "1"))
 COMMANDS = [c for c in os.environ.get("MIXFORGE_FAULT_COMMANDS", "grow,sweep,verify,export").split(",") if c]
 

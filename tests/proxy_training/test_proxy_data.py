@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import SLICE
 import json
 import math
 import warnings
@@ -23,7 +24,6 @@ from mixforge.pipelines.tokens.tokenizer import (
 )
 from mixforge.workspace import Workspace, atomic_write_parquet
 
-SLICE = Path(__file__).resolve().parent / "fixtures" / "slice"
 
 
 def slice_docs() -> list[tuple[str, str, str]]:

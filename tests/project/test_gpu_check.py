@@ -1,6 +1,7 @@
 """bench/gpu_check.sh, the script a lent GPU machine runs in one call, works end to end: here as
 its CPU dry run with tiny sizes (the GPU figures themselves are in BENCHMARKS.md when measured)."""
 
+from conftest import ROOT
 import json
 import os
 import subprocess
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow

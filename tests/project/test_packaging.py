@@ -159,6 +159,6 @@ def test_demo_corpus_is_real_multi_domain_and_large_enough():
 
 
 def test_readme_has_the_two_commands():
-    """The config reference moved to docs/config.md (tests/test_docs.py checks it is current)."""
+    """The config reference moved to docs/config.md (tests/project/test_docs.py checks it is current)."""
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme

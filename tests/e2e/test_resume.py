@@ -5,7 +5,7 @@ the same data folder), by this module's digests and by scripts/fault_inject.py's
 
 The kill points reach both ways a stage publishes (`run_stage`: ingest, filter, dedup;
 `run_side_stage`: embed, components), with fault_inject's checks of a killed run and of a finished
-one (nothing left behind): this is the CI test of killed builds, so tests/test_fault_inject.py
+one (nothing left behind): this is the CI test of killed builds, so tests/e2e/test_fault_inject.py
 leaves `build` out of its random kills."""
 
 import hashlib

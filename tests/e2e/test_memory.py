@@ -19,6 +19,7 @@ take every document of corpora this small, by design; they stop growing at the s
 
 from __future__ import annotations
 
+from conftest import ROOT
 import json
 import sys
 from pathlib import Path
@@ -26,7 +27,6 @@ from pathlib import Path
 import pytest
 import zstandard
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from scale import make_corpus, measure, write_config  # noqa: E402

@@ -1,5 +1,5 @@
 """Bad input through the real CLI (`mixforge build CONFIG --until filter`: ingest and filter are
-where bad input is found; tests/test_bad_input.py runs dedup on it too): every case either ends
+where bad input is found; tests/pipelines/test_bad_input.py runs dedup on it too): every case either ends
 with exit 0, its bad records counted under a named reason and the ledger adding up, or with exit
 2 and a message naming the file (and line or field); never a traceback.
 

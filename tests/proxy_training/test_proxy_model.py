@@ -3,6 +3,7 @@ a real learning signal on bytes of the Bible slice, and config validation."""
 
 from __future__ import annotations
 
+from conftest import SLICE
 import json
 import math
 from pathlib import Path
@@ -17,7 +18,6 @@ from mixforge.proxy_training.model import (
     preset,
 )
 
-SLICE = Path(__file__).resolve().parent / "fixtures" / "slice"
 
 
 def _tiny(vocab_size: int = 256, block_size: int = 64, **overrides) -> GPT:
