@@ -33,7 +33,7 @@ def two_phase_table(folder: Path, out: Path) -> Path:
     import numpy as np
     import polars as pl
 
-    from mixforge.mixers.runs_data import load_runs
+    from mixforge.mixers.runs_file import load_runs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rounded shares, normalised
@@ -54,7 +54,7 @@ def old_rule(path: Path, metrics: Path | None, predictor: str, seed: int = 0, ca
 
     from mixforge.mixers.model_choice import fit_predictor
     from mixforge.mixers.objective import kl_by_phase, trust_region_weight
-    from mixforge.mixers.runs_data import load_runs
+    from mixforge.mixers.runs_file import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
 
     with warnings.catch_warnings():

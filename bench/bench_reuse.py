@@ -133,7 +133,7 @@ def main() -> None:
 
 
 def _again(out: Path, args) -> None:
-    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.proxy_training.runs_table import RunsTable
     from mixforge.workspace import Workspace, atomic_write_parquet
 
     v1_runs = set(json.loads((out / "v1" / "proposal.json").read_text())["runs_used"])
@@ -155,7 +155,7 @@ def _again(out: Path, args) -> None:
 def _print(results: dict, timings: dict, args) -> None:
     from mixforge.config import load_config
     from mixforge.proxy_training.proxy import run_flops
-    from mixforge.proxy_training.runs import tokens_summary
+    from mixforge.proxy_training.runs_table import tokens_summary
     from mixforge.workspace import Workspace
 
     out = _folder(args)

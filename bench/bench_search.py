@@ -51,7 +51,7 @@ def regmix_table(folder: Path) -> dict:
 
     from mixforge.mixers.model_choice import agreement, fit_predictor, held_out
     from mixforge.mixers.predictors import PREDICTORS
-    from mixforge.mixers.runs_data import load_runs
+    from mixforge.mixers.runs_file import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
     from mixforge.mixers.search import fit_table
 
@@ -110,7 +110,7 @@ def fit_and_simulate() -> None:
 
     from mixforge.mixers.model_choice import agreement
     from mixforge.mixers.predictors import LightGBMPredictor
-    from mixforge.mixers.runs_data import load_runs
+    from mixforge.mixers.runs_file import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
 
     data = load_runs(RUNS, ["bpb_reference"])
@@ -135,7 +135,7 @@ def learning_curve() -> dict:
 
     from mixforge.mixers.model_choice import agreement, fit_predictor
     from mixforge.mixers.predictors import PREDICTORS
-    from mixforge.mixers.runs_data import load_runs
+    from mixforge.mixers.runs_file import load_runs
 
     data = load_runs(RUNS, ["bpb_reference"])
     X, y = data.weights, data.targets["bpb_reference"]
@@ -164,7 +164,7 @@ def strategies(budget: int, names: list[str], phases: int) -> dict:
     from mixforge.config import load_config
     from mixforge.mixers.search import cheap_proxy, run_search, verify
     from mixforge.proxy_training.parallel import ProxyPool
-    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.proxy_training.runs_table import RunsTable
     from mixforge.workspace import Workspace, read_json
 
     workspace = OUT_DIR / "demo"

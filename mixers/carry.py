@@ -215,7 +215,7 @@ MIN_CARRIED = 4  # fewer carried runs than a fit needs are no evidence worth a s
 
 def today_of(cfg: MixforgeConfig, ws: Workspace) -> Today | None:
     """What today's components are made of (None without cells)."""
-    from mixforge.proxy_training.runs import data_fingerprint
+    from mixforge.proxy_training.runs_table import data_fingerprint
 
     return today(ws, data_fingerprint(cfg, ws))
 
@@ -223,7 +223,7 @@ def today_of(cfg: MixforgeConfig, ws: Workspace) -> Today | None:
 def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx, now: Today | None) -> dict:
     """Earlier runs re-expressed over today's components onto ctx.carried, with
     how much each component changed since (ctx.changed); what was left out and why, for the record."""
-    from mixforge.proxy_training.runs import RunsTable, tokens_summary
+    from mixforge.proxy_training.runs_table import RunsTable, tokens_summary
 
     rows = RunsTable(ws).load().to_dicts()
     if now is None or not rows:

@@ -13,7 +13,7 @@ from mixforge.errors import MixforgeError
 from mixforge.mixers.context import SearchContext
 from mixforge.mixers.model_choice import fit_predictor
 from mixforge.mixers.objective import kl_by_phase, trust_region_weight
-from mixforge.mixers.runs_data import RunsData, load_runs
+from mixforge.mixers.runs_file import RunsData, load_runs
 
 
 def rows_data(rows: list[dict], ctx: SearchContext, min_runs: int = 2, phases: int = 1) -> RunsData:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixforge.errors import ConfigError
-from mixforge.mixers.runs_data import RunsData
+from mixforge.mixers.runs_file import RunsData
 
 
 LOWER_IS_BETTER = {"loss", "bpb", "perplexity", "ppl"}

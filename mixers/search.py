@@ -19,7 +19,7 @@ from mixforge.mixers.mixture_file import current_verify, latest_search, proposal
 from mixforge.mixers.objective import Objective
 from mixforge.mixture import phase_ends as phase_ends_of, phase_ends_problem, phase_lengths
 from mixforge.mixers.report import write_report
-from mixforge.proxy_training.runs import RunsTable
+from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.mixers.bayesopt import bayesopt, bayesopt_mf
 from mixforge.mixers.carry import attach_carried, today_of
 from mixforge.mixers.content_space import content_space
@@ -303,7 +303,7 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     `progress(line)`: one line per phase, with its rate (a large table takes minutes)."""
     import time
     from mixforge.mixers.objective import kl_by_phase, trust_region_weight
-    from mixforge.mixers.runs_data import load_runs
+    from mixforge.mixers.runs_file import load_runs
     from mixforge.mixers.refine import choose, never_worse
     from mixforge.mixers.sampling import dirichlet_pool
 

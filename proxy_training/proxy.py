@@ -15,7 +15,7 @@ from mixforge import __version__
 from mixforge.config import MixforgeConfig
 from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixture import equal_ends, phase_ends as phase_ends_of
-from mixforge.proxy_training.runs import (RunsTable, checked_tokens_summary, data_fingerprint, run_freshness,  # noqa: F401 (re-exported)
+from mixforge.proxy_training.runs_table import (RunsTable, checked_tokens_summary, data_fingerprint, run_freshness,  # noqa: F401 (re-exported)
                                          tokens_summary)
 from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss

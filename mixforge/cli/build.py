@@ -96,7 +96,7 @@ def status(
     from mixforge.pipelines.filter.report import filter_warnings
     from mixforge.pipelines.build import stage_states
     from mixforge.pipelines.run.build_records import list_builds
-    from mixforge.proxy_training.runs import run_freshness
+    from mixforge.proxy_training.runs_table import run_freshness
     from mixforge.pipelines.stages import check_workspace, ledger as stage_ledger
     from mixforge.workspace import Workspace
 

@@ -123,7 +123,7 @@ def test_export_refuses_damaged_or_stale_tokens(slice_built, tmp_path):
 def test_a_damaged_runs_row_is_named(tmp_path):
     import polars as pl
 
-    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.proxy_training.runs_table import RunsTable
     from mixforge.workspace import Workspace
 
     table = RunsTable(Workspace(tmp_path))

@@ -13,7 +13,7 @@ import torch
 from conftest import LABELS, SLICE, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import LedgerError
-from mixforge.proxy_training.runs import RunsTable
+from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.build import build
 from mixforge.pipelines.outputs import component_file

@@ -52,7 +52,7 @@ def _loop(cfg):
 
 def _today(cfg):
     from mixforge.mixers.carry import today
-    from mixforge.proxy_training.runs import data_fingerprint
+    from mixforge.proxy_training.runs_table import data_fingerprint
     from mixforge.workspace import Workspace
 
     ws = Workspace(cfg.workspace_dir)
@@ -105,7 +105,7 @@ def test_a_run_is_carried_across_a_remerge_an_append_refits_and_a_new_source_nev
     from mixforge.mixers.carry import carry
     from mixforge.pipelines.build import build
     from mixforge.proxy_training.proxy import run_proxy
-    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.proxy_training.runs_table import RunsTable
     from mixforge.workspace import Workspace
 
     cfg = load_config(_project(tmp_path))

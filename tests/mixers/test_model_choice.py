@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FIXTURES, mixforge_cmd
 from mixforge.mixers.model_choice import CANDIDATES, agreement, fit_predictor
-from mixforge.mixers.runs_data import load_runs
+from mixforge.mixers.runs_file import load_runs
 
 REGMIX = FIXTURES / "regmix_sample"
 
@@ -112,7 +112,7 @@ def test_a_two_phase_table_fits_and_its_schedule_trains_a_proxy(tmp_path):
 
     from conftest import LABELS, workspace_with_tokens
     from mixforge.config import load_config
-    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.proxy_training.runs_table import RunsTable
     from mixforge.workspace import Workspace
 
     rng = np.random.default_rng(0)

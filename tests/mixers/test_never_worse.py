@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from mixforge.mixers.model_choice import fit_predictor
 from mixforge.mixers.refine import refine
-from mixforge.mixers.runs_data import load_runs
+from mixforge.mixers.runs_file import load_runs
 from mixforge.mixers.search import fit_table
 
 ROUNDING = 1e-6  # the proposal's weights are written to 6 decimals

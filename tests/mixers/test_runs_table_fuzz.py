@@ -1,4 +1,4 @@
-"""Runs tables as `mixforge search fit` reads them (mixers/runs_data.py), of every awkward kind:
+"""Runs tables as `mixforge search fit` reads them (mixers/runs_file.py), of every awkward kind:
 duplicate run ids (identical rows kept once and counted; different values an error naming the id
 and rows), duplicate column names (an error naming the column), and, generated with hypothesis,
 CSV/TSV/Parquet tables with missing, non-numeric, non-finite and huge values, unicode and repeated
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import mixforge_cmd
 from mixforge.errors import InputError
-from mixforge.mixers.runs_data import load_runs
+from mixforge.mixers.runs_file import load_runs
 
 EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "150"))
 CLI_EXAMPLES = max(4, EXAMPLES // 25)

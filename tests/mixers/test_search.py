@@ -14,10 +14,10 @@ from conftest import FIXTURES, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import ConfigError, InputError
 from mixforge.mixers.mixture_file import read_mixture
-from mixforge.proxy_training.runs import RunsTable
+from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.mixers.model_choice import fit_report
 from mixforge.mixers.predictors import PREDICTORS, make_predictor
-from mixforge.mixers.runs_data import load_runs
+from mixforge.mixers.runs_file import load_runs
 from mixforge.mixers.bayesopt import calibrate, fidelity_split
 from mixforge.mixers.search import cheap_config, cheap_proxy, fit_table, run_search, verify
 from mixforge.proxy_training.proxy import run_flops, run_proxy

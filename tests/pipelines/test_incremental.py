@@ -190,7 +190,7 @@ def test_proxy_runs_are_reused_while_their_data_is_unchanged_and_stale_after(two
     """Adds builds: a file of copies only (nothing new survives dedup), then a file of new documents."""
     from mixforge.pipelines.build import build
     from mixforge.proxy_training.proxy import run_proxy
-    from mixforge.proxy_training.runs import RunsTable, run_freshness
+    from mixforge.proxy_training.runs_table import RunsTable, run_freshness
     from mixforge.workspace import Workspace
 
     root, _, cfg, _ = two_builds

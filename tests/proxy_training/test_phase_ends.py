@@ -22,7 +22,7 @@ from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixers.search import fit_table, run_search, verify
 from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.proxy import run_id_for, run_proxy
-from mixforge.proxy_training.runs import RunsTable
+from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.workspace import Workspace
 
 EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "150"))

@@ -140,7 +140,7 @@ def test_batched_sweep_records_the_rows_of_one_by_one_and_resumes(tmp_path, monk
     from mixforge.flows.proxy import sweep_flow
     from mixforge.mixers.sampling import random_mixtures
     from mixforge.proxy_training import proxy
-    from mixforge.proxy_training.runs import RunsTable
+    from mixforge.proxy_training.runs_table import RunsTable
     from mixforge.workspace import Workspace
 
     def small(folder, **proxy_settings):  # a few steps and a capped evaluation: seconds per run

@@ -6,7 +6,6 @@ from conftest import SLICE
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import polars as pl

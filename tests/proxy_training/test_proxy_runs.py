@@ -14,7 +14,7 @@ import yaml
 from conftest import LABELS, SLICE, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import MixforgeError
-from mixforge.proxy_training.runs import RunsTable
+from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.proxy_training.proxy import run_proxy
 from mixforge.pipelines.tokens.eval_tasks import usable_lines, load_task, next_line_task
