@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from mixforge.mixers.mixture_file import current_verify, latest_search, proposal
 from mixforge.mixers.objective import Objective
 from mixforge.mixture import phase_ends as phase_ends_of, phase_ends_problem, phase_lengths
 from mixforge.mixers.report import write_report
+from mixforge.mixers.runs_file import RunsData
 from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.mixers.bayesopt import bayesopt, bayesopt_mf
 from mixforge.mixers.carry import attach_carried, today_of
@@ -183,44 +185,16 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     at that size instead, and RANK_RUNS of the search's runs (spread over its measured range)
     again, for the rank agreement between the search's size and this one on the same mixtures
     (Olmix: 1M-parameter proxies rank 1B targets at only 0.73). Writes verify-<preset>.json."""
-    if preset is not None and preset != cfg.proxy.preset:
-        if train_preset is None:
-            raise MixforgeError("verify at another preset needs a way to train at it (train_preset)")
-        train = train_preset
-    else:
-        preset = None
+    train, preset = _verify_trainer(cfg, train, preset, train_preset)
     folder = folder or latest_folder(cfg)
     proposal = read_json(folder / "proposal.json")
     if not proposal:
         raise MixforgeError(f"{folder}/proposal.json not found: run the search first")
     ctx = context(cfg, train, proposal["targets"])
-    comps = ctx.components
-    runs = RunsTable(Workspace(cfg.workspace_dir)).load()
     fidelity = proposal.get("fidelity")  # bayesopt_mf: only the runs at the search's own proxy are in its units
-    order = {r: i for i, r in enumerate(fidelity["main_run_ids"] if fidelity else proposal["runs_used"])}  # the search's order:
-    used = sorted((r for r in runs.to_dicts() if r["run_id"] in order), key=lambda r: order[r["run_id"]])  # the same folds
-    candidates = {"proposal": proposal["weights"], "uniform": {c: 1 / len(comps) for c in comps},
-                  "natural": proposal["natural"]}
-    from mixforge.mixers.objective import direction
-
-    stats = {m: (np.mean([r[m] for r in used]), np.std([r[m] for r in used]) or 1.0) for m in ctx.objective.targets} if used else {}
-
-    def value(row: dict) -> float:
-        """The objective of one run: the metric itself, or for a combination the same weighted
-        z-score sum the predictor learned (means and spreads of the search's runs)."""
-        if ctx.objective.single:
-            return float(row[ctx.objective.single])
-        return float(sum(w * direction(m, ctx.objective.maximize) * (row[m] - stats[m][0]) / stats[m][1]
-                         for m, w in ctx.objective.targets.items()))
-
-    if used:
-        y = np.array([value(r) for r in used])
-        best = used[int(np.argmin(ctx.objective.sign * y))]
-        candidates["best observed"] = {c: best[f"w_{c}"] for c in comps}
-    schedule = proposal.get("schedule")
-    if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
-        check_schedule_ends(cfg, folder, schedule)
-        candidates["schedule"] = [phase["weights"] for phase in schedule]
+    used = _search_runs(cfg, proposal)
+    value = _run_value(ctx, used)
+    candidates = _verify_candidates(cfg, folder, proposal, ctx, used, value)
     P = run_phases(used)  # a predictor over schedules when the search's runs trained schedules
     if (proposal.get("evidence") or {}).get("carried"):  # the same evidence the search fitted on
         attach_carried(cfg, Workspace(cfg.workspace_dir), ctx, ctx.today)
@@ -229,25 +203,13 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     results, skipped = {}, {}
     for name, weights in candidates.items():
         phases = weights if isinstance(weights, list) else [weights]
-        w = ctx.shares(np.ravel([[ph.get(c, 0.0) for c in comps] for ph in phases]))  # overall token shares
+        w = ctx.shares(np.ravel([[ph.get(c, 0.0) for c in ctx.components] for ph in phases]))  # overall token shares
         if not ctx.trainable(w[None, :])[0]:
             skipped[name] = f"repeats a component more than proxy.max_epochs ({ctx.max_epochs:g}) times in {ctx.budget:,} tokens"
             continue
         rows = train([weights] * n_seeds, [VERIFY_SEED + s for s in range(n_seeds)], f"verify {name}")
-        values = [value(r) for r in rows]
-        if predictor is None or len(phases) not in (1, P):
-            predicted = None
-        else:  # a schedule phase by phase; a single mixture is the same mixture in every phase
-            x = np.ravel([[ph.get(c, 0.0) for c in comps] for ph in phases]) if len(phases) == P else np.tile(w, P)
-            predicted = float(predictor.predict(x[None, :])[0])
-        interval = interval_around(predicted, report) if predicted is not None and preset is None else None  # other sizes: other units
-        if fidelity and name == "proposal" and preset is None:  # the calibrated prediction the search made
-            predicted, interval = proposal["predicted"], proposal["predicted_interval"]
-        results[name] = {"weights": weights, "measured": values, "mean": float(np.mean(values)),
-                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "predicted": predicted,
-                         "interval": interval, "inside": None if interval is None or interval["low"] is None
-                         else bool(interval["low"] <= np.mean(values) <= interval["high"]),
-                         "run_ids": [r["run_id"] for r in rows]}
+        predicted, interval = _verify_prediction(ctx, name, phases, w, predictor, report, P, preset, proposal)
+        results[name] = _verify_result(weights, [value(r) for r in rows], predicted, interval, rows)
     out = {"objective": ctx.objective.label, "lower_is_better": ctx.objective.sign > 0, "seeds": n_seeds,
            "results": results, "skipped": skipped, "proposal_sha256": proposal_digest(proposal)}
     if "proposal" in results and "uniform" in results:
@@ -262,6 +224,84 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     atomic_write_json(folder / "verify.json", out)
     write_report(folder, proposal, out)
     return out
+
+
+def _verify_trainer(cfg: MixforgeConfig, train: TrainFn, preset: str | None,
+                    train_preset: TrainFn | None) -> tuple[TrainFn, str | None]:
+    """(how verify trains, the other preset or None): `train_preset` when verifying at a preset
+    other than the search's; the search's own preset counts as none."""
+    if preset is not None and preset != cfg.proxy.preset:
+        if train_preset is None:
+            raise MixforgeError("verify at another preset needs a way to train at it (train_preset)")
+        return train_preset, preset
+    return train, None
+
+
+def _search_runs(cfg: MixforgeConfig, proposal: dict) -> list[dict]:
+    """The runs the search fitted on, in the search's order (so the same folds); for bayesopt_mf
+    only those at the search's own proxy, the ones in its units."""
+    runs = RunsTable(Workspace(cfg.workspace_dir)).load()
+    fidelity = proposal.get("fidelity")
+    order = {r: i for i, r in enumerate(fidelity["main_run_ids"] if fidelity else proposal["runs_used"])}  # the search's order:
+    return sorted((r for r in runs.to_dicts() if r["run_id"] in order), key=lambda r: order[r["run_id"]])  # the same folds
+
+
+def _run_value(ctx: SearchContext, used: list[dict]):
+    """value(row): the objective of one run: the metric itself, or for a combination the same
+    weighted z-score sum the predictor learned (means and spreads of the search's runs `used`)."""
+    from mixforge.mixers.objective import direction
+
+    stats = {m: (np.mean([r[m] for r in used]), np.std([r[m] for r in used]) or 1.0) for m in ctx.objective.targets} if used else {}
+
+    def value(row: dict) -> float:
+        if ctx.objective.single:
+            return float(row[ctx.objective.single])
+        return float(sum(w * direction(m, ctx.objective.maximize) * (row[m] - stats[m][0]) / stats[m][1]
+                         for m, w in ctx.objective.targets.items()))
+
+    return value
+
+
+def _verify_candidates(cfg: MixforgeConfig, folder: Path, proposal: dict, ctx: SearchContext, used: list[dict],
+                       value) -> dict[str, dict | list[dict]]:
+    """What verify trains, by name: the proposal, uniform, natural, the best observed run's mixture
+    and a multi-phase schedule as it is (a list of phases; its phase ends checked first)."""
+    comps = ctx.components
+    candidates = {"proposal": proposal["weights"], "uniform": {c: 1 / len(comps) for c in comps},
+                  "natural": proposal["natural"]}
+    if used:
+        y = np.array([value(r) for r in used])
+        best = used[int(np.argmin(ctx.objective.sign * y))]
+        candidates["best observed"] = {c: best[f"w_{c}"] for c in comps}
+    schedule = proposal.get("schedule")
+    if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
+        check_schedule_ends(cfg, folder, schedule)
+        candidates["schedule"] = [phase["weights"] for phase in schedule]
+    return candidates
+
+
+def _verify_prediction(ctx: SearchContext, name: str, phases: list[dict], w: np.ndarray, predictor, report, P: int,
+                       preset: str | None, proposal: dict) -> tuple[float | None, dict | None]:
+    """(predicted, interval) for one candidate: the search's predictor refitted on its runs (no
+    interval at another preset: other units), or bayesopt_mf's calibrated prediction for its proposal."""
+    if predictor is None or len(phases) not in (1, P):
+        predicted = None
+    else:  # a schedule phase by phase; a single mixture is the same mixture in every phase
+        x = np.ravel([[ph.get(c, 0.0) for c in ctx.components] for ph in phases]) if len(phases) == P else np.tile(w, P)
+        predicted = float(predictor.predict(x[None, :])[0])
+    interval = interval_around(predicted, report) if predicted is not None and preset is None else None  # other sizes: other units
+    if proposal.get("fidelity") and name == "proposal" and preset is None:  # the calibrated prediction the search made
+        predicted, interval = proposal["predicted"], proposal["predicted_interval"]
+    return predicted, interval
+
+
+def _verify_result(weights, values: list[float], predicted: float | None, interval: dict | None, rows: list[dict]) -> dict:
+    """One candidate's entry in verify.json: what it measured beside what was predicted."""
+    return {"weights": weights, "measured": values, "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "predicted": predicted,
+            "interval": interval, "inside": None if interval is None or interval["low"] is None
+            else bool(interval["low"] <= np.mean(values) <= interval["high"]),
+            "run_ids": [r["run_id"] for r in rows]}
 
 
 def check_schedule_ends(cfg: MixforgeConfig, folder: Path, schedule: list[dict]) -> None:
@@ -301,17 +341,13 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     `phase_ends`: where a schedule's phases end (e.g. [0.8, 1.0]; default equal phases): the
     proposed schedule records them and its overall mixture is the phases' length-weighted mean.
     `progress(line)`: one line per phase, with its rate (a large table takes minutes)."""
-    import time
-    from mixforge.mixers.objective import kl_by_phase, trust_region_weight
     from mixforge.mixers.runs_file import load_runs
-    from mixforge.mixers.refine import choose, never_worse
-    from mixforge.mixers.sampling import dirichlet_pool
 
     objective = Objective.parse(target, maximize)
     kwargs = dict(metrics=metrics, id_column=id_column, weight_prefix=weight_prefix, weight_columns=weight_columns)
     say = progress or (lambda line: None)
     start = time.perf_counter()
-    data = load_runs(runs, [target], **kwargs)
+    data = load_runs(runs, [target], **kwargs)  # here, not in a helper: load_runs' warnings point at this line
     took = time.perf_counter() - start
     say(f"read {data.source}: {len(data):,} runs, {len(data.components)} components in {took:.1f} s ({len(data) / max(took, 1e-9):,.0f} runs/s)")
     objective.sign  # noqa: B018 - an unknown direction fails before the fit (a missing column before that)
@@ -320,12 +356,25 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     X_eval = y_eval = None
     if eval_runs is not None:
         other = load_runs(eval_runs, [target], min_runs=2, **{**kwargs, "metrics": eval_metrics})
-        if other.components != data.components:
-            raise MixforgeError(f"{eval_runs}: components {', '.join(other.components)} differ from the training "
-                                f"runs' {', '.join(data.components)}")
-        if other.phases != data.phases:
-            raise MixforgeError(f"{eval_runs}: {other.phases} phase(s) per run; the training runs have {data.phases}")
+        _check_eval_runs(other, data, eval_runs)
         X_eval, y_eval = other.weights, objective.column(other)
+    model, report = _fit_with_progress(predictor, X, y, folds, seed, X_eval, y_eval, objective.sign, say)
+    w, check, penalty, prior = _table_proposal(model, report, data, X, y, objective, candidates, top_k, kl_weight, seed, say)
+    return _fit_table_result(data, target, objective, model, report, X, y, ends, w, check, penalty, prior)
+
+
+def _check_eval_runs(other: RunsData, data: RunsData, eval_runs: str | Path) -> None:
+    """Evaluation runs must mix the training runs' components over as many phases."""
+    if other.components != data.components:
+        raise MixforgeError(f"{eval_runs}: components {', '.join(other.components)} differ from the training "
+                            f"runs' {', '.join(data.components)}")
+    if other.phases != data.phases:
+        raise MixforgeError(f"{eval_runs}: {other.phases} phase(s) per run; the training runs have {data.phases}")
+
+
+def _fit_with_progress(predictor: str, X: np.ndarray, y: np.ndarray, folds: int, seed: int, X_eval, y_eval, sign: int,
+                       say) -> tuple:
+    """fit_predictor, saying how far cross-validation is after each fit and the total time at the end."""
     start = time.perf_counter()
 
     def fitted(done: int, total: int) -> None:
@@ -333,13 +382,24 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
         say(f"cross-validation ({predictor}): {done}/{total} fits of {len(X):,} runs in {took:.0f} s "
             f"({done / took:.2f} fits/s, about {(total - done) * took / done:.0f} s left)")
 
-    model, report = fit_predictor(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval, sign=objective.sign,
+    model, report = fit_predictor(predictor, X, y, folds=folds, seed=seed, X_eval=X_eval, y_eval=y_eval, sign=sign,
                                   on_fit=fitted)
     say(f"fitted {predictor}{f' (chose {report.chosen})' if predictor == 'auto' else ''} on all {len(X):,} runs: "
         f"{time.perf_counter() - start:.0f} s in all")
+    return model, report
+
+
+def _table_proposal(model, report, data: RunsData, X: np.ndarray, y: np.ndarray, objective: Objective, candidates: int,
+                    top_k: int, kl_weight: float | str, seed: int, say) -> tuple[np.ndarray, dict, float, np.ndarray]:
+    """(the proposed weights, never_worse's check, the KL weight, the prior): per phase, seeded
+    Dirichlet draws around the runs' mean mixture plus the runs themselves, scored by the model and
+    the KL penalty, the best refined, then checked against the best run."""
+    from mixforge.mixers.objective import kl_by_phase, trust_region_weight
+    from mixforge.mixers.refine import choose, never_worse
+    from mixforge.mixers.sampling import dirichlet_pool
+
     start = time.perf_counter()
     P, k = data.phases, len(data.components)
-    lengths = np.array(phase_lengths(ends))  # overall token shares of a schedule: lengths @ its phases
     prior = X.mean(axis=0)  # per phase: the runs' mean mixture of that phase
     rng = np.random.default_rng(seed)
     blocks = [np.vstack([dirichlet_pool(prior[p * k:(p + 1) * k], candidates, rng), X[:, p * k:(p + 1) * k]]) for p in range(P)]
@@ -354,6 +414,15 @@ def fit_table(runs: str | Path, target: str, *, eval_runs: str | Path | None = N
     w, check = never_worse(model.predict, objective.sign, w, candidate, X, y, data.run_ids)
     took = time.perf_counter() - start
     say(f"scored {len(pool):,} candidate mixtures in {took:.1f} s ({len(pool) / max(took, 1e-9):,.0f} mixtures/s), the best of them refined")
+    return w, check, penalty, prior
+
+
+def _fit_table_result(data: RunsData, target: str, objective: Objective, model, report, X: np.ndarray, y: np.ndarray,
+                      ends: list[float], w: np.ndarray, check: dict, penalty: float, prior: np.ndarray) -> dict:
+    """What `search fit` prints and writes: the fit, the proposal (a schedule's phases and its
+    overall token shares), its predicted value and interval, and the best observed run."""
+    P, k = data.phases, len(data.components)
+    lengths = np.array(phase_lengths(ends))  # overall token shares of a schedule: lengths @ its phases
     predicted = float(model.predict(w[None, :])[0])
     mixture = lengths @ w.reshape(P, k)  # the schedule's overall token shares
     best = int(np.argmin(objective.sign * y))
