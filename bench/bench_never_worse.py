@@ -77,7 +77,7 @@ def old_rule(path: Path, metrics: Path | None, predictor: str, seed: int = 0, ca
 
 
 def main() -> None:
-    from mixforge.mixers.search import fit_table
+    from mixforge.mixers.fit_table import fit_table
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--predictors", default="auto,lightgbm,mixing_law")

@@ -53,7 +53,7 @@ def regmix_table(folder: Path) -> dict:
     from mixforge.mixers.predictors import PREDICTORS
     from mixforge.mixers.runs_file import load_runs
     from mixforge.mixers.sampling import dirichlet_pool
-    from mixforge.mixers.search import fit_table
+    from mixforge.mixers.fit_table import fit_table
 
     def split(kind: str, size: str):
         with warnings.catch_warnings():

@@ -142,7 +142,7 @@ def search_fit(
 ) -> None:
     """Fit a predictor on any runs table (produced anywhere), report rank correlation, propose a mixture."""
     from mixforge.mixers.predictors import PREDICTORS
-    from mixforge.mixers.search import fit_table
+    from mixforge.mixers.fit_table import fit_table
     from mixforge.progress import progress_lines
 
     if predictor not in PREDICTORS:

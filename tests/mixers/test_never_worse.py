@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from mixforge.mixers.model_choice import fit_predictor
 from mixforge.mixers.refine import refine
 from mixforge.mixers.runs_file import load_runs
-from mixforge.mixers.search import fit_table
+from mixforge.mixers.fit_table import fit_table
 
 ROUNDING = 1e-6  # the proposal's weights are written to 6 decimals
 FUZZ = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "12"))

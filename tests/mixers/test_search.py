@@ -19,7 +19,8 @@ from mixforge.mixers.model_choice import fit_report
 from mixforge.mixers.predictors import PREDICTORS, make_predictor
 from mixforge.mixers.runs_file import load_runs
 from mixforge.mixers.bayesopt import calibrate, fidelity_split
-from mixforge.mixers.search import cheap_config, cheap_proxy, fit_table, run_search, verify
+from mixforge.mixers.fit_table import fit_table
+from mixforge.mixers.search import cheap_config, cheap_proxy, run_search, verify
 from mixforge.proxy_training.proxy import run_flops, run_proxy
 from mixforge.workspace import Workspace, read_json
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from conftest import FIXTURES, mixforge_cmd, slice_token_streams, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import ConfigError, MixforgeError
-from mixforge.mixers.search import fit_table, run_search, verify
+from mixforge.mixers.fit_table import fit_table
+from mixforge.mixers.search import run_search, verify
 from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.proxy import run_id_for, run_proxy
 from mixforge.proxy_training.runs_table import RunsTable
