@@ -209,9 +209,16 @@ def regmix(ctx: SearchContext) -> Proposal:
 
 
 def climb_batches(runs: int, split: list[float]) -> list[int]:
+    """Runs per CLIMB iteration in the ratio of `split`, a run each at least; the rounding excess goes to the first."""
+    if runs < len(split):
+        raise MixforgeError(f"search.runs is {runs} but search.climb_split has {len(split)} iterations: "
+                            f"climb needs a run per iteration at least (raise search.runs or shorten climb_split)")
     shares = np.array(split, dtype=float) / sum(split)
     sizes = np.maximum(np.floor(shares * runs).astype(int), 1)
     sizes[0] += runs - sizes.sum()
+    while sizes[0] < 1:  # the floors of one run each overshot: take the overshoot from the largest later batch
+        sizes[1 + int(np.argmax(sizes[1:]))] -= 1
+        sizes[0] += 1
     return sizes.tolist()
 
 
@@ -309,9 +316,14 @@ def _clip(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, ctx: SearchContext) -> 
         clipped = np.clip(w, lo, cap)
         free = (clipped > lo) & (clipped < cap)
         gap = 1 - clipped.sum()
-        if abs(gap) < 1e-9 or not free.any():
+        if abs(gap) < 1e-9:
             return clipped / clipped.sum()
+        if not free.any():  # every share sits at a bound: move those the gap can move (up from lo, down from cap)
+            free = clipped < cap if gap > 0 else clipped > lo
+            if not free.any():
+                return clipped / clipped.sum()  # infeasible bounds: callers check lo and cap first
         w = clipped.copy()
-        w[free] += gap * clipped[free] / clipped[free].sum()
+        room = clipped[free]
+        w[free] += gap * (room / room.sum() if room.sum() > 0 else np.full(len(room), 1 / len(room)))
     return w / w.sum()
 

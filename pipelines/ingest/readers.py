@@ -10,7 +10,9 @@ every record, so:
 - `TextFileReader` reads a folder of .txt files (one document per file), which datatrove lacks;
 - both honour a byte order mark: UTF-8's is dropped (it would spoil the first record), UTF-16
   is transcoded to UTF-8;
-- both decompress by the file's magic bytes, not its name (gzip data named .jsonl is read as
+- `WholeFileParquetReader` also reads a Parquet file compressed whole (data.parquet.gz/.zst),
+  which datatrove's ParquetReader cannot (Parquet needs to seek);
+- all decompress by the file's magic bytes, not its name (gzip data named .jsonl is read as
   gzip), and a compressed file cut short becomes one `malformed/truncated_file` record naming
   the bytes read and the records recovered (fsspec's zstd reader ends such a file silently).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import codecs
 import itertools
 import json
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +31,13 @@ from typing import BinaryIO, Iterable, Iterator
 import zstandard
 
 from datatrove.data import Document
-from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.readers import JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 MALFORMED = "malformed"
 MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"PAR1": "parquet"}
 CHUNK = 1 << 16  # compressed bytes read at a time (zlib expands at most ~1000x)
+SPOOL = 64 << 20  # a decompressed whole-file Parquet is held in memory up to this size, then on disk
 
 
 @dataclass
@@ -167,6 +171,39 @@ class TextFileReader(BaseDiskReader):
         document = self.get_document_from_dict({adapter.text_field: text}, filepath, 0)
         if document:
             yield document
+
+
+class WholeFileParquetReader(ParquetReader):
+    """datatrove's ParquetReader, also for a Parquet file compressed whole with gzip or zstd: it is
+    decompressed to a spooled temporary file first (memory up to SPOOL bytes, then disk)."""
+
+    name = "📒 Parquet"
+
+    def read_file(self, filepath: str):
+        with self.data_folder.open(filepath, "rb", compression=None) as f:
+            codec = sniff(f)[0]
+        if codec not in ("gzip", "zstd"):
+            yield from super().read_file(filepath)
+            return
+        import pyarrow.parquet as pq
+
+        adapter: RecordAdapter = self.adapter.__func__
+        with self.data_folder.open(filepath, "rb", compression=None) as f, tempfile.SpooledTemporaryFile(SPOOL) as plain:
+            try:
+                for chunk in decompressed_chunks(f):
+                    plain.write(chunk)
+            except TruncatedFile as e:
+                yield truncated_document(adapter, 1, e, "Parquet is unreadable without its end, so no record is kept")
+                return
+            plain.seek(0)
+            with pq.ParquetFile(plain) as pqf:
+                li = 0
+                for batch in pqf.iter_batches(batch_size=self.batch_size):
+                    for record in batch.to_pylist():
+                        document = self.get_document_from_dict(record, filepath, li)
+                        if document:
+                            yield document
+                            li += 1
 
 
 class TruncatedFile(Exception):

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import zstandard
 from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader
+from datatrove.pipeline.readers import HuggingFaceDatasetReader
 
 from mixforge import __version__
 from mixforge.config import MixforgeConfig, SourceConfig, section_hash
@@ -36,6 +36,7 @@ from mixforge.pipelines.outputs import SOURCES_FILE, sources_manifest
 from mixforge.pipelines.ingest.readers import (
     SUPPORTED,
     LenientJsonlReader,
+    WholeFileParquetReader,
     RecordAdapter,
     TextFileReader,
     TruncatedFile,
@@ -245,7 +246,7 @@ class SourcesReader(PipelineStep):
         if item.fmt == "jsonl":
             reader = LenientJsonlReader(str(path.parent), add_file_path=False, **common)
         elif item.fmt == "parquet":
-            reader = ParquetReader(str(path.parent), read_metadata=True, **common)
+            reader = WholeFileParquetReader(str(path.parent), read_metadata=True, **common)
         else:
             reader = TextFileReader(str(path.parent), add_file_path=False, **common)
         yield from reader.read_file(path.name)

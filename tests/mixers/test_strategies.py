@@ -98,9 +98,6 @@ def test_climb_batches_of_the_default_split_sum_to_the_runs_near_4_2_1(runs):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="climb_batches gives every later batch at least one run and takes the excess from "
-                   "the first, which can leave it empty or negative: climb_batches(3, [1, 1, 4]) is [0, 1, 2], "
-                   "climb_batches(2, [4, 2, 1]) is [0, 1, 1]")
 @settings(derandomize=True, max_examples=EXAMPLES, deadline=None)
 @example(split=[1.0, 1.0, 4.0], extra=0)
 @given(split=st.lists(st.floats(0.05, 20), min_size=2, max_size=6), extra=st.integers(0, 400))
@@ -121,8 +118,6 @@ def test_climb_trains_its_batches_in_order_and_proposes_within_the_caps():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="climb_batches(2, [4, 2, 1]) is [0, 1, 1] (and [-1, 1, 1, 1] for four batches): "
-                   "climb then fits on no runs and fails with polars' ColumnNotFoundError instead of a clear error")
 def test_climb_with_fewer_runs_than_batches_is_a_clear_error():
     with pytest.raises(MixforgeError, match="runs"):
         S.climb(context(strategy="climb", runs=2))
@@ -179,9 +174,6 @@ def test_clip_keeps_the_share_bounds_the_repetition_cap_and_the_simplex(w, hi, b
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="_clip stops when every component sits at a bound after clipping and then "
-                   "renormalises, which breaks the bounds: w=[.97,.01,.01,.01], lowest .2 for three, highest .3 for the "
-                   "first gives [.333, .222, .222, .222] (first above .3) though [.3, .233, .233, .233] meets them")
 @settings(derandomize=True, max_examples=EXAMPLES, deadline=None)
 @example(w=[0.97, 0.01, 0.01, 0.01], hi=[0.3, 1.0, 1.0, 1.0], budget=50_000, lo=[0.0, 0.2, 0.2, 0.2])
 @given(w=weights, hi=highest, budget=budgets, lo=st.lists(st.floats(0.0, 0.3), min_size=4, max_size=4))

@@ -21,13 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from datatrove.pipeline.readers import HuggingFaceDatasetReader, ParquetReader
+from datatrove.pipeline.readers import HuggingFaceDatasetReader
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from conftest import SLICE
 from mixforge.pipelines.ingest.readers import (
     CHUNK,
     LenientJsonlReader,
+    WholeFileParquetReader,
     RecordAdapter,
     TextFileReader,
     complete_lines,
@@ -65,7 +66,7 @@ def read(path: Path, fmt: str, label: str | None = "slice", **fields) -> list:
     if fmt == "jsonl":
         reader = LenientJsonlReader(str(path.parent), add_file_path=False, **common)
     elif fmt == "parquet":
-        reader = ParquetReader(str(path.parent), read_metadata=True, **common)
+        reader = WholeFileParquetReader(str(path.parent), read_metadata=True, **common)
     else:
         reader = TextFileReader(str(path.parent), add_file_path=False, **common)
     return list(reader.read_file(path.name))
@@ -249,9 +250,6 @@ def test_parquet_named_otherwise_is_told_by_its_magic_bytes(tmp_path):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="readers.SUPPORTED promises .parquet 'also .gz or .zst' and format_of calls "
-                   "data.parquet.gz parquet, but ParquetReader cannot read a gzip- or zstd-compressed file "
-                   "(ArrowInvalid: Parquet magic bytes not found): ingest counts the whole file as unreadable_file")
 @pytest.mark.parametrize("suffix", [".gz", ".zst"])
 def test_compressed_parquet_is_read_as_promised(tmp_path, suffix):
     buffer = io.BytesIO()
@@ -260,6 +258,9 @@ def test_compressed_parquet_is_read_as_promised(tmp_path, suffix):
     path.write_bytes((gzip.compress if suffix == ".gz" else zstd)(buffer.getvalue()))
     assert format_of(path) == "parquet"
     assert [d.text for d in read(path, "parquet")] == ["compressed parquet"]
+    path.write_bytes(path.read_bytes()[:-8])  # cut: Parquet without its end is unreadable, and counted as such
+    (cut,) = read(path, "parquet")
+    assert cut.id == f"src/{path.name}:truncated" and cut.metadata["reason"] == "malformed/truncated_file"
 
 
 @pytest.mark.timeout(60)
