@@ -2,6 +2,7 @@
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,12 +19,18 @@ SUBPACKAGES = ["mixforge", "mixforge/cli", "mixforge/config", "mixforge/pipeline
 
 @pytest.mark.timeout(300)
 def test_wheel_contains_every_subpackage_and_the_demo(tmp_path):
+    # built from a copy: setuptools builds in the tree, and a build/ left by an earlier layout leaks stale modules
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "mixforge-demo", "mixforge-work", "site", "out"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
         check=True, timeout=240, capture_output=True,
     )
     (wheel,) = tmp_path.glob("mixforge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {n for n in names if n.endswith(".py")}
+    assert modules == {f"mixforge/{p}" for p in _package_modules()}, "the wheel's modules are the source tree's"
     for pkg in SUBPACKAGES:
         assert f"{pkg}/__init__.py" in names, pkg
     assert "mixforge/pipelines/ingest/stage.py" in names and "mixforge/flows/build.py" in names
@@ -33,6 +40,13 @@ def test_wheel_contains_every_subpackage_and_the_demo(tmp_path):
     assert len(corpus) >= 6
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mixforge = mixforge.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def _package_modules() -> set[str]:
+    """Every source module, as its path inside the installed package (pyproject's package-dir)."""
+    return {("" if folder == "mixforge" else folder + "/") + str(path.relative_to(ROOT / folder))
+            for folder in ("mixforge", "pipelines", "mixers", "proxy_training", "flows", "data_cards")
+            for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts}
 
 
 def _imports(path: Path) -> set[str]:
