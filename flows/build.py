@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from mixforge.config import load_config
 from mixforge.pipelines.build import build
 from mixforge.pipelines.stages import STAGE_TABLE
-from mixforge.pipelines.run.stage import StageResult
+from mixforge.pipelines.run import StageResult
 from mixforge.workspace import Workspace
 from mixforge.write_errors import writing_to
 

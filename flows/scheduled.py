@@ -19,7 +19,7 @@ from mixforge.flows.then import FLOW_NAME, check_then
 from mixforge.flows.proxy import search_trainers
 from mixforge.mixers.mixture_file import read_mixture
 from mixforge.mixers.search import run_search
-from mixforge.pipelines.export.schedule import export_mixture, exported
+from mixforge.pipelines.export import export_mixture, exported
 from mixforge.processes import ChildTracker, reap_leftovers
 from mixforge.pipelines.stages import STAGE_NAMES
 from mixforge.workspace_lock import writer_lock

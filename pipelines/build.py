@@ -10,11 +10,9 @@ from typing import Callable
 
 from mixforge.config import MixforgeConfig
 from mixforge.errors import MixforgeError
-from mixforge.pipelines.run.build_records import finish_build, open_build
-from mixforge.pipelines.run.shards import ray_session
+from mixforge.pipelines.run import StageOptions, StageResult, finish_build, open_build, ray_session
 from mixforge.pipelines.stages import DOCUMENT_STAGES, STAGE_BY_NAME, STAGE_NAMES, stage_fingerprints, write_ledger
 from mixforge.stage_files import check_stage, damage_report
-from mixforge.pipelines.run.stage import StageOptions, StageResult
 from mixforge.workspace import Workspace
 
 

@@ -21,11 +21,10 @@ from mixforge.errors import LedgerError
 from mixforge.ledger import parquet_files
 
 
-from mixforge.pipelines.run.increments import full_layer, resumed_plan
+from mixforge.pipelines.run import (StageInputs, StageOptions, StagePlan, StageResult, full_layer, plan_stage,
+                                    resumed_plan, run_side_stage)
 from mixforge.pipelines.outputs import (assignment_file, cluster_fit, load_centroids, load_components, score_file,
                                         vector_file)
-from mixforge.pipelines.run.plan import StagePlan, plan_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet, read_json
 
 
@@ -139,7 +138,7 @@ def run_components(cfg: MixforgeConfig, inputs: StageInputs, options: StageOptio
     per cluster and source, then names and report samples; memory holds one shard and the samples.
     A layer of new prune shards keeps the previous components (see `extending_plan`): only the
     new shards get component files, so the token shards can be appended to."""
-    from mixforge.pipelines.cluster.report import ReportSample, cluster_rows, component_table, write_report
+    from mixforge.pipelines.cluster import ReportSample, cluster_rows, component_table, write_report
 
     upstream = inputs["prune"]
     planned = extending_plan(cfg, upstream, options.force)

@@ -17,13 +17,10 @@ import pyarrow.parquet as pq
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
 
-from mixforge.pipelines.run.shards import map_shards
+from mixforge.pipelines.run import StageInputs, StageOptions, StageResult, full_layer, map_shards, plan_stage, run_stage
 
-from mixforge.pipelines.ingest.records import REMOVED_SCHEMA
-from mixforge.pipelines.run.increments import full_layer
+from mixforge.pipelines.ingest import REMOVED_SCHEMA
 from mixforge.pipelines.outputs import assignment_file, load_vector_shard, score_file, vector_file
-from mixforge.pipelines.run.plan import plan_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
 

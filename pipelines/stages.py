@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mixforge.config import MixforgeConfig
-from mixforge.pipelines.cluster.stage import cluster_fingerprint, run_cluster
+from mixforge.pipelines.cluster import cluster_fingerprint, run_cluster
 from mixforge.pipelines.components import components_fingerprint, run_components
-from mixforge.pipelines.dedup.stage import dedup_fingerprint, run_dedup
-from mixforge.pipelines.embed.stage import embed_fingerprint, run_embed
-from mixforge.pipelines.filter.stage import filter_fingerprint, run_filter
-from mixforge.pipelines.ingest.stage import ingest_fingerprint, run_ingest
+from mixforge.pipelines.dedup import dedup_fingerprint, run_dedup
+from mixforge.pipelines.embed import embed_fingerprint, run_embed
+from mixforge.pipelines.filter import filter_fingerprint, run_filter
+from mixforge.pipelines.ingest import ingest_fingerprint, run_ingest
 from mixforge.pipelines.prune import prune_fingerprint, run_prune
-from mixforge.pipelines.quality.stage import quality_fingerprint, run_quality
-from mixforge.pipelines.tokens.stage import run_tokens, tokens_fingerprint
+from mixforge.pipelines.quality import quality_fingerprint, run_quality
+from mixforge.pipelines.tokens import run_tokens, tokens_fingerprint
 from mixforge.stage_files import check_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult
+from mixforge.pipelines.run import StageInputs, StageOptions, StageResult
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 

@@ -22,8 +22,7 @@ from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, hel
 from mixforge.proxy_training.model import preset
 from mixforge.pipelines.content import cell_tokens, centroid_identity, run_content
 from mixforge.pipelines.outputs import next_line_file, tokenizer_file, tokens_dir
-from mixforge.pipelines.tokens.eval_tasks import load_task
-from mixforge.pipelines.tokens.tokenizer import load_tokenizer
+from mixforge.pipelines.tokens import load_task, load_tokenizer
 from mixforge.proxy_training.batched import train_many
 from mixforge.proxy_training.train import TrainConfig, resolve_device, train
 from mixforge.proxy_training.train import checkpoints as saved_checkpoints

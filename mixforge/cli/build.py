@@ -28,7 +28,7 @@ def init(
 ) -> None:
     """Write a commented default config that reads the given sources, with each source's kind
     guessed from a seeded sample of its records (the evidence is written beside it)."""
-    from mixforge.pipelines.filter.preview import write_starter_config
+    from mixforge.pipelines.filter import write_starter_config
 
     def done(i: int, source, note: dict) -> None:
         relaxed = f"; filters: {note['filters']}" if "filters" in note else ""
@@ -55,7 +55,7 @@ def build(
     config_path = _config_path(config, demo, workspace)
     quiet_prefect(verbose)
     from mixforge.config import load_config
-    from mixforge.pipelines.ingest.stage import plan_work
+    from mixforge.pipelines.ingest import plan_work
 
     workspace = str(Path(workspace).resolve()) if workspace and not demo else None
     cfg = load_config(config_path, workspace=workspace)
@@ -93,9 +93,9 @@ def status(
 ) -> None:
     """Show each stage (done / stale / missing / damaged), the ledger, and sources filtering mostly removed."""
     from mixforge.config import load_config
-    from mixforge.pipelines.filter.report import filter_warnings
+    from mixforge.pipelines.filter import filter_warnings
     from mixforge.pipelines.build import stage_states
-    from mixforge.pipelines.run.build_records import list_builds
+    from mixforge.pipelines.run import list_builds
     from mixforge.proxy_training.runs_table import run_freshness
     from mixforge.pipelines.stages import check_workspace, ledger as stage_ledger
     from mixforge.workspace import Workspace
@@ -129,9 +129,9 @@ def filter_preview(
     """Show what each source's filters would remove, on a seeded sample of its records, with
     examples per reason. Runs before any build and writes nothing."""
     from mixforge.config import load_config
-    from mixforge.pipelines.filter.preview import preview_source
-    from mixforge.pipelines.filter.report import removal_warning
-    from mixforge.pipelines.ingest.stage import plan_work
+    from mixforge.pipelines.filter import preview_source
+    from mixforge.pipelines.filter import removal_warning
+    from mixforge.pipelines.ingest import plan_work
 
     cfg = load_config(config)
     plan_work(cfg)  # a missing source fails here, naming it

@@ -32,7 +32,7 @@ def export(
     """Write a mixture as sharded data a trainer reads directly, with manifest.json and a dataset card."""
     from mixforge.config import load_config
     from mixforge.mixers.mixture_file import read_mixture
-    from mixforge.pipelines.export.schedule import export_mixture
+    from mixforge.pipelines.export import export_mixture
 
     cfg = load_config(config)
     weights, provenance = read_mixture(mixture)  # components checked by the export (its documents, held-out ones too)
@@ -48,8 +48,8 @@ def export(
 def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> None:
     """Check every path in manifest.json, re-hash every file, re-count each shard's documents and
     tokens. Exit 1 on any mismatch, 2 when the folder has no readable manifest."""
-    from mixforge.pipelines.export.verify import verify_export
-    from mixforge.pipelines.export.schedule import SCHEDULE_FILE, verify_schedule
+    from mixforge.pipelines.export import verify_export
+    from mixforge.pipelines.export import SCHEDULE_FILE, verify_schedule
 
     problems = verify_schedule(folder) if (folder / SCHEDULE_FILE).is_file() else verify_export(folder)
     if problems:
@@ -89,7 +89,7 @@ def deploy(
     from mixforge.config import load_config
     from mixforge.flows import deployments as dep
     from mixforge.flows.then import check_then
-    from mixforge.pipelines.ingest.stage import plan_work
+    from mixforge.pipelines.ingest import plan_work
 
     cfg = load_config(config)
     plan_work(cfg)  # missing sources and bad options fail now, not at 3 a.m.

@@ -99,7 +99,7 @@ def print_summary(cfg, results) -> None:
     out.print(ledger_table(states, ledger))
     out.print(reasons_table(ledger))
     out.print(_sources_table(Path(doc_results[0].docs_dir), Path(doc_results[-1].docs_dir)))
-    from mixforge.pipelines.filter.report import filter_warnings
+    from mixforge.pipelines.filter import filter_warnings
 
     for line in filter_warnings(cfg) if any(r.stage == "filter" for r in results) else []:
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False)  # a source filtering mostly removed

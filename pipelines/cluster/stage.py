@@ -19,13 +19,11 @@ import polars as pl
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
-from mixforge.pipelines.run.shards import map_shards
+from mixforge.pipelines.run import (StageInputs, StageOptions, StageResult, lineage, link_tree, map_shards, plan_stage,
+                                    run_side_stage)
 from mixforge.pipelines.samples import choose_positions, gather
-from mixforge.pipelines.run.increments import link_tree, lineage
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.outputs import FIT_FILE, load_vector_shard, vector_file, vector_shards
-from mixforge.pipelines.run.plan import plan_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_npy, atomic_write_parquet, read_json
 
 MAX_AUTO_CLUSTERS = 1000  # CLIMB's K for a trillion tokens; more gave no gain in its ablation

@@ -34,12 +34,10 @@ from datatrove.pipeline.writers import ParquetWriter
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.ledger import parquet_files, shard_counts
-from mixforge.pipelines.run.datatrove_executor import default_workers, run_pipeline
-from mixforge.pipelines.run.increments import LayerPlan
+from mixforge.pipelines.run import (LayerPlan, StageInputs, StageOptions, StageResult, default_workers, plan_stage,
+                                    run_pipeline, run_stage)
 from mixforge.pipelines.dedup.index import EXACT, NEAR, earlier_duplicates, index_rows, near_within, write_index
-from mixforge.pipelines.ingest.records import DOC_SCHEMA, REMOVED_SCHEMA, docs_reader, docs_writer
-from mixforge.pipelines.run.plan import plan_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_stage
+from mixforge.pipelines.ingest import DOC_SCHEMA, REMOVED_SCHEMA, docs_reader, docs_writer
 from mixforge.workspace import atomic_write_parquet
 
 

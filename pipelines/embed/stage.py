@@ -32,9 +32,7 @@ import pyarrow as pa
 
 from mixforge.config import EmbedConfig, MixforgeConfig, section_hash
 from mixforge.errors import ConfigError
-from mixforge.pipelines.run.shards import map_shards
-from mixforge.pipelines.run.plan import plan_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
+from mixforge.pipelines.run import StageInputs, StageOptions, StageResult, map_shards, plan_stage, run_side_stage
 from mixforge.workspace import atomic_write_npy, atomic_write_parquet
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}

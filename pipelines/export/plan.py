@@ -53,8 +53,8 @@ class DocumentTable:
 def load_table(ws: Workspace, scratch: Path, reuse_tokens: bool = True) -> DocumentTable:
     """The document table of a built workspace; documents without reusable tokens are tokenized
     into `scratch/<shard>.bin` (int64, the caller deletes the folder)."""
-    from mixforge.pipelines.tokens.tokenizer import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
-    from mixforge.pipelines.tokens.stage import text_hash
+    from mixforge.pipelines.tokens import eos_id, load_tokenizer, tokenizer_identity, workspace_frames
+    from mixforge.pipelines.tokens import text_hash
 
     extra, tok_path = tokens_dir(ws), tokenizer_file(ws)
     if not tok_path.exists():
@@ -91,7 +91,7 @@ def load_table(ws: Workspace, scratch: Path, reuse_tokens: bool = True) -> Docum
 def _tokenize_stale(ws: Workspace, table: pl.DataFrame, stale: np.ndarray, tok, scratch: Path,
                     files: list[np.ndarray]) -> pl.DataFrame:
     """Tokenize the stale documents, one prune shard at a time, into scratch files."""
-    from mixforge.pipelines.tokens.tokenizer import workspace_frames
+    from mixforge.pipelines.tokens import workspace_frames
 
     scratch.mkdir(parents=True, exist_ok=True)
     shard_of, row_of = table["shard"].to_numpy()[stale], table["row"].to_numpy()[stale]

@@ -23,7 +23,7 @@ SPILL_ROWS = 1024
 
 class ShardTexts:
     def __init__(self, ws: Workspace, table: DocumentTable, order: np.ndarray, cuts: list[tuple[int, int]], spill: Path):
-        from mixforge.pipelines.tokens.tokenizer import workspace_frames
+        from mixforge.pipelines.tokens import workspace_frames
 
         spill.mkdir(parents=True, exist_ok=True)
         out_shard = np.repeat(np.arange(len(cuts), dtype=np.int32), [b - a for a, b in cuts])

@@ -33,7 +33,7 @@ from mixforge.progress import progress_bar
 from mixforge.stage_files import require_intact
 from mixforge.pipelines.export.formats import (FORMATS, TOKEN_FORMATS, write_mds_index,
                                                write_shard)
-from mixforge.pipelines.tokens.tokenizer import token_dtype
+from mixforge.pipelines.tokens import token_dtype
 from mixforge.pipelines.export.manifest import trainer_files, trainer_fragments, validate_manifest
 from mixforge.pipelines.export.verify import verify_export
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text

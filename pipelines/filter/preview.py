@@ -11,8 +11,7 @@ from datatrove.data import Document
 
 from mixforge.config import MixforgeConfig
 from mixforge.pipelines.filter.stage import FilterChain, build_filters
-from mixforge.pipelines.ingest.stage import source_key
-from mixforge.pipelines.ingest.source_kind import SAMPLE, sample_records
+from mixforge.pipelines.ingest import SAMPLE, sample_records, source_key
 
 EXAMPLES = 2  # per reason
 EXAMPLE_CHARS = 80
@@ -100,8 +99,8 @@ def suggest_source_settings(cfg: MixforgeConfig, n: int = SAMPLE, done=None) -> 
     the guessed kind's filters would still remove more than filters.warn_removed_share of the
     sample, per-source `filters:` overrides (see `relax_filters`). Returns {index: {key: comment}}
     with the evidence, for the config's comments; `done(index, notes)` is called per source."""
-    from mixforge.pipelines.filter.stage import OfflineFT176
-    from mixforge.pipelines.ingest.source_kind import guess_kind, measure
+    from mixforge.pipelines.language_id import OfflineFT176
+    from mixforge.pipelines.ingest import guess_kind, measure
 
     lid = OfflineFT176()
     notes: dict[int, dict[str, str]] = {}

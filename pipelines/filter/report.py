@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from mixforge.config import PROSE_ONLY_FILTERS, MixforgeConfig
 from mixforge.ledger import docs_per_source
-from mixforge.pipelines.ingest.stage import source_keys
+from mixforge.pipelines.ingest import source_keys
 from mixforge.workspace import Workspace
 
 # reason (`<filter>/<rule>`) -> (filter, setting, value that turns the rule off). A value of

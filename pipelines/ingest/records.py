@@ -16,7 +16,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.writers import ParquetWriter
 
-from mixforge.pipelines.run.increments import LayerPlan
+from mixforge.pipelines.run import LayerPlan
 
 DOC_SCHEMA = pa.schema(
     [

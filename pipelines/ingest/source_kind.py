@@ -129,7 +129,7 @@ def measure(docs: list[Document], lid=None) -> SourceFeatures:
     """The features of a sample (`lid`: a datatrove FastTextLID; default the offline lid.176)."""
     from datatrove.utils.text import split_into_words
 
-    from mixforge.pipelines.filter.stage import OfflineFT176
+    from mixforge.pipelines.language_id import OfflineFT176
 
     lines = [line for d in docs for line in [ln for ln in d.text.splitlines() if ln.strip()][:LINES_PER_DOC]]
     n_lines = max(len(lines), 1)
@@ -211,7 +211,7 @@ def guess_kind(f: SourceFeatures, min_language_score: float = 0.65) -> KindGuess
 
 def guess_source_kinds(cfg: MixforgeConfig, n: int = SAMPLE) -> list[KindGuess]:
     """Each source's guess from a seeded sample of `n` records (the config's seed)."""
-    from mixforge.pipelines.filter.stage import OfflineFT176
+    from mixforge.pipelines.language_id import OfflineFT176
 
     lid = OfflineFT176()
     return [guess_kind(measure(sample_records(cfg, i, n), lid), cfg.filters.language.min_score) for i in range(len(cfg.sources))]

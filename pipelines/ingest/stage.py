@@ -27,11 +27,9 @@ from mixforge import __version__
 from mixforge.config import MixforgeConfig, SourceConfig, section_hash
 from mixforge.errors import ConfigError, InputError
 from mixforge.ledger import parquet_files
-from mixforge.pipelines.run.increments import LayerPlan, resumed_plan
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_stage
+from mixforge.pipelines.run import (BUILDS, LayerPlan, StageInputs, StageOptions, StageResult, current_build,
+                                    default_workers, note_sources, resumed_plan, run_pipeline, run_stage, stat_total)
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_parquet
-from mixforge.pipelines.run.build_records import BUILDS, current_build, note_sources
-from mixforge.pipelines.run.datatrove_executor import default_workers, run_pipeline, stat_total
 from mixforge.pipelines.outputs import SOURCES_FILE, sources_manifest
 from mixforge.pipelines.ingest.readers import (
     SUPPORTED,

@@ -21,14 +21,12 @@ import pyarrow.parquet as pq
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.errors import ConfigError, LedgerError
-from mixforge.pipelines.cluster.stage import valid_counts, valid_vectors
-from mixforge.pipelines.embed.stage import cached_encoder
-from mixforge.pipelines.run.shards import map_shards
+from mixforge.pipelines.cluster import valid_counts, valid_vectors
+from mixforge.pipelines.embed import cached_encoder
+from mixforge.pipelines.run import StageInputs, StageOptions, StageResult, map_shards, plan_stage, run_side_stage
 from mixforge.pipelines.outputs import load_vector_shard, vector_file, vector_shards
 from mixforge.pipelines.quality.model import OLD_PICKLE, Classifier, from_fitted, load_classifier, save_classifier
 from mixforge.pipelines.samples import choose_positions, gather
-from mixforge.pipelines.run.plan import plan_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_parquet
 
 # Gopher's stop words (datatrove's GopherQualityFilter uses the same list)

@@ -24,7 +24,7 @@ from mixforge.digests import shard_digests
 from mixforge.errors import ConfigError
 from mixforge.pipelines.outputs import load_components
 
-from mixforge.pipelines.quality.stage import read_reference
+from mixforge.pipelines.quality import read_reference
 from mixforge.pipelines.samples import BottomK, id_keys
 from mixforge.pipelines.tokens.eval_tasks import NextLinePool
 from mixforge.pipelines.tokens.tokenizer import (
@@ -35,9 +35,7 @@ from mixforge.pipelines.tokens.tokenizer import (
     train_default_tokenizer,
     workspace_frames,
 )
-from mixforge.pipelines.run.increments import LayerPlan
-from mixforge.pipelines.run.plan import plan_stage
-from mixforge.pipelines.run.stage import StageInputs, StageOptions, StageResult, run_side_stage
+from mixforge.pipelines.run import LayerPlan, StageInputs, StageOptions, StageResult, plan_stage, run_side_stage
 from mixforge.workspace import Workspace, atomic_write_text
 
 TOKENIZER_SAMPLE_DOCS = 20_000

@@ -282,7 +282,7 @@ def test_lid176_codes_match_the_model():
     from fasttext.FastText import _FastText
 
     from mixforge.config import LID176_CODES
-    from mixforge.pipelines.filter.stage import lid176_path
+    from mixforge.pipelines.language_id import lid176_path
 
     labels = {label.removeprefix("__label__") for label in _FastText(str(lid176_path())).get_labels()}
     assert LID176_CODES == labels
