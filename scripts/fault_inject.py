@@ -133,9 +133,9 @@ def _strip(obj):
     return obj
 
 
-def outputs(root: Path) -> dict[str, object]:
-    """Every published output under the workspace and the export, by relative path, plus the kept
-    documents as sorted (id, xxh3 of text)."""
+def outputs(root: Path, workspace: str = "ws") -> dict[str, object]:
+    """Every published output under `root` (the workspace `root/workspace` and the export), by
+    relative path, plus the kept documents as sorted (id, xxh3 of text)."""
     import polars as pl
     import xxhash
 
@@ -145,7 +145,7 @@ def outputs(root: Path) -> dict[str, object]:
         if rel.name == "mixforge.yaml" or path.suffix in SKIP_SUFFIXES or SKIP_PARTS & set(rel.parts):
             continue
         out[str(rel)] = _normalised(path, root)
-    docs = sorted((root / "ws" / "prune" / "docs").glob("*.parquet"))
+    docs = sorted((root / workspace / "prune" / "docs").glob("*.parquet"))
     frame = pl.concat([pl.read_parquet(f, columns=["id", "text"]) for f in docs]) if docs else None
     out["kept documents (id, xxh3 of text)"] = [] if frame is None else sorted(
         (i, xxhash.xxh3_64_hexdigest(t.encode())) for i, t in frame.iter_rows())

@@ -62,3 +62,15 @@ def test_comparison_ignores_timings_and_catches_changed_bytes(tmp_path):
     got = fi.differences(fi.outputs(changed), ref) + fi.leftovers(changed)
     assert got == ["differs ws/prune/docs/00000.parquet", "differs ws/tokens/extra/train/c00.bin",
                    "differs kept documents (id, xxh3 of text) (2 vs 2 items)", "left behind ws/dedup.partial"], got
+
+
+def test_compare_workspaces_passes_equal_runs_and_names_each_difference(tmp_path):
+    """scripts/compare_workspaces.py (the before/after check of a refactor) uses the same comparison."""
+    same = [_workspace(tmp_path / name, at, wall, "two", 3) for name, at, wall in
+            (("old", "2026-12-01T10:00", 1.0), ("new", "2026-12-07T10:00", 5.0))]
+    script = [sys.executable, str(ROOT / "scripts" / "compare_workspaces.py"), "--workspace", "ws"]
+    run = subprocess.run(script + [str(p) for p in same], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "0 difference(s); 2 kept documents identical" in run.stdout, run.stdout + run.stderr
+    changed = _workspace(tmp_path / "changed", "2026-12-07T10:00", 5.0, "two", 4)
+    run = subprocess.run(script + [str(same[0]), str(changed)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "differs ws/tokens/extra/train/c00.bin" in run.stdout, run.stdout + run.stderr
