@@ -13,7 +13,7 @@ from mixforge.config import MixforgeConfig, load_config
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.progress import progress_bar
 from mixforge.proxy_training.parallel import ProxyPool
-from mixforge.proxy_training.proxy import batched_proxies, run_proxies, run_proxy, tokens_summary
+from mixforge.proxy_training.proxy import batched_proxies, ready_base, run_proxies, run_proxy, tokens_summary
 from mixforge.workspace import Workspace
 
 
@@ -39,6 +39,7 @@ def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: st
     """One Prefect task per mixture, inside a running flow; rows in the order of `mixtures`.
     `overrides`: config keys replaced for these runs (a verification at another proxy preset)."""
     cfg = load_config(config_path, overrides=overrides)
+    ready_base(cfg)  # trained once here, not by each worker
     if batched_proxies(cfg, checkpoints):  # one task per group of runs trained together
         size, rows = cfg.proxy.batched_group, []
         with progress_bar() as bar:

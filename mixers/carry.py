@@ -175,6 +175,10 @@ def _unfit(row: dict, settings: dict, phases: int, phase_ends: list[float] | Non
         return "no content recorded (trained before mixforge recorded it, or on a hand-made tokens stage)"
     if any(row.get(k) != settings.get(k) for k in SETTINGS):
         return "trained at other proxy settings"
+    from mixforge.proxy_training.base import start_of  # torch: imported when a search carries runs
+
+    if start_of(row.get("base")) != settings.get("start", "scratch"):
+        return "trained from another starting point (proxy.init)"
     if not per_byte and row.get("tokenizer_sha256") != settings.get("tokenizer_sha256"):
         return "trained with another tokenizer, and the target is counted in its tokens (a loss)"
     trained = math.ceil(settings["tokens"] / settings["seq_len"]) * settings["seq_len"]
@@ -223,6 +227,7 @@ def today_of(cfg: MixforgeConfig, ws: Workspace) -> Today | None:
 def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx, now: Today | None) -> dict:
     """Earlier runs re-expressed over today's components onto ctx.carried, with
     how much each component changed since (ctx.changed); what was left out and why, for the record."""
+    from mixforge.proxy_training.base import start_kind
     from mixforge.proxy_training.runs_table import RunsTable, tokens_summary
 
     rows = RunsTable(ws).load().to_dicts()
@@ -231,6 +236,7 @@ def attach_carried(cfg: MixforgeConfig, ws: Workspace, ctx, now: Today | None) -
     rows = [r for r in rows if all(r.get(t) is not None for t in ctx.objective.targets)]
     settings = cfg.proxy.model_dump(include={"preset", "seq_len", "batch_size", "lr", "schedule", "tokens"})
     settings["tokenizer_sha256"] = tokens_summary(ws)["tokenizer"]["sha256"]
+    settings["start"] = start_kind(cfg)
     carried, skipped = carry(rows, now, settings, cfg.search.phases, cfg.search.phase_ends, list(ctx.objective.targets))
     carried = [c for c in carried if all(comp in ctx.components for ph in c.phases for comp in ph)]
     if len(carried) < MIN_CARRIED:

@@ -162,10 +162,13 @@ def _seeds_for(train_cfg: TrainConfig, n: int, seeds: Sequence[int] | None) -> l
     return seeds
 
 
-def _stacked_models(model_cfg: ModelConfig, seeds: list[int], device: str) -> tuple[dict[str, torch.Tensor], int, int]:
-    """The N fresh models' parameters stacked {name: [N, ...]} on `device`, and the model's
-    non-embedding parameter count and FLOPs per token (the same for all N)."""
+def _stacked_models(model_cfg: ModelConfig, seeds: list[int], device: str,
+                    init_state: dict | None = None) -> tuple[dict[str, torch.Tensor], int, int]:
+    """The N models' parameters stacked {name: [N, ...]} on `device` (fresh, or each from
+    `init_state`), and the model's non-embedding parameter count and FLOPs per token (the same for all N)."""
     models = init_models(model_cfg, seeds)
+    for m in models if init_state is not None else ():
+        m.load_state_dict(init_state)
     non_embedding, flops_per_token = models[0].num_params(non_embedding=True), models[0].flops_per_token()
     for m in models:
         m.to(device).train()
@@ -271,11 +274,13 @@ def _trained_models(model_cfg: ModelConfig, out_params: dict[str, torch.Tensor],
 
 def train_many(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_streams: Sequence[Iterable[np.ndarray]],
                steps: int, seeds: Sequence[int] | None = None, progress=None,
-               return_models: bool = True, attention: str = "auto") -> list[tuple[GPT | dict[str, torch.Tensor], ProxyResult]]:
+               return_models: bool = True, attention: str = "auto",
+               init_state: dict | None = None) -> list[tuple[GPT | dict[str, torch.Tensor], ProxyResult]]:
     """Train N = len(batch_streams) fresh GPTs of shape `model_cfg` together, model i on stream i,
     for `steps` steps with one TrainConfig (lr schedule, AdamW, clipping: as `train`, per model).
 
-    seeds: model i starts as `train` would start with seed seeds[i] (default: train_cfg.seed for all).
+    seeds: model i starts as `train` would start with seed seeds[i] (default: train_cfg.seed for all);
+    with `init_state`, every model starts from those weights instead (a shared base).
     Training stops when the shortest stream runs out (`train` stops at its stream's end as well).
     progress(step, steps, tokens_per_s) as in `train` (tokens of all N models together).
 
@@ -289,7 +294,7 @@ def train_many(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_streams: Se
     """
     seeds = _seeds_for(train_cfg, len(batch_streams), seeds)
     device = resolve_device(train_cfg.device)
-    params, non_embedding, flops_per_token = _stacked_models(model_cfg, seeds, device)
+    params, non_embedding, flops_per_token = _stacked_models(model_cfg, seeds, device, init_state)
     loss_fn = _loss_fn(model_cfg, train_cfg, attention, device)
     optimizer = _optimizer(params, train_cfg, device)
     losses, tokens, seconds = _train_steps(params, loss_fn, optimizer, batch_streams, steps, train_cfg, device, progress)

@@ -23,6 +23,7 @@ from mixforge.proxy_training.model import preset
 from mixforge.pipelines.content import cell_tokens, centroid_identity, run_content
 from mixforge.pipelines.outputs import next_line_file, tokenizer_file, tokens_dir
 from mixforge.pipelines.tokens import load_task, load_tokenizer
+from mixforge.proxy_training.base import RUN_SETTINGS, Base, starting_point
 from mixforge.proxy_training.batched import train_many
 from mixforge.proxy_training.train import TrainConfig, resolve_device, train
 from mixforge.proxy_training.train import checkpoints as saved_checkpoints
@@ -47,9 +48,6 @@ def encoder(ws: Workspace):
     return lambda text: tok.encode(text, add_special_tokens=False).ids
 
 
-# The settings that change what a proxy learns or what its row measures; execution settings do not.
-RUN_SETTINGS = {"preset", "tokens", "seq_len", "batch_size", "lr", "warmup_steps", "schedule", "max_epochs",
-                "task_items", "eval_max_tokens"}
 
 
 def run_flops(cfg: MixforgeConfig, vocab_size: int) -> int:
@@ -90,16 +88,19 @@ def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int, ma
 
 
 def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int, tokenizer_sha: str,
-               data: str, phase_ends: list[float] | None = None) -> str:
+               data: str, phase_ends: list[float] | None = None, base_id: str | None = None) -> str:
     """Stable id of a run: the same mixture (or multi-phase schedule and its `phase_ends`), settings,
     seed, tokenizer and data (`data_fingerprint`) give the same id, so a sweep rerun finds it done;
-    other data, other id. Equal phases leave the ends out of the key (the ids runs had before ends)."""
+    other data, other id. Equal phases leave the ends out of the key (the ids runs had before ends);
+    runs from scratch leave the base out (the ids runs had before bases)."""
     p = cfg.proxy
     mixture = ([sorted((k, round(v, 6)) for k, v in ph.items()) for ph in weights] if isinstance(weights, list)
                else sorted((k, round(v, 6)) for k, v in weights.items()))
     parts = [mixture, seed, tokenizer_sha, p.model_dump(include=RUN_SETTINGS), data]
     if isinstance(weights, list) and phase_ends is not None and not equal_ends(phase_ends):
         parts.append([round(e, 6) for e in phase_ends])
+    if base_id is not None:
+        parts.append({"base": base_id})
     key = json.dumps(parts)
     return "r" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -120,6 +121,7 @@ class _Run:
     train_cfg: TrainConfig | None = None
     data: str = ""  # data_fingerprint of the tokens it trained and was measured on
     content: str | None = None  # its cell shares (pipelines/content.py), None where the workspace cannot say
+    base: Base | None = None  # where it starts (proxy.init), None: from scratch
 
 
 def schedule_ends(cfg: MixforgeConfig, phases: int, ends: list[float] | None = None) -> list[float]:
@@ -150,13 +152,14 @@ def content_basis(ws: Workspace, data: str) -> tuple | None:
 
 
 def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, data: str, weights, seed: int | None,
-             run_id: str | None, checkpoints: int, phase_ends: list[float] | None = None, *, basis: tuple | None = None) -> _Run:
+             run_id: str | None, checkpoints: int, phase_ends: list[float] | None = None, *, basis: tuple | None = None,
+             base: Base | None = None) -> _Run:
     p, seed = cfg.proxy, cfg.seed if seed is None else seed
     phases = [check_weights(w, sorted(shards)) for w in weights] if isinstance(weights, list) and len(weights) > 1 else None
     weights = phases or check_weights(weights[0] if isinstance(weights, list) else weights, sorted(shards))
     ends = schedule_ends(cfg, len(phases), phase_ends) if phases else None
     table = RunsTable(ws)
-    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"], data, ends)
+    run_id = run_id or run_id_for(cfg, weights, seed, summary["tokenizer"]["sha256"], data, ends, base and base.base_id)
     if table.has(run_id) and not (checkpoints and not saved_checkpoints(checkpoint_dir(ws, run_id))):
         return _Run(run_id, seed, weights, phases, ends, row=table.load().filter(run_id=run_id).row(0, named=True))
     sampler = MixtureSampler(shards, weights, p.seq_len, p.tokens, seed, max_epochs=p.max_epochs, phase_ends=ends)
@@ -167,7 +170,7 @@ def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, da
                             seed=seed, device=p.device, checkpoint_at=at,
                             checkpoint_every=0 if at else -(-steps // checkpoints) if checkpoints else p.checkpoint_every)
     return _Run(run_id, seed, weights, phases, ends, sampler=sampler, steps=steps, model_cfg=model_cfg, train_cfg=train_cfg, data=data,
-                content=None if basis is None else run_content(basis[0], phases or [weights], basis[1], basis[2]))
+                content=None if basis is None else run_content(basis[0], phases or [weights], basis[1], basis[2]), base=base)
 
 
 def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model, result, train_s: float) -> dict:
@@ -179,6 +182,8 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
         row["phases"] = json.dumps(run.phases)
         if not equal_ends(run.phase_ends):  # equal phases: rows as they were
             row["phase_ends"] = json.dumps(run.phase_ends)
+    if run.base is not None:  # runs from scratch: rows as they were
+        row["base"] = run.base.base_id
     held = heldout_metrics(model, folder / "heldout", {c: v["heldout_bytes"] for c, v in summary["components"].items()},
                            p.seq_len, p.eval_max_tokens, run.seed)
     row.update(held)
@@ -216,14 +221,29 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     summary = checked_tokens_summary(ws)
     shards = load_shards(tokens_dir(ws) / "train")
     data = data_fingerprint(cfg, ws) if run_id is None else ""
-    run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints, phase_ends, basis=content_basis(ws, data))
+    base = starting_point(cfg, ws, summary, shards, data or data_fingerprint(cfg, ws))
+    run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints, phase_ends, basis=content_basis(ws, data),
+                   base=base)
     if run.row is not None:
         return run.row
     ckpt_dir = checkpoint_dir(ws, run.run_id)
+    init_state = base.state() if base else None  # before the clock: the base is trained once, not by this run
     t0 = time.perf_counter()
     model, result = train(run.model_cfg, run.train_cfg, run.sampler.batches(cfg.proxy.batch_size), run.steps, progress,
-                          checkpoint_dir=ckpt_dir if run.train_cfg.checkpoint_every or run.train_cfg.checkpoint_at else None)
+                          checkpoint_dir=ckpt_dir if run.train_cfg.checkpoint_every or run.train_cfg.checkpoint_at else None,
+                          init_state=init_state)
     return _record(cfg, ws, summary, run, model, result, time.perf_counter() - t0)
+
+
+def ready_base(cfg: MixforgeConfig) -> str | None:
+    """The shared base of this config's runs trained (or found) now, before a sweep fans out to
+    worker processes that then only read it; its id (None: runs start from scratch)."""
+    if cfg.proxy.init == "scratch":
+        return None
+    ws = Workspace(cfg.workspace_dir)
+    base = starting_point(cfg, ws, checked_tokens_summary(ws), load_shards(tokens_dir(ws) / "train"), data_fingerprint(cfg, ws))
+    base.state()
+    return base.base_id
 
 
 def batched_proxies(cfg: MixforgeConfig, checkpoints: int = 0) -> bool:
@@ -245,8 +265,8 @@ def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[d
     summary = checked_tokens_summary(ws)
     shards = load_shards(tokens_dir(ws) / "train")
     data = data_fingerprint(cfg, ws)
-    basis = content_basis(ws, data)
-    runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, 0, basis=basis) for w, s in zip(mixtures, seeds)]
+    basis, base = content_basis(ws, data), starting_point(cfg, ws, summary, shards, data)
+    runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, 0, basis=basis, base=base) for w, s in zip(mixtures, seeds)]
     rows = {r.run_id: r.row for r in runs if r.row is not None}
     todo = list({r.run_id: r for r in runs if r.row is None}.values())  # a run asked for twice trains once
     by_steps: dict[int, list[_Run]] = {}
@@ -256,9 +276,10 @@ def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[d
     for steps, group in sorted(by_steps.items()):
         for i in range(0, len(group), size):
             chunk = group[i : i + size]
+            init_state = base.state() if base else None
             t0 = time.perf_counter()
             trained = train_many(chunk[0].model_cfg, chunk[0].train_cfg, [r.sampler.batches(cfg.proxy.batch_size) for r in chunk],
-                                 steps, seeds=[r.seed for r in chunk])
+                                 steps, seeds=[r.seed for r in chunk], init_state=init_state)
             share = (time.perf_counter() - t0) / len(chunk)  # each run's share of the group's training time
             for r, (model, result) in zip(chunk, trained):
                 rows[r.run_id] = _record(cfg, ws, summary, r, model, result, share)

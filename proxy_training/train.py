@@ -100,10 +100,13 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[GPT, dict]:
 CHECKPOINT_KEYS = {"step", "tokens", "losses", "model_config", "model", "optimizer"}
 
 
+OWN_CHECKPOINT = "mixforge did not write it as it is: remove it, and the run trains again from its previous checkpoint or the start"
+
+
 @contextlib.contextmanager
-def checkpoint_errors(path: str | Path):
+def checkpoint_errors(path: str | Path, advice: str = OWN_CHECKPOINT):
     """Any failure to read or apply a checkpoint (unpickling refused, a damaged file, another
-    model's weights) is one MixforgeError naming the file, not a traceback."""
+    model's weights) is one MixforgeError naming the file and what to do, not a traceback."""
     try:
         yield
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, OSError, ...: all mean "not usable"
@@ -111,8 +114,7 @@ def checkpoint_errors(path: str | Path):
             reason = "not tensors and plain data only: a damaged file, or objects that could run code when loaded"
         else:
             reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
-        raise MixforgeError(f"checkpoint {path}: not loaded ({reason}); mixforge did not write it as it is: "
-                            "remove it, and the run trains again from its previous checkpoint or the start") from None
+        raise MixforgeError(f"checkpoint {path}: not loaded ({reason}); {advice}") from None
 
 
 def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
@@ -136,15 +138,18 @@ def save_checkpoint(folder: Path, model: GPT, optimizer, step: int, tokens: int,
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray], steps: int, progress=None,
-          checkpoint_dir: str | Path | None = None) -> tuple[GPT, ProxyResult]:
+          checkpoint_dir: str | Path | None = None, init_state: dict | None = None) -> tuple[GPT, ProxyResult]:
     """Train a fresh GPT for `steps` batches. `progress(step, steps, tokens_per_s)` is called
     every `log_every` steps when given. With `checkpoint_dir` and `cfg.checkpoint_every`, the
     state is saved every that many steps (and at the end), and a call that finds checkpoints
     there resumes from the latest: `batches` must then be the same stream from its start (the
-    batches already trained are skipped), and the result equals an uninterrupted run's."""
+    batches already trained are skipped), and the result equals an uninterrupted run's.
+    `init_state`: the weights to start from instead of fresh ones (a shared base, proxy/base.py)."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     forward = torch.compile(model) if cfg.compile else model
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]

@@ -45,6 +45,12 @@ class ProxyConfig(Section):
         "auto", description="Sweeps train runs in groups in one process (`train_many`, stacked models under vmap); auto: on CUDA only (on CPU it is slower). Not with checkpoints."
     )
     batched_group: int = Field(16, ge=1, description="Most runs trained together in one batched group.")
+    init: str = Field(
+        "scratch", description="Where every proxy run starts: scratch (fresh weights), base (one proxy trained on the natural "
+        "mixture for base_tokens, once per data and settings) or the path of a checkpoint of the same preset and vocabulary "
+        "(a mixforge checkpoint or a state dict; loaded as tensors only)."
+    )
+    base_tokens: int = Field(500_000, ge=1, description="Training tokens of the shared base (proxy.init: base).")
 
 
 class SearchConfig(Section):

@@ -221,3 +221,21 @@ def test_too_few_refresh_runs_to_cross_validate_are_refused_naming_the_field(tmp
     with pytest.raises(ConfigError, match=r"line \d+, field `search.refresh_runs`: .*must be at least 3.*\(got "):
         _project(tmp_path, refresh_runs=refresh)
     assert load_config(_project(tmp_path, refresh_runs=3)).search.refresh_runs == 3
+
+
+def test_runs_carry_only_to_searches_that_start_the_same_way():
+    """proxy.init: a run from scratch is no evidence for a search whose runs continue from a base
+    (nor the reverse), and a user's checkpoint only for the same checkpoint."""
+    from mixforge.mixers.carry import _unfit
+
+    settings = {"preset": "tiny", "seq_len": 32, "batch_size": 8, "lr": 1e-3, "schedule": "constant", "tokens": 64,
+                "tokenizer_sha256": "t", "start": "scratch"}
+    row = {k: v for k, v in settings.items() if k != "start"} | {"content": "{}"}
+    assert _unfit(row, settings, 1, None) is None
+    from_base = row | {"base": "b0123456789ab"}
+    assert _unfit(from_base, settings, 1, None) == "trained from another starting point (proxy.init)"
+    assert _unfit(from_base, settings | {"start": "base"}, 1, None) is None  # a base of an earlier build
+    assert _unfit(row, settings | {"start": "base"}, 1, None) == "trained from another starting point (proxy.init)"
+    mine = row | {"base": "u0123456789ab"}
+    assert _unfit(mine, settings | {"start": "u0123456789ab"}, 1, None) is None
+    assert _unfit(mine, settings | {"start": "ufedcba987654"}, 1, None) is not None
