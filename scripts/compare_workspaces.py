@@ -5,7 +5,8 @@ changed no output (issue 24's "byte-identical before and after").
 
 OLD and NEW are the folders the commands ran in (e.g. two `make demo` runs, each moved aside after
 it finished; run both from the same folder path and the same installed source path, since
-documents record the path of their file). Compared: every published file under the workspace and
+documents record the path of their file, and give the source files one mtime, e.g. `touch -d @0`,
+since stage fingerprints key on input files' size and mtime). Compared: every published file under the workspace and
 its export (stage records, ledger, components, token shards, search proposals, verify figures,
 export shards and manifest: JSON without timings, runs-table rows without wall time, other files
 by sha256), and the kept documents (id, xxh3 of text). Timings and the plots are left out, as in
