@@ -49,7 +49,6 @@ def encoder(ws: Workspace):
 
 
 
-
 def run_flops(cfg: MixforgeConfig, vocab_size: int) -> int:
     """Training FLOPs of one proxy run at cfg.proxy's settings: FLOPs per token x tokens (the
     model is built on the meta device: shapes only, no memory)."""
@@ -221,7 +220,7 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     summary = checked_tokens_summary(ws)
     shards = load_shards(tokens_dir(ws) / "train")
     data = data_fingerprint(cfg, ws) if run_id is None else ""
-    base = starting_point(cfg, ws, summary, shards, data or data_fingerprint(cfg, ws))
+    base = starting_point(cfg, ws, summary, shards, data or data_fingerprint(cfg, ws)) if cfg.proxy.init != "scratch" else None
     run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints, phase_ends, basis=content_basis(ws, data),
                    base=base)
     if run.row is not None:
