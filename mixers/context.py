@@ -29,6 +29,7 @@ class SearchContext:
     seed: int
     train: TrainFn
     influence_inputs: Callable | None = None  # (run_id) -> (checkpoint paths, component streams, target stream, seq_len)
+    merge_inputs: Callable | None = None  # (target metric) -> (component runs' rows, evaluate(weights, max_tokens) -> figure)
     target_tokens: int | None = None  # the training run a proposal is for (None: no repetition cap on proposals)
     cheap: SearchContext | None = None  # bayesopt_mf: the same search at the cheap fidelity (its train, tokens, caps)
     cheap_cost: float | None = None  # FLOPs of a cheap run per run at this context's proxy settings

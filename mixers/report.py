@@ -180,6 +180,9 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
         bounds = (f" ({interval['level']:.0%} interval {interval['low']:.4f} to {interval['high']:.4f})"
                   if interval.get("low") is not None else "")
         lines.append(f"Predicted {proposal['objective']} of the proposal: **{proposal['predicted']:.4f}**{bounds}.")
+        if proposal["strategy"] == "merge":
+            lines.append("That figure is the merged model's (the components' models averaged by the proposal's weights), "
+                         "measured on the whole target: it ranks candidates; verify measures the mixture with fresh proxies.")
         lines += observed_lines(proposal)
     fit = proposal.get("fit")
     if fit:

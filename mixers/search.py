@@ -25,11 +25,13 @@ from mixforge.mixers.carry import attach_carried, today_of
 from mixforge.mixers.content_space import content_space
 from mixforge.mixers.context import Proposal, SearchContext, TrainFn
 from mixforge.mixers.fitting import fit, run_phases
+from mixforge.mixers.merge_strategy import merge
 from mixforge.mixers.strategies import climb, influence, regmix
 from mixforge.pipelines.outputs import next_line_file, tokens_dir
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
-STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf}
+STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf,
+              "merge": merge}
 VERIFY_SEED = 1_000_000  # verification seeds start here: never a seed a search run used
 
 
@@ -76,6 +78,7 @@ def context(cfg: MixforgeConfig, train: TrainFn, target=None, train_cheap: Train
     ctx.today = today_of(cfg, ws)  # once per search: it reads the cells and hashes the centroids
     ctx.content = content_space(ws, ctx.today, ctx.components)  # None without centroids or cells
     ctx.influence_inputs = lambda run_id: influence_inputs(cfg, ws, run_id, objective)
+    ctx.merge_inputs = lambda metric: merge_inputs(cfg, ctx.components, metric)
     if train_cheap is not None:
         cheap = cheap_config(cfg)
         vocab = summary["tokenizer"]["vocab_size"]
@@ -137,6 +140,17 @@ def influence_inputs(cfg: MixforgeConfig, ws: Workspace, run_id: str, objective:
     return ckpts, load_shards(folder / "train"), np.concatenate(parts), cfg.proxy.seq_len
 
 
+def merge_inputs(cfg: MixforgeConfig, components: list[str], metric: str):
+    """(one run per component from the base, by component; evaluate(weights, max_tokens): `metric`
+    measured on the components' models merged by the weights)."""
+    from mixforge.proxy_training.merge import StateEvaluator, component_runs, component_states, merged_state
+
+    rows = component_runs(cfg, components)
+    states, evaluator = component_states(cfg, rows), StateEvaluator(cfg)
+    text = metric.split("_", 1)[1]
+    return rows, lambda weights, max_tokens: evaluator(merged_state(states, weights), max_tokens, text=text)[metric]
+
+
 def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None, target=None,
                train_cheap: TrainFn | None = None) -> tuple[Proposal, Path]:
     """Run a strategy; write proposal.json, report.md and the plots. Returns the proposal and its
@@ -196,7 +210,8 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     P = run_phases(used)  # a predictor over schedules when the search's runs trained schedules
     if (proposal.get("evidence") or {}).get("carried"):  # the same evidence the search fitted on
         attach_carried(cfg, Workspace(cfg.workspace_dir), ctx, ctx.today)
-    predictor, report = fit(used, ctx, P, ctx.carried)[:2] if len(used) >= 4 and not fidelity else (None, None)
+    fitted = len(used) >= 4 and not fidelity and proposal["strategy"] != "merge"  # merge's runs: one component each
+    predictor, report = fit(used, ctx, P, ctx.carried)[:2] if fitted else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
     results, skipped = {}, {}
     for name, weights in candidates.items():
@@ -281,14 +296,15 @@ def _verify_candidates(cfg: MixforgeConfig, folder: Path, proposal: dict, ctx: S
 def _verify_prediction(ctx: SearchContext, name: str, phases: list[dict], w: np.ndarray, predictor, report, P: int,
                        preset: str | None, proposal: dict) -> tuple[float | None, dict | None]:
     """(predicted, interval) for one candidate: the search's predictor refitted on its runs (no
-    interval at another preset: other units), or bayesopt_mf's calibrated prediction for its proposal."""
+    interval at another preset: other units), or bayesopt_mf's calibrated prediction for its proposal
+    (merge's: its merged model's figure)."""
     if predictor is None or len(phases) not in (1, P):
         predicted = None
     else:  # a schedule phase by phase; a single mixture is the same mixture in every phase
         x = np.ravel([[ph.get(c, 0.0) for c in ctx.components] for ph in phases]) if len(phases) == P else np.tile(w, P)
         predicted = float(predictor.predict(x[None, :])[0])
     interval = interval_around(predicted, report) if predicted is not None and preset is None else None  # other sizes: other units
-    if proposal.get("fidelity") and name == "proposal" and preset is None:  # the calibrated prediction the search made
+    if (proposal.get("fidelity") or proposal["strategy"] == "merge") and name == "proposal" and preset is None:  # the search's own
         predicted, interval = proposal["predicted"], proposal["predicted_interval"]
     return predicted, interval
 

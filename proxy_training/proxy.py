@@ -66,15 +66,15 @@ def checkpoint_dir(ws: Workspace, run_id: str):
 
 
 def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int, max_tokens: int = 0,
-                    seed: int = 0) -> dict[str, float]:
+                    seed: int = 0, names: set[str] | None = None) -> dict[str, float]:
     """loss_<name> and bpb_<name> for every held-out token stream in `folder` long enough to measure,
     with scored_tokens_<name> and scored_bytes_<name>: what the figures cover (every text token
-    unless `max_tokens` caps it; capped bytes are the text's bytes in proportion)."""
+    unless `max_tokens` caps it; capped bytes are the text's bytes in proportion); `names`: those texts only."""
     if not folder.is_dir():
         return {}
     out = {}
     for name, tokens in sorted(load_shards(folder).items()):
-        if len(tokens) <= seq_len:
+        if len(tokens) <= seq_len or (names is not None and name not in names):
             continue  # too little held-out text to measure
         eos = (read_json(folder / f"{name}.json") or {}).get("eos_id")
         text_tokens = len(tokens) - (int(np.count_nonzero(np.asarray(tokens) == eos)) if eos is not None else 0)
@@ -84,6 +84,12 @@ def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int, ma
         out[f"scored_bytes_{name}"] = (byte_counts[name] if scored == text_tokens
                                        else round(byte_counts[name] * scored / text_tokens))
     return out
+
+
+def heldout_means(held: dict[str, float]) -> dict[str, float]:
+    """loss_mean and bpb_mean: the means over the components' held-out texts."""
+    return {"loss_mean": float(np.mean([v for k, v in held.items() if k.startswith("loss_")])),
+            "bpb_mean": float(np.mean([v for k, v in held.items() if k.startswith("bpb_")]))}
 
 
 def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int, tokenizer_sha: str,
@@ -186,8 +192,7 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
     held = heldout_metrics(model, folder / "heldout", {c: v["heldout_bytes"] for c, v in summary["components"].items()},
                            p.seq_len, p.eval_max_tokens, run.seed)
     row.update(held)
-    row["loss_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("loss_")]))
-    row["bpb_mean"] = float(np.mean([v for k, v in held.items() if k.startswith("bpb_")]))
+    row.update(heldout_means(held))
     row.update(heldout_metrics(model, folder / "eval", {n: v["bytes"] for n, v in summary.get("eval_texts", {}).items()},
                                p.seq_len, p.eval_max_tokens, run.seed))
     task_items = tasks(cfg, ws)

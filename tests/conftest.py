@@ -176,3 +176,12 @@ def built(tmp_path_factory):
     cfg = load_config(config)
     build(cfg)
     return config, cfg, root
+
+
+def proxies_in_turn(cfg):
+    """A search's trainer that trains its proxies one after another in this process (what a
+    notebook would pass to run_search or verify)."""
+    from mixforge.proxy_training.proxy import run_proxy
+
+    return lambda mixtures, seeds, label, checkpoints=0: [
+        run_proxy(cfg, w, seed=s, checkpoints=checkpoints) for w, s in zip(mixtures, seeds)]

@@ -56,7 +56,7 @@ class ProxyConfig(Section):
 class SearchConfig(Section):
     """Mixture search over the components: strategy, target, predictor, candidates, verification."""
 
-    strategy: Literal["regmix", "climb", "influence", "bayesopt", "bayesopt_mf"] = Field("regmix", description="Search strategy.")
+    strategy: Literal["regmix", "climb", "influence", "bayesopt", "bayesopt_mf", "merge"] = Field("regmix", description="Search strategy.")
     target: str | dict[str, float] | None = Field(
         None, description="Metric column to optimise (e.g. bpb_mean, acc_next_line), or {metric: weight} to combine several."
     )
@@ -98,6 +98,11 @@ class SearchConfig(Section):
     )
     max_epochs: float = Field(4, gt=0, description="Most passes over a component's tokens in the target run (caps its share, see target_tokens).")
     influence_rounds: int = Field(2, ge=1, description="influence: proxies trained, one mixture update each.")
+    merge_candidates: int = Field(256, ge=1, description="merge: candidate mixtures scored by evaluating merged models.")
+    merge_eval_tokens: int = Field(
+        8192, ge=0, description="merge: tokens scored per held-out text for each candidate (a seeded sample of windows; 0: "
+        "every token); the best 8 are scored again on the whole text."
+    )
     influence_temperature: float = Field(
         1.0, gt=0, description="influence: w <- w * exp(z / temperature), z the influence standardised across components."
     )

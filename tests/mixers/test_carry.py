@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import SLICE, SLICE_KINDS
+from conftest import SLICE, SLICE_KINDS, proxies_in_turn
 
 LABELS = ("bible", "code", "legal", "manuals")
 
@@ -42,12 +42,6 @@ def _project(root, **search) -> "object":
         "proxy": {"vocab_size": 512, "tokens": 4_000, "seq_len": 32, "batch_size": 8, "warmup_steps": 5}}))
     load_config(config)
     return config
-
-
-def _loop(cfg):
-    from mixforge.proxy_training.proxy import run_proxy
-
-    return lambda mixtures, seeds, label, checkpoints=0: [run_proxy(cfg, w, seed=s) for w, s in zip(mixtures, seeds)]
 
 
 def _today(cfg):
@@ -182,7 +176,7 @@ def test_a_search_after_an_append_trains_only_its_refresh_runs_also_when_schedul
     config = _project(tmp_path, runs=8, refresh_runs=6)
     cfg = load_config(config)
     build(cfg)
-    first, _ = run_search(cfg, _loop(cfg), "regmix")
+    first, _ = run_search(cfg, proxies_in_turn(cfg), "regmix")
     assert first.evidence["trained"] == 8 and first.evidence["carried"] == 0
 
     _write(tmp_path / "data" / "bible" / "part-001.jsonl", _records("bible")[10:13])
@@ -203,7 +197,7 @@ def test_a_search_after_an_append_trains_only_its_refresh_runs_also_when_schedul
     assert proposal["fit"]["evidence"]["cv_spearman_without_carried"] is not None
     assert [i["runs"] for i in proposal["iterations"]] == [4, 6]  # 4 where the fit is least sure, then 2 near its proposal
 
-    again, _ = run_search(load_config(config), _loop(cfg), "regmix")  # the same refresh runs: reused, none trained
+    again, _ = run_search(load_config(config), proxies_in_turn(cfg), "regmix")  # the same refresh runs: reused, none trained
     assert again.evidence["trained"] == 0 and again.evidence["reused"] == 6
     out = subprocess.run([sys.executable, "-m", "mixforge.cli", "search", str(config)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

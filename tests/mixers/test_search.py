@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import FIXTURES, mixforge_cmd, workspace_with_tokens
+from conftest import proxies_in_turn, FIXTURES, mixforge_cmd, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import ConfigError, InputError
 from mixforge.mixers.mixture_file import read_mixture
@@ -21,7 +21,7 @@ from mixforge.mixers.runs_file import load_runs
 from mixforge.mixers.bayesopt import calibrate, fidelity_split
 from mixforge.mixers.fit_table import fit_table
 from mixforge.mixers.search import cheap_config, cheap_proxy, run_search, verify
-from mixforge.proxy_training.proxy import run_flops, run_proxy
+from mixforge.proxy_training.proxy import run_flops
 from mixforge.workspace import Workspace, read_json
 
 DEMO_RUNS = FIXTURES / "demo_runs.parquet"  # 48 real tiny-proxy runs on the demo corpus (scripts/build_demo_runs.py)
@@ -122,29 +122,24 @@ def test_cli_search_fit_json_and_errors(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "bpb_reference" in bad.stderr
 
 
-def _loop(cfg):
-    """Proxies trained one after another in this process (what a notebook would pass)."""
-    return lambda mixtures, seeds, label, checkpoints=0: [
-        run_proxy(cfg, w, seed=s, checkpoints=checkpoints) for w, s in zip(mixtures, seeds)]
-
 
 @pytest.mark.timeout(600)
 def test_climb_and_influence_on_the_slice(tmp_path):
     config = workspace_with_tokens(tmp_path, tokens=12_000)
     cfg = load_config(config)
     cfg.search.target, cfg.search.runs, cfg.search.candidates = "bpb_code", 7, 2000
-    proposal, folder = run_search(cfg, _loop(cfg), "climb")
+    proposal, folder = run_search(cfg, proxies_in_turn(cfg), "climb")
     assert [i["runs"] for i in proposal.iterations] == [4, 6, 7] and len(proposal.runs_used) == 7
     assert proposal.weights["code"] > proposal.natural["code"]  # the target is code's held-out text
     assert (folder / "report.md").exists() and (folder / "fit.png").read_bytes()[:4] == b"\x89PNG"
 
     cfg.search.influence_rounds, cfg.search.phases = 1, 2
-    proposal, folder = run_search(cfg, _loop(cfg), "influence")
+    proposal, folder = run_search(cfg, proxies_in_turn(cfg), "influence")
     assert len(proposal.schedule) == 2 and len(proposal.runs_used) == 1
     influence = proposal.iterations[0]["influence"]
     assert influence["code"] == max(influence.values())  # code's gradients align best with code's held-out text
     assert proposal.weights["code"] > proposal.prior["code"]
-    checked = verify(cfg, _loop(cfg), folder, seeds=1)  # the schedule is trained phase by phase
+    checked = verify(cfg, proxies_in_turn(cfg), folder, seeds=1)  # the schedule is trained phase by phase
     assert {"proposal", "schedule", "uniform"} <= set(checked["results"])
     schedule_run = RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id") == checked["results"]["schedule"]["run_ids"][0])
     trained = json.loads(schedule_run["phases"][0])
@@ -152,13 +147,13 @@ def test_climb_and_influence_on_the_slice(tmp_path):
     assert checked["results"]["schedule"]["run_ids"] != checked["results"]["proposal"]["run_ids"]
     cfg.search.target = "acc_next_line"
     with pytest.raises(ConfigError, match="held-out text targets"):
-        run_search(cfg, _loop(cfg), "influence")
+        run_search(cfg, proxies_in_turn(cfg), "influence")
     cfg.search.target = "bpb_cod"
     with pytest.raises(ConfigError, match="known: .*bpb_code"):
-        run_search(cfg, _loop(cfg), "regmix")
+        run_search(cfg, proxies_in_turn(cfg), "regmix")
     cfg.search.target, cfg.search.min_share = "bpb_code", {"poetry": 0.1}
     with pytest.raises(ConfigError, match="unknown component.*poetry"):
-        run_search(cfg, _loop(cfg), "regmix")
+        run_search(cfg, proxies_in_turn(cfg), "regmix")
 
     # pins, share bounds and the target run's repetition cap hold in every strategy
     cfg.search.min_share = {}
@@ -170,7 +165,7 @@ def test_climb_and_influence_on_the_slice(tmp_path):
     used = {}
     for strategy in ("regmix", "climb", "influence", "bayesopt"):
         cfg.search.phases = 2 if strategy == "influence" else 1  # regmix on one mixture: its runs are bayesopt's random half
-        proposal, _ = run_search(cfg, _loop(cfg), strategy)
+        proposal, _ = run_search(cfg, proxies_in_turn(cfg), strategy)
         used[strategy] = set(proposal.runs_used)
         phases = [proposal.weights] + [ph["weights"] for ph in proposal.schedule or []]
         for w in phases:
@@ -187,7 +182,7 @@ def test_climb_and_influence_on_the_slice(tmp_path):
     assert len(used["bayesopt"]) == 7 and len(used["bayesopt"] & used["regmix"]) == 4
     cfg.search.pin = {"code": 0.9}  # above its cap: an error naming it, before any training
     with pytest.raises(ConfigError, match="above their highest share: code"):
-        run_search(cfg, _loop(cfg), "regmix")
+        run_search(cfg, proxies_in_turn(cfg), "regmix")
 
 
 @pytest.mark.timeout(600)
@@ -196,7 +191,7 @@ def test_regmix_over_schedules_fits_every_phase_and_proposes_a_schedule_that_ver
     cfg = load_config(config)
     cfg.search.target, cfg.search.runs, cfg.search.candidates, cfg.search.phases = "bpb_code", 8, 2000, 2
     cfg.search.pin = {"legal": 0.2}
-    proposal, folder = run_search(cfg, _loop(cfg), "regmix")
+    proposal, folder = run_search(cfg, proxies_in_turn(cfg), "regmix")
     runs = RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id").is_in(proposal.runs_used))
     schedules = [json.loads(p) for p in runs["phases"]]
     assert runs.height == 8 and all(len(sch) == 2 for sch in schedules) and all(sch[0] != sch[1] for sch in schedules)
@@ -205,7 +200,7 @@ def test_regmix_over_schedules_fits_every_phase_and_proposes_a_schedule_that_ver
         assert phase["weights"]["legal"] == pytest.approx(0.2, abs=1e-6) and sum(phase["weights"].values()) == pytest.approx(1, abs=1e-5)
     mean = {c: np.mean([ph["weights"][c] for ph in proposal.schedule]) for c in proposal.weights}
     assert proposal.weights == pytest.approx(mean, abs=1e-5)
-    checked = verify(cfg, _loop(cfg), folder, seeds=1)
+    checked = verify(cfg, proxies_in_turn(cfg), folder, seeds=1)
     res = checked["results"]
     assert {"proposal", "schedule", "uniform", "natural"} <= set(res)
     # one predictor over both phases: the schedule and its static average (the same mixture in both
@@ -215,7 +210,7 @@ def test_regmix_over_schedules_fits_every_phase_and_proposes_a_schedule_that_ver
     trained = json.loads(RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id") == res["schedule"]["run_ids"][0])["phases"][0])
     assert [t for t in trained] == [pytest.approx(ph["weights"], abs=1e-6) for ph in proposal.schedule]
     with pytest.raises(ConfigError, match="search.phases 2 .* climb proposes one mixture"):
-        run_search(cfg, _loop(cfg), "climb")
+        run_search(cfg, proxies_in_turn(cfg), "climb")
 
 
 def test_fidelity_split_keeps_the_budget_and_calibration_recovers_a_linear_link():
@@ -267,7 +262,7 @@ def test_multi_fidelity_bayesopt_spends_most_runs_cheaply_and_predicts_in_the_se
     assert gap > 0.05 and abs(proposal["predicted"] - main["bpb_code"].mean()) < gap / 2, (proposal["predicted"], gap)
     low, high = proposal["predicted_interval"]["low"], proposal["predicted_interval"]["high"]
     assert low < proposal["predicted"] < high
-    checked = verify(cfg, _loop(cfg), folder, seeds=1)
+    checked = verify(cfg, proxies_in_turn(cfg), folder, seeds=1)
     res = checked["results"]
     assert res["proposal"]["predicted"] == proposal["predicted"] and res["proposal"]["interval"]["low"] == low
     best = main.sort("bpb_code").row(0, named=True)  # best observed: among the runs at the search's own proxy only
@@ -275,13 +270,13 @@ def test_multi_fidelity_bayesopt_spends_most_runs_cheaply_and_predicts_in_the_se
     assert res["uniform"]["predicted"] is None  # nothing in the search proxy's units predicts it
     assert "## Multi-fidelity" in (folder / "report.md").read_text()
 
-    cheap_loop = _loop(load_config(config, overrides={"proxy": {"tokens": 2_000}}))
+    cheap_loop = proxies_in_turn(load_config(config, overrides={"proxy": {"tokens": 2_000}}))
     cfg.search.cheap_proxy = {"tokens": 16_000}
     with pytest.raises(ConfigError, match="must be cheaper"):
-        run_search(cfg, _loop(cfg), "bayesopt_mf", train_cheap=cheap_loop)
+        run_search(cfg, proxies_in_turn(cfg), "bayesopt_mf", train_cheap=cheap_loop)
     cfg.search.cheap_proxy = {"preset": "huge"}
     with pytest.raises(ConfigError, match="search.cheap_proxy: preset"):
-        run_search(cfg, _loop(cfg), "bayesopt_mf", train_cheap=cheap_loop)
+        run_search(cfg, proxies_in_turn(cfg), "bayesopt_mf", train_cheap=cheap_loop)
 
 
 @pytest.mark.timeout(900)
@@ -313,12 +308,12 @@ def test_regmix_proposal_beats_uniform_under_verify_cli(tmp_path):
     # resumable: a second verify retrains nothing (every run id is in the table)
     n_rows = len(list((tmp_path / "ws" / "runs" / "rows").iterdir()))
     with warnings.catch_warnings():
-        verify(load_config(config), _loop(load_config(config)))
+        verify(load_config(config), proxies_in_turn(load_config(config)))
     assert len(list((tmp_path / "ws" / "runs" / "rows").iterdir())) == n_rows
     # a new search into the same folder: the old verify.json is never shown as this proposal's
     cfg = load_config(config)
     cfg.search.candidates, cfg.search.top_k = 3000, 16  # the same runs, another proposal
-    proposal, again = run_search(cfg, _loop(cfg), "regmix")
+    proposal, again = run_search(cfg, proxies_in_turn(cfg), "regmix")
     assert again == folder and proposal.weights != read_json(folder / "verify.json")["results"]["proposal"]["weights"]
     report = (folder / "report.md").read_text()
     assert "Not verified: this folder's verify.json measured an earlier proposal" in report and "measured mean" not in report
@@ -332,9 +327,9 @@ def test_verify_at_a_larger_preset_gives_the_rank_agreement_between_sizes(tmp_pa
     config = workspace_with_tokens(tmp_path, tokens=2_000)
     cfg = load_config(config)
     cfg.search.target, cfg.search.runs, cfg.search.candidates = "bpb_code", 8, 2000
-    proposal, folder = run_search(cfg, _loop(cfg), "regmix")
+    proposal, folder = run_search(cfg, proxies_in_turn(cfg), "regmix")
     larger = load_config(config, overrides={"proxy": {"preset": "small"}})
-    out = verify(cfg, _loop(cfg), folder, seeds=1, preset="small", train_preset=_loop(larger))
+    out = verify(cfg, proxies_in_turn(cfg), folder, seeds=1, preset="small", train_preset=proxies_in_turn(larger))
     assert out["preset"] == "small" and out["search_preset"] == "tiny" and (folder / "verify-small.json").exists()
     assert not (folder / "verify.json").exists()  # the search size's verification is a separate file
     sizes = out["sizes"]

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FIXTURES, mixforge_cmd, slice_token_streams, workspace_with_tokens
+from conftest import proxies_in_turn, FIXTURES, mixforge_cmd, slice_token_streams, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import ConfigError, MixforgeError
 from mixforge.mixers.fit_table import fit_table
@@ -115,29 +115,25 @@ def test_checkpoints_for_influences_phases_are_saved_at_the_phase_ends(tmp_path)
     assert saved == [round(0.8 * row["steps"]), row["steps"]]
 
 
-def _loop(cfg):
-    return lambda mixtures, seeds, label, checkpoints=0: [
-        run_proxy(cfg, w, seed=s, checkpoints=checkpoints) for w, s in zip(mixtures, seeds)]
-
 
 @pytest.mark.timeout(600)
 def test_regmix_proposes_and_verify_trains_a_schedule_with_the_configs_phase_ends(tmp_path):
     cfg = load_config(workspace_with_tokens(tmp_path, tokens=2_000))
     cfg.search.target, cfg.search.runs, cfg.search.candidates, cfg.search.top_k = "bpb_code", 6, 500, 16
     cfg.search.phases, cfg.search.phase_ends = 2, [0.8, 1.0]
-    proposal, folder = run_search(cfg, _loop(cfg), "regmix")
+    proposal, folder = run_search(cfg, proxies_in_turn(cfg), "regmix")
     assert [(ph["start_fraction"], ph["end_fraction"]) for ph in proposal.schedule] == [(0.0, 0.8), (0.8, 1.0)]
     weighted = {c: 0.8 * proposal.schedule[0]["weights"][c] + 0.2 * proposal.schedule[1]["weights"][c] for c in proposal.weights}
     assert proposal.weights == pytest.approx(weighted, abs=2e-6)
     runs = RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id").is_in(proposal.runs_used))
     assert runs.height == 6 and set(runs["phase_ends"]) == {"[0.8, 1.0]"}
-    checked = verify(cfg, _loop(cfg), folder, seeds=1)
+    checked = verify(cfg, proxies_in_turn(cfg), folder, seeds=1)
     trained = RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id") == checked["results"]["schedule"]["run_ids"][0])
     assert trained["phase_ends"][0] == "[0.8, 1.0]" and checked["results"]["schedule"]["predicted"] == pytest.approx(proposal.predicted)
     assert checked["results"]["proposal"]["predicted"] is not None  # a single mixture: the same mixture in every phase
     cfg.search.phase_ends = None
     with pytest.raises(ConfigError, match=r"phases end at \[0.8, 1.0\] .* set search.phase_ends: \[0.8, 1.0\]"):
-        verify(cfg, _loop(cfg), folder, seeds=1)
+        verify(cfg, proxies_in_turn(cfg), folder, seeds=1)
 
 
 def _phased_table(path):
