@@ -29,8 +29,7 @@ from mixforge.config import MixforgeConfig
 from mixforge.errors import ConfigError
 from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.model import preset
-from mixforge.proxy_training.train import (TrainConfig, checkpoint_errors, checkpoints, read_checkpoint, resolve_device,
-                                           train)
+from mixforge.proxy_training.train import TrainConfig, checkpoint_errors, checkpoints, read_checkpoint, train
 from mixforge.digests import file_digest
 from mixforge.workspace import Workspace
 
@@ -145,11 +144,13 @@ def _trained_base(cfg: MixforgeConfig, folder: Path, summary: dict, shards: dict
     steps = -(-len(sampler) // p.batch_size)
     with _exclusive(folder):
         saved = checkpoints(folder)
-        if not saved or read_checkpoint(saved[-1])["step"] < steps:  # missing, or killed part way: train (on)
-            train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
-                                    seed=cfg.seed, device=p.device, checkpoint_every=-(-steps // BASE_CHECKPOINTS))
-            train(_model_config(cfg, summary), train_cfg, sampler.batches(p.batch_size), steps, checkpoint_dir=folder)
-            saved = checkpoints(folder)
-            for older in saved[:-1]:  # resuming needs the last only; each holds the optimizer's state too
-                older.unlink()
-        return read_checkpoint(saved[-1], resolve_device("cpu"))["model"]
+        last = read_checkpoint(saved[-1]) if saved else None
+        if last is not None and last["step"] >= steps:
+            return last["model"]
+        # missing, or killed part way: train (on from the last checkpoint)
+        train_cfg = TrainConfig(lr=p.lr, warmup_steps=min(p.warmup_steps, max(steps // 10, 1)), schedule=p.schedule,
+                                seed=cfg.seed, device=p.device, checkpoint_every=-(-steps // BASE_CHECKPOINTS))
+        model, _ = train(_model_config(cfg, summary), train_cfg, sampler.batches(p.batch_size), steps, checkpoint_dir=folder)
+        for older in checkpoints(folder)[:-1]:  # resuming needs the last only; each holds the optimizer's state too
+            older.unlink()
+        return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
