@@ -18,7 +18,7 @@ import torch
 from mixforge.config import MixforgeConfig
 from mixforge.pipelines.outputs import tokens_dir
 from mixforge.proxy_training.model import GPT, preset
-from mixforge.proxy_training.proxy import checkpoint_dir, heldout_means, heldout_metrics, run_proxy
+from mixforge.proxy_training.proxy import checkpoint_dir, run_proxy, text_metrics
 from mixforge.proxy_training.runs_table import checked_tokens_summary
 from mixforge.proxy_training.train import checkpoints, read_checkpoint
 from mixforge.workspace import Workspace
@@ -33,16 +33,11 @@ def merge_config(cfg: MixforgeConfig) -> MixforgeConfig:
     return out
 
 
-def component_runs(cfg: MixforgeConfig, components: list[str], progress=None) -> dict[str, dict]:
+def component_runs(cfg: MixforgeConfig, components: list[str]) -> dict[str, dict]:
     """One run per component, from the base, on that component alone (seed: the config's); its
     row, by component. Each keeps its final checkpoint (runs/checkpoints/<run id>/)."""
     cfg = merge_config(cfg)
-    rows = {}
-    for c in components:
-        rows[c] = run_proxy(cfg, {c: 1.0}, checkpoints=1)
-        if progress is not None:
-            progress(c)
-    return rows
+    return {c: run_proxy(cfg, {c: 1.0}, checkpoints=1) for c in components}
 
 
 def component_states(cfg: MixforgeConfig, rows: dict[str, dict]) -> dict[str, dict]:
@@ -79,25 +74,14 @@ class StateEvaluator:
         self.model = GPT(preset(p.preset, vocab_size=self.summary["tokenizer"]["vocab_size"], block_size=p.seq_len))
 
     def __call__(self, state: dict, max_tokens: int | None = None, seed: int | None = None, text: str | None = None) -> dict:
-        """Every component's held-out text and every eval text, with the means over the components,
-        or one `text` (a component, an eval text, or `mean`: the held-out texts and their means).
-        `max_tokens` (default proxy.eval_max_tokens) and `seed` (default the config's) choose the windows scored."""
-        p, cfg = self.cfg.proxy, self.cfg
-        cap, seed = p.eval_max_tokens if max_tokens is None else max_tokens, cfg.seed if seed is None else seed
-        held = {c: v["heldout_bytes"] for c, v in self.summary["components"].items()}
-        evals = {n: v["bytes"] for n, v in self.summary.get("eval_texts", {}).items()}
+        """`text_metrics` of the state: `max_tokens` (default proxy.eval_max_tokens) and `seed`
+        (default the config's) choose the windows scored."""
+        p = self.cfg.proxy
         self.model.load_state_dict(state)
-        out: dict = {}
         with torch.no_grad():
-            if text is None or text == "mean" or text in held:
-                names = None if text in (None, "mean") else {text}
-                out.update(heldout_metrics(self.model, self.folder / "heldout", held, p.seq_len, cap, seed, names))
-                if names is None:
-                    out.update(heldout_means(out))
-            if text is None or text in evals:
-                out.update(heldout_metrics(self.model, self.folder / "eval", evals, p.seq_len, cap, seed,
-                                           None if text is None else {text}))
-        return out
+            return text_metrics(self.model, self.folder, self.summary, p.seq_len,
+                                p.eval_max_tokens if max_tokens is None else max_tokens,
+                                self.cfg.seed if seed is None else seed, text)
 
 
 def evaluate_state(cfg: MixforgeConfig, state: dict, max_tokens: int | None = None, seed: int | None = None,

@@ -92,6 +92,23 @@ def heldout_means(held: dict[str, float]) -> dict[str, float]:
             "bpb_mean": float(np.mean([v for k, v in held.items() if k.startswith("bpb_")]))}
 
 
+def text_metrics(model, folder, summary: dict, seq_len: int, max_tokens: int, seed: int, text: str | None = None) -> dict:
+    """A model's figures as a run's row has them: every component's held-out text with their means
+    (loss_mean, bpb_mean), then every eval text; or one `text` (a component, an eval text, or
+    `mean`: the held-out texts and their means). `folder`: the tokens stage's extra folder."""
+    held = {c: v["heldout_bytes"] for c, v in summary["components"].items()}
+    evals = {n: v["bytes"] for n, v in summary.get("eval_texts", {}).items()}
+    out: dict = {}
+    if text is None or text == "mean" or text in held:
+        names = None if text in (None, "mean") else {text}
+        out.update(heldout_metrics(model, folder / "heldout", held, seq_len, max_tokens, seed, names))
+        if names is None:
+            out.update(heldout_means(out))
+    if text is None or text in evals:
+        out.update(heldout_metrics(model, folder / "eval", evals, seq_len, max_tokens, seed, None if text is None else {text}))
+    return out
+
+
 def run_id_for(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int, tokenizer_sha: str,
                data: str, phase_ends: list[float] | None = None, base_id: str | None = None) -> str:
     """Stable id of a run: the same mixture (or multi-phase schedule and its `phase_ends`), settings,
@@ -189,12 +206,7 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
             row["phase_ends"] = json.dumps(run.phase_ends)
     if run.base is not None:  # runs from scratch: rows as they were
         row["base"] = run.base.base_id
-    held = heldout_metrics(model, folder / "heldout", {c: v["heldout_bytes"] for c, v in summary["components"].items()},
-                           p.seq_len, p.eval_max_tokens, run.seed)
-    row.update(held)
-    row.update(heldout_means(held))
-    row.update(heldout_metrics(model, folder / "eval", {n: v["bytes"] for n, v in summary.get("eval_texts", {}).items()},
-                               p.seq_len, p.eval_max_tokens, run.seed))
+    row.update(text_metrics(model, folder, summary, p.seq_len, p.eval_max_tokens, run.seed))
     task_items = tasks(cfg, ws)
     encode = encoder(ws) if task_items else None  # the tokenizer is loaded once for every task
     for name, items in task_items.items():
