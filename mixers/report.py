@@ -152,6 +152,8 @@ def evidence_lines(proposal: dict) -> list[str]:
     if not runs:
         return []
     text = f"Proxy runs: {runs['trained']} trained, {runs['reused']} reused exactly, {runs['carried']} carried from earlier builds"
+    if runs.get("remeasured"):
+        text += f", {runs['remeasured']} measured on today's data with an earlier build's model (its tokens unchanged)"
     if runs.get("carried_from"):
         text += (f" ({', '.join(runs['carried_from'])}; on average {runs['carried_kept_share']:.0%} of their tokens' data "
                  f"kept unchanged), {runs['refresh_runs']} refresh runs")
@@ -183,6 +185,7 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
         if proposal["strategy"] == "merge":
             lines.append("That figure is the merged model's (the components' models averaged by the proposal's weights), "
                          "measured on the whole target: it ranks candidates; verify measures the mixture with fresh proxies.")
+            lines += evidence_lines(proposal)
         lines += observed_lines(proposal)
     fit = proposal.get("fit")
     if fit:

@@ -151,6 +151,15 @@ def merge_inputs(cfg: MixforgeConfig, components: list[str], metric: str):
     return rows, lambda weights, max_tokens: evaluator(merged_state(states, weights), max_tokens, text=text)[metric]
 
 
+def _remeasured(ws: Workspace, run_ids: set[str]) -> int:
+    """How many of `run_ids` were measured with an earlier build's model (a merge's component
+    models whose tokens did not change), not trained."""
+    rows = RunsTable(ws).load()
+    if not run_ids or "trained_by" not in rows.columns:
+        return 0
+    return rows.filter(rows["run_id"].is_in(sorted(run_ids)) & rows["trained_by"].is_not_null()).height
+
+
 def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None, target=None,
                train_cheap: TrainFn | None = None) -> tuple[Proposal, Path]:
     """Run a strategy; write proposal.json, report.md and the plots. Returns the proposal and its
@@ -170,8 +179,11 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     carried = attach_carried(cfg, ws, ctx, ctx.today) if strategy == "regmix" and cfg.search.refresh_runs != "off" else {}
     proposal = STRATEGIES[strategy](ctx)
     used = set(proposal.runs_used)
-    proposal.evidence = {"trained": len(used - before), "reused": len(used & before), "carried": len(ctx.carried),
+    remeasured = _remeasured(ws, used - before)
+    proposal.evidence = {"trained": len(used - before) - remeasured, "reused": len(used & before), "carried": len(ctx.carried),
                          "refresh_runs": ctx.refresh if ctx.carried else None, **carried}
+    if remeasured:
+        proposal.evidence["remeasured"] = remeasured
     folder = search_folder(ws, strategy, ctx.objective)
     atomic_write_json(folder / "proposal.json", proposal.to_dict())
     atomic_write_json(ws.root / "search" / "latest.json", {"folder": folder.name})

@@ -31,7 +31,7 @@ from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.model import preset
 from mixforge.proxy_training.train import TrainConfig, checkpoint_errors, checkpoints, read_checkpoint, train
 from mixforge.digests import file_digest
-from mixforge.workspace import Workspace
+from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 # The settings that change what a proxy learns or what its row measures; execution settings do not.
 RUN_SETTINGS = {"preset", "tokens", "seq_len", "batch_size", "lr", "warmup_steps", "schedule", "max_epochs",
@@ -84,6 +84,30 @@ def starting_point(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: di
     if not path.is_file():
         raise ConfigError(f"proxy.init: {path} is not a file (use scratch, base or the path of a checkpoint)")
     return Base(start_kind(cfg), lambda: _user_checkpoint(cfg, path, summary))
+
+
+def kept_base(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, data: str) -> Base | None:
+    """`starting_point`, except that a base (`proxy.init: base`) is kept across builds: the base
+    this workspace's merges started from stays theirs while the tokenizer, the settings and the seed
+    are the same, whatever the data became since (runs/bases/kept.json). A merge's component models
+    must share one base, and a base is only where training starts: keeping it lets an incremental
+    build train only the components whose tokens changed. Otherwise today's base, kept from then on."""
+    base = starting_point(cfg, ws, summary, shards, data)
+    if cfg.proxy.init != "base":
+        return base
+    record = ws.root / "runs" / "bases" / "kept.json"
+    key = base_id_for(cfg, summary["tokenizer"]["sha256"], "", {})  # the settings, seed and tokenizer, no data
+    kept = read_json(record) or {}
+    if kept.get("key") == key and kept.get("base_id") != base.base_id:
+        if saved := checkpoints(base_folder(ws, kept["base_id"])):  # written when the base was done
+            return Base(kept["base_id"], lambda: read_checkpoint(saved[-1])["model"])
+
+    def trained_and_kept() -> dict:
+        state = base.load()
+        atomic_write_json(record, {"key": key, "base_id": base.base_id, "data": data})
+        return state
+
+    return Base(base.base_id, trained_and_kept)
 
 
 def start_kind(cfg: MixforgeConfig) -> str:

@@ -3,7 +3,8 @@ shared base on that component alone; a candidate mixture's proxy is the componen
 combined by the mixture's weights, evaluated instead of trained.
 
 - `component_runs`: the per-component runs (proxy runs like any other: rows in the runs table,
-  found and not retrained when done), each keeping its final weights.
+  found and not retrained when done), each keeping its final weights; across builds, from one
+  kept base, and a component whose training tokens did not change keeps its model.
 - `merged_state`: base + scale * sum_c w_c (theta_c - base). At scale 1 and weights that sum to
   1 this is the weighted average sum_c w_c theta_c itself (the two forms the paper compares are
   one and the same on the simplex); another scale extrapolates from, or shrinks towards, the base.
@@ -13,15 +14,20 @@ combined by the mixture's weights, evaluated instead of trained.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 
 from mixforge.config import MixforgeConfig
 from mixforge.pipelines.outputs import tokens_dir
 from mixforge.proxy_training.model import GPT, preset
-from mixforge.proxy_training.proxy import checkpoint_dir, run_proxy, text_metrics
-from mixforge.proxy_training.runs_table import checked_tokens_summary
+from mixforge.proxy_training.base import RUN_SETTINGS, kept_base
+from mixforge.proxy_training.data import load_shards
+from mixforge.proxy_training.proxy import checkpoint_dir, remeasured, run_proxy, text_metrics
+from mixforge.proxy_training.runs_table import checked_tokens_summary, data_fingerprint, token_shard_digests
 from mixforge.proxy_training.train import checkpoints, read_checkpoint
-from mixforge.workspace import Workspace
+from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 
 def merge_config(cfg: MixforgeConfig) -> MixforgeConfig:
@@ -34,16 +40,41 @@ def merge_config(cfg: MixforgeConfig) -> MixforgeConfig:
 
 
 def component_runs(cfg: MixforgeConfig, components: list[str]) -> dict[str, dict]:
-    """One run per component, from the base, on that component alone (seed: the config's); its
-    row, by component. Each keeps its final checkpoint (runs/checkpoints/<run id>/)."""
+    """One run per component, from the kept base (`kept_base`), on that component alone (seed: the
+    config's); its row, by component. Each keeps its final checkpoint (runs/checkpoints/<run id>/).
+    A component whose model an earlier build trained (the same base, name, training tokens, settings
+    and seed: `component_model_key`) is not trained again: that model is measured on today's data
+    (`remeasured`; its row's `trained_by` names the run that trained it). After an incremental
+    build, only the new and changed components train."""
     cfg = merge_config(cfg)
-    return {c: run_proxy(cfg, {c: 1.0}, checkpoints=1) for c in components}
+    ws = Workspace(cfg.workspace_dir)
+    summary, digests = checked_tokens_summary(ws), token_shard_digests(ws)
+    base = kept_base(cfg, ws, summary, load_shards(tokens_dir(ws) / "train"), data_fingerprint(cfg, ws))
+    rows = {}
+    for c in components:
+        index = ws.root / "runs" / "component_models" / f"{component_model_key(cfg, base.base_id, c, digests, summary)}.json"
+        earlier = (read_json(index) or {}).get("run_id")
+        if earlier and checkpoints(checkpoint_dir(ws, earlier)):
+            rows[c] = remeasured(cfg, {c: 1.0}, base, earlier)
+        else:
+            rows[c] = run_proxy(cfg, {c: 1.0}, checkpoints=1, base=base)
+            atomic_write_json(index, {"run_id": rows[c]["run_id"], "component": c})
+    return rows
+
+
+def component_model_key(cfg: MixforgeConfig, base_id: str, component: str, digests: dict, summary: dict) -> str:
+    """What a component's model depends on: the base, the component's name (its windows' generator
+    is seeded by it) and training tokens, the tokenizer, the run settings and the seed."""
+    key = [base_id, component, digests[f"train/{component}.bin"], summary["tokenizer"]["sha256"],
+           cfg.proxy.model_dump(include=RUN_SETTINGS), cfg.seed]
+    return "m" + hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
 def component_states(cfg: MixforgeConfig, rows: dict[str, dict]) -> dict[str, dict]:
-    """The final weights of each component's run (read as tensors only)."""
+    """The final weights of each component's model (read as tensors only)."""
     ws = Workspace(cfg.workspace_dir)
-    return {c: read_checkpoint(checkpoints(checkpoint_dir(ws, row["run_id"]))[-1])["model"] for c, row in rows.items()}
+    return {c: read_checkpoint(checkpoints(checkpoint_dir(ws, row.get("trained_by") or row["run_id"]))[-1])["model"]
+            for c, row in rows.items()}
 
 
 def merged_state(states: dict[str, dict], weights: dict[str, float], base: dict | None = None,

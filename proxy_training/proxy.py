@@ -19,13 +19,13 @@ from mixforge.proxy_training.runs_table import (RunsTable, checked_tokens_summar
                                          tokens_summary)
 from mixforge.proxy_training.data import MixtureSampler, check_weights, load_shards
 from mixforge.proxy_training.evaluate import bits_per_byte, choice_accuracy, heldout_loss
-from mixforge.proxy_training.model import preset
+from mixforge.proxy_training.model import GPT, preset
 from mixforge.pipelines.content import cell_tokens, centroid_identity, run_content
 from mixforge.pipelines.outputs import next_line_file, tokenizer_file, tokens_dir
 from mixforge.pipelines.tokens import load_task, load_tokenizer
 from mixforge.proxy_training.base import RUN_SETTINGS, Base, starting_point
 from mixforge.proxy_training.batched import train_many
-from mixforge.proxy_training.train import TrainConfig, resolve_device, train
+from mixforge.proxy_training.train import ProxyResult, TrainConfig, read_checkpoint, resolve_device, train
 from mixforge.proxy_training.train import checkpoints as saved_checkpoints
 from mixforge.workspace import Workspace, read_json
 
@@ -195,7 +195,8 @@ def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, da
                 content=None if basis is None else run_content(basis[0], phases or [weights], basis[1], basis[2]), base=base)
 
 
-def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model, result, train_s: float) -> dict:
+def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model, result, train_s: float,
+            trained_by: str | None = None) -> dict:
     """Evaluate a trained proxy and append its row; wall_s is `train_s` plus the evaluation."""
     p, folder, t0 = cfg.proxy, tokens_dir(ws), time.perf_counter()
     row: dict = {"run_id": run.run_id}
@@ -206,6 +207,8 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
             row["phase_ends"] = json.dumps(run.phase_ends)
     if run.base is not None:  # runs from scratch: rows as they were
         row["base"] = run.base.base_id
+    if trained_by is not None:  # its model is an earlier run's (`remeasured`)
+        row["trained_by"] = trained_by
     row.update(text_metrics(model, folder, summary, p.seq_len, p.eval_max_tokens, run.seed))
     task_items = tasks(cfg, ws)
     encode = encoder(ws) if task_items else None  # the tokenizer is loaded once for every task
@@ -225,19 +228,22 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
 
 
 def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int | None = None,
-              run_id: str | None = None, progress=None, checkpoints: int = 0, phase_ends: list[float] | None = None) -> dict:
+              run_id: str | None = None, progress=None, checkpoints: int = 0, phase_ends: list[float] | None = None,
+              base: Base | None = None) -> dict:
     """Train one proxy on `weights` (over the components; a list is a multi-phase schedule, one
     mixture per phase, the phases ending at `phase_ends` of training (default: search.phase_ends,
     else equal phases), recorded in the row's `phases` (and `phase_ends` when unequal) with its
     overall token shares as the w_ columns) and record it; returns its row.
     A run id already in the table is not retrained: its row is returned. `checkpoints` > 0 saves
     that many evenly spaced checkpoints (the last at the end) under runs/checkpoints/<run_id>/;
-    a finished run that lacks them is trained again to make them."""
+    a finished run that lacks them is trained again to make them. `base`: where it starts, when not
+    the config's `starting_point` (the merge's kept base)."""
     ws = Workspace(cfg.workspace_dir)
     summary = checked_tokens_summary(ws)
     shards = load_shards(tokens_dir(ws) / "train")
     data = data_fingerprint(cfg, ws) if run_id is None else ""
-    base = starting_point(cfg, ws, summary, shards, data or data_fingerprint(cfg, ws)) if cfg.proxy.init != "scratch" else None
+    if base is None and cfg.proxy.init != "scratch":
+        base = starting_point(cfg, ws, summary, shards, data or data_fingerprint(cfg, ws))
     run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints, phase_ends, basis=content_basis(ws, data),
                    base=base)
     if run.row is not None:
@@ -249,6 +255,27 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
                           checkpoint_dir=ckpt_dir if run.train_cfg.checkpoint_every or run.train_cfg.checkpoint_at else None,
                           init_state=init_state)
     return _record(cfg, ws, summary, run, model, result, time.perf_counter() - t0)
+
+
+def remeasured(cfg: MixforgeConfig, weights: dict[str, float], base: Base, trained_by: str) -> dict:
+    """The row of the run of `weights` from `base` on the data of today, whose model is the one run
+    `trained_by` left (an earlier build's run on the same training tokens, seed, settings and base:
+    the same batches, so the same weights): its last checkpoint measured on today's held-out texts,
+    evals and tasks, not trained again. Its row says so (`trained_by`); a run already in the table
+    is returned."""
+    ws = Workspace(cfg.workspace_dir)
+    summary, shards, data = checked_tokens_summary(ws), load_shards(tokens_dir(ws) / "train"), data_fingerprint(cfg, ws)
+    run = _prepare(cfg, ws, summary, shards, data, weights, None, None, 0, basis=content_basis(ws, data), base=base)
+    if run.row is not None:
+        return run.row
+    earlier = RunsTable(ws).load().filter(run_id=trained_by).row(0, named=True)
+    state = read_checkpoint(saved_checkpoints(checkpoint_dir(ws, trained_by))[-1])
+    model = GPT(run.model_cfg)
+    model.load_state_dict(state["model"])
+    result = ProxyResult(steps=earlier["steps"], tokens=earlier["tokens"], final_loss=earlier["train_loss"],
+                         tokens_per_s=earlier["tokens_per_s"], device=earlier["device"],
+                         non_embedding_params=earlier["non_embedding_params"])
+    return _record(cfg, ws, summary, run, model, result, 0.0, trained_by=trained_by)
 
 
 def ready_base(cfg: MixforgeConfig) -> str | None:

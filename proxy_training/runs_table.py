@@ -82,12 +82,18 @@ def checked_tokens_summary(ws: Workspace) -> dict:
     return summary
 
 
+def token_shard_digests(ws: Workspace) -> dict[str, str]:
+    """Every token shard's digest by path under tokens/extra/ (`train/<component>.bin`, ...): the
+    tokens stage's record, or hashed here for a workspace whose record lacks them."""
+    return tokens_summary(ws).get("shard_digests") or shard_digests(tokens_dir(ws))
+
+
 def data_fingerprint(cfg: MixforgeConfig, ws: Workspace) -> str:
     """What a run's figures depend on besides mixture and settings: the token shards (from the
     tokens stage's record, or hashed here for a workspace whose record lacks them) and the content
     of every task file."""
     folder = tokens_dir(ws)
-    shards = tokens_summary(ws).get("shard_digests") or shard_digests(folder)
+    shards = token_shard_digests(ws)
     built_in = folder / "tasks" / "next_line.jsonl"
     task_files = ([built_in] if built_in.exists() else []) + [cfg.resolve(t) for t in cfg.proxy.tasks]
     task_digests = {t.name: file_digest(t) for t in task_files if t.exists()}

@@ -14,8 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SLICE = FIXTURES / "slice"
 
-# Prefect: a project-local home, no analytics, generous start-up for 2-core CI machines.
+# Prefect: a project-local home (one per pytest-xdist worker: each worker's flows start their own
+# ephemeral server on its own database), no analytics, generous start-up for 2-core CI machines.
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / worker)
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect makes the last folder only
+    # The workers share the cores: each one's torch and BLAS threads (its subprocesses' too) take a
+    # share, where each would take them all and the threads would wait on each other.
+    share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, str(share))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -129,10 +138,11 @@ def slice_token_streams(folder: Path, labels=("bible", "code"), vocab_size: int 
 LABELS = ("bible", "code", "legal")
 
 
-def workspace_with_tokens(tmp_path: Path, tokens: int = 20_000) -> Path:
+def workspace_with_tokens(tmp_path: Path, tokens: int = 20_000, extra: tuple[str, ...] = ()) -> Path:
     """A config whose workspace holds a tokens stage built from the slice (labels as components),
     as `mixforge build` leaves it, without running the embedding stages. Shared by the proxy and
-    search tests."""
+    search tests. `extra`: slice labels added as components with the same tokenizer (trained on
+    LABELS' documents), as an incremental build that adds a source leaves the tokens."""
     import json
 
     from mixforge.pipelines.tokens.eval_tasks import next_line_task
@@ -145,19 +155,20 @@ def workspace_with_tokens(tmp_path: Path, tokens: int = 20_000) -> Path:
         "proxy": {"tokens": tokens, "seq_len": 32, "batch_size": 8, "warmup_steps": 5, "lr": 3e-3, "vocab_size": 512},
     }))
     out = tmp_path / "ws" / "tokens" / "extra"
-    docs = [(label, json.loads(l)["text"]) for label in LABELS for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
-    tok = train_default_tokenizer([t for _, t in docs], out / "tokenizer.json", vocab_size=512, seed=0)
+    labels = (*LABELS, *extra)
+    docs = [(label, json.loads(l)["text"]) for label in labels for l in (SLICE / f"{label}.jsonl").read_text().splitlines()]
+    tok = train_default_tokenizer([t for c, t in docs if c in LABELS], out / "tokenizer.json", vocab_size=512, seed=0)
     held = [d for i, d in enumerate(docs) if i % 8 == 0]
     tokenize_components([d for i, d in enumerate(docs) if i % 8], tok, out / "train")
     meta = tokenize_components(held, tok, out / "heldout")
-    held_bytes = {c: sum(len(t.encode()) for cc, t in held if cc == c) for c in LABELS}
+    held_bytes = {c: sum(len(t.encode()) for cc, t in held if cc == c) for c in labels}
     task = next_line_task(held, n_items=30, seed=0)
-    (out / "tasks").mkdir()
+    (out / "tasks").mkdir(exist_ok=True)
     (out / "tasks" / "next_line.jsonl").write_text("".join(json.dumps(i) + "\n" for i in task))
     counts = {"tokenizer": tokenizer_identity(out / "tokenizer.json") | {"source": "default BPE"},
-              "components": {c: {"train_tokens": 1, "heldout_tokens": meta[c]["tokens"], "heldout_bytes": held_bytes[c]} for c in LABELS}}
-    train_meta = {c: json.loads((out / "train" / f"{c}.json").read_text())["tokens"] for c in LABELS}
-    for c in LABELS:
+              "components": {c: {"train_tokens": 1, "heldout_tokens": meta[c]["tokens"], "heldout_bytes": held_bytes[c]} for c in labels}}
+    train_meta = {c: json.loads((out / "train" / f"{c}.json").read_text())["tokens"] for c in labels}
+    for c in labels:
         counts["components"][c]["train_tokens"] = train_meta[c]
     atomic_write_json(tmp_path / "ws" / "tokens" / "_stage.json", {"stage": "tokens", "fingerprint": "x", "counts": counts})
     return config

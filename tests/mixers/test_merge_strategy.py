@@ -1,6 +1,7 @@
 """The merge strategy on real slice tokens: one run per component from the base, candidates scored
 by evaluating merged models under the pins and bounds, the proposal's figure that of its merged
-model on the whole target, and verify with fresh proxies."""
+model on the whole target, verify with fresh proxies, and after a build that adds a component, a
+search that trains that component's model alone."""
 
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ def test_merge_proposes_within_the_bounds_from_merged_models_and_verifies_with_f
     checked = verify(cfg, proxies_in_turn(cfg), folder)
     assert checked["results"]["proposal"]["predicted"] == proposal.predicted  # beside fresh proxies' figure
     assert np.isfinite(checked["results"]["proposal"]["mean"]) and "uniform" in checked["results"]
+    assert proposal.evidence["trained"] == 3 and "remeasured" not in proposal.evidence
+
+    workspace_with_tokens(tmp_path, tokens=12_000, extra=("quotes",))  # the next build adds a source
+    again, folder = run_search(cfg, proxies_in_turn(cfg), "merge")
+    assert again.evidence["trained"] == 1 and again.evidence["remeasured"] == 3  # only the new component trains
+    assert set(again.weights) == {"bible", "code", "legal", "quotes"} and again.weights["legal"] == pytest.approx(0.2)
+    assert "3 measured on today's data with an earlier build's model" in (folder / "report.md").read_text()
 
 
 @pytest.mark.timeout(120)

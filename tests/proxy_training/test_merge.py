@@ -4,6 +4,8 @@ component's own run figures back for its one-hot mixture."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -49,3 +51,37 @@ def test_merged_weights_are_the_mixtures_average_and_evaluate_like_a_run(tmp_pat
     sampled = evaluate_state(cfg, merged, max_tokens=64)  # the declared windows: 2 of 32 tokens per text
     assert all(sampled[k] <= 64 for k in sampled if k.startswith("scored_tokens_"))
     assert all(sampled[k] < figures[k] for k in sampled if k.startswith("scored_tokens_"))
+
+
+@pytest.mark.timeout(300)
+def test_after_a_new_component_only_its_model_trains_the_others_are_measured_as_if_retrained(tmp_path):
+    config = workspace_with_tokens(tmp_path, tokens=8_000)
+    cfg = load_config(config)
+    cfg.proxy.base_tokens = 8_000
+    first = component_runs(cfg, list(MIX))
+    assert not any(r.get("trained_by") for r in first.values())
+
+    workspace_with_tokens(tmp_path, tokens=8_000, extra=("quotes",))  # the next build: a new source, a new component
+    rows = component_runs(cfg, [*MIX, "quotes"])
+    assert {c: r.get("trained_by") for c, r in rows.items()} == {**{c: first[c]["run_id"] for c in MIX}, "quotes": None}
+    assert all(rows[c]["run_id"] != first[c]["run_id"] for c in MIX)  # rows of today's data, not yesterday's
+    assert {r["base"] for r in rows.values()} == {first["bible"]["base"]}  # the base is kept across the data change
+    assert "bpb_quotes" in rows["bible"] and "bpb_quotes" not in first["bible"]  # measured on today's texts
+    table = sorted((tmp_path / "ws" / "runs" / "rows").iterdir())
+    again = component_runs(cfg, [*MIX, "quotes"])  # found, neither trained nor measured again
+    assert {c: r["run_id"] for c, r in again.items()} == {c: r["run_id"] for c, r in rows.items()}
+    assert sorted((tmp_path / "ws" / "runs" / "rows").iterdir()) == table
+
+    # measured, yet what training again would give: a copy without the model index trains them
+    shutil.copytree(tmp_path / "ws", tmp_path / "again" / "ws")
+    shutil.copy(config, tmp_path / "again")
+    copy = load_config(tmp_path / "again" / config.name)
+    copy.proxy.base_tokens = 8_000
+    shutil.rmtree(tmp_path / "again" / "ws" / "runs" / "component_models")
+    for c in MIX:
+        (tmp_path / "again" / "ws" / "runs" / "rows" / f"{rows[c]['run_id']}.parquet").unlink()
+    retrained = component_runs(copy, [*MIX, "quotes"])
+    for c in MIX:
+        assert retrained[c]["run_id"] == rows[c]["run_id"] and not retrained[c].get("trained_by")
+        for key in [k for k in rows[c] if k.startswith(("loss_", "bpb_", "acc_"))] + ["train_loss", "steps"]:
+            assert retrained[c][key] == pytest.approx(rows[c][key], rel=1e-6), (c, key)
