@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixforge.errors import ConfigError, MixforgeError
+from mixforge.errors import MixforgeError
 from mixforge.mixers.context import Proposal, SearchContext
 from mixforge.mixers.fitting import scores
 from mixforge.mixers.strategies import _proposal, candidate_pool
@@ -38,12 +38,9 @@ class MergedModels:
 
 
 def merge(ctx: SearchContext) -> Proposal:
-    s, target = ctx.settings, ctx.objective.single
+    s, target = ctx.settings, ctx.objective.held_out_metric("the merge strategy measures merged models")
     if ctx.merge_inputs is None:
         raise MixforgeError("the merge strategy needs the workspace's component models: run it through `mixforge search`")
-    if target is None or not target.startswith(("loss_", "bpb_")):
-        raise ConfigError(f"the merge strategy measures merged models on held-out text: search.target must be one loss_* or "
-                          f"bpb_* metric, not {ctx.objective.label!r}")
     rows, evaluate = ctx.merge_inputs(target)
     k = len(ctx.components)
     extra = np.vstack([np.eye(k), ctx.prior[None, :], ctx.natural[None, :]])  # the components' own runs among them

@@ -62,6 +62,13 @@ class Objective:
     def single(self) -> str | None:
         return next(iter(self.targets)) if len(self.targets) == 1 else None
 
+    def held_out_metric(self, what: str) -> str:
+        """The one loss_* or bpb_* target that `what` (a strategy measuring models on held-out text) needs."""
+        target = self.single
+        if target is None or not target.startswith(("loss_", "bpb_")):
+            raise ConfigError(f"{what} on held-out text: search.target must be one loss_* or bpb_* metric, not {self.label!r}")
+        return target
+
     @property
     def label(self) -> str:
         return self.single or " + ".join(f"{w:g}*{m}" for m, w in self.targets.items())

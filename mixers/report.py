@@ -168,6 +168,24 @@ def evidence_lines(proposal: dict) -> list[str]:
     return ["", text]
 
 
+def online_lines(proposal: dict) -> list[str]:
+    """aioli: the online run's rounds (the target after each round's probes, the mixture it moved
+    to, the component whose probe lowered the target most) and its cost."""
+    run = proposal["online"]
+    lines = ["", "## The online run", "",
+             f"One run of {run['tokens']:,} tokens ({run['flops']:.3g} FLOPs, {run['seconds']:.0f} s), {run['evaluations']} "
+             f"target evaluations; each round probed every component for {run['probe_steps']} step(s). Its own final "
+             f"{proposal['objective']}: {run['observed']:.4f} (a model whose mixture changed as it trained: verify measures the "
+             "schedule and its average with fresh proxies).", "",
+             "| round | target after probes | largest drop per step | mixture after the round's update |", "|---:|---:|---|---|"]
+    for it in proposal["iterations"]:
+        drops = it["loss_drop_per_step"]
+        best = max(drops, key=drops.get)
+        mix = ", ".join(f"{c} {w:.2f}" for c, w in sorted(it["weights"].items(), key=lambda kv: -kv[1]) if w >= 0.01)
+        lines.append(f"| {it['iteration']} | {it['target_after_probes']:.4f} | {best} {drops[best]:+.4f} | {mix} |")
+    return lines
+
+
 def _fmt(v) -> str:
     return "" if v is None else f"{v:.4f}"
 
@@ -201,6 +219,8 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
         for ph in proposal["schedule"]:
             mix = ", ".join(f"{c} {w:.2f}" for c, w in ph["weights"].items() if w >= 0.01)
             lines.append(f"- {ph['start_fraction']:.0%} to {ph['end_fraction']:.0%}: {mix}")
+    if proposal.get("online"):
+        lines += online_lines(proposal)
     lines += ["", "![proposal against natural shares](mixture.png)", "", "## Progress", "",
               "| iteration | runs | best measured | CV Spearman |", "|---:|---:|---:|---:|"]
     for it in proposal["iterations"]:

@@ -25,13 +25,14 @@ from mixforge.mixers.carry import attach_carried, today_of
 from mixforge.mixers.content_space import content_space
 from mixforge.mixers.context import Proposal, SearchContext, TrainFn
 from mixforge.mixers.fitting import fit, run_phases
+from mixforge.mixers.aioli_strategy import aioli
 from mixforge.mixers.merge_strategy import merge
 from mixforge.mixers.strategies import climb, influence, regmix
 from mixforge.pipelines.outputs import next_line_file, tokens_dir
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf,
-              "merge": merge}
+              "merge": merge, "aioli": aioli}
 VERIFY_SEED = 1_000_000  # verification seeds start here: never a seed a search run used
 
 
@@ -79,6 +80,7 @@ def context(cfg: MixforgeConfig, train: TrainFn, target=None, train_cheap: Train
     ctx.content = content_space(ws, ctx.today, ctx.components)  # None without centroids or cells
     ctx.influence_inputs = lambda run_id: influence_inputs(cfg, ws, run_id, objective)
     ctx.merge_inputs = lambda metric: merge_inputs(cfg, ctx.components, metric)
+    ctx.aioli_inputs = lambda *args: aioli_inputs(cfg, ctx.components, *args)
     if train_cheap is not None:
         cheap = cheap_config(cfg)
         vocab = summary["tokenizer"]["vocab_size"]
@@ -138,6 +140,13 @@ def influence_inputs(cfg: MixforgeConfig, ws: Workspace, run_id: str, objective:
     if not ckpts:
         raise MixforgeError(f"run {run_id} has no checkpoints under {checkpoint_dir(ws, run_id)}")
     return ckpts, load_shards(folder / "train"), np.concatenate(parts), cfg.proxy.seq_len
+
+
+def aioli_inputs(cfg: MixforgeConfig, components: list[str], metric: str, start, project, bounds) -> dict:
+    """The aioli strategy's online run on the workspace's tokens (trained, or found)."""
+    from mixforge.proxy_training.aioli import aioli_run
+
+    return aioli_run(cfg, components, metric, start, project, bounds)
 
 
 def merge_inputs(cfg: MixforgeConfig, components: list[str], metric: str):

@@ -68,6 +68,29 @@ def interleave(counts: np.ndarray) -> np.ndarray:
     return comp[np.lexsort((comp, when))]
 
 
+def window_starts(n: int, seq_len: int, seed: int, comp: str, count: int) -> np.ndarray:
+    """`count` window starts in a component's stream of `n` tokens: per epoch a random offset and a
+    shuffled order of the seq_len-strided windows from it. The generator depends on the seed and the
+    component's name only, so adding or reweighting other components leaves this one's windows as
+    they were."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(comp.encode("utf-8"))])
+    per_epoch = max(n // seq_len, 1)
+    starts = []
+    while sum(len(s) for s in starts) < count:
+        offset = int(rng.integers(n))
+        starts.append((offset + rng.permutation(per_epoch) * seq_len) % n)
+    return np.concatenate(starts)[:count]
+
+
+def window(tokens: np.ndarray, start: int, seq_len: int) -> np.ndarray:
+    """seq_len + 1 int64 tokens from `start`, wrapping to the stream's start at its end."""
+    width = seq_len + 1
+    if start + width <= len(tokens):
+        return np.asarray(tokens[start:start + width], dtype=np.int64)
+    head = np.asarray(tokens[start:], dtype=np.int64)
+    return np.concatenate([head, np.asarray(tokens[:width - len(head)], dtype=np.int64)])
+
+
 class MixtureSampler:
     """Sequences of `seq_len + 1` tokens (inputs plus the shifted target) for a token budget.
 
@@ -108,7 +131,7 @@ class MixtureSampler:
         self.starts = np.zeros(self.n_sequences, dtype=np.int64)
         for i, c in enumerate(self.names):
             if self.counts[c]:
-                self.starts[self.order == i] = self._window_starts(c, self.counts[c])
+                self.starts[self.order == i] = window_starts(self.available[c], self.seq_len, self.seed, c, self.counts[c])
 
     def _check_epochs(self) -> None:
         """Every weighted component must hold one window, and its target (weight * budget) must fit
@@ -127,30 +150,12 @@ class MixtureSampler:
             raise MixforgeError(f"mixture needs more data than allowed (at most {self.max_epochs} epochs per "
                                 f"component): " + "; ".join(problems) + ". Lower the weight or the token budget, or add data.")
 
-    def _window_starts(self, comp: str, count: int) -> np.ndarray:
-        """Window starts for one component: per epoch a random offset and a shuffled order of the
-        seq_len-strided windows from it. The generator depends on the seed and the component's name
-        only, so adding or reweighting other components leaves this one's windows as they were."""
-        rng = np.random.default_rng([int(self.seed), zlib.crc32(comp.encode("utf-8"))])
-        n = self.available[comp]
-        per_epoch = max(n // self.seq_len, 1)
-        starts = []
-        while sum(len(s) for s in starts) < count:
-            offset = int(rng.integers(n))
-            starts.append((offset + rng.permutation(per_epoch) * self.seq_len) % n)
-        return np.concatenate(starts)[:count]
-
     def __len__(self) -> int:
         return self.n_sequences
 
     def sequence(self, i: int) -> np.ndarray:
         """Sequence i: seq_len + 1 int64 tokens, wrapping to the stream's start at its end."""
-        tokens = self.shards[self.names[self.order[i]]]
-        start, width = int(self.starts[i]), self.seq_len + 1
-        if start + width <= len(tokens):
-            return np.asarray(tokens[start:start + width], dtype=np.int64)
-        head = np.asarray(tokens[start:], dtype=np.int64)
-        return np.concatenate([head, np.asarray(tokens[:width - len(head)], dtype=np.int64)])
+        return window(self.shards[self.names[self.order[i]]], int(self.starts[i]), self.seq_len)
 
     def components(self) -> list[str]:
         """Component name of each sequence, in order."""

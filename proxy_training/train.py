@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 import torch
@@ -137,14 +137,16 @@ def save_checkpoint(folder: Path, model: GPT, optimizer, step: int, tokens: int,
     atomic_write_bytes(folder / f"step_{step:07d}.pt", buffer.getvalue())
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray], steps: int, progress=None,
+def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray] | Callable, steps: int, progress=None,
           checkpoint_dir: str | Path | None = None, init_state: dict | None = None) -> tuple[GPT, ProxyResult]:
     """Train a fresh GPT for `steps` batches. `progress(step, steps, tokens_per_s)` is called
     every `log_every` steps when given. With `checkpoint_dir` and `cfg.checkpoint_every`, the
     state is saved every that many steps (and at the end), and a call that finds checkpoints
     there resumes from the latest: `batches` must then be the same stream from its start (the
     batches already trained are skipped), and the result equals an uninterrupted run's.
-    `init_state`: the weights to start from instead of fresh ones (a shared base, proxy/base.py)."""
+    `init_state`: the weights to start from instead of fresh ones (a shared base, proxy/base.py).
+    `batches` may be a function of the model that returns the stream: a stream that looks at the
+    model as it trains (Aioli's online mixing, proxy_training/aioli.py); it cannot resume."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg).to(device)
@@ -159,6 +161,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray
     )
     losses: list[tuple[int, float]] = []
     tokens, start = 0, 0
+    if callable(batches):
+        batches = batches(model)
     saved = checkpoints(checkpoint_dir)
     if saved:
         state = read_checkpoint(saved[-1], device)

@@ -56,7 +56,7 @@ class ProxyConfig(Section):
 class SearchConfig(Section):
     """Mixture search over the components: strategy, target, predictor, candidates, verification."""
 
-    strategy: Literal["regmix", "climb", "influence", "bayesopt", "bayesopt_mf", "merge"] = Field("regmix", description="Search strategy.")
+    strategy: Literal["regmix", "climb", "influence", "bayesopt", "bayesopt_mf", "merge", "aioli"] = Field("regmix", description="Search strategy.")
     target: str | dict[str, float] | None = Field(
         None, description="Metric column to optimise (e.g. bpb_mean, acc_next_line), or {metric: weight} to combine several."
     )
@@ -103,6 +103,14 @@ class SearchConfig(Section):
         8192, ge=0, description="merge: tokens scored per held-out text for each candidate (a seeded sample of windows; 0: "
         "every token); the best 8 are scored again on the whole text."
     )
+    aioli_rounds: int = Field(4, ge=1, description="aioli: rounds of the online run, each opened by probes and ended on its "
+                              "updated mixture: the phases of the proposed schedule.")
+    aioli_probe_share: float = Field(0.2, gt=0, lt=1, description="aioli: share of each round spent probing the components "
+                                     "(at least one step each).")
+    aioli_eta: float = Field(1.0, gt=0, description="aioli: exponentiated-gradient step: a component's share grows by up to "
+                             "e^eta per round, in proportion to its loss drop per probe step.")
+    aioli_eval_tokens: int = Field(2048, ge=0, description="aioli: target tokens scored around each probe (one seeded sample "
+                                   "of windows; 0: every token).")
     influence_temperature: float = Field(
         1.0, gt=0, description="influence: w <- w * exp(z / temperature), z the influence standardised across components."
     )
