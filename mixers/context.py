@@ -31,6 +31,7 @@ class SearchContext:
     influence_inputs: Callable | None = None  # (run_id) -> (checkpoint paths, component streams, target stream, seq_len)
     merge_inputs: Callable | None = None  # (target metric) -> (component runs' rows, evaluate(weights, max_tokens) -> figure)
     aioli_inputs: Callable | None = None  # (target metric, start, project, bounds) -> the online run's record
+    cmr_inputs: Callable | None = None  # (run_id) -> [(tokens, held-out figures)] per checkpoint, from the base
     target_tokens: int | None = None  # the training run a proposal is for (None: no repetition cap on proposals)
     cheap: SearchContext | None = None  # bayesopt_mf: the same search at the cheap fidelity (its train, tokens, caps)
     cheap_cost: float | None = None  # FLOPs of a cheap run per run at this context's proxy settings
@@ -149,6 +150,7 @@ class Proposal:
     fallback: str | None = None  # why the proposal is that run's mixture, when it is
     evidence: dict | None = None  # runs trained, reused exactly and carried from earlier builds (search.run_search)
     online: dict | None = None  # aioli: the online run's final target figure, cost and realised shares
+    cmr: dict | None = None  # cmr: the domain, the critical ratio and its interval, the law and its points
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -54,6 +54,28 @@ def plot_progress(path: Path, proposal: dict) -> None:
     save_png(fig, path)
 
 
+def plot_cmr(path: Path, proposal: dict) -> None:
+    """The cmr law against its points: forgetting by domain share, one curve per token count."""
+    import numpy as np
+
+    from mixforge.mixers.cmr_law import CmrLaw
+
+    plt, record = pyplot(), proposal["cmr"]
+    law = CmrLaw(**record["law"])
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    grid = np.linspace(0.01, 1, 100)
+    for i, tokens in enumerate(sorted({p["tokens"] for p in record["points"]})):
+        pts = [p for p in record["points"] if p["tokens"] == tokens]
+        ax.scatter([p["ratio"] for p in pts], [p["forgetting"] for p in pts], s=16, color=f"C{i}")
+        ax.plot(grid, law.forgetting(tokens, grid), color=f"C{i}", lw=1, label=f"{tokens:,} tokens")
+    ax.axhline(record["tolerance"] * record["reference_general"], color="grey", ls="--", lw=0.8, label="tolerance")
+    ax.axvline(record["ratio"], color="k", lw=0.8, label=f"critical ratio {record['ratio']:.2f}")
+    ax.set_xlabel("domain share")
+    ax.set_ylabel(f"general {record['family']} lost vs general data alone")
+    ax.legend(fontsize=7)
+    save_png(fig, path)
+
+
 def plot_verify(path: Path, verify: dict) -> None:
     plt = pyplot()
     names = list(verify["results"])
@@ -186,6 +208,25 @@ def online_lines(proposal: dict) -> list[str]:
     return lines
 
 
+def cmr_lines(proposal: dict, verify: dict | None) -> list[str]:
+    """cmr: the critical ratio with its interval, the law and, once verified, the forgetting measured."""
+    r, law = proposal["cmr"], proposal["cmr"]["law"]
+    span = (f" ({r['interval']['level']:.0%} interval {r['interval']['low']:.3f} to {r['interval']['high']:.3f}, "
+            f"{r['interval']['resamples']} bootstrap refits)" if r["interval"]["low"] is not None else "")
+    lines = ["", "## Critical mixture ratio", "",
+             f"Domain components: {', '.join(r['domain'])}. The largest domain share whose predicted loss of general "
+             f"{r['family']} stays within {r['tolerance']:.1%} of general data alone ({r['reference_general']:.4f}) at "
+             f"{r['tokens']:,} tokens: **{r['ratio']:.3f}**{span}, allowed {r['lowest']:.3f} to {r['highest']:.3f}.", "",
+             f"Law: forgetting = {law['k']:.4g} (T / {law['tokens_unit']:,.0f})^{law['a']:.3f} r^{law['b']:.3f}, fitted on "
+             f"{law['points']} points that forgot (RMSE {law['rmse_log']:.3f} in log).", "", "![cmr law](cmr.png)"]
+    if verify and verify.get("cmr"):
+        v = verify["cmr"]
+        lines += ["", f"Verified with fresh proxies: general {r['family']} {v['general_proposal']:.4f} on the proposal against "
+                      f"{v['general_only']:.4f} on general data alone: {v['forgetting']:+.4f} lost (predicted "
+                      f"{v['predicted_forgetting']:+.4f}), {'within' if v['within'] else 'beyond'} the {v['allowed']:.4f} allowed."]
+    return lines
+
+
 def _fmt(v) -> str:
     return "" if v is None else f"{v:.4f}"
 
@@ -221,6 +262,8 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
             lines.append(f"- {ph['start_fraction']:.0%} to {ph['end_fraction']:.0%}: {mix}")
     if proposal.get("online"):
         lines += online_lines(proposal)
+    if proposal.get("cmr"):
+        lines += cmr_lines(proposal, verify)
     lines += ["", "![proposal against natural shares](mixture.png)", "", "## Progress", "",
               "| iteration | runs | best measured | CV Spearman |", "|---:|---:|---:|---:|"]
     for it in proposal["iterations"]:
@@ -254,6 +297,8 @@ def write_report(folder: Path, proposal: dict, verify: dict | None, stale: bool 
     if proposal.get("fit_points"):
         plot_fit(folder / "fit.png", proposal)
     plot_mixture(folder / "mixture.png", proposal)
+    if proposal.get("cmr"):
+        plot_cmr(folder / "cmr.png", proposal)
     plot_progress(folder / "progress.png", proposal)
     if verify and verify["results"]:
         plot_verify(folder / "verify.png", verify)

@@ -22,6 +22,7 @@ from mixforge.mixers.report import write_report
 from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.mixers.bayesopt import bayesopt, bayesopt_mf
 from mixforge.mixers.carry import attach_carried, today_of
+from mixforge.mixers.cmr_strategy import cmr, verified_forgetting
 from mixforge.mixers.content_space import content_space
 from mixforge.mixers.context import Proposal, SearchContext, TrainFn
 from mixforge.mixers.fitting import fit, run_phases
@@ -32,7 +33,7 @@ from mixforge.pipelines.outputs import next_line_file, tokens_dir
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf,
-              "merge": merge, "aioli": aioli}
+              "merge": merge, "aioli": aioli, "cmr": cmr}
 VERIFY_SEED = 1_000_000  # verification seeds start here: never a seed a search run used
 
 
@@ -81,6 +82,7 @@ def context(cfg: MixforgeConfig, train: TrainFn, target=None, train_cheap: Train
     ctx.influence_inputs = lambda run_id: influence_inputs(cfg, ws, run_id, objective)
     ctx.merge_inputs = lambda metric: merge_inputs(cfg, ctx.components, metric)
     ctx.aioli_inputs = lambda *args: aioli_inputs(cfg, ctx.components, *args)
+    ctx.cmr_inputs = lambda run_id: checkpoint_figures(cfg, run_id)
     if train_cheap is not None:
         cheap = cheap_config(cfg)
         vocab = summary["tokenizer"]["vocab_size"]
@@ -149,6 +151,21 @@ def aioli_inputs(cfg: MixforgeConfig, components: list[str], metric: str, start,
     return aioli_run(cfg, components, metric, start, project, bounds)
 
 
+def checkpoint_figures(cfg: MixforgeConfig, run_id: str) -> list[tuple[int, dict]]:
+    """(tokens trained, held-out figures) at each of a run's checkpoints, oldest first (the cmr
+    strategy's points; one model built, each checkpoint's weights loaded into it)."""
+    from mixforge.proxy_training.merge import StateEvaluator
+    from mixforge.proxy_training.proxy import checkpoint_dir
+    from mixforge.proxy_training.train import checkpoints, read_checkpoint
+
+    evaluate = StateEvaluator(cfg)
+    out = []
+    for path in checkpoints(checkpoint_dir(Workspace(cfg.workspace_dir), run_id)):
+        state = read_checkpoint(path)
+        out.append((int(state["tokens"]), evaluate(state["model"], text="mean")))
+    return out
+
+
 def merge_inputs(cfg: MixforgeConfig, components: list[str], metric: str):
     """(one run per component from the base, by component; evaluate(weights, max_tokens): `metric`
     measured on the components' models merged by the weights)."""
@@ -179,6 +196,9 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     if cfg.search.phases > 1 and strategy not in ("regmix", "influence"):
         raise ConfigError(f"search.phases {cfg.search.phases} (a multi-phase schedule) is searched by regmix and influence; "
                           f"{strategy} proposes one mixture: set search.phases: 1 or choose one of those")
+    if strategy == "cmr" and cfg.proxy.init == "scratch":
+        raise ConfigError("the cmr strategy is for continual pretraining: its proxies continue a model. Set proxy.init: base "
+                          "(one trained on the natural mixture) or the path of your own checkpoint")
     if strategy == "bayesopt_mf" and train_cheap is None:
         raise MixforgeError("bayesopt_mf trains at two fidelities: pass train_cheap (training at search.cheap_proxy)")
     ctx = context(cfg, train, target, train_cheap if strategy == "bayesopt_mf" else None)
@@ -234,14 +254,14 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     fitted = len(used) >= 4 and not fidelity and proposal["strategy"] != "merge"  # merge's runs: one component each
     predictor, report = fit(used, ctx, P, ctx.carried)[:2] if fitted else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
-    results, skipped = {}, {}
+    results, skipped, trained = {}, {}, {}
     for name, weights in candidates.items():
         phases = weights if isinstance(weights, list) else [weights]
         w = ctx.shares(np.ravel([[ph.get(c, 0.0) for c in ctx.components] for ph in phases]))  # overall token shares
         if not ctx.trainable(w[None, :])[0]:
             skipped[name] = f"repeats a component more than proxy.max_epochs ({ctx.max_epochs:g}) times in {ctx.budget:,} tokens"
             continue
-        rows = train([weights] * n_seeds, [VERIFY_SEED + s for s in range(n_seeds)], f"verify {name}")
+        rows = trained[name] = train([weights] * n_seeds, [VERIFY_SEED + s for s in range(n_seeds)], f"verify {name}")
         predicted, interval = _verify_prediction(ctx, name, phases, w, predictor, report, P, preset, proposal)
         results[name] = _verify_result(weights, [value(r) for r in rows], predicted, interval, rows)
     out = {"objective": ctx.objective.label, "lower_is_better": ctx.objective.sign > 0, "seeds": n_seeds,
@@ -249,6 +269,8 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     if "proposal" in results and "uniform" in results:
         gain = ctx.objective.sign * (results["uniform"]["mean"] - results["proposal"]["mean"])
         out["gain_over_uniform"] = float(gain)
+    if proposal.get("cmr") and {"proposal", "general only"} <= set(trained):
+        out["cmr"] = verified_forgetting(proposal["cmr"], ctx.components, trained)
     if preset is not None:
         out["preset"], out["search_preset"] = preset, cfg.proxy.preset
         out["sizes"] = size_agreement(ctx, used, value, train)
@@ -307,6 +329,8 @@ def _verify_candidates(cfg: MixforgeConfig, folder: Path, proposal: dict, ctx: S
         y = np.array([value(r) for r in used])
         best = used[int(np.argmin(ctx.objective.sign * y))]
         candidates["best observed"] = {c: best[f"w_{c}"] for c in comps}
+    if proposal.get("cmr"):  # the reference its forgetting is measured against
+        candidates["general only"] = proposal["cmr"]["general_only"]
     schedule = proposal.get("schedule")
     if schedule:  # the multi-phase schedule itself, beside its static average ("proposal")
         check_schedule_ends(cfg, folder, schedule)

@@ -71,7 +71,7 @@ def proxy_sweep(
 @search_app.command("run")
 def search_run(
     config: Path = typer.Argument(..., help="Config file (the build must have run)."),
-    strategy: Optional[str] = typer.Option(None, help="regmix | climb | influence | bayesopt | bayesopt_mf | merge | aioli (default: search.strategy)."),
+    strategy: Optional[str] = typer.Option(None, help="regmix | climb | influence | bayesopt | bayesopt_mf | merge | aioli | cmr (default: search.strategy)."),
     target: Optional[str] = typer.Option(None, help="Metric to optimise, or METRIC=W,METRIC=W (default: search.target)."),
     runs: Optional[int] = typer.Option(None, min=2, max=MAX_RUNS, help="Proxy runs the search may train (default: search.runs)."),
     verbose: bool = typer.Option(False, help="Show Prefect's run logs."),

@@ -56,7 +56,7 @@ class ProxyConfig(Section):
 class SearchConfig(Section):
     """Mixture search over the components: strategy, target, predictor, candidates, verification."""
 
-    strategy: Literal["regmix", "climb", "influence", "bayesopt", "bayesopt_mf", "merge", "aioli"] = Field("regmix", description="Search strategy.")
+    strategy: Literal["regmix", "climb", "influence", "bayesopt", "bayesopt_mf", "merge", "aioli", "cmr"] = Field("regmix", description="Search strategy.")
     target: str | dict[str, float] | None = Field(
         None, description="Metric column to optimise (e.g. bpb_mean, acc_next_line), or {metric: weight} to combine several."
     )
@@ -111,6 +111,12 @@ class SearchConfig(Section):
                              "e^eta per round, in proportion to its loss drop per probe step.")
     aioli_eval_tokens: int = Field(2048, ge=0, description="aioli: target tokens scored around each probe (one seeded sample "
                                    "of windows; 0: every token).")
+    cmr_domain: list[str] = Field(default_factory=list, description="cmr: the domain components (the rest are general data).")
+    cmr_ratios: list[float] = Field([0.1, 0.2, 0.35, 0.5, 0.75, 1.0], min_length=3, description="cmr: domain shares one "
+                                    "proxy each trains at, from the base (general data alone, 0, always trains too).")
+    cmr_tolerance: float = Field(0.01, gt=0, description="cmr: the general loss a proposal may give up, as a share of the "
+                                 "general loss of general data alone at the same tokens.")
+    cmr_checkpoints: int = Field(4, ge=2, description="cmr: checkpoints per proxy, each a point (tokens, ratio, general loss) of the law.")
     influence_temperature: float = Field(
         1.0, gt=0, description="influence: w <- w * exp(z / temperature), z the influence standardised across components."
     )
@@ -131,6 +137,12 @@ class SearchConfig(Section):
                              "chosen by cross-validation on today's runs, which needs 3 of them")
         return value
 
+    @field_validator("cmr_ratios")
+    @classmethod
+    def _ratios(cls, value):
+        if any(not 0 < r <= 1 for r in value):
+            raise ValueError("domain shares in (0, 1]: general data alone (0) trains anyway")
+        return sorted(set(value))
 
     @field_validator("phase_ends", mode="before")
     @classmethod
