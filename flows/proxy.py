@@ -13,7 +13,7 @@ from mixforge.config import MixforgeConfig, load_config
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.progress import progress_bar
 from mixforge.proxy_training.parallel import ProxyPool
-from mixforge.proxy_training.proxy import batched_proxies, ready_base, run_proxies, run_proxy, tokens_summary
+from mixforge.proxy_training.proxy import batch_group, batched_proxies, ready_base, run_proxies, run_proxy, tokens_summary
 from mixforge.workspace import Workspace
 
 
@@ -41,7 +41,7 @@ def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: st
     cfg = load_config(config_path, overrides=overrides)
     ready_base(cfg)  # trained once here, not by each worker
     if batched_proxies(cfg, checkpoints):  # one task per group of runs trained together
-        size, rows = cfg.proxy.batched_group, []
+        size, rows = batch_group(cfg, tokens_summary(Workspace(cfg.workspace_dir))["tokenizer"]["vocab_size"]), []
         with progress_bar() as bar:
             done = bar.add_task(label, total=len(mixtures), rate="batched")
             for i in range(0, len(mixtures), size):

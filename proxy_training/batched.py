@@ -272,6 +272,19 @@ def _trained_models(model_cfg: ModelConfig, out_params: dict[str, torch.Tensor],
     return states
 
 
+def group_size(model_cfg: ModelConfig, batch_size: int, free_bytes: int, most: int = 256) -> int:
+    """How many proxies of `model_cfg` `train_many` fits in `free_bytes` of device memory, a fifth
+    kept free. Each holds fp32 weights, gradients and AdamW's two moments (16 bytes a parameter)
+    and its activations: about 34 bytes per token, layer and unit of width in 16-bit with fused
+    attention (Korthikanti et al.'s count without the attention matrix), and 6 per token and
+    vocabulary entry for the logits and their loss."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in GPT(model_cfg).parameters())
+    tokens = batch_size * model_cfg.block_size
+    per_proxy = 16 * params + tokens * (34 * model_cfg.n_layer * model_cfg.n_embd + 6 * model_cfg.vocab_size)
+    return int(max(1, min(most, 0.8 * free_bytes // per_proxy)))
+
+
 def train_many(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_streams: Sequence[Iterable[np.ndarray]],
                steps: int, seeds: Sequence[int] | None = None, progress=None,
                return_models: bool = True, attention: str = "auto",

@@ -24,7 +24,7 @@ from mixforge.pipelines.content import cell_tokens, centroid_identity, run_conte
 from mixforge.pipelines.outputs import next_line_file, tokenizer_file, tokens_dir
 from mixforge.pipelines.tokens import load_task, load_tokenizer
 from mixforge.proxy_training.base import RUN_SETTINGS, Base, starting_point
-from mixforge.proxy_training.batched import train_many
+from mixforge.proxy_training.batched import group_size, train_many
 from mixforge.proxy_training.train import ProxyResult, TrainConfig, read_checkpoint, resolve_device, train
 from mixforge.proxy_training.train import checkpoints as saved_checkpoints
 from mixforge.workspace import Workspace, read_json
@@ -298,9 +298,21 @@ def batched_proxies(cfg: MixforgeConfig, checkpoints: int = 0) -> bool:
     return p.batched == "on" or resolve_device(p.device) == "cuda"
 
 
+def batch_group(cfg: MixforgeConfig, vocab_size: int) -> int:
+    """`proxy.batched_group` resolved: auto sizes groups to the GPU's free memory (`group_size`), 16 elsewhere."""
+    p = cfg.proxy
+    if p.batched_group != "auto":
+        return p.batched_group
+    if resolve_device(p.device) != "cuda":
+        return 16
+    import torch
+
+    return group_size(preset(p.preset, vocab_size=vocab_size, block_size=p.seq_len), p.batch_size, torch.cuda.mem_get_info()[0])
+
+
 def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[dict]:
     """`run_proxy` for many runs, trained together in groups of at most `proxy.batched_group` with
-    `train_many` (same seeds, batches and rows as one by one, up to float rounding). Runs already
+    `train_many` (same seeds, batches and rows as one by one, up to float rounding; `batch_group`). Runs already
     in the table are not retrained, and each group's rows are written as soon as it is trained, so
     an interrupted call loses at most the group in training. Returns the rows in the order of
     `mixtures`."""
@@ -315,7 +327,7 @@ def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[d
     by_steps: dict[int, list[_Run]] = {}
     for r in todo:  # one train_many call has one step count (its lr schedule); the shape is the config's preset
         by_steps.setdefault(r.steps, []).append(r)
-    size = cfg.proxy.batched_group
+    size = batch_group(cfg, summary["tokenizer"]["vocab_size"])
     for steps, group in sorted(by_steps.items()):
         for i in range(0, len(group), size):
             chunk = group[i : i + size]

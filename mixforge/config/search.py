@@ -44,7 +44,18 @@ class ProxyConfig(Section):
     batched: Literal["auto", "on", "off"] = Field(
         "auto", description="Sweeps train runs in groups in one process (`train_many`, stacked models under vmap); auto: on CUDA only (on CPU it is slower). Not with checkpoints."
     )
-    batched_group: int = Field(16, ge=1, description="Most runs trained together in one batched group.")
+    batched_group: int | Literal["auto"] = Field(
+        "auto", description="Most runs trained together in one batched group; auto: as many as fit in the GPU's free memory "
+        "(weights, gradients, AdamW state and activations, a fifth kept free), 16 on CPU."
+    )
+
+    @field_validator("batched_group")
+    @classmethod
+    def _group(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("must be at least 1, or auto")
+        return value
+
     init: str = Field(
         "scratch", description="Where every proxy run starts: scratch (fresh weights), base (one proxy trained on the natural "
         "mixture for base_tokens, once per data and settings) or the path of a checkpoint of the same preset and vocabulary "

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from conftest import slice_token_streams
-from mixforge.proxy_training.batched import per_model_clip_, train_many
+from mixforge.proxy_training.batched import group_size, per_model_clip_, train_many
 from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.model import preset
 from mixforge.proxy_training.train import TrainConfig, train
@@ -190,3 +190,24 @@ def test_batched_sweep_records_the_rows_of_one_by_one_and_resumes(tmp_path, monk
                 assert row[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
             else:
                 assert row[key] == want[key], key
+
+
+def test_groups_are_sized_to_the_free_memory():
+    tiny, small = (preset(name, vocab_size=8192, block_size=256) for name in ("tiny", "small"))
+    sizes = [group_size(tiny, 16, gib << 30) for gib in (1, 8, 40)]
+    assert 1 <= sizes[0] < sizes[1] < sizes[2] <= 256  # more memory, more proxies at once
+    assert group_size(small, 16, 40 << 30) < sizes[2] and group_size(tiny, 64, 40 << 30) < sizes[2]  # bigger models, batches
+    assert group_size(tiny, 16, 0) == 1 and group_size(tiny, 1, 1 << 50, most=64) == 64
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_group_sized_to_the_gpu_trains_within_its_memory():
+    cfg = preset("tiny", vocab_size=8192, block_size=256)
+    torch.cuda.empty_cache()
+    free = torch.cuda.mem_get_info()[0]
+    n = group_size(cfg, 16, free)
+    streams = [(np.random.default_rng(i).integers(0, 8192, (16, 257)) for _ in range(3)) for i in range(n)]
+    torch.cuda.reset_peak_memory_stats()
+    trained = train_many(cfg, TrainConfig(device="cuda", warmup_steps=1), streams, 3, return_models=False)
+    assert len(trained) == n and torch.cuda.max_memory_allocated() <= free
