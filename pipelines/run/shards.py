@@ -47,7 +47,10 @@ def ray_session(cfg: MixforgeConfig) -> Iterator[None]:
         if cfg.ray.address:
             ray.init(address=cfg.ray.address, log_to_driver=False, logging_level="ERROR")
         else:
-            ray.init(num_cpus=cfg.workers or None, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            # "local": a new Ray of its own; without it, ray.init() attaches to a cluster already running on the
+            # machine (a user's `ray start`) and refuses the resources asked for
+            ray.init(address="local", num_cpus=cfg.workers or None, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ConfigError(f"ray.address: cannot connect to Ray at {cfg.ray.address or '(a new local Ray)'}: {e}") from None
     try:

@@ -17,6 +17,9 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+# Prefect makes its process-wide settings once, at import: imported here, before a test sets
+# PREFECT_API_URL for itself, so that no later flow in this process keeps that URL
+import prefect.context  # noqa: F401
 import pytest
 
 from conftest import SLICE, mixforge_cmd, write_config

@@ -19,7 +19,8 @@ from mixforge.pipelines.embed.stage import embed_shard
 from mixforge.pipelines.run.shards import LOOPBACK_ENV, map_shards
 from mixforge.workspace import Workspace
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# one Ray cluster at a time under pytest-xdist: the Ray tests share one worker
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,23 @@ def test_gpu_stage_runs_on_one_actor_per_gpu_with_the_local_vectors(slice_config
     assert [r[:3] for r in on_actors] == [r[:3] for r in local]
     for f in shards:
         assert np.array_equal(np.load(tmp_path / "actors" / f"{f.stem}.npy"), np.load(tmp_path / "local" / f"{f.stem}.npy"))
+
+
+def test_without_an_address_a_build_starts_its_own_ray_while_another_cluster_runs(slice_config, ray_cluster):
+    """No ray.address means a new local Ray, even when a cluster already runs on the machine (a
+    user's `ray start`, here the module's): plain ray.init() would attach to that one and refuse."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = yaml.safe_load(slice_config.read_text())
+    slice_config.write_text(yaml.safe_dump(config | {"executor": "ray"}))
+    session = ("import sys, ray; from mixforge.config import load_config; from mixforge.pipelines.run.shards import ray_session\n"
+               "with ray_session(load_config(sys.argv[1])):\n"
+               "    print(ray.get(ray.remote(lambda: 1).remote()), ray.get_runtime_context().gcs_address, flush=True)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    run = subprocess.run([sys.executable, "-c", session, str(slice_config)], env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    ones, address = run.stdout.split()[-2:]
+    assert ones == "1" and address != ray_cluster.address  # its own Ray, not the running cluster
