@@ -10,6 +10,8 @@ STAMP       = $(VENV)/.mixforge-installed
 # The trainers' readers (MosaicML streaming, litdata, torchtitan) need a torch of their own.
 READERS     ?= .venv-readers
 READERS_REQ  = tests/trainer_readers/requirements.txt
+# pytest-xdist workers for `make test` (tests that share a resource, like a Ray cluster, share a worker)
+TEST_WORKERS ?= 2
 
 .PHONY: install readers demo test bench clean
 
@@ -39,7 +41,7 @@ demo: install
 	$(VENV)/bin/mixforge verify mixforge-demo/export
 
 test: install readers
-	MIXFORGE_READERS_PYTHON=$(READERS)/bin/python $(PY) -m pytest -q
+	MIXFORGE_READERS_PYTHON=$(READERS)/bin/python $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: install
 	$(PY) bench/run.py

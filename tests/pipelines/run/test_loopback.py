@@ -19,7 +19,8 @@ import yaml
 
 from conftest import mixforge_cmd
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+              pytest.mark.xdist_group("ray")]  # one Ray cluster at a time under pytest-xdist
 
 
 def descendants(root: int) -> dict[int, str]:
