@@ -87,9 +87,12 @@ def main() -> None:
     vocab = tokens_summary(ws)["tokenizer"]["vocab_size"]
     per_run = run_flops(cfg, vocab)
     base_flops = per_run / cfg.proxy.tokens * cfg.proxy.base_tokens
-    eval_tokens = sum(m[f"scored_tokens_{text}"] for m in merged)
     flops = {"scratch": len(mixtures) * per_run, "warm": base_flops + len(mixtures) * per_run,
-             "merged": base_flops + len(components) * per_run + eval_tokens * per_run / cfg.proxy.tokens / 3}  # forward: 1/3 of a step
+             "merged": base_flops + len(components) * per_run}  # training; evaluations below
+    forward = per_run / cfg.proxy.tokens / 3  # a token scored costs a third of a token trained (no backward pass)
+    scored = {"scratch": sum(v for r in scratch for k, v in r.items() if k.startswith("scored_tokens_") and v),
+              "warm": sum(v for r in warm for k, v in r.items() if k.startswith("scored_tokens_") and v),
+              "merged": sum(m[f"scored_tokens_{text}"] for m in merged)}  # a run's row scores every text, a merge the target
     y = {"scratch": [r[target] for r in scratch], "warm": [r[target] for r in warm], "merged": [m[target] for m in merged]}
     rho = {f"{a}_vs_{b}": round(float(spearmanr(y[a], y[b]).statistic), 3)
            for a, b in (("merged", "scratch"), ("warm", "scratch"), ("merged", "warm"))}
@@ -97,13 +100,14 @@ def main() -> None:
     base_id = rows[components[0]]["base"]
     print(f"{len(mixtures)} mixtures, target {target}: Spearman " + ", ".join(f"{k} {v:.3f}" for k, v in rho.items()))
     for name in ("scratch", "warm", "merged"):
-        print(f"  {name}: {flops[name]:.3g} training FLOPs ({flops[name] / flops['scratch']:.0%} of scratch)")
+        print(f"  {name}: {flops[name]:.3g} training FLOPs ({flops[name] / flops['scratch']:.0%} of scratch), "
+              f"{scored[name] * forward:.3g} evaluating ({scored[name]:,} tokens scored)")
     print(f"merged: base {base_id} ({cfg.proxy.base_tokens:,} tokens) + {len(components)} component runs in {merged_train_s:.0f} s, "
           f"{len(mixtures)} evaluations in {merged_eval_s:.0f} s; warm: {len(mixtures)} runs in {warm_s:.0f} s; scratch: "
           f"{scratch_s:.0f} s of run wall time ({topped_s:.0f} s to top up)")
     report(f"merge rank fidelity {len(mixtures)} mixtures", merged_train_s + merged_eval_s, scratch_s,
            {"spearman": rho, "mixtures": len(mixtures), "components": len(components), "flops": flops,
-            "base_tokens": cfg.proxy.base_tokens, "proxy_tokens": cfg.proxy.tokens, "target": target,
+            "eval_flops": {k: v * forward for k, v in scored.items()}, "base_tokens": cfg.proxy.base_tokens, "proxy_tokens": cfg.proxy.tokens, "target": target,
             "seconds": {"merged_train": round(merged_train_s, 1), "merged_eval": round(merged_eval_s, 1), "warm": round(warm_s, 1),
                         "scratch_wall": round(scratch_s, 1)},
             **{name: np.round(v, 4).tolist() for name, v in y.items()},
