@@ -18,6 +18,7 @@ def test_cmr_proposes_the_critical_domain_share_and_verify_measures_its_forgetti
     cfg = load_config(workspace_with_tokens(tmp_path, tokens=8_192))
     cfg.proxy.init, cfg.proxy.base_tokens = "base", 8_192
     cfg.search.cmr_domain, cfg.search.cmr_ratios, cfg.search.target, cfg.search.verify_seeds = ["code"], [0.25, 0.5, 1.0], "loss_mean", 1
+    cfg.search.max_share = {"code": 0.2}  # a proposal's bound; the runs still go past it
     proposal, folder = run_search(cfg, proxies_in_turn(cfg), "cmr")
 
     record = proposal.cmr
@@ -25,6 +26,7 @@ def test_cmr_proposes_the_critical_domain_share_and_verify_measures_its_forgetti
     assert {p["tokens"] for p in record["points"]} == {2_048, 4_096, 6_144, 8_192}  # one point per checkpoint
     assert record["law"]["points"] >= 3 and record["family"] == "loss"
     assert proposal.weights["code"] == pytest.approx(record["ratio"], abs=1e-5)  # the domain share is the critical ratio
+    assert record["highest"] == pytest.approx(0.2) and proposal.weights["code"] <= 0.2 + 1e-9  # within the bound
     general = record["general_only"]
     assert general["code"] == 0 and proposal.weights["bible"] / proposal.weights["legal"] == pytest.approx(
         general["bible"] / general["legal"], rel=1e-4)  # the general group keeps its natural split
