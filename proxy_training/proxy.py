@@ -241,9 +241,9 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     ws = Workspace(cfg.workspace_dir)
     summary = checked_tokens_summary(ws)
     shards = load_shards(tokens_dir(ws) / "train")
-    data = data_fingerprint(cfg, ws) if run_id is None else ""
+    data = data_fingerprint(cfg, ws)  # named runs too: the row says what it trained on (freshness, carrying)
     if base is None and cfg.proxy.init != "scratch":
-        base = starting_point(cfg, ws, summary, shards, data or data_fingerprint(cfg, ws))
+        base = starting_point(cfg, ws, summary, shards, data)
     run = _prepare(cfg, ws, summary, shards, data, weights, seed, run_id, checkpoints, phase_ends, basis=content_basis(ws, data),
                    base=base)
     if run.row is not None:

@@ -198,17 +198,18 @@ def test_proxy_runs_are_reused_while_their_data_is_unchanged_and_stale_after(two
     components = json.loads((root / "ws" / "tokens" / "_stage.json").read_text())["counts"]["components"]
     uniform = {c: 1 / len(components) for c in components}
     first = run_proxy(cfg, uniform)
-    assert run_freshness(cfg, ws) == {"total": 1, "current": 1, "stale": 0, "unknown": 0}
+    run_proxy(cfg, uniform, run_id="named")  # a name of the user's: still a run of today's data
+    assert run_freshness(cfg, ws) == {"total": 2, "current": 2, "stale": 0, "unknown": 0}
 
     _write(root / "data" / "bible" / "part-002.jsonl", _records("bible")[:3])  # copies of documents kept before
     build(cfg)
     assert json.loads((root / "ws" / "builds" / "b0003.json").read_text())["ledger"]["dedup"]["docs_out"] == 0
     assert run_proxy(cfg, uniform)["run_id"] == first["run_id"]  # the same data: reused, not retrained
-    assert RunsTable(ws).load().height == 1
+    assert RunsTable(ws).load().height == 2
 
     _write(root / "data" / "bible" / "part-003.jsonl", [{"text": r["text"]} for r in _records("quotes")])  # new documents
     build(cfg)
-    assert run_freshness(cfg, ws) == {"total": 1, "current": 0, "stale": 1, "unknown": 0}
+    assert run_freshness(cfg, ws) == {"total": 2, "current": 0, "stale": 2, "unknown": 0}
     again = run_proxy(cfg, uniform)
     assert again["run_id"] != first["run_id"] and run_freshness(cfg, ws)["current"] == 1
 
