@@ -5,8 +5,8 @@
 weights) and `stacked` (non-negative weights summing to 1, fitted on out-of-fold predictions)
 are weighted sums of the bases' predictions, so they cost no fits of their own.
 
-`auto` takes the candidate with the best out-of-fold Spearman (ties: the simpler, earlier in
-CANDIDATES). Its own figure is nested, so the choice is never scored on the runs that made it:
+`auto` takes the candidate with the best out-of-fold Spearman (ties: the smaller mean absolute
+error, then the simpler, earlier in CANDIDATES). Its own figure is nested, so the choice is never scored on the runs that made it:
 for each outer fold the choice is made on inner out-of-fold predictions from models that never
 saw that fold, then scored on it. The inner models are fitted once per pair of folds left out
 (K(K-1)/2 fits per base, each serving two outer folds); the stacked weights of an outer fold come
@@ -206,7 +206,9 @@ def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: int = 5, seed
         return report, {"chosen": "stacked", "stacked_weights": stack_weights(outer, ys)}
 
     nested_pred = _nested_choice(choices, oof, inner_preds, fold_id, ys, folds)
-    chosen = max(choices, key=lambda c: (candidates[c]["spearman"], -choices.index(c)))
+    # ties in rank (few scored runs: a Spearman over 2 or 3 takes a handful of values) go to the
+    # smaller error, then to the simplest
+    chosen = max(choices, key=lambda c: (candidates[c]["spearman"], -candidates[c]["mae"], -choices.index(c)))
     report = _report("auto", len(ys), folds, nested_pred, ys)
     report.chosen, report.candidates = chosen, candidates
     return report, {"chosen": chosen, "stacked_weights": stack_weights(outer, ys)}
@@ -255,8 +257,9 @@ def _nested_choice(choices: tuple, oof: dict[str, np.ndarray], inner_preds: dict
     nested_pred = np.zeros(len(ys))
     for f in range(folds):  # choose on the inner predictions of the runs outside f, score on f
         rows, others = fold_id == f, fold_id != f
-        scores = {c: _spearman(_inner_candidate(c, inner_preds[f], ys, fold_id, f, folds)[others], ys[others]) for c in choices}
-        pick = max(choices, key=lambda c: (scores[c], -choices.index(c)))
+        inner = {c: _inner_candidate(c, inner_preds[f], ys, fold_id, f, folds)[others] for c in choices}
+        scores = {c: (_spearman(p, ys[others]), -float(np.mean(np.abs(p - ys[others])))) for c, p in inner.items()}
+        pick = max(choices, key=lambda c: (*scores[c], -choices.index(c)))
         nested_pred[rows] = oof[pick][rows]
     return nested_pred
 
