@@ -12,6 +12,7 @@ and the CV figure of (b)'s fit with and without the carried runs; appends to ben
 
     python bench/bench_reuse.py [--runs 16] [--seeds 2] [--left-out dictionary,man_pages]
     python bench/bench_reuse.py --again   # (b) alone again, on the last run's builds (after a change to it)
+    python bench/bench_reuse.py --again b,c,a   # the three searches again on the last run's v1 runs and v2 build
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--left-out", default="dictionary,man_pages",
                         help="Sources v1 lacks (v2 adds them); 'none': v2 only appends the missing tenth.")
-    parser.add_argument("--again", action="store_true",
-                        help="Rerun (b) alone on the last run's v1 runs and v2 build (today's runs are removed from the "
-                             "runs table first); (a) and (c) come from their saved folders and results.jsonl.")
+    parser.add_argument("--again", nargs="?", const="b", default=None,
+                        help="Rerun these searches (default b) on the last run's v1 runs and v2 build (today's runs are removed "
+                             "from the runs table first); the others come from their saved folders and results.jsonl.")
     args = parser.parse_args()
     out = _folder(args)
     if args.again:
@@ -142,14 +143,27 @@ def _again(out: Path, args) -> None:
         if row.stem not in v1_runs:
             row.unlink()
     atomic_write_parquet(table.folder / "runs.parquet", table.load())
-    last = [r for r in map(json.loads, (OUT_DIR / "results.jsonl").read_text().splitlines())
-            if r["name"].startswith("reuse:") and r.get("left_out", "dictionary,man_pages") == args.left_out][-1]
-    results = {"b": _search(out / "carried.yaml", out, "b-carried", args.seeds)}
-    for key, name in (("a", "a-fresh-full"), ("c", "c-fresh-small")):
-        results[key] = {"proposal": json.loads((out / name / "proposal.json").read_text()),
-                        "verify": json.loads((out / name / "verify.json").read_text()), "search_s": last["rows"][key]["search_s"]}
-    args.runs = last["full_runs"]
-    _print(results, {**last["timings"], "(a) and (c)": f"from {last['date']}, commit {last['commit']}"}, args)
+    rerun = args.again.split(",")
+    earlier = [r for r in map(json.loads, (OUT_DIR / "results.jsonl").read_text().splitlines())
+               if r["name"].startswith("reuse:") and r.get("left_out", "dictionary,man_pages") == args.left_out]
+    last = earlier[-1] if earlier else {"timings": {}, "full_runs": args.runs}
+    results = {}
+    if "b" in rerun:
+        results["b"] = _search(out / "carried.yaml", out, "b-carried", args.seeds)
+    if "c" in rerun:
+        small = results["b"]["proposal"]["evidence"]["trained"] if "b" in results else None
+        results["c"] = _search(out / "fresh.yaml", out, "c-fresh-small", args.seeds, runs=max(small or 4, 4))
+    if "a" in rerun:
+        results["a"] = _search(out / "fresh.yaml", out, "a-fresh-full", args.seeds, runs=args.runs)
+    for key, name in (("a", "a-fresh-full"), ("b", "b-carried"), ("c", "c-fresh-small")):
+        if key not in results:
+            results[key] = {"proposal": json.loads((out / name / "proposal.json").read_text()),
+                            "verify": json.loads((out / name / "verify.json").read_text()), "search_s": last["rows"][key]["search_s"]}
+    if "a" not in rerun:
+        args.runs = last["full_runs"]
+    kept = [k for k in "abc" if k not in rerun]
+    timings = {**last["timings"], **({f"({', '.join(kept)})": f"from {last['date']}, commit {last['commit']}"} if kept else {})}
+    _print(results, timings, args)
 
 
 def _print(results: dict, timings: dict, args) -> None:
