@@ -168,6 +168,13 @@ def observed_lines(proposal: dict) -> list[str]:
     return ["", f"{same}; the proposal is predicted at least as good."]
 
 
+def training_flops_line(flops: dict) -> str:
+    """What a search trained, in FLOPs (proposal.evidence.flops), in one line."""
+    parts = [f"runs {flops['runs']:.3g}"] + [f"{k} {flops[k]:.3g}" for k in ("base", "online") if flops.get(k)]
+    earlier = "; the base was trained by an earlier search (not counted)" if flops.get("base_trained_earlier") else ""
+    return f"training FLOPs: {flops['total']:.3g} ({', '.join(parts)}){earlier}"
+
+
 def evidence_lines(proposal: dict) -> list[str]:
     """Runs trained, reused and carried from earlier builds, and what the carried ones did to the fit."""
     runs, fit = proposal.get("evidence"), (proposal.get("fit") or {}).get("evidence")
@@ -180,6 +187,9 @@ def evidence_lines(proposal: dict) -> list[str]:
         text += (f" ({', '.join(runs['carried_from'])}; on average {runs['carried_kept_share']:.0%} of their tokens' data "
                  f"kept unchanged), {runs['refresh_runs']} refresh runs")
     text += "."
+    if runs.get("flops"):
+        line = training_flops_line(runs["flops"])
+        text += f" {line[0].upper()}{line[1:]}."
     if fit:
         without = fit["cv_spearman_without_carried"]
         text += (f" Cross-validated on today's {fit['fresh_runs']} runs: Spearman {fit['cv_spearman_with_carried']:.3f} with the "

@@ -58,6 +58,11 @@ def base_folder(ws: Workspace, base_id: str) -> Path:
     return ws.root / "runs" / "bases" / base_id
 
 
+def bases_trained(ws: Workspace) -> dict[str, int]:
+    """{base id: tokens it trained on} for the bases trained to the end in this workspace."""
+    return {f.parent.name: read_json(f)["tokens"] for f in sorted((ws.root / "runs" / "bases").glob("*/trained.json"))}
+
+
 def natural_mixture(shards: dict) -> dict[str, float]:
     """Each component's share of the training tokens."""
     total = sum(len(tokens) for tokens in shards.values())
@@ -177,4 +182,5 @@ def _trained_base(cfg: MixforgeConfig, folder: Path, summary: dict, shards: dict
         model, _ = train(_model_config(cfg, summary), train_cfg, sampler.batches(p.batch_size), steps, checkpoint_dir=folder)
         for older in checkpoints(folder)[:-1]:  # resuming needs the last only; each holds the optimizer's state too
             older.unlink()
+        atomic_write_json(folder / "trained.json", {"tokens": steps * p.batch_size * p.seq_len})  # its cost, for the search's
         return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}

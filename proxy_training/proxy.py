@@ -49,16 +49,16 @@ def encoder(ws: Workspace):
 
 
 
-def run_flops(cfg: MixforgeConfig, vocab_size: int) -> int:
-    """Training FLOPs of one proxy run at cfg.proxy's settings: FLOPs per token x tokens (the
-    model is built on the meta device: shapes only, no memory)."""
+def run_flops(cfg: MixforgeConfig, vocab_size: int, tokens: int | None = None) -> int:
+    """Training FLOPs of one proxy run at cfg.proxy's settings: FLOPs per token x tokens
+    (proxy.tokens unless given; the model is built on the meta device: shapes only, no memory)."""
     import torch
 
     from mixforge.proxy_training.model import GPT
 
     with torch.device("meta"):
         model = GPT(preset(cfg.proxy.preset, vocab_size=vocab_size, block_size=cfg.proxy.seq_len))
-    return model.flops_per_token() * cfg.proxy.tokens
+    return model.flops_per_token() * (cfg.proxy.tokens if tokens is None else tokens)
 
 
 def checkpoint_dir(ws: Workspace, run_id: str):

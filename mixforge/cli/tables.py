@@ -184,6 +184,10 @@ def print_proposal(proposal: dict, verify: Optional[dict]) -> None:
         out.print(f"proxy runs: {runs['trained']} trained, {runs['reused']} reused exactly, {runs['carried']} carried from "
                   f"earlier builds" + (f" ({', '.join(runs['carried_from'])})" if runs.get("carried_from") else "")
                   + (f", {runs['remeasured']} measured with an earlier build's model" if runs.get("remeasured") else ""))
+        if runs.get("flops"):
+            from mixforge.mixers.report import training_flops_line
+
+            out.print(training_flops_line(runs["flops"]))
     fit = proposal.get("fit")
     if fit:
         out.print(f"predictor {predictor_label(fit)}: {fit['folds']}-fold CV Spearman {fit['spearman']:.3f} over {fit['runs']} runs")

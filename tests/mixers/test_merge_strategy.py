@@ -15,6 +15,9 @@ from mixforge.config import load_config
 from mixforge.errors import ConfigError
 from mixforge.mixers.search import run_search, verify
 from mixforge.proxy_training.merge import component_runs, component_states, evaluate_state, merged_state
+from mixforge.proxy_training.proxy import run_flops
+from mixforge.proxy_training.runs_table import tokens_summary
+from mixforge.workspace import Workspace
 
 
 
@@ -45,12 +48,18 @@ def test_merge_proposes_within_the_bounds_from_merged_models_and_verifies_with_f
     assert checked["results"]["proposal"]["predicted"] == proposal.predicted  # beside fresh proxies' figure
     assert np.isfinite(checked["results"]["proposal"]["mean"]) and "uniform" in checked["results"]
     assert proposal.evidence["trained"] == 3 and "remeasured" not in proposal.evidence
+    vocab = tokens_summary(Workspace(cfg.workspace_dir))["tokenizer"]["vocab_size"]
+    per_run, base_tokens = run_flops(cfg, vocab), -(-8_000 // (32 * 8)) * 32 * 8  # the base's whole steps
+    assert proposal.evidence["flops"] == {"runs": 3 * per_run, "base": run_flops(cfg, vocab, base_tokens), "online": 0,
+                                          "total": 3 * per_run + run_flops(cfg, vocab, base_tokens)}
+    assert "Training FLOPs: " in report
 
     workspace_with_tokens(tmp_path, tokens=12_000, extra=("quotes",))  # the next build adds a source
     again, folder = run_search(cfg, proxies_in_turn(cfg), "merge")
     assert again.evidence["trained"] == 1 and again.evidence["remeasured"] == 3  # only the new component trains
     assert set(again.weights) == {"bible", "code", "legal", "quotes"} and again.weights["legal"] == pytest.approx(0.2)
     assert "3 measured on today's data with an earlier build's model" in (folder / "report.md").read_text()
+    assert again.evidence["flops"] == {"runs": per_run, "base": 0, "online": 0, "total": per_run, "base_trained_earlier": True}
 
 
 @pytest.mark.timeout(120)
