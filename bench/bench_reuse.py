@@ -150,19 +150,21 @@ def _again(out: Path, args) -> None:
     results = {}
     if "b" in rerun:
         results["b"] = _search(out / "carried.yaml", out, "b-carried", args.seeds)
-    if "c" in rerun:
-        small = results["b"]["proposal"]["evidence"]["trained"] if "b" in results else None
-        results["c"] = _search(out / "fresh.yaml", out, "c-fresh-small", args.seeds, runs=max(small or 4, 4))
+    if "c" in rerun:  # (b)'s budget, from its saved folder when (b) is not rerun
+        b = results["b"]["proposal"] if "b" in results else json.loads((out / "b-carried" / "proposal.json").read_text())
+        results["c"] = _search(out / "fresh.yaml", out, "c-fresh-small", args.seeds, runs=max(b["evidence"]["trained"], 4))
     if "a" in rerun:
         results["a"] = _search(out / "fresh.yaml", out, "a-fresh-full", args.seeds, runs=args.runs)
     for key, name in (("a", "a-fresh-full"), ("b", "b-carried"), ("c", "c-fresh-small")):
         if key not in results:
             results[key] = {"proposal": json.loads((out / name / "proposal.json").read_text()),
-                            "verify": json.loads((out / name / "verify.json").read_text()), "search_s": last["rows"][key]["search_s"]}
+                            "verify": json.loads((out / name / "verify.json").read_text()),
+                            "search_s": last["rows"][key]["search_s"] if "rows" in last else float("nan")}
     if "a" not in rerun:
         args.runs = last["full_runs"]
     kept = [k for k in "abc" if k not in rerun]
-    timings = {**last["timings"], **({f"({', '.join(kept)})": f"from {last['date']}, commit {last['commit']}"} if kept else {})}
+    timings = {**last["timings"], **({f"({', '.join(kept)})": f"from {last.get('date', 'an earlier run')}, commit "
+                                        f"{last.get('commit', 'unknown')}"} if kept else {})}
     _print(results, timings, args)
 
 

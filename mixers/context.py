@@ -15,6 +15,11 @@ from mixforge.mixers.objective import Objective
 from mixforge.mixers.sampling import feasible, tempered_prior
 from mixforge.mixture import phase_ends as phase_ends_of, phase_lengths
 
+# 4 runs where the carried runs' fit is least sure (the first round: enough to check the carried
+# runs against today's data) and 2 near that fit's proposal: a proposal never predicted worse than
+# today's best run can only fall back to today's runs, and a round spread for disagreement has none
+# near the optimum (the demo's append: 4 such runs, and the proposal fell back to an outlying one)
+MIN_AUTO_REFRESH = 6
 TrainFn = Callable[..., list[dict]]  # (mixtures, seeds, label, checkpoints=0) -> run rows, in order
 
 
@@ -58,12 +63,12 @@ class SearchContext:
     @property
     def refresh(self) -> int:
         """Runs a search with carried runs trains: search.refresh_runs, or for auto 2 per component
-        changed past CHANGED_SHARE (at least 4), within the full budget."""
+        changed past CHANGED_SHARE (at least MIN_AUTO_REFRESH), within the full budget."""
         from mixforge.mixers.carry import CHANGED_SHARE
 
         n = self.settings.refresh_runs
         if n == "auto":
-            n = max(4, 2 * sum(share > CHANGED_SHARE for share in self.changed.values()))
+            n = max(MIN_AUTO_REFRESH, 2 * sum(share > CHANGED_SHARE for share in self.changed.values()))
         return min(int(n), self.runs)
 
     @property

@@ -138,7 +138,7 @@ class SearchConfig(Section):
     verify_seeds: int = Field(3, ge=1, description="Fresh proxies per mixture in `search verify`.")
     refresh_runs: int | Literal["auto", "off"] = Field(
         "auto", description="regmix after a data change: new runs to train, with the earlier runs carried over today's components "
-        "as evidence; auto: 2 per component whose tokens changed by more than 25% (at least 4, at most search.runs); "
+        "as evidence; auto: 2 per component whose tokens changed by more than 25% (at least 6, at most search.runs); "
         "off: no carried runs, the full budget. At least 3.")
     @field_validator("refresh_runs")
     @classmethod

@@ -327,3 +327,15 @@ def test_regmix_after_a_data_change_trains_two_refresh_rounds_and_never_the_carr
     distance = [np.mean([np.abs(vector(m) - optimum()).sum() for m in batch]) for batch in (first, second)]
     assert distance[1] < distance[0] and distance[1] < 0.3, distance  # round 2 measures where the proposal will be
     assert_proposal_beats_the_runs(proposal, train(first + second, seeds1 + seeds2, "again"))
+
+
+@pytest.mark.parametrize("changed, runs, want", [
+    ({}, 16, 6),  # an append: no component changed past 25%, still 4 to check the carried runs and 2 near the proposal
+    ({"bible": 0.3, "code": 0.9, "legal": 0.26, "quotes": 0.1}, 16, 6),
+    ({"bible": 0.3, "code": 0.9, "legal": 0.26, "quotes": 0.5}, 16, 8),  # 2 per changed component
+    ({"bible": 0.3, "code": 0.9, "legal": 0.26, "quotes": 0.5}, 7, 7),  # never past the full budget
+])
+def test_auto_refresh_runs_cover_the_changed_components_and_the_proposal(changed, runs, want):
+    ctx = context(carried=carried_runs(), runs=runs)
+    ctx.changed = changed
+    assert ctx.refresh == want
