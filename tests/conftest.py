@@ -30,19 +30,6 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MIXFORGE_PROGRESS", "0")
 
-def pytest_collection_modifyitems(items: list) -> None:
-    """The long end-to-end tests (marked `slow`) first, then the others, each by its timeout
-    (longest first; a test's timeout is three times what it took on 2 cores): pytest-xdist hands
-    tests to whichever worker is free in this order, so the long ones overlap the many short ones
-    instead of leaving one worker busy alone at the end."""
-    def timeout(item) -> float:
-        mark = item.get_closest_marker("timeout")
-        return float(mark.args[0]) if mark and mark.args else 0.0
-
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -timeout(item), order[id(item)]))
-
-
 # The slice's sources, with the demo's kinds (see mixforge/demo/demo.yaml).
 SLICE_KINDS = {
     "bible": "prose", "quotes": "prose", "manuals": "reference", "legal": "reference",
