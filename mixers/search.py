@@ -186,23 +186,6 @@ def _remeasured(ws: Workspace, run_ids: set[str]) -> int:
     return rows.filter(rows["run_id"].is_in(sorted(run_ids)) & rows["trained_by"].is_not_null()).height
 
 
-def _training_flops(cfg: MixforgeConfig, ws: Workspace, trained: int, bases_before: dict[str, int], online: dict | None,
-                    uses_base: bool) -> dict:
-    """What this search trained, in FLOPs: its proxy runs, the base when this search trained it
-    (a base trained earlier cost this search nothing, and says so), an online run (aioli)."""
-    from mixforge.proxy_training.base import bases_trained
-    from mixforge.proxy_training.proxy import run_flops, tokens_summary
-
-    vocab = tokens_summary(ws)["tokenizer"]["vocab_size"]
-    new_bases = {b: t for b, t in bases_trained(ws).items() if b not in bases_before}
-    flops = {"runs": trained * run_flops(cfg, vocab), "base": sum(run_flops(cfg, vocab, t) for t in new_bases.values()),
-             "online": int(online["flops"]) if online else 0}
-    flops["total"] = sum(flops.values())
-    if uses_base and not new_bases:
-        flops["base_trained_earlier"] = True
-    return flops
-
-
 def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None, target=None,
                train_cheap: TrainFn | None = None) -> tuple[Proposal, Path]:
     """Run a strategy; write proposal.json, report.md and the plots. Returns the proposal and its
@@ -224,6 +207,7 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     before = set(table["run_id"].to_list()) if table.height else set()
     carried = attach_carried(cfg, ws, ctx, ctx.today) if strategy == "regmix" and cfg.search.refresh_runs != "off" else {}
     from mixforge.proxy_training.base import bases_trained  # torch: imported when a search runs
+    from mixforge.proxy_training.cost import training_flops
 
     bases_before = bases_trained(ws)
     proposal = STRATEGIES[strategy](ctx)
@@ -232,8 +216,8 @@ def run_search(cfg: MixforgeConfig, train: TrainFn, strategy: str | None = None,
     trained = len(used - before) - remeasured
     proposal.evidence = {"trained": trained, "reused": len(used & before), "carried": len(ctx.carried),
                          "refresh_runs": ctx.refresh if ctx.carried else None, **carried,
-                         "flops": _training_flops(cfg, ws, trained, bases_before, proposal.online,
-                                                  uses_base=cfg.proxy.init == "base" or strategy == "merge")}
+                         "flops": training_flops(cfg, ws, trained, bases_before, proposal.online,
+                                                 uses_base=cfg.proxy.init == "base" or strategy == "merge")}
     if remeasured:
         proposal.evidence["remeasured"] = remeasured
     folder = search_folder(ws, strategy, ctx.objective)
