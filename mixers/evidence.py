@@ -104,8 +104,10 @@ def _why(best: float, ranked: bool, consistency: dict | None) -> str:
     if consistency is not None:
         figures = (f"a model of the carried runs alone predicts today's runs with error {consistency['fresh_mae']:.4g}, "
                    f"{consistency['ratio']:.2g} x its cross-validated error on them ({consistency['carried_cv_mae']:.4g})")
-        if best:
+        if best and consistency["consistent"]:
             return f"too few runs of today to fit alone, and {figures}: the carried runs describe today's data, {used}"
+        if best:  # below 4 fresh runs there is no fit without them to fall back on
+            return f"{figures}, yet fewer than 4 runs of today cannot be fitted alone: the carried runs stay in, {used}"
         if consistency["carried_cv_spearman"] < LOW_CV:
             return (f"a model of the carried runs alone ranks them poorly (cross-validated Spearman "
                     f"{consistency['carried_cv_spearman']:.2f}): the carried runs describe no law of their data, left out")

@@ -6,11 +6,11 @@ weights) and `stacked` (non-negative weights summing to 1, fitted on out-of-fold
 are weighted sums of the bases' predictions, so they cost no fits of their own.
 
 `auto` takes the candidate with the best out-of-fold Spearman (ties: the smaller mean absolute
-error, then the simpler, earlier in CANDIDATES). Its own figure is nested, so the choice is never scored on the runs that made it:
-for each outer fold the choice is made on inner out-of-fold predictions from models that never
-saw that fold, then scored on it. The inner models are fitted once per pair of folds left out
-(K(K-1)/2 fits per base, each serving two outer folds); the stacked weights of an outer fold come
-from the same inner predictions.
+error, then the simpler, earlier in CANDIDATES). Its own figure is nested, so the choice is never
+scored on the runs that made it: for each outer fold the choice is made on inner out-of-fold
+predictions from models that never saw that fold, then scored on it. The inner models are fitted
+once per pair of folds left out (K(K-1)/2 fits per base, each serving two outer folds); the
+stacked weights of an outer fold come from the same inner predictions.
 
 Intervals are split-conformal over the report's out-of-fold residuals: the half width is the
 ceil((n+1)(1-alpha))-th smallest absolute residual, so a new run's value falls inside with

@@ -66,3 +66,15 @@ def test_carried_runs_that_contradict_todays_runs_are_dropped_and_the_report_say
         assert evidence["consistency"]["ratio"] > CONSISTENT and "describe other data" in evidence["why"]
     else:
         assert evidence["consistency"]["carried_cv_spearman"] < 0.5 and "describe no law" in evidence["why"]
+
+
+@pytest.mark.timeout(300)
+def test_below_four_fresh_runs_contradicted_carried_runs_stay_in_and_the_report_says_why():
+    """A refresh budget of 3 (the least allowed): there is no fit of today's runs alone to fall back on."""
+    X, y, carried, kept = _runs()
+    keep = np.r_[np.ones(carried.sum(), bool), [True, True, True, False]]
+    then = 2 * y[carried].mean() - y[carried]
+    X, y = _runs(carried_y=then)[:2]
+    evidence = fit_with_carried("auto", X[keep], y[keep], carried[keep], kept[keep], folds=3, seed=0)[1].evidence
+    assert not evidence["consistency"]["consistent"] and evidence["carried_used"] == 48 and not evidence["dropped"]
+    assert "cannot be fitted alone: the carried runs stay in" in evidence["why"]
