@@ -5,9 +5,10 @@ that nothing half-written ever looked complete.
     python scripts/fault_inject.py --commands build,grow,sweep,verify,export --trials 10 --seed 0 --workdir DIR
 
 On the committed demo slice (tests/fixtures/slice/, 128 documents) with tiny proxies. First one
-uninterrupted reference run per command, in its own copy of the state before it (the reference
-build is the state sweep, search verify and export start from; grow is an incremental build
-after files were added to every source), with its duration D. Then per
+uninterrupted reference run per command, in its own copy of the state before it (grow is an
+incremental build after files were added to every source; its result, or the reference build's
+where grow is not run, is the state sweep, search verify and export start from), with its
+duration D. Then per
 trial: a fresh copy of that state, the command started in a new session, SIGKILL to its group at
 a uniform moment in (0, D), checks of what the kill left, a rerun to completion, and a comparison
 with the reference: kept documents (id, xxh3 of text), ledger, every published file (token
@@ -341,21 +342,26 @@ def prepare(workdir: Path, names: list[str], cmds: dict[str, Command], env: dict
     shutil.rmtree(starts["empty"], ignore_errors=True)
     write_config(starts["empty"], data, proxy_tokens)
     refs, durations = {}, {}
-    built = copy_state(starts["empty"], workdir / "ref" / "build")
-    durations["build"] = cli(built, cmds["build"].argv, env)
-    refs["build"] = outputs(built)
-    starts["built"] = built
+
+    def reference(name: str) -> Path:
+        folder = copy_state(starts[cmds[name].start], workdir / "ref" / name)
+        durations[name] = cli(folder, cmds[name].argv, env)
+        refs[name] = outputs(folder)
+        print(f"reference {name}: {durations[name]:.1f} s", flush=True)
+        return folder
+
     if "grow" in names:
         starts["grown"] = grown_start(workdir, env, proxy_tokens)
+        grown = reference("grow")
+    # sweep, verify and export start from a built workspace: the incremental build's result when there
+    # is one (a build from scratch would cost as much again), else a build from scratch
+    starts["built"] = reference("build") if "build" in names or "grow" not in names else grown
     if {"verify", "export"} & set(names):
-        starts["searched"] = copy_state(built, workdir / "start" / "searched")
+        starts["searched"] = copy_state(starts["built"], workdir / "start" / "searched")
         cli(starts["searched"], ["search", "mixforge.yaml"], env)
     for name in names:
-        if name != "build":
-            folder = copy_state(starts[cmds[name].start], workdir / "ref" / name)
-            durations[name] = cli(folder, cmds[name].argv, env)
-            refs[name] = outputs(folder)
-        print(f"reference {name}: {durations[name]:.1f} s", flush=True)
+        if name not in refs:
+            reference(name)
     return starts, refs, durations
 
 

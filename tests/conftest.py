@@ -58,6 +58,24 @@ def slice_config(tmp_path: Path) -> Path:
     return write_config(tmp_path, slice_sources())
 
 
+def shared_once(tmp_path_factory, name: str, make) -> Path:
+    """`make(folder)` run once per test session into a folder every pytest-xdist worker reads: the
+    first worker to get here makes it (the others wait on a file lock), so a session fixture that
+    builds a workspace costs one build, not one per worker. Read it, never write into it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's folder, shared by its workers
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def slice_built(tmp_path_factory) -> tuple[Path, Path]:
     """The slice built once per session by an uninterrupted `mixforge build`, with `slice_config`'s
@@ -69,13 +87,15 @@ def slice_built(tmp_path_factory) -> tuple[Path, Path]:
     (scripts/fault_inject.py's `outputs`) name the same data. Shared: read it, never write into it."""
     import subprocess
 
-    data = tmp_path_factory.mktemp("slice-data") / "data"
-    shutil.copytree(SLICE, data)
-    root = tmp_path_factory.mktemp("slice-built")
-    config = write_config(root, slice_sources(data))
-    run = subprocess.run(mixforge_cmd() + ["build", str(config)], timeout=300, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return data, root / "ws"
+    def make(folder: Path) -> None:
+        shutil.copytree(SLICE, folder / "data")
+        (folder / "built").mkdir()
+        config = write_config(folder / "built", slice_sources(folder / "data"))
+        run = subprocess.run(mixforge_cmd() + ["build", str(config)], timeout=300, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+
+    folder = shared_once(tmp_path_factory, "slice-built", make)
+    return folder / "data", folder / "built" / "ws"
 
 
 def fault_inject_tool():
@@ -177,16 +197,28 @@ def workspace_with_tokens(tmp_path: Path, tokens: int = 20_000, extra: tuple[str
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """The slice built through the tokens stage, components are 4 clusters: (config path, config,
-    root). Shared by the export tests."""
+    root). Shared by the export tests (and by the pytest-xdist workers: read it, never write into it)."""
     from mixforge.config import load_config
     from mixforge.pipelines.build import build
 
-    root = tmp_path_factory.mktemp("export")
-    shutil.copytree(SLICE, root / "data")
-    config = write_config(root, slice_sources(), cluster={"n_components": 4}, proxy={"vocab_size": 1024})
-    cfg = load_config(config)
-    build(cfg)
-    return config, cfg, root
+    def make(root: Path) -> None:
+        shutil.copytree(SLICE, root / "data")
+        build(load_config(write_config(root, slice_sources(), cluster={"n_components": 4}, proxy={"vocab_size": 1024})))
+
+    root = shared_once(tmp_path_factory, "export", make)
+    return root / "mixforge.yaml", load_config(root / "mixforge.yaml"), root
+
+
+def private_built(built, folder: Path):
+    """A copy of `built`'s workspace in `folder`, for a test that changes it (the shared one is read
+    by the other worker meanwhile): (config path, config), the sources still read from `built`'s data."""
+    from mixforge.config import load_config
+
+    config, _, root = built
+    settings = yaml.safe_load(config.read_text())
+    shutil.copytree(root / "ws", folder / "ws", symlinks=True)
+    path = write_config(folder, slice_sources(root / "data"), **{k: v for k, v in settings.items() if k not in ("workspace", "sources", "workers")})
+    return path, load_config(path)
 
 
 def proxies_in_turn(cfg):

@@ -4,8 +4,8 @@ run (exit 1 on any difference). MIXFORGE_FAULT_TRIALS kills per command: 1 by de
 suite's slowest test, 805 s at 2), so that the suite stays within its time on 2 cores; 10 per
 command were run by hand (BENCHMARKS.md), and more trials by hand after changes to a stage.
 
-MIXFORGE_FAULT_COMMANDS, the commands killed: by default all but `build` (the script still builds
-its reference, the state the others start from). Killed builds are tests/e2e/test_resume.py's: 6
+MIXFORGE_FAULT_COMMANDS, the commands killed: by default all but `build` (the others start from
+the incremental build's result: no build from scratch is run). Killed builds are tests/e2e/test_resume.py's: 6
 deterministic kill points, each followed by this script's checks of a killed run, and its
 comparison of the resumed outputs. The script's own default, for runs by hand, is every command;
 MIXFORGE_FAULT_COMMANDS=build,grow,sweep,verify,export gives that here."""

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from conftest import LABELS, SLICE, mixforge_cmd, workspace_with_tokens
+from conftest import LABELS, SLICE, mixforge_cmd, private_built, workspace_with_tokens
 from mixforge.config import load_config
 from mixforge.errors import LedgerError
 from mixforge.proxy_training.runs_table import RunsTable
@@ -90,7 +90,7 @@ def test_run_rows_say_what_their_figures_cover(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_heldout_split_by_id_ledger_repair_and_joins(built, tmp_path):
-    config, cfg, root = built
+    config, cfg = private_built(built, tmp_path)  # its ledger and components are damaged below
     ws = Workspace(cfg.workspace_dir)
     docs = pl.read_parquet(ws.stage_dir("tokens") / "extra" / "documents.parquet")
     expected = ["heldout" if is_heldout(i, cfg.seed, cfg.proxy.heldout_fraction) else "train" for i in docs["id"]]

@@ -62,6 +62,9 @@ def _config(folder: Path) -> Path:
                                  {"path": "data/code.jsonl", "label": "code", "kind": "code"}])
 
 
+pytestmark = pytest.mark.xdist_group("deploy")  # its tests share one module fixture: built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `prefect server start` on a free port: (API URL, environment for clients)."""

@@ -84,6 +84,9 @@ def _source(frame: pl.DataFrame, key: str) -> pl.DataFrame:
     return frame.filter(pl.col("id").str.starts_with(f"{key}/"))
 
 
+pytestmark = pytest.mark.xdist_group("bad-input-build")  # its tests share one module fixture: built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def counted(tmp_path_factory):
     """One CLI build over every case whose bad records are counted: (workspace, run, cut figures)."""

@@ -27,6 +27,9 @@ def _records(label):
     return [json.loads(line) for line in (SLICE / f"{label}.jsonl").read_text().splitlines()]
 
 
+pytestmark = pytest.mark.xdist_group("incremental")  # its tests share one module fixture: built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def two_builds(tmp_path_factory):
     """Build b0001 from part-000 of each label, add part-001 (new documents, an exact and a near

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import mixforge_cmd
+from conftest import mixforge_cmd, private_built
 from mixforge.errors import MixforgeError
 from mixforge.pipelines.export.manifest import validate_manifest
 from mixforge.pipelines.export.verify import verify_export
@@ -177,7 +177,7 @@ def test_export_reuses_the_tokens_stage_shards_and_checks_the_texts(built, tmp_p
     from mixforge.pipelines.export.plan import load_table
     from mixforge.workspace import Workspace
 
-    _, cfg, _ = built
+    _, cfg = private_built(built, tmp_path)  # its document index is changed below
     ws = Workspace(cfg.workspace_dir)
     reused = load_table(ws, tmp_path / "a")
     fresh = load_table(ws, tmp_path / "b", reuse_tokens=False)

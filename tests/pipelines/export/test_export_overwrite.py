@@ -23,6 +23,9 @@ from mixforge.pipelines.export.verify import verify_export
 EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "60"))
 
 
+pytestmark = pytest.mark.xdist_group("export-overwrite")  # its tests share one module fixture: built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def source(slice_built, tmp_path_factory):
     """(export command less --out, a complete parquet export to copy) over the slice's workspace."""

@@ -27,6 +27,9 @@ EXAMPLES = int(os.environ.get("MIXFORGE_FUZZ_EXAMPLES", "120"))
 CLI_EXAMPLES = max(4, EXAMPLES // 20)
 
 
+pytestmark = pytest.mark.xdist_group("manifest-fuzz")  # its tests share one module fixture: built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def exports(slice_built, tmp_path_factory):
     """{"single": a megatron export, "schedule": a two-phase jsonl export}, made with the CLI."""
