@@ -77,7 +77,7 @@ def test_an_interrupted_run_leaves_no_row(tmp_path):
 
 @pytest.mark.timeout(400)
 def test_cli_train_and_sweep(tmp_path):
-    config = workspace_with_tokens(tmp_path)
+    config = workspace_with_tokens(tmp_path, tokens=4_000)  # what the commands do, not what the proxies learn
     mixture = tmp_path / "mix.yaml"
     mixture.write_text("bible: 2\ncode: 2\n")
     run = subprocess.run(mixforge_cmd() + ["proxy", "train", str(config), "--mixture", str(mixture)],
