@@ -3,9 +3,12 @@ for N mixtures, the target figure of (a) proxies trained from scratch on each (t
 topped up with seeded random mixtures: the baseline a user has), (b) proxies warm-started from
 the shared base (`proxy.init: base`), (c) merged models (base + one run per component, merged by
 each mixture's weights, proxy_training/merge.py); Spearman between each pair, and the cost of
-each in training FLOPs and seconds.
+each in training FLOPs and seconds. With `--seeds N`, each figure is the mean over N seeds: the
+scratch and warm runs of seed k take the first seed's plus SEED_STEP * k, the merged models of
+seed k a base and component runs of `seed` + k; the Spearman between two seeds of scratch runs is
+the ceiling any cheap proxy can reach.
 
-    make demo && python bench/bench_merge.py mixforge-demo/demo.yaml [--mixtures 24] [--base-tokens 50000]
+    make demo && python bench/bench_merge.py mixforge-demo/demo.yaml [--mixtures 24] [--base-tokens 50000] [--seeds 2]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import report  # noqa: E402
 
 VERIFY_SEED = 1_000_000  # mixers/search.py: verify's seeds start here; the search's runs are below
+SEED_STEP = 10_000  # seed k of a mixture's run: its first seed + SEED_STEP * k (below verify's seeds)
 
 
 def scratch_runs(cfg, n: int) -> list[dict]:
@@ -60,57 +64,72 @@ def main() -> None:
     ap.add_argument("config", type=Path)
     ap.add_argument("--mixtures", type=int, default=24)
     ap.add_argument("--base-tokens", type=int, default=None, help="proxy.base_tokens (default: proxy.tokens)")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per mixture (each figure is their mean)")
     args = ap.parse_args()
     cfg = load_config(args.config)
     cfg.proxy.base_tokens = args.base_tokens or cfg.proxy.tokens
     target, text = cfg.search.target, cfg.search.target.split("_", 1)[1]
     t0 = time.perf_counter()
-    scratch = scratch_runs(cfg, args.mixtures)
+    first = scratch_runs(cfg, args.mixtures)
+    components = sorted(c[2:] for c in first[0] if c.startswith("w_"))
+    mixtures = [{c: r[f"w_{c}"] for c in components} for r in first]
+    scratch = [first] + [[run_proxy(cfg, w, seed=r["seed"] + SEED_STEP * k) for w, r in zip(mixtures, first)]
+                         for k in range(1, args.seeds)]
     topped_s = time.perf_counter() - t0
-    components = sorted(c[2:] for c in scratch[0] if c.startswith("w_"))
-    mixtures = [{c: r[f"w_{c}"] for c in components} for r in scratch]
 
-    t0 = time.perf_counter()
-    rows = component_runs(cfg, components)  # trains the base first (once), then one run per component
-    merged_train_s = time.perf_counter() - t0
-    states, evaluate = component_states(cfg, rows), StateEvaluator(cfg)
-    t0 = time.perf_counter()
-    merged = [evaluate(merged_state(states, w), 0, text=text) for w in mixtures]
-    merged_eval_s = time.perf_counter() - t0
+    merged, rows, merged_train_s, merged_eval_s = [], None, 0.0, 0.0
+    for k in range(args.seeds):  # seed k: its own base and component runs (the config's seed + k)
+        seeded = cfg.model_copy(deep=True)
+        seeded.seed = cfg.seed + k
+        t0 = time.perf_counter()
+        rows = component_runs(seeded, components)  # trains the base first (once), then one run per component
+        merged_train_s += time.perf_counter() - t0
+        states, evaluate = component_states(seeded, rows), StateEvaluator(seeded)
+        t0 = time.perf_counter()
+        merged.append([evaluate(merged_state(states, w), 0, text=text) for w in mixtures])
+        merged_eval_s += time.perf_counter() - t0
 
-    warm_cfg = merge_config(cfg)  # proxy.init: base, the same base the component runs started from
+    warm_cfg = merge_config(cfg)  # proxy.init: base, the same base the first seed's component runs started from
     t0 = time.perf_counter()
-    warm = [run_proxy(warm_cfg, w, seed=r["seed"]) for w, r in zip(mixtures, scratch)]
+    warm = [[run_proxy(warm_cfg, w, seed=r["seed"] + SEED_STEP * k) for w, r in zip(mixtures, first)] for k in range(args.seeds)]
     warm_s = time.perf_counter() - t0
 
     ws = Workspace(cfg.workspace_dir)
     vocab = tokens_summary(ws)["tokenizer"]["vocab_size"]
     per_run = run_flops(cfg, vocab)
     base_flops = per_run / cfg.proxy.tokens * cfg.proxy.base_tokens
-    flops = {"scratch": len(mixtures) * per_run, "warm": base_flops + len(mixtures) * per_run,
-             "merged": base_flops + len(components) * per_run}  # training; evaluations below
+    n = args.seeds
+    flops = {"scratch": n * len(mixtures) * per_run, "warm": base_flops + n * len(mixtures) * per_run,
+             "merged": n * (base_flops + len(components) * per_run)}  # training; evaluations below
     forward = per_run / cfg.proxy.tokens / 3  # a token scored costs a third of a token trained (no backward pass)
-    scored = {"scratch": sum(v for r in scratch for k, v in r.items() if k.startswith("scored_tokens_") and v),
-              "warm": sum(v for r in warm for k, v in r.items() if k.startswith("scored_tokens_") and v),
-              "merged": sum(m[f"scored_tokens_{text}"] for m in merged)}  # a run's row scores every text, a merge the target
-    y = {"scratch": [r[target] for r in scratch], "warm": [r[target] for r in warm], "merged": [m[target] for m in merged]}
+    scored = {"scratch": sum(v for rs in scratch for r in rs for k, v in r.items() if k.startswith("scored_tokens_") and v),
+              "warm": sum(v for rs in warm for r in rs for k, v in r.items() if k.startswith("scored_tokens_") and v),
+              "merged": sum(m[f"scored_tokens_{text}"] for ms in merged for m in ms)}  # a run's row scores every text, a merge the target
+    per_seed = {"scratch": [[r[target] for r in rs] for rs in scratch], "warm": [[r[target] for r in rs] for rs in warm],
+                "merged": [[m[target] for m in ms] for ms in merged]}
+    y = {name: np.mean(v, axis=0) for name, v in per_seed.items()}
     rho = {f"{a}_vs_{b}": round(float(spearmanr(y[a], y[b]).statistic), 3)
            for a, b in (("merged", "scratch"), ("warm", "scratch"), ("merged", "warm"))}
-    scratch_s = float(sum(r["wall_s"] for r in scratch))
+    if n > 1:  # how well one seed of scratch runs ranks like another: the ceiling of any proxy
+        rho["scratch_seed_vs_seed"] = round(float(np.mean([spearmanr(per_seed["scratch"][a], per_seed["scratch"][b]).statistic
+                                                           for a in range(n) for b in range(a + 1, n)])), 3)
+        rho["merged_seed_vs_scratch_seed"] = round(float(np.mean([spearmanr(per_seed["merged"][k], per_seed["scratch"][k]).statistic
+                                                                  for k in range(n)])), 3)
+    scratch_s = float(sum(r["wall_s"] for rs in scratch for r in rs))
     base_id = rows[components[0]]["base"]
-    print(f"{len(mixtures)} mixtures, target {target}: Spearman " + ", ".join(f"{k} {v:.3f}" for k, v in rho.items()))
+    print(f"{len(mixtures)} mixtures x {n} seeds, target {target}: Spearman " + ", ".join(f"{k} {v:.3f}" for k, v in rho.items()))
     for name in ("scratch", "warm", "merged"):
         print(f"  {name}: {flops[name]:.3g} training FLOPs ({flops[name] / flops['scratch']:.0%} of scratch), "
               f"{scored[name] * forward:.3g} evaluating ({scored[name]:,} tokens scored)")
-    print(f"merged: base {base_id} ({cfg.proxy.base_tokens:,} tokens) + {len(components)} component runs in {merged_train_s:.0f} s, "
-          f"{len(mixtures)} evaluations in {merged_eval_s:.0f} s; warm: {len(mixtures)} runs in {warm_s:.0f} s; scratch: "
-          f"{scratch_s:.0f} s of run wall time ({topped_s:.0f} s to top up)")
-    report(f"merge rank fidelity {len(mixtures)} mixtures", merged_train_s + merged_eval_s, scratch_s,
-           {"spearman": rho, "mixtures": len(mixtures), "components": len(components), "flops": flops,
+    print(f"merged: base {base_id} ({cfg.proxy.base_tokens:,} tokens) + {len(components)} component runs, {n} seed(s), in "
+          f"{merged_train_s:.0f} s, {n * len(mixtures)} evaluations in {merged_eval_s:.0f} s; warm: {n * len(mixtures)} runs in "
+          f"{warm_s:.0f} s; scratch: {scratch_s:.0f} s of run wall time ({topped_s:.0f} s to top up)")
+    report(f"merge rank fidelity {len(mixtures)} mixtures x {n} seeds", merged_train_s + merged_eval_s, scratch_s,
+           {"spearman": rho, "mixtures": len(mixtures), "seeds": n, "components": len(components), "flops": flops,
             "eval_flops": {k: v * forward for k, v in scored.items()}, "base_tokens": cfg.proxy.base_tokens, "proxy_tokens": cfg.proxy.tokens, "target": target,
             "seconds": {"merged_train": round(merged_train_s, 1), "merged_eval": round(merged_eval_s, 1), "warm": round(warm_s, 1),
                         "scratch_wall": round(scratch_s, 1)},
-            **{name: np.round(v, 4).tolist() for name, v in y.items()},
+            **{name: np.round(v, 4).tolist() for name, v in per_seed.items()},
             "baseline": "proxies trained from scratch on each mixture (the search's runs, topped up)"})
 
 

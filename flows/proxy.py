@@ -27,8 +27,9 @@ def proxy_task(config_path: str, weights: dict[str, float] | list[dict[str, floa
 
 
 @task(name="proxy group", cache_policy=NO_CACHE, persist_result=False)
-def proxy_group_task(config_path: str, mixtures: list, seeds: list[int], overrides: dict | None = None) -> list[dict]:
-    return run_proxies(load_config(config_path, overrides=overrides), mixtures, seeds)
+def proxy_group_task(config_path: str, mixtures: list, seeds: list[int], checkpoints: int = 0,
+                     overrides: dict | None = None) -> list[dict]:
+    return run_proxies(load_config(config_path, overrides=overrides), mixtures, seeds, checkpoints)
 
 
 _POOLS: dict[int, ProxyPool] = {}  # tasks reach the flow's pool by id (a pool cannot be a task parameter)
@@ -40,12 +41,12 @@ def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: st
     `overrides`: config keys replaced for these runs (a verification at another proxy preset)."""
     cfg = load_config(config_path, overrides=overrides)
     ready_base(cfg)  # trained once here, not by each worker
-    if batched_proxies(cfg, checkpoints):  # one task per group of runs trained together
+    if batched_proxies(cfg):  # one task per group of runs trained together
         size, rows = batch_group(cfg, tokens_summary(Workspace(cfg.workspace_dir))["tokenizer"]["vocab_size"]), []
         with progress_bar() as bar:
             done = bar.add_task(label, total=len(mixtures), rate="batched")
             for i in range(0, len(mixtures), size):
-                group = proxy_group_task(config_path, mixtures[i : i + size], seeds[i : i + size], overrides)
+                group = proxy_group_task(config_path, mixtures[i : i + size], seeds[i : i + size], checkpoints, overrides)
                 rows += group
                 bar.update(done, advance=len(group), rate=f"batched, {group[-1]['tokens_per_s']:,.0f} tokens/s per run")
         return rows

@@ -34,7 +34,7 @@ class SearchContext:
     seed: int
     train: TrainFn
     influence_inputs: Callable | None = None  # (run_id) -> (checkpoint paths, component streams, target stream, seq_len)
-    merge_inputs: Callable | None = None  # (target metric) -> (component runs' rows, evaluate(weights, max_tokens) -> figure)
+    merge_inputs: Callable | None = None  # (target metric) -> (component runs' rows, evaluate([weights], max_tokens) -> [figure])
     aioli_inputs: Callable | None = None  # (target metric, start, project, bounds) -> the online run's record
     cmr_inputs: Callable | None = None  # (run_id) -> [(tokens, held-out figures)] per checkpoint, from the base
     target_tokens: int | None = None  # the training run a proposal is for (None: no repetition cap on proposals)

@@ -34,7 +34,7 @@ class MergedModels:
         self.ctx, self.evaluate, self.max_tokens = ctx, evaluate, max_tokens
 
     def predict(self, W: np.ndarray) -> np.ndarray:
-        return np.array([self.evaluate(self.ctx.as_dict(w), self.max_tokens) for w in np.atleast_2d(W)])
+        return np.array(self.evaluate([self.ctx.as_dict(w) for w in np.atleast_2d(W)], self.max_tokens))
 
 
 def merge(ctx: SearchContext) -> Proposal:

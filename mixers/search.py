@@ -28,8 +28,9 @@ from mixforge.mixers.context import Proposal, SearchContext, TrainFn
 from mixforge.mixers.fitting import fit, run_phases
 from mixforge.mixers.aioli_strategy import aioli
 from mixforge.mixers.merge_strategy import merge
+from mixforge.mixers.model_inputs import aioli_inputs, checkpoint_figures, influence_inputs, merge_inputs
 from mixforge.mixers.strategies import climb, influence, regmix
-from mixforge.pipelines.outputs import next_line_file, tokens_dir
+from mixforge.pipelines.outputs import next_line_file
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 STRATEGIES = {"regmix": regmix, "climb": climb, "influence": influence, "bayesopt": bayesopt, "bayesopt_mf": bayesopt_mf,
@@ -118,63 +119,6 @@ def cheap_config(cfg: MixforgeConfig) -> MixforgeConfig:
         raise ConfigError("search.cheap_proxy: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
                                                              for err in e.errors())) from None
     return cfg.model_copy(update={"proxy": proxy})
-
-
-def influence_inputs(cfg: MixforgeConfig, ws: Workspace, run_id: str, objective: Objective):
-    """(checkpoints of the run, training streams per component, the target's token stream, seq_len)."""
-    from mixforge.proxy_training.data import load_shards
-    from mixforge.proxy_training.proxy import checkpoint_dir
-    from mixforge.proxy_training.train import checkpoints
-
-    folder = tokens_dir(ws)
-    held = load_shards(folder / "heldout")
-    evals = load_shards(folder / "eval") if (folder / "eval").is_dir() else {}
-    parts = []
-    for metric in objective.targets:
-        name = metric.split("_", 1)[1] if metric.startswith(("loss_", "bpb_")) else None
-        if name == "mean":
-            parts.extend(np.asarray(t) for t in held.values())
-        elif name in held or name in evals:
-            parts.append(np.asarray(held.get(name, evals.get(name))))
-        else:
-            raise ConfigError(f"the influence strategy needs held-out text targets (loss_* or bpb_*), not {metric!r}")
-    ckpts = checkpoints(checkpoint_dir(ws, run_id))
-    if not ckpts:
-        raise MixforgeError(f"run {run_id} has no checkpoints under {checkpoint_dir(ws, run_id)}")
-    return ckpts, load_shards(folder / "train"), np.concatenate(parts), cfg.proxy.seq_len
-
-
-def aioli_inputs(cfg: MixforgeConfig, components: list[str], metric: str, start, project, bounds) -> dict:
-    """The aioli strategy's online run on the workspace's tokens (trained, or found)."""
-    from mixforge.proxy_training.aioli import aioli_run
-
-    return aioli_run(cfg, components, metric, start, project, bounds)
-
-
-def checkpoint_figures(cfg: MixforgeConfig, run_id: str) -> list[tuple[int, dict]]:
-    """(tokens trained, held-out figures) at each of a run's checkpoints, oldest first (the cmr
-    strategy's points; one model built, each checkpoint's weights loaded into it)."""
-    from mixforge.proxy_training.merge import StateEvaluator
-    from mixforge.proxy_training.proxy import checkpoint_dir
-    from mixforge.proxy_training.train import checkpoints, read_checkpoint
-
-    evaluate = StateEvaluator(cfg)
-    out = []
-    for path in checkpoints(checkpoint_dir(Workspace(cfg.workspace_dir), run_id)):
-        state = read_checkpoint(path)
-        out.append((int(state["tokens"]), evaluate(state["model"], text="mean")))
-    return out
-
-
-def merge_inputs(cfg: MixforgeConfig, components: list[str], metric: str):
-    """(one run per component from the base, by component; evaluate(weights, max_tokens): `metric`
-    measured on the components' models merged by the weights)."""
-    from mixforge.proxy_training.merge import StateEvaluator, component_runs, component_states, merged_state
-
-    rows = component_runs(cfg, components)
-    states, evaluator = component_states(cfg, rows), StateEvaluator(cfg)
-    text = metric.split("_", 1)[1]
-    return rows, lambda weights, max_tokens: evaluator(merged_state(states, weights), max_tokens, text=text)[metric]
 
 
 def _remeasured(ws: Workspace, run_ids: set[str]) -> int:

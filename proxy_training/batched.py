@@ -27,6 +27,7 @@ import time
 import types
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,9 +35,9 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 
 from mixforge.proxy_training.model import GPT, ModelConfig, autocast_context
-from mixforge.proxy_training.train import ProxyResult, TrainConfig, lr_at, resolve_device
+from mixforge.proxy_training.train import ProxyResult, TrainConfig, checkpoint_due, lr_at, resolve_device, write_checkpoint
 
-__all__ = ["init_models", "per_model_clip_", "stacked_loss_fn", "structure_model", "train_many", "unstack"]
+__all__ = ["ModelStack", "init_models", "per_model_clip_", "stacked_loss_fn", "structure_model", "train_many", "unstack"]
 
 
 def init_models(model_cfg: ModelConfig, seeds: Sequence[int]) -> list[GPT]:
@@ -113,6 +114,30 @@ def stacked_loss_fn(base: GPT):
     return torch.vmap(one, in_dims=(0, 0, 0), randomness="different")
 
 
+class ModelStack:
+    """N models of one shape evaluated as one: called on a batch (idx, targets) [B, T] it returns
+    (None, each model's mean loss [N]), the forward vmapped as `train_many` trains. It stands for a
+    GPT where evaluation only calls it (`heldout_loss`): many merged models scored per kernel launch."""
+
+    def __init__(self, model_cfg: ModelConfig, states: Sequence[dict], device: str = "cpu", attention: str = "auto"):
+        with torch.device("meta"):
+            names = [name for name, _ in GPT(model_cfg).named_parameters()]  # the tied head once, as stacked
+        self.n = len(states)
+        self.params = {name: torch.stack([s[name] for s in states]).to(device) for name in names}
+        self.loss_fn = stacked_loss_fn(structure_model(model_cfg, _attention(attention, device)).eval())
+
+    def parameters(self):
+        return iter(self.params.values())
+
+    def eval(self) -> "ModelStack":
+        return self
+
+    @torch.no_grad()
+    def __call__(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[None, torch.Tensor]:
+        shape = (self.n, *idx.shape)  # every model reads the same batch
+        return None, self.loss_fn(self.params, idx.expand(shape), targets.expand(shape))
+
+
 @torch.no_grad()
 def per_model_clip_(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Clip each model's gradient to `max_norm` (as torch.nn.utils.clip_grad_norm_ does for one model,
@@ -178,12 +203,14 @@ def _stacked_models(model_cfg: ModelConfig, seeds: list[int], device: str,
     return params, non_embedding, flops_per_token
 
 
+def _attention(attention: str, device: str) -> str:
+    """"auto" resolved: CUDA has vmap batching rules for the flash / memory-efficient SDPA kernels; CPU does not."""
+    return ("sdpa" if str(device).startswith("cuda") else "manual") if attention == "auto" else attention
+
+
 def _loss_fn(model_cfg: ModelConfig, train_cfg: TrainConfig, attention: str, device: str):
     """The vmapped loss over the stacked models, with "auto" attention resolved (and compiled if asked)."""
-    if attention == "auto":
-        # CUDA has vmap batching rules for the flash / memory-efficient SDPA kernels; CPU does not
-        attention = "sdpa" if device.startswith("cuda") else "manual"
-    loss_fn = stacked_loss_fn(structure_model(model_cfg, attention))
+    loss_fn = stacked_loss_fn(structure_model(model_cfg, _attention(attention, device)))
     if train_cfg.compile:
         loss_fn = torch.compile(loss_fn)
     return loss_fn
@@ -210,10 +237,32 @@ def _next_batches(iterators: list) -> list[np.ndarray] | None:
     return batches
 
 
+def _model_states(params: dict[str, torch.Tensor], tied: bool) -> list[dict[str, torch.Tensor]]:
+    """The stacked parameters as N state dicts, the tied head listed as GPT.state_dict() lists it."""
+    n = next(iter(params.values())).shape[0]
+    states = [{name: p[i].detach().clone() for name, p in params.items()} for i in range(n)]
+    for state in states if tied else ():
+        state["lm_head.weight"] = state["wte.weight"]
+    return states
+
+
+def _save_checkpoints(folders: Sequence[Path], model_cfg: ModelConfig, params, optimizer, step: int,
+                      tokens: list[int], losses: list[list]) -> None:
+    """Each model's checkpoint in `train`'s format: its weights and its slice of the stacked AdamW's
+    moments (AdamW is elementwise: the slice is what the model's own optimizer would hold), so that
+    `train` resumes from it and a merge reads it like any run's."""
+    whole = optimizer.state_dict()
+    for i, (folder, state) in enumerate(zip(folders, _model_states(params, model_cfg.tie_embeddings))):
+        moments = {k: {name: v if name == "step" else v[i].clone() for name, v in per.items()} for k, per in whole["state"].items()}
+        write_checkpoint(folder, model_cfg.to_dict(), state, {"state": moments, "param_groups": whole["param_groups"]},
+                         step, tokens[i], losses[i])
+
+
 def _train_steps(params, loss_fn, optimizer, batch_streams, steps: int, train_cfg: TrainConfig, device: str,
-                 progress) -> tuple[list[list[tuple[int, float]]], list[int], float]:
+                 progress, checkpoints=None) -> tuple[list[list[tuple[int, float]]], list[int], float]:
     """The training loop over all N models together: each model's logged loss curve, its token
-    count, and the loop's wall seconds."""
+    count, and the loop's wall seconds. `checkpoints(step, tokens, losses)` after each step
+    `train` would save a checkpoint at."""
     n = len(batch_streams)
     losses: list[list[tuple[int, float]]] = [[] for _ in range(n)]
     tokens = [0] * n
@@ -241,6 +290,8 @@ def _train_steps(params, loss_fn, optimizer, batch_streams, steps: int, train_cf
                 losses[i].append((step, values[i]))
             if progress is not None:
                 progress(step + 1, steps, sum(tokens) / (time.perf_counter() - t0))
+        if checkpoints is not None and checkpoint_due(train_cfg, step, steps):
+            checkpoints(step + 1, tokens, losses)
     return losses, tokens, time.perf_counter() - t0
 
 
@@ -264,12 +315,7 @@ def _trained_models(model_cfg: ModelConfig, out_params: dict[str, torch.Tensor],
         models = unstack(model_cfg, out_params, device)
         torch.set_rng_state(rng)
         return models
-    n = next(iter(out_params.values())).shape[0]
-    states = [{name: p[i].clone() for name, p in out_params.items()} for i in range(n)]
-    if model_cfg.tie_embeddings:
-        for state in states:
-            state["lm_head.weight"] = state["wte.weight"]  # as GPT.state_dict() lists the tied weight
-    return states
+    return _model_states(out_params, model_cfg.tie_embeddings)
 
 
 def group_size(model_cfg: ModelConfig, batch_size: int, free_bytes: int, most: int = 256) -> int:
@@ -287,8 +333,8 @@ def group_size(model_cfg: ModelConfig, batch_size: int, free_bytes: int, most: i
 
 def train_many(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_streams: Sequence[Iterable[np.ndarray]],
                steps: int, seeds: Sequence[int] | None = None, progress=None,
-               return_models: bool = True, attention: str = "auto",
-               init_state: dict | None = None) -> list[tuple[GPT | dict[str, torch.Tensor], ProxyResult]]:
+               return_models: bool = True, attention: str = "auto", init_state: dict | None = None,
+               checkpoint_dirs: Sequence[Path] | None = None) -> list[tuple[GPT | dict[str, torch.Tensor], ProxyResult]]:
     """Train N = len(batch_streams) fresh GPTs of shape `model_cfg` together, model i on stream i,
     for `steps` steps with one TrainConfig (lr schedule, AdamW, clipping: as `train`, per model).
 
@@ -300,6 +346,10 @@ def train_many(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_streams: Se
     attention: "sdpa" (the model's F.scaled_dot_product_attention under vmap), "manual" (written-out
     causal attention: CPU has no vmap rule for its SDPA kernel) or "auto" (sdpa on CUDA, else manual).
 
+    checkpoint_dirs: one folder per model, where its checkpoints go at the steps `train` saves them
+    (train_cfg.checkpoint_every, checkpoint_at), in `train`'s format. A group is not resumed from
+    them (an interrupted group trains again); `train` resumes from them one run at a time.
+
     Returns [(model, ProxyResult)] in the streams' order; model is a GPT in eval mode, or its state
     dict when return_models is False. ProxyResult.seconds is the wall time of the whole batched run
     (the N models share it) and tokens_per_s is each model's tokens over that time; the aggregate
@@ -310,7 +360,11 @@ def train_many(model_cfg: ModelConfig, train_cfg: TrainConfig, batch_streams: Se
     params, non_embedding, flops_per_token = _stacked_models(model_cfg, seeds, device, init_state)
     loss_fn = _loss_fn(model_cfg, train_cfg, attention, device)
     optimizer = _optimizer(params, train_cfg, device)
-    losses, tokens, seconds = _train_steps(params, loss_fn, optimizer, batch_streams, steps, train_cfg, device, progress)
+    def save(step: int, tokens: list[int], losses: list[list]) -> None:
+        _save_checkpoints(checkpoint_dirs, model_cfg, params, optimizer, step, tokens, losses)
+
+    losses, tokens, seconds = _train_steps(params, loss_fn, optimizer, batch_streams, steps, train_cfg, device, progress,
+                                           None if checkpoint_dirs is None else save)
     results = [_proxy_result(curve, count, steps, seconds, device, non_embedding, flops_per_token)
                for curve, count in zip(losses, tokens)]
     out_params = {name: p.detach() for name, p in params.items()}

@@ -16,7 +16,7 @@ from mixforge.proxy_training.model import GPT, autocast_context
 def heldout_loss(model: GPT, tokens: np.ndarray, seq_len: int, eos_id: int | None = None, batch_size: int = 16,
                  max_tokens: int = 0, seed: int = 0) -> tuple[float, int]:
     """(mean next-token loss in nats per scored token, tokens scored) over a held-out stream of
-    documents, each followed by EOS.
+    documents, each followed by EOS. For a `ModelStack` of N models, the N mean losses (an array).
 
     Every text token is scored: the stream is cut into non-overlapping windows of seq_len (the last
     one padded), and an EOS in front gives the first document the context every later one has.
@@ -40,19 +40,20 @@ def heldout_loss(model: GPT, tokens: np.ndarray, seq_len: int, eos_id: int | Non
         keep = np.random.default_rng(seed).choice(n, size=max(-(-max_tokens // seq_len), 1), replace=False)
         x, y = x[np.sort(keep)], y[np.sort(keep)]
     model.eval()
-    total, scored = 0.0, 0
+    total, scored = np.float64(0.0), 0
     for i in range(0, len(x), batch_size):
         xb, yb = torch.from_numpy(x[i : i + batch_size]).to(device), torch.from_numpy(y[i : i + batch_size]).to(device)
         count = int((yb != -1).sum())
         if not count:
             continue
         with autocast_context(device):
-            _, loss = model(xb, yb)  # mean over the scored positions of the batch
-        total += float(loss) * count
+            _, loss = model(xb, yb)  # mean over the scored positions of the batch (one per model of a stack)
+        total = total + loss.double().cpu().numpy() * count  # in float64, as float(loss) * count summed
         scored += count
     if not scored:
         raise ValueError("held-out text holds no token to score")
-    return total / scored, scored
+    mean = total / scored
+    return (float(mean) if np.ndim(mean) == 0 else mean), scored
 
 
 def bits_per_byte(loss_nats: float, tokens: int, text_bytes: int) -> float:

@@ -9,7 +9,10 @@ combined by the mixture's weights, evaluated instead of trained.
   1 this is the weighted average sum_c w_c theta_c itself (the two forms the paper compares are
   one and the same on the simplex); another scale extrapolates from, or shrinks towards, the base.
 - `evaluate_state`: a state's loss and bits per byte on every held-out text and eval text (and
-  their means over the components), as a run's row has them (on a seeded sample of windows when `max_tokens` caps it).
+  their means over the components), as a run's row has them (on a seeded sample of windows when
+  `max_tokens` caps it); `StateEvaluator.many` scores many states, stacked where proxies train batched.
+- Component runs train together (`run_proxies`, each keeping its final checkpoint) where proxies
+  train batched, one after another elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import torch
 
 from mixforge.config import MixforgeConfig
@@ -24,9 +28,11 @@ from mixforge.pipelines.outputs import tokens_dir
 from mixforge.proxy_training.model import GPT, preset
 from mixforge.proxy_training.base import RUN_SETTINGS, kept_base
 from mixforge.proxy_training.data import load_shards
-from mixforge.proxy_training.proxy import checkpoint_dir, remeasured, run_proxy, text_metrics
+from mixforge.proxy_training.batched import ModelStack
+from mixforge.proxy_training.proxy import (batch_group, batched_proxies, checkpoint_dir, remeasured, run_proxies, run_proxy,
+                                           text_metrics)
 from mixforge.proxy_training.runs_table import checked_tokens_summary, data_fingerprint, token_shard_digests
-from mixforge.proxy_training.train import checkpoints, read_checkpoint
+from mixforge.proxy_training.train import checkpoints, read_checkpoint, resolve_device
 from mixforge.workspace import Workspace, atomic_write_json, read_json
 
 
@@ -50,16 +56,22 @@ def component_runs(cfg: MixforgeConfig, components: list[str]) -> dict[str, dict
     ws = Workspace(cfg.workspace_dir)
     summary, digests = checked_tokens_summary(ws), token_shard_digests(ws)
     base = kept_base(cfg, ws, summary, load_shards(tokens_dir(ws) / "train"), data_fingerprint(cfg, ws))
-    rows = {}
+    rows, todo = {}, {}
     for c in components:
         index = ws.root / "runs" / "component_models" / f"{component_model_key(cfg, base.base_id, c, digests, summary)}.json"
         earlier = (read_json(index) or {}).get("run_id")
         if earlier and checkpoints(checkpoint_dir(ws, earlier)):
             rows[c] = remeasured(cfg, {c: 1.0}, base, earlier)
         else:
-            rows[c] = run_proxy(cfg, {c: 1.0}, checkpoints=1, base=base)
-            atomic_write_json(index, {"run_id": rows[c]["run_id"], "component": c})
-    return rows
+            todo[c] = index
+    if batched_proxies(cfg):  # trained together in groups (`proxy.batched`: on CUDA by default)
+        trained = run_proxies(cfg, [{c: 1.0} for c in todo], [cfg.seed] * len(todo), checkpoints=1, base=base)
+    else:
+        trained = [run_proxy(cfg, {c: 1.0}, checkpoints=1, base=base) for c in todo]
+    for (c, index), row in zip(todo.items(), trained):
+        rows[c] = row
+        atomic_write_json(index, {"run_id": row["run_id"], "component": c})
+    return {c: rows[c] for c in components}
 
 
 def component_model_key(cfg: MixforgeConfig, base_id: str, component: str, digests: dict, summary: dict) -> str:
@@ -96,23 +108,40 @@ def merged_state(states: dict[str, dict], weights: dict[str, float], base: dict 
 
 class StateEvaluator:
     """Figures of a model's weights on held-out texts, as a run's row has them (loss_/bpb_/scored_):
-    one model built once, each state loaded into it."""
+    one model built once on the proxies' device, each state loaded into it; `many` scores a list of
+    states, in groups of `proxy.batched_group` stacked models where proxies train batched (CUDA)."""
 
     def __init__(self, cfg: MixforgeConfig):
         ws = Workspace(cfg.workspace_dir)
         self.cfg, self.summary, self.folder = cfg, checked_tokens_summary(ws), tokens_dir(ws)
-        p = cfg.proxy
-        self.model = GPT(preset(p.preset, vocab_size=self.summary["tokenizer"]["vocab_size"], block_size=p.seq_len))
+        p, vocab = cfg.proxy, self.summary["tokenizer"]["vocab_size"]
+        self.device = resolve_device(p.device)
+        self.model_cfg = preset(p.preset, vocab_size=vocab, block_size=p.seq_len)
+        self.model = GPT(self.model_cfg).to(self.device)
+        self.group = batch_group(cfg, vocab) if batched_proxies(cfg) else 1
+
+    def _metrics(self, model, max_tokens: int | None, seed: int | None, text: str | None) -> dict:
+        p = self.cfg.proxy
+        with torch.no_grad():
+            return text_metrics(model, self.folder, self.summary, p.seq_len, p.eval_max_tokens if max_tokens is None else max_tokens,
+                                self.cfg.seed if seed is None else seed, text)
 
     def __call__(self, state: dict, max_tokens: int | None = None, seed: int | None = None, text: str | None = None) -> dict:
         """`text_metrics` of the state: `max_tokens` (default proxy.eval_max_tokens) and `seed`
         (default the config's) choose the windows scored."""
-        p = self.cfg.proxy
         self.model.load_state_dict(state)
-        with torch.no_grad():
-            return text_metrics(self.model, self.folder, self.summary, p.seq_len,
-                                p.eval_max_tokens if max_tokens is None else max_tokens,
-                                self.cfg.seed if seed is None else seed, text)
+        return self._metrics(self.model, max_tokens, seed, text)
+
+    def many(self, states: list[dict], max_tokens: int | None = None, seed: int | None = None, text: str | None = None) -> list[dict]:
+        """The figures of each state, as `__call__` gives them (up to float rounding where stacked)."""
+        if self.group <= 1:
+            return [self(state, max_tokens, seed, text) for state in states]
+        out = []
+        for i in range(0, len(states), self.group):
+            chunk = states[i : i + self.group]
+            figures = self._metrics(ModelStack(self.model_cfg, chunk, self.device), max_tokens, seed, text)
+            out += [{k: float(v[j]) if np.ndim(v) else v for k, v in figures.items()} for j in range(len(chunk))]
+        return out
 
 
 def evaluate_state(cfg: MixforgeConfig, state: dict, max_tokens: int | None = None, seed: int | None = None,

@@ -87,9 +87,13 @@ def heldout_metrics(model, folder, byte_counts: dict[str, int], seq_len: int, ma
 
 
 def heldout_means(held: dict[str, float]) -> dict[str, float]:
-    """loss_mean and bpb_mean: the means over the components' held-out texts."""
-    return {"loss_mean": float(np.mean([v for k, v in held.items() if k.startswith("loss_")])),
-            "bpb_mean": float(np.mean([v for k, v in held.items() if k.startswith("bpb_")]))}
+    """loss_mean and bpb_mean: the means over the components' held-out texts (per model, where
+    the figures are a `ModelStack`'s arrays)."""
+    out = {}
+    for kind in ("loss", "bpb"):
+        mean = np.mean([v for k, v in held.items() if k.startswith(f"{kind}_")], axis=0)
+        out[f"{kind}_mean"] = float(mean) if np.ndim(mean) == 0 else mean
+    return out
 
 
 def text_metrics(model, folder, summary: dict, seq_len: int, max_tokens: int, seed: int, text: str | None = None) -> dict:
@@ -289,13 +293,11 @@ def ready_base(cfg: MixforgeConfig) -> str | None:
     return base.base_id
 
 
-def batched_proxies(cfg: MixforgeConfig, checkpoints: int = 0) -> bool:
+def batched_proxies(cfg: MixforgeConfig) -> bool:
     """`proxy.batched` resolved: auto batches on CUDA only (on CPU train_many measured 0.7x of one
-    run after another, BENCHMARKS.md), and never when checkpoints are asked for (train_many keeps none)."""
+    run after another, BENCHMARKS.md)."""
     p = cfg.proxy
-    if p.batched == "off" or checkpoints or p.checkpoint_every:
-        return False
-    return p.batched == "on" or resolve_device(p.device) == "cuda"
+    return p.batched == "on" or (p.batched == "auto" and resolve_device(p.device) == "cuda")
 
 
 def batch_group(cfg: MixforgeConfig, vocab_size: int) -> int:
@@ -310,18 +312,19 @@ def batch_group(cfg: MixforgeConfig, vocab_size: int) -> int:
     return group_size(preset(p.preset, vocab_size=vocab_size, block_size=p.seq_len), p.batch_size, torch.cuda.mem_get_info()[0])
 
 
-def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[dict]:
+def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int], checkpoints: int = 0, base: Base | None = None) -> list[dict]:
     """`run_proxy` for many runs, trained together in groups of at most `proxy.batched_group` with
-    `train_many` (same seeds, batches and rows as one by one, up to float rounding; `batch_group`). Runs already
-    in the table are not retrained, and each group's rows are written as soon as it is trained, so
-    an interrupted call loses at most the group in training. Returns the rows in the order of
-    `mixtures`."""
+    `train_many` (same seeds, batches, rows and checkpoints as one by one, up to float rounding;
+    `batch_group`). Runs already in the table are not retrained, and each group's rows are written
+    as soon as it is trained, so an interrupted call loses at most the group in training. Returns
+    the rows in the order of `mixtures`. `checkpoints` and `base` as in `run_proxy`."""
     ws = Workspace(cfg.workspace_dir)
     summary = checked_tokens_summary(ws)
     shards = load_shards(tokens_dir(ws) / "train")
     data = data_fingerprint(cfg, ws)
-    basis, base = content_basis(ws, data), starting_point(cfg, ws, summary, shards, data)
-    runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, 0, basis=basis, base=base) for w, s in zip(mixtures, seeds)]
+    basis, base = content_basis(ws, data), base or starting_point(cfg, ws, summary, shards, data)
+    runs = [_prepare(cfg, ws, summary, shards, data, w, s, None, checkpoints, basis=basis, base=base)
+            for w, s in zip(mixtures, seeds)]
     rows = {r.run_id: r.row for r in runs if r.row is not None}
     todo = list({r.run_id: r for r in runs if r.row is None}.values())  # a run asked for twice trains once
     by_steps: dict[int, list[_Run]] = {}
@@ -333,8 +336,10 @@ def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int]) -> list[d
             chunk = group[i : i + size]
             init_state = base.state() if base else None
             t0 = time.perf_counter()
+            saves = chunk[0].train_cfg.checkpoint_every or chunk[0].train_cfg.checkpoint_at  # the same for the same steps
             trained = train_many(chunk[0].model_cfg, chunk[0].train_cfg, [r.sampler.batches(cfg.proxy.batch_size) for r in chunk],
-                                 steps, seeds=[r.seed for r in chunk], init_state=init_state)
+                                 steps, seeds=[r.seed for r in chunk], init_state=init_state,
+                                 checkpoint_dirs=[checkpoint_dir(ws, r.run_id) for r in chunk] if saves else None)
             share = (time.perf_counter() - t0) / len(chunk)  # each run's share of the group's training time
             for r, (model, result) in zip(chunk, trained):
                 rows[r.run_id] = _record(cfg, ws, summary, r, model, result, share)

@@ -128,13 +128,25 @@ def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
 
 
 def save_checkpoint(folder: Path, model: GPT, optimizer, step: int, tokens: int, losses: list) -> None:
-    """Tensors and plain data only (the optimizer's state dict is tensors, numbers and tuples),
-    so that `read_checkpoint` can load it with weights_only=True."""
+    """A model and its optimizer at `step` (`write_checkpoint`)."""
+    write_checkpoint(folder, model.config.to_dict(), model.state_dict(), optimizer.state_dict(), step, tokens, losses)
+
+
+def write_checkpoint(folder: Path, model_config: dict, model_state: dict, optimizer_state: dict, step: int, tokens: int,
+                     losses: list) -> None:
+    """folder/step_<step>.pt, atomically: tensors and plain data only (the optimizer's state dict is
+    tensors, numbers and tuples), so that `read_checkpoint` can load it with weights_only=True."""
     buffer = io.BytesIO()
     torch.save({"step": step, "tokens": tokens, "losses": [[int(s), float(l)] for s, l in losses],
-                "model_config": model.config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict()},
-               buffer)
+                "model_config": model_config, "model": model_state, "optimizer": optimizer_state}, buffer)
     atomic_write_bytes(folder / f"step_{step:07d}.pt", buffer.getvalue())
+
+
+def checkpoint_due(cfg: TrainConfig, step: int, steps: int) -> bool:
+    """Whether a checkpoint is saved after `step` (0-based) of `steps`: every `checkpoint_every`
+    steps and at the end, and after each step of `checkpoint_at`."""
+    every = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or step == steps - 1)
+    return bool(every or step + 1 in cfg.checkpoint_at)
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray] | Callable, steps: int, progress=None,
@@ -188,8 +200,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, batches: Iterable[np.ndarray
             losses.append((step, loss.item()))
             if progress is not None:
                 progress(step + 1, steps, (tokens - tokens_at_start) / (time.perf_counter() - t0))
-        every = cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0 or step == steps - 1)
-        if checkpoint_dir and (every or step + 1 in cfg.checkpoint_at):
+        if checkpoint_dir and checkpoint_due(cfg, step, steps):
             save_checkpoint(Path(checkpoint_dir), model, optimizer, step + 1, tokens, losses)
     seconds = time.perf_counter() - t0
     tail = [l for s, l in losses if s >= int(0.9 * steps)] or [losses[-1][1]]

@@ -42,7 +42,7 @@ class ProxyConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0: none).")
     processes: int = Field(1, ge=1, description="Proxies trained at once in separate processes (CPU sweeps).")
     batched: Literal["auto", "on", "off"] = Field(
-        "auto", description="Sweeps train runs in groups in one process (`train_many`, stacked models under vmap); auto: on CUDA only (on CPU it is slower). Not with checkpoints."
+        "auto", description="Sweeps train runs in groups in one process (`train_many`, stacked models under vmap); auto: on CUDA only (on CPU it is slower). Each run keeps its checkpoints as when trained alone."
     )
     batched_group: int | Literal["auto"] = Field(
         "auto", description="Most runs trained together in one batched group; auto: as many as fit in the GPU's free memory "

@@ -11,7 +11,7 @@ from conftest import slice_token_streams
 from mixforge.proxy_training.batched import group_size, per_model_clip_, train_many
 from mixforge.proxy_training.data import MixtureSampler
 from mixforge.proxy_training.model import preset
-from mixforge.proxy_training.train import TrainConfig, train
+from mixforge.proxy_training.train import TrainConfig, checkpoints, read_checkpoint, train
 
 SEQ, BATCH = 64, 8
 MIXES = [{"bible": 1.0, "code": 0.0}, {"bible": 0.5, "code": 0.5}, {"bible": 0.1, "code": 0.9}]
@@ -51,6 +51,41 @@ def test_one_proxy_matches_train(setup):
     x = torch.from_numpy(next(iter(_batches(streams, MIXES[0], 1)))[:, :-1])
     with torch.no_grad():
         torch.testing.assert_close(batched_model(x)[0], model.eval()(x)[0], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.timeout(120)
+def test_each_model_of_a_group_keeps_the_checkpoints_train_would_and_train_resumes_from_them(setup, tmp_path):
+    """Checkpoints of a batched group are each model's own, in train's format: its weights and its
+    slice of the stacked AdamW. train resumes from one to what an uninterrupted run gives (wrong
+    moments would send the resumed run elsewhere)."""
+    import shutil
+    from dataclasses import replace
+
+    streams, cfg = setup
+    tc = TrainConfig(lr=3e-3, warmup_steps=2, log_every=1, checkpoint_every=3)
+    folders = [tmp_path / "group" / str(i) for i in range(2)]
+    train_many(cfg, tc, [_batches(streams, MIXES[i + 1], 6, seed=i) for i in range(2)], 6, seeds=[7, 8], checkpoint_dirs=folders)
+    for i, seed in enumerate((7, 8)):
+        alone = tmp_path / "alone" / str(i)
+        model, _ = train(cfg, replace(tc, seed=seed), _batches(streams, MIXES[i + 1], 6, seed=i), 6,
+                         checkpoint_dir=alone)
+        assert [p.name for p in checkpoints(folders[i])] == [p.name for p in checkpoints(alone)] == ["step_0000003.pt", "step_0000006.pt"]
+        for got_path, want_path in zip(checkpoints(folders[i]), checkpoints(alone)):
+            got, want = read_checkpoint(got_path), read_checkpoint(want_path)
+            assert (got["step"], got["tokens"], got["model_config"]) == (want["step"], want["tokens"], want["model_config"])
+            assert got["model"].keys() == want["model"].keys()
+            for name, tensor in want["model"].items():
+                torch.testing.assert_close(got["model"][name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+            for k, per in want["optimizer"]["state"].items():
+                for name, tensor in per.items():
+                    torch.testing.assert_close(got["optimizer"]["state"][k][name], tensor, rtol=1e-3, atol=1e-5, msg=f"{k} {name}")
+        resumed_dir = tmp_path / "resumed" / str(i)
+        resumed_dir.mkdir(parents=True)
+        shutil.copy(checkpoints(folders[i])[0], resumed_dir)  # killed after step 3: train goes on from the group's checkpoint
+        resumed, _ = train(cfg, replace(tc, seed=seed), _batches(streams, MIXES[i + 1], 6, seed=i), 6,
+                           checkpoint_dir=resumed_dir)
+        for (name, p), q in zip(model.state_dict().items(), resumed.state_dict().values()):
+            torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=name)
 
 
 @pytest.mark.timeout(120)
@@ -158,7 +193,7 @@ def test_batched_sweep_records_the_rows_of_one_by_one_and_resumes(tmp_path, monk
 
     config = small(tmp_path / "batched", batched="on", batched_group=2)
     cfg = load_config(config)
-    assert proxy.batched_proxies(cfg) and not proxy.batched_proxies(cfg, checkpoints=2)
+    assert proxy.batched_proxies(cfg)
 
     groups = []
     def interrupted(*args, **kwargs):
