@@ -285,8 +285,11 @@ def markdown(proposal: dict, verify: dict | None, stale: bool = False) -> str:
     elif not verify:
         lines.append("Not verified yet: run `mixforge search verify CONFIG`.")
     else:
-        lines += [f"{verify['seeds']} fresh seed(s) per mixture, seeds no search run used.", "",
-                  "| mixture | measured mean | std | predicted | interval | measured inside |", "|---|---:|---:|---:|---:|:---:|"]
+        lines += [f"{verify['seeds']} fresh seed(s) per mixture, seeds no search run used.", ""]
+        if verify.get("search_start"):
+            lines += [f"The search's runs were trained from another starting point ({', '.join(verify['search_start'])}) than "
+                      f"these ({verify['start']}): predictions are in their units, so no interval is compared.", ""]
+        lines += ["| mixture | measured mean | std | predicted | interval | measured inside |", "|---|---:|---:|---:|---:|:---:|"]
         for name, r in verify["results"].items():
             interval = r.get("interval") or {}
             span = f"{interval['low']:.4f} to {interval['high']:.4f}" if interval.get("low") is not None else ""

@@ -205,6 +205,7 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
     fitted = len(used) >= 4 and not fidelity and proposal["strategy"] != "merge"  # merge's runs: one component each
     predictor, report = fit(used, ctx, P, ctx.carried)[:2] if fitted else (None, None)
     n_seeds = seeds or cfg.search.verify_seeds
+    starts = _starts(cfg, used)  # (the search runs', verify's) when they differ: other units
     results, skipped, trained = {}, {}, {}
     for name, weights in candidates.items():
         phases = weights if isinstance(weights, list) else [weights]
@@ -214,9 +215,12 @@ def verify(cfg: MixforgeConfig, train: TrainFn, folder: Path | None = None, seed
             continue
         rows = trained[name] = train([weights] * n_seeds, [VERIFY_SEED + s for s in range(n_seeds)], f"verify {name}")
         predicted, interval = _verify_prediction(ctx, name, phases, w, predictor, report, P, preset, proposal)
+        interval = None if starts else interval
         results[name] = _verify_result(weights, [value(r) for r in rows], predicted, interval, rows)
     out = {"objective": ctx.objective.label, "lower_is_better": ctx.objective.sign > 0, "seeds": n_seeds,
            "results": results, "skipped": skipped, "proposal_sha256": proposal_digest(proposal)}
+    if starts:
+        out["search_start"], out["start"] = starts
     if "proposal" in results and "uniform" in results:
         gain = ctx.objective.sign * (results["uniform"]["mean"] - results["proposal"]["mean"])
         out["gain_over_uniform"] = float(gain)
@@ -242,6 +246,17 @@ def _verify_trainer(cfg: MixforgeConfig, train: TrainFn, preset: str | None,
             raise MixforgeError("verify at another preset needs a way to train at it (train_preset)")
         return train_preset, preset
     return train, None
+
+
+def _starts(cfg: MixforgeConfig, used: list[dict]) -> tuple[list[str], str] | None:
+    """(where the search's runs started, where verify's start: "scratch" or a base id) when they
+    differ, else None. A run continued from a base has seen the base's tokens too, so the search's
+    figures and a predictor fitted on them are in other units than verify's (no interval compares)."""
+    from mixforge.proxy_training.proxy import ready_base
+
+    searched = sorted({r.get("base") or "scratch" for r in used})
+    mine = (ready_base(cfg) or "scratch") if used else None
+    return (searched, mine) if used and searched != [mine] else None
 
 
 def _search_runs(cfg: MixforgeConfig, proposal: dict) -> list[dict]:

@@ -341,3 +341,22 @@ def test_verify_at_a_larger_preset_gives_the_rank_agreement_between_sizes(tmp_pa
     assert "## At proxy preset small (the search used tiny)" in (folder / "report.md").read_text()
     bad = subprocess.run(mixforge_cmd() + ["search", "verify", str(config), "--preset", "huge"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "tiny" in bad.stderr
+
+
+@pytest.mark.timeout(300)
+def test_a_proposal_from_base_runs_verified_from_scratch_has_no_interval_in_the_wrong_units(tmp_path):
+    """Runs continued from a base have seen its tokens too: their figures, and a predictor fitted on
+    them, are in other units than fresh proxies from scratch. Verifying such a search from scratch
+    (as every strategy is verified) compares no interval, as at another preset, and says why."""
+    config = workspace_with_tokens(tmp_path, tokens=2_000)
+    cfg = load_config(config, overrides={"proxy": {"init": "base", "base_tokens": 2_000}})
+    cfg.search.target, cfg.search.runs, cfg.search.candidates = "bpb_code", 5, 2000
+    _, folder = run_search(cfg, proxies_in_turn(cfg), "regmix")
+    from_base = verify(cfg, proxies_in_turn(cfg), folder, seeds=1)  # the same starting point: the same units
+    assert from_base["results"]["proposal"]["interval"] is not None and "search_start" not in from_base
+    scratch = load_config(config)
+    out = verify(scratch, proxies_in_turn(scratch), folder, seeds=1)
+    assert all(r["interval"] is None and r["inside"] is None for r in out["results"].values()), out["results"]
+    base_ids = set(RunsTable(Workspace(cfg.workspace_dir)).load().filter(pl.col("run_id").is_in(read_json(folder / "proposal.json")["runs_used"]))["base"])
+    assert len(base_ids) == 1 and out["search_start"] == sorted(base_ids) and out["start"] == "scratch"
+    assert "trained from another starting point" in (folder / "report.md").read_text()
