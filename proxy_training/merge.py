@@ -64,7 +64,7 @@ def component_runs(cfg: MixforgeConfig, components: list[str]) -> dict[str, dict
             rows[c] = remeasured(cfg, {c: 1.0}, base, earlier)
         else:
             todo[c] = index
-    if batched_proxies(cfg):  # trained together in groups (`proxy.batched`: on CUDA by default)
+    if todo and batched_proxies(cfg):  # trained together in groups (`proxy.batched`: on CUDA by default)
         trained = run_proxies(cfg, [{c: 1.0} for c in todo], [cfg.seed] * len(todo), checkpoints=1, base=base)
     else:
         trained = [run_proxy(cfg, {c: 1.0}, checkpoints=1, base=base) for c in todo]
