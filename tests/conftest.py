@@ -30,6 +30,27 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MIXFORGE_PROGRESS", "0")
 
+
+def pytest_configure(config):
+    """One real Prefect server per process that runs tests (each pytest-xdist worker, or pytest
+    itself without workers), in PREFECT_API_URL for its flows and the CLI commands it starts: each
+    flow would otherwise start Prefect's temporary server anew, about 6 s a command on 2 cores.
+    Set before any test module imports Prefect, which reads its settings once, at import. The
+    temporary server stays tested: test_flow_e2e's first test and `make demo` run without one."""
+    runs_tests = os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None)
+    if runs_tests and not os.environ.get("PREFECT_API_URL"):
+        from prefect_server import start_server
+
+        config.prefect_server, os.environ["PREFECT_API_URL"] = start_server(Path(os.environ["PREFECT_HOME"]) / "server")
+
+
+def pytest_unconfigure(config):
+    if server := getattr(config, "prefect_server", None):
+        from prefect_server import stop_group
+
+        stop_group(server)
+        os.environ.pop("PREFECT_API_URL", None)
+
 # The slice's sources, with the demo's kinds (see mixforge/demo/demo.yaml).
 SLICE_KINDS = {
     "bible": "prose", "quotes": "prose", "manuals": "reference", "legal": "reference",

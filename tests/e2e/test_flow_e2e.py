@@ -3,9 +3,8 @@
 
 import json
 import os
-import socket
 import subprocess
-import time
+import urllib.request
 from pathlib import Path
 
 import polars as pl
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import SLICE, mixforge_cmd
+from prefect_server import start_server, stop_group
 
 
 def _cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
@@ -45,7 +45,9 @@ def test_init_build_status_end_to_end(tmp_path):
     cfg["sources"][3]["kind"] = "code"
     config.write_text(yaml.safe_dump(cfg))
 
-    run = _cli("build", str(config))
+    # Prefect's temporary server, as `make demo` runs it (the other tests have one running: conftest)
+    ephemeral = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    run = _cli("build", str(config), env=ephemeral)
     assert "kept" in run.stdout and "ledger" in run.stdout and str(tmp_path / "work") in run.stdout
 
     ws = tmp_path / "work"
@@ -84,40 +86,16 @@ def test_init_build_status_end_to_end(tmp_path):
     assert "unchanged" in rerun.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_build_against_a_running_prefect_server(tmp_path, slice_config):
-    port = _free_port()
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
-    server = subprocess.Popen(
-        [str(Path(os.sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    server, api = start_server(tmp_path / "prefect-home")
     try:
-        api = f"http://127.0.0.1:{port}/api"
-        import urllib.request
-
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("prefect server did not become healthy")
-        env["PREFECT_API_URL"] = api
+        env = dict(os.environ, PREFECT_API_URL=api)
         _cli("build", str(slice_config), env=env)
         req = urllib.request.Request(f"{api}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             runs = json.loads(r.read())
         assert [(run["name"] != "", run["state_type"]) for run in runs] == [(True, "COMPLETED")]
     finally:
-        os.killpg(server.pid, 9)
-        server.wait()
+        stop_group(server)

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,30 +22,9 @@ import prefect.context  # noqa: F401
 import pytest
 
 from conftest import SLICE, mixforge_cmd, write_config
+from prefect_server import PREFECT, free_port, start_server, stop_group
 
 DEPLOYMENT = "mixforge-scheduled-build/nightly"
-PREFECT = str(Path(sys.executable).parent / "prefect")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group, SIGKILL what is left after 20 s."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-
-
 def _post(api: str, path: str, body: dict) -> list | dict:
     req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -69,30 +47,13 @@ pytestmark = pytest.mark.xdist_group("deploy")  # its tests share one module fix
 def server(tmp_path_factory):
     """A real `prefect server start` on a free port: (API URL, environment for clients)."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
                PREFECT_RUNNER_POLL_FREQUENCY="1", COLUMNS="200")
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    api = f"http://127.0.0.1:{port}/api"
+    proc, api = start_server(home, env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "prefect server not healthy after 120 s"
-            time.sleep(0.5)
         yield api, dict(env, PREFECT_API_URL=api)
     finally:
-        _stop(proc)
-        log.close()
+        stop_group(proc)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +68,7 @@ def served(server, tmp_path_factory):
     try:
         yield config, log_path, proc
     finally:
-        _stop(proc)
+        stop_group(proc)
         log.close()
 
 
@@ -195,7 +156,7 @@ def test_work_pool_deployment_is_registered_on_an_existing_process_pool(server, 
 
 def test_no_server_is_an_error_never_an_ephemeral_server(tmp_path):
     config = _config(tmp_path)
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=f"http://127.0.0.1:{_free_port()}/api")
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "home"), PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api")
     t0 = time.monotonic()
     for args in (["deploy", str(config), "--name", "nightly", "--cron", "0 3 * * *"], ["deploy", "--list"]):
         run = _cli(env, *args, timeout=60)
@@ -220,7 +181,7 @@ def test_no_server_is_an_error_never_an_ephemeral_server(tmp_path):
 def test_bad_options_are_clear_errors(tmp_path, monkeypatch, capsys, args, message):
     """Checked before any server is asked (PREFECT_API_URL points nowhere: never reached)."""
     config = _config(tmp_path)
-    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{_free_port()}/api")
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
     code, err = _main(monkeypatch, capsys, "deploy", str(config), "--name", "nightly", *args)
     assert code == 2 and message in err and "no Prefect server" not in err, err
 
