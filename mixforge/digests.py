@@ -9,14 +9,20 @@ from pathlib import Path
 def file_digest(path: Path, algorithm: str = "xxh3_128") -> str:
     """Hex digest of a file's bytes, read in blocks: xxh3-128 (fast enough to hash token shards on
     every build) or any hashlib algorithm (sha256 for manifests that others check)."""
+    with open(path, "rb") as f:
+        return stream_digest(f, algorithm)
+
+
+def stream_digest(f, algorithm: str = "xxh3_128") -> str:
+    """Hex digest of what is left to read in the binary file object `f` (a local file, or an
+    object in a store opened through fsspec)."""
     import hashlib
 
     import xxhash
 
     h = xxhash.xxh3_128() if algorithm == "xxh3_128" else hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    for block in iter(lambda: f.read(1 << 22), b""):
+        h.update(block)
     return h.hexdigest()
 
 

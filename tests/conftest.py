@@ -249,3 +249,26 @@ def proxies_in_turn(cfg):
 
     return lambda mixtures, seeds, label, checkpoints=0: [
         run_proxy(cfg, w, seed=s, checkpoints=checkpoints) for w, s in zip(mixtures, seeds)]
+
+
+@pytest.fixture(scope="session")
+def s3_store():
+    """A real S3-compatible server (moto's) on 127.0.0.1 for this test process, its endpoint and
+    credentials in os.environ (read by s3fs here and by the CLI commands tests start): the
+    environment variables. One per process: fsspec caches its S3 filesystems by their arguments,
+    not by the endpoint the environment names."""
+    from s3_server import start_s3
+    from prefect_server import stop_group
+
+    proc, env = start_s3()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        stop_group(proc)

@@ -12,7 +12,9 @@ from mixforge.config.section import Section, SourceFormat, SourceKind
 class SourceConfig(Section):
     """One input: a file, a folder or a glob, read with datatrove."""
 
-    path: str = Field(..., description="File, folder or glob; relative paths are relative to the config file.")
+    path: str = Field(..., description="File, folder or glob; relative paths are relative to the config file. Or an "
+                      "fsspec URL (s3://bucket/prefix/*.jsonl.zst, gs://..., hf://datasets/org/name/...), read with the "
+                      "endpoint and credentials of the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), never the config's.")
     format: SourceFormat = Field(
         "auto",
         description="auto: each file by its name and magic bytes (a folder may mix formats); or jsonl (also .gz/.zst), "

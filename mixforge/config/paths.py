@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from mixforge.errors import ConfigError
+from mixforge.urls import check_url, is_url
 
 GLOB_CHARS = "*?["
 
@@ -38,10 +39,31 @@ def real_path(cfg, spelt: str, where: str) -> Path:
 
 def check_paths(cfg, where: Callable[[str], str], workspace_where: str) -> None:
     """ConfigError naming the field and both paths when the workspace or a source overlaps
-    another. `where(field)`: "FILE: line N, field `field`" for the message."""
-    sources = [_source(cfg, i, where) for i in range(len(cfg.sources))]
+    another. `where(field)`: "FILE: line N, field `field`" for the message. Sources at URLs
+    (object storage) are checked apart: they cannot overlap the workspace, which is local."""
+    local = [i for i, s in enumerate(cfg.sources) if not is_url(s.path)]
+    sources = [_source(cfg, i, where) for i in local]
     _check_workspace(cfg, sources, workspace_where)
     _check_distinct(sources, where)
+    _check_urls(cfg, [i for i in range(len(cfg.sources)) if i not in set(local)], where)
+
+
+def _check_urls(cfg, indexes: list[int], where: Callable[[str], str]) -> None:
+    """Each source URL can be opened here and holds no credentials; no object is listed twice
+    (the same URL, or one inside another's folder)."""
+    for i in indexes:
+        check_url(cfg.sources[i].path, where(f"sources.{i}.path"))
+    for n, i in enumerate(indexes):
+        for j in indexes[:n]:
+            if _inside(cfg.sources[i].path, cfg.sources[j].path) or _inside(cfg.sources[j].path, cfg.sources[i].path):
+                raise ConfigError(f"{where(f'sources.{i}.path')}: sources.{i} ({cfg.sources[i].path!r}) and sources.{j} "
+                                  f"({cfg.sources[j].path!r}) name the same objects: they would be read twice; remove one")
+
+
+def _inside(url: str, other: str) -> bool:
+    """`url` is `other`, or lies in `other` as a folder (a glob is no folder)."""
+    url, other = url.rstrip("/"), other.rstrip("/")
+    return url == other or (not any(c in other for c in GLOB_CHARS) and url.startswith(other + "/"))
 
 
 def _source(cfg, i: int, where: Callable[[str], str]) -> _Source:
@@ -57,6 +79,10 @@ def _source(cfg, i: int, where: Callable[[str], str]) -> _Source:
 def _check_workspace(cfg, sources: list[_Source], where: str) -> None:
     if not cfg.workspace.strip():
         raise ConfigError(f"{where}: the workspace is empty; name a folder for the outputs, such as ./mixforge-work")
+    if is_url(cfg.workspace):
+        raise ConfigError(f"{where}: the workspace {cfg.workspace!r} is a URL; the workspace stays on a filesystem every "
+                          "worker sees (a local disk, NFS, Lustre): sources may be read from object storage and "
+                          "exports written to it (`mixforge export --out s3://...`)")
     ws = real_path(cfg, cfg.workspace, where)
     if ws.parent == ws:
         raise ConfigError(f"{where}: the workspace {cfg.workspace!r} is the filesystem root ({ws}); name a folder of its "

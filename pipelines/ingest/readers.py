@@ -325,7 +325,12 @@ def format_of(path: Path) -> str | None:
     (compression itself is found from the content when reading); None when neither tells."""
     if sniff_path(path) == "parquet":
         return "parquet"
-    name = path.name.lower().removesuffix(".gz").removesuffix(".zst").removesuffix(".zstd")
+    return format_by_name(path.name)
+
+
+def format_by_name(name: str) -> str | None:
+    """A file's format by its name alone (.gz/.zst taken off), None when the name does not tell."""
+    name = name.lower().removesuffix(".gz").removesuffix(".zst").removesuffix(".zstd")
     if name.endswith(".parquet"):
         return "parquet"
     if name.endswith(JSONL_SUFFIXES):

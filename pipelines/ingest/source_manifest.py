@@ -3,7 +3,9 @@ diff between two builds' manifests (added, changed, deleted).
 
 A file's content hash is reused from the previous manifest when its size and mtime are unchanged
 (as rsync and git do), so an unchanged corpus is not reread on every scheduled run; a file touched
-without changing its bytes is not "changed".
+without changing its bytes is not "changed". An object in a store (a URL) is known by the version
+the store gives it (S3's version id or ETag, GCS's generation): a changed object has a new one,
+and nothing is reread to find out.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixforge.digests import file_digest
+from mixforge.digests import file_digest, stream_digest
+from mixforge.errors import MixforgeError
+from mixforge.pipelines.ingest.remote import object_state
+from mixforge.urls import is_url, url_filesystem
 
 
 def _files_of(path: Path) -> list[Path]:
@@ -19,8 +24,12 @@ def _files_of(path: Path) -> list[Path]:
     return sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
 
 
-def item_stat(path: str) -> tuple[int, int]:
-    """(size, newest mtime_ns) of one work item: a file, or all the files of a folder."""
+def item_stat(path: str) -> tuple[int, int] | tuple[int, int, str | None]:
+    """(size, newest mtime_ns) of one work item: a file, or all the files of a folder; for an
+    object in a store, (size, mtime_ns, version)."""
+    if is_url(path):
+        state = object_state(path)
+        return state["size"], state["mtime_ns"], state["version"]
     stats = [f.stat() for f in _files_of(Path(path))]
     return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
@@ -32,17 +41,21 @@ def changed_since(manifest: list[dict]) -> list[str]:
     changed = []
     for e in manifest:
         try:
-            size, mtime = item_stat(e["path"])
-        except OSError:
-            size, mtime = -1, -1
-        if (size, mtime) != (e["size"], e["mtime_ns"]):
+            now = item_stat(e["path"])
+        except (OSError, MixforgeError):
+            now = (-1, -1)
+        if now != _stat_of(e):
+            size = now[0]
             now = "gone" if size < 0 else f"{size:,} bytes" + (", modified again" if size == e["size"] else "")
             changed.append(f"{e['path']}: {e['size']:,} bytes when the build started, {now} after it was read")
     return changed
 
 
 def manifest_entry(path: str, previous: dict | None) -> dict:
-    """{path, size, mtime_ns, hash} of one work item; `previous`: its entry in the last manifest."""
+    """{path, size, mtime_ns, hash} of one work item (and `version` for an object in a store);
+    `previous`: its entry in the last manifest."""
+    if is_url(path):
+        return _object_entry(path, previous)
     files = _files_of(Path(path))
     size, mtime = item_stat(path)
     if previous and previous.get("size") == size and previous.get("mtime_ns") == mtime:
@@ -54,6 +67,27 @@ def manifest_entry(path: str, previous: dict | None) -> dict:
 
         digest = xxhash.xxh3_128("\n".join(f"{f.relative_to(path)} {file_digest(f)}" for f in files).encode()).hexdigest()
     return {"path": path, "size": size, "mtime_ns": mtime, "hash": digest}
+
+
+def _object_entry(url: str, previous: dict | None) -> dict:
+    """An object's entry: its version stands for its content (hashed only where the store gives none)."""
+    size, mtime, version = item_stat(url)
+    if previous and _stat_of(previous) == (size, mtime, version):
+        return dict(previous)
+    if version:
+        digest = version
+    else:
+        fs, inside = url_filesystem(url)
+        with fs.open(inside, "rb") as f:
+            digest = stream_digest(f)
+    return {"path": url, "size": size, "mtime_ns": mtime, "version": version, "hash": digest}
+
+
+def _stat_of(entry: dict) -> tuple:
+    """What item_stat gives for the entry's item when it has not changed."""
+    if "version" in entry:
+        return entry["size"], entry["mtime_ns"], entry["version"]
+    return entry["size"], entry["mtime_ns"]
 
 
 def source_manifest(paths: list[str], previous: list[dict] | None = None) -> list[dict]:

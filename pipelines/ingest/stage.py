@@ -44,6 +44,8 @@ from mixforge.pipelines.ingest.readers import (
     source_files,
 )
 from mixforge.pipelines.ingest.records import RouteRemoved, adopt_layer_docs, docs_writer, layer_docs_dir, removed_writer
+from mixforge.pipelines.ingest.remote import remote_files
+from mixforge.urls import is_url
 from mixforge.pipelines.ingest.source_manifest import SourceDiff, changed_since, diff_manifests, source_manifest
 
 
@@ -89,6 +91,9 @@ def plan_work(cfg: MixforgeConfig) -> list[WorkItem]:
     are config errors naming the source, found before any work."""
     items: list[WorkItem] = []
     for i, source in enumerate(cfg.sources):
+        if is_url(source.path):
+            items += _remote_items(i, source)
+            continue
         root = cfg.resolve(source.path)
         if source.format == "hf_disk" or (source.format == "auto" and is_hf_disk(root)):
             items.append(_hf_item(i, root, source.split))
@@ -109,6 +114,23 @@ def plan_work(cfg: MixforgeConfig) -> list[WorkItem]:
         base = root if root.is_dir() else root.parent
         items += [WorkItem(i, fmt or UNSUPPORTED, str(f), str(f.relative_to(base)), f.stat().st_size) for f, fmt in files]
     return items
+
+
+def _remote_items(i: int, source: SourceConfig) -> list[WorkItem]:
+    """The objects of a source in object storage, checked as plan_work checks local files."""
+    url = source.path
+    if source.format == "hf_disk" or source.split is not None:
+        raise ConfigError(f"sources[{i}].path: {url}: a dataset saved with save_to_disk is read from a local folder; "
+                          "for a dataset in a store, name its Parquet or JSONL files")
+    files = remote_files(url, source.format)
+    if not files:
+        raise ConfigError(f"sources[{i}].path: no object found at {url}")
+    if all(fmt is None for _, fmt, _, _ in files):
+        names = ", ".join(rel for _, _, rel, _ in files[:5]) + (", ..." if len(files) > 5 else "")
+        raise ConfigError(f"sources[{i}].path: no object of a supported format at {url} (found {names}; supported: {SUPPORTED})")
+    if all(size == 0 for *_, size in files):
+        raise ConfigError(f"sources[{i}].path: {url} holds no data (every object is empty): fill it or remove the source")
+    return [WorkItem(i, fmt or UNSUPPORTED, u, rel, size) for u, fmt, rel, size in files]
 
 
 def _hf_item(i: int, root: Path, split: str | None) -> WorkItem:
@@ -236,18 +258,18 @@ class SourcesReader(PipelineStep):
             display_path=item.path,
         )
         common = dict(adapter=adapter, text_key=src.text_field, id_key=src.id_field or "id")
-        path = Path(item.path)
         if item.fmt == "hf_disk":
             reader = HuggingFaceDatasetReader(item.path, load_from_disk=True, **common)
             yield from reader.run(None, 0, 1)
             return
+        folder, name = item.path.rsplit("/", 1)  # a local path or a URL: datatrove opens either
         if item.fmt == "jsonl":
-            reader = LenientJsonlReader(str(path.parent), add_file_path=False, **common)
+            reader = LenientJsonlReader(folder, add_file_path=False, **common)
         elif item.fmt == "parquet":
-            reader = WholeFileParquetReader(str(path.parent), read_metadata=True, **common)
+            reader = WholeFileParquetReader(folder, read_metadata=True, **common)
         else:
-            reader = TextFileReader(str(path.parent), add_file_path=False, **common)
-        yield from reader.read_file(path.name)
+            reader = TextFileReader(folder, add_file_path=False, **common)
+        yield from reader.read_file(name)
 
 
 def _unsupported_record(item: WorkItem, src: SourceConfig, key: str) -> dict:
