@@ -41,7 +41,7 @@ def pytest_configure(config):
     if runs_tests and not os.environ.get("PREFECT_API_URL"):
         from prefect_server import start_server
 
-        config.prefect_server, os.environ["PREFECT_API_URL"] = start_server(Path(os.environ["PREFECT_HOME"]) / "server")
+        config.prefect_server, os.environ["PREFECT_API_URL"] = start_server(Path(os.environ["PREFECT_HOME"]) / "server", loops=False)
 
 
 def pytest_unconfigure(config):
@@ -232,13 +232,16 @@ def built(tmp_path_factory):
 
 def private_built(built, folder: Path):
     """A copy of `built`'s workspace in `folder`, for a test that changes it (the shared one is read
-    by the other worker meanwhile): (config path, config), the sources still read from `built`'s data."""
+    by the other worker meanwhile): (config path, config), the sources still read from `built`'s data
+    through a link `folder/data`, so that they are spelt and resolve as in `built`'s config and its
+    stages are done for this config too (an export checks that)."""
     from mixforge.config import load_config
 
     config, _, root = built
     settings = yaml.safe_load(config.read_text())
     shutil.copytree(root / "ws", folder / "ws", symlinks=True)
-    path = write_config(folder, slice_sources(root / "data"), **{k: v for k, v in settings.items() if k not in ("workspace", "sources", "workers")})
+    (folder / "data").symlink_to(root / "data")
+    path = write_config(folder, slice_sources(), **{k: v for k, v in settings.items() if k not in ("workspace", "sources", "workers")})
     return path, load_config(path)
 
 

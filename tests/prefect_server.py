@@ -21,10 +21,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, env: dict | None = None, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """(the server's process, its API URL). Its database and log live in `home` (its PREFECT_HOME)."""
+# The server's loops that only scheduled deployments, paused or late runs and automations need; each
+# wakes every few seconds, which a test run's server for plain flow runs can spare the cores.
+LOOPS = ("SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CANCELLATION_CLEANUP",
+         "CLEANUP_RECONCILER", "TRIGGERS", "DB_VACUUM")
+
+
+def start_server(home: Path, env: dict | None = None, timeout: float = 120, loops: bool = True) -> tuple[subprocess.Popen, str]:
+    """(the server's process, its API URL). Its database and log live in `home` (its PREFECT_HOME).
+    `loops=False`: without the background loops of LOOPS (flow runs are still recorded)."""
     home.mkdir(parents=True, exist_ok=True)
     env = dict(env or os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    if not loops:
+        env |= {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in LOOPS}
     env.pop("PREFECT_API_URL", None)
     port = free_port()
     with open(home / "server.log", "wb") as log:

@@ -20,7 +20,7 @@ from mixforge.errors import MixforgeError
 def export(
     mixture: Path = typer.Argument(..., help="A search folder (or the workspace's search/ for the latest), its proposal.json, or a YAML/JSON mapping component -> weight."),
     config: Path = typer.Option(..., "--config", "-c", help="Config file of the workspace (the build must have run)."),
-    out: Path = typer.Option(..., "--out", help="Export folder to create."),
+    out: str = typer.Option(..., "--out", help="Export folder to create, or an fsspec URL (s3://bucket/mixes/web-v3) to upload it to."),
     fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | megatron | datatrove | numpy | mds (default: export.format)."),
     tokens: Optional[int] = typer.Option(None, "--tokens", min=1, max=MAX_TOKENS, help="Token budget (default: export.tokens, else all with no component repeated)."),
     mode: str = typer.Option("materialised", help="materialised (mixed, shuffled shards) | reference (per-component shards + weights)."),
@@ -35,6 +35,7 @@ def export(
     from mixforge.pipelines.export import export_mixture
 
     cfg = load_config(config)
+    out = location(out, "--out")
     weights, provenance = read_mixture(mixture)  # components checked by the export (its documents, held-out ones too)
     kind, record = export_mixture(cfg, weights, provenance, out, fmt, tokens, mode=mode, shard_tokens=shard_tokens,
                                   max_epochs=max_epochs, overwrite=overwrite, force_replace=force_replace)
@@ -45,18 +46,30 @@ def export(
 
 
 @app.command("verify")
-def verify_cmd(folder: Path = typer.Argument(..., help="An export folder.")) -> None:
+def verify_cmd(folder: str = typer.Argument(..., help="An export folder, or the fsspec URL of one (s3://...).")) -> None:
     """Check every path in manifest.json, re-hash every file, re-count each shard's documents and
     tokens. Exit 1 on any mismatch, 2 when the folder has no readable manifest."""
     from mixforge.pipelines.export import verify_export
     from mixforge.pipelines.export import SCHEDULE_FILE, verify_schedule
 
-    problems = verify_schedule(folder) if (folder / SCHEDULE_FILE).is_file() else verify_export(folder)
+    folder = location(folder, "FOLDER")
+    schedule = isinstance(folder, Path) and (folder / SCHEDULE_FILE).is_file()
+    problems = verify_schedule(folder) if schedule else verify_export(folder)
     if problems:
         for p in problems:
             console.print(f"[red]mismatch:[/] {p}", highlight=False)
         raise typer.Exit(1)
     Console().print(f"{folder}: every shard matches its manifest", soft_wrap=True)
+
+
+def location(spelt: str, where: str) -> Path | str:
+    """A local path, or a URL checked like a source's (a protocol fsspec opens, no credentials in it)."""
+    from mixforge.urls import check_url, is_url
+
+    if is_url(spelt):
+        check_url(spelt, where)
+        return spelt.rstrip("/")
+    return Path(spelt)
 
 
 @app.command()

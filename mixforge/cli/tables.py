@@ -227,8 +227,10 @@ def print_proposal(proposal: dict, verify: Optional[dict]) -> None:
     out.print(table)
 
 
-def print_export(m: dict, out: Path) -> None:
+def print_export(m: dict, out: Path | str) -> None:
     """One mixture's export: its components and where its shards and trainer files are."""
+    from mixforge.pipelines.export.manifest import trainer_files
+
     table = Table(title=f"export {m['mixture_id']}: {m['format']}, {m['mode']}")
     for col in ("component", "weight", "share", "tokens", "documents", "epochs"):
         table.add_column(col, justify="left" if col == "component" else "right")
@@ -237,7 +239,7 @@ def print_export(m: dict, out: Path) -> None:
     Console().print(table)
     Console().print(f"{m['tokens']:,} tokens in {len(m['shards'])} shard(s): {out} (manifest.json, README.md, trainer/)",
                     soft_wrap=True)  # paths stay whole for copying
-    loaders = sorted(p.name for p in (out / "trainer").iterdir())
+    loaders = sorted(trainer_files(m))
     Console().print("trainer fragments and loaders: " + ", ".join(f"trainer/{n}" for n in loaders), soft_wrap=True)
 
 

@@ -88,24 +88,23 @@ def check_replaceable(out: Path, force_replace: bool) -> None:
 
 
 def unlisted_files(out: Path, manifest: dict) -> list[str]:
-    """Files (and links) under `out` that are not the export's own: its shards and their companion
-    files (`<shard>.*`), index files, manifest.json, README.md, mixture.png and the trainer/ files
-    its fragments give."""
-    from mixforge.pipelines.export.manifest import trainer_files
-
-    shards = [s["path"] for s in manifest["shards"]]
-    own = {f["path"] for s in manifest["shards"] for f in s["files"]} | {f["path"] for f in manifest.get("index_files", [])}
-    own |= {"manifest.json", "README.md", "mixture.png"}
-    try:
-        own |= {f"trainer/{name}" for name in trainer_files(manifest)}
-    except (KeyError, TypeError, AttributeError):  # no trainer fragments in this manifest: trainer/ files are the user's
-        pass
+    """Files (and links) under `out` that are not the export's own (see `unlisted`)."""
     found = []
     for folder, dirs, files in os.walk(out):
         links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # not followed: listed as entries
         found += [Path(folder, name).relative_to(out).as_posix() for name in files + links]
-    unlisted = [rel for rel in found if rel not in own and not any(rel.startswith(s + ".") for s in shards)]
-    return sorted(unlisted, key=lambda rel: (rel.count("/"), rel))  # the top level first: what a user put there
+    return unlisted(found, manifest)
+
+
+def unlisted(found: list[str], manifest: dict) -> list[str]:
+    """The paths of `found` (relative to an export's folder) that are not the export's own: its
+    shards and their companion files (`<shard>.*`), index files, manifest.json, README.md,
+    mixture.png and the trainer/ files its fragments give; the top level first."""
+    from mixforge.pipelines.export.manifest import named_files
+
+    shards, own = [s["path"] for s in manifest["shards"]], named_files(manifest)
+    rest = [rel for rel in found if rel not in own and not any(rel.startswith(s + ".") for s in shards)]
+    return sorted(rest, key=lambda rel: (rel.count("/"), rel))  # the top level first: what a user put there
 
 
 def recover(out: Path) -> None:

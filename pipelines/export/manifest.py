@@ -87,3 +87,15 @@ def trainer_files(m: dict) -> dict[str, str]:
         if key in t:
             files[f"{key}.json"] = json.dumps(t[key], indent=2, sort_keys=True, default=str) + "\n"
     return files | t["snippets"]
+
+
+def named_files(manifest: dict) -> set[str]:
+    """Every file an export's manifest names, as paths relative to the export: its shards' files,
+    index files, manifest.json, README.md, mixture.png and the trainer/ files its fragments give."""
+    named = {f["path"] for s in manifest["shards"] for f in s["files"]} | {f["path"] for f in manifest.get("index_files", [])}
+    named |= {"manifest.json", "README.md", "mixture.png"}
+    try:
+        named |= {f"trainer/{name}" for name in trainer_files(manifest)}
+    except (KeyError, TypeError, AttributeError):  # no trainer fragments in this manifest: trainer/ files are not its own
+        pass
+    return named

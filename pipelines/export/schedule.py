@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from mixforge.config import MixforgeConfig
+from mixforge.urls import is_url
 from mixforge.errors import MixforgeError
 from mixforge.workspace import atomic_write_json, read_json
 from mixforge.write_errors import writing_to
@@ -55,6 +56,9 @@ def run_schedule_export(cfg: MixforgeConfig, schedule: list[dict], out: Path, fm
     """One export per phase under `out`, then schedule.json; returns the schedule record."""
     from mixforge.pipelines.export.write import run_export
 
+    if is_url(str(out)):
+        raise MixforgeError(f"--out {out}: a schedule export (one folder per phase) is written to a local or shared "
+                            "folder; export each phase's mixture to a URL on its own, or copy the folder")
     if not tokens:
         raise MixforgeError("a schedule export needs a token budget (--tokens or export.tokens): each phase gets its "
                             "share of it, and without one every phase would draw the whole corpus")

@@ -3,25 +3,73 @@ file re-hashed, every shard re-counted, the trainer files as the manifest render
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mixforge.digests import file_digest
-from mixforge.errors import InputError
+from mixforge.errors import InputError, MixforgeError
 from mixforge.pipelines.export.formats import (count_shard)
 
-from mixforge.pipelines.export.manifest import read_manifest, trainer_files, trainer_fragments, validate_manifest
+from mixforge.urls import is_url
+from mixforge.pipelines.export.manifest import named_files, read_manifest, trainer_files, trainer_fragments, validate_manifest
 
 
-def verify_export(folder: Path) -> list[str]:
+def verify_export(folder: Path | str) -> list[str]:
     """Problems found (empty when the export matches its manifest): the schema; every path the
     manifest names (shards, their files, index files) inside the folder; every file's size and
     sha256; each shard's documents and tokens re-counted from its files (what `count_shard`
     can count in that format); the total; the trainer fragments and `trainer/` files against the
-    shards; no file the manifest does not name. MixforgeError when the folder has no readable manifest."""
+    shards; no file the manifest does not name. MixforgeError when the folder has no readable
+    manifest. `folder` may be an fsspec URL: its objects are read from the store (verify_url)."""
+    if is_url(str(folder)):
+        return verify_url(str(folder))
     folder = Path(folder).resolve()
     manifest = read_manifest(folder)
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    return _verify(folder, manifest, found, lambda rels: contextlib.nullcontext())
+
+
+def verify_url(url: str) -> list[str]:
+    """verify_export for an export in a store: each shard's files are downloaded to a temporary
+    folder, checked and deleted before the next (disk use: one shard), every byte re-hashed."""
+    from mixforge.pipelines.export.remote import remote_manifest, unfinished_uploads_left_out
+    from mixforge.urls import url_filesystem
+
+    fs, root = url_filesystem(url)
+    root = root.rstrip("/")
+    manifest = remote_manifest(fs, root)
+    if manifest is None:
+        raise MixforgeError(f"{url}/manifest.json not found: {url} is not an export")
+    found = unfinished_uploads_left_out(sorted(p[len(root) + 1:] for p in fs.find(root)), manifest)
+
+    with tempfile.TemporaryDirectory(prefix="mixforge-verify-") as tmp:
+        folder = Path(tmp).resolve()
+
+        @contextlib.contextmanager
+        def fetched(rels: list[str]):
+            """The objects `rels` (those that exist, and name no place outside the folder) in `folder`."""
+            local = [(rel, _inside(folder, rel)) for rel in rels if rel in set(found)]
+            for rel, path in local:
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fs.get_file(f"{root}/{rel}", str(path))
+            try:
+                yield
+            finally:
+                for _, path in local:
+                    if path is not None:
+                        path.unlink(missing_ok=True)
+
+        with fetched([rel for rel in found if rel.startswith("trainer/")]):
+            return _verify(folder, manifest, found, fetched)
+
+
+def _verify(folder: Path, manifest: dict, found: list[str], fetched) -> list[str]:
+    """The checks of verify_export over `folder`, where `fetched(paths)` makes those files present
+    for the length of a `with` block (a store's objects; nothing to do for a folder)."""
     try:
         validate_manifest(manifest)
     except InputError as e:
@@ -32,25 +80,21 @@ def verify_export(folder: Path) -> list[str]:
         return [f"manifest.json: token_dtype {manifest['token_dtype']!r} is not a numpy dtype"]
     problems: list[str] = []
     for entry in manifest.get("index_files", []):
-        _check_file(folder, entry, problems)
+        with fetched([entry["path"]]):
+            _check_file(folder, entry, problems)
     for shard in manifest["shards"]:
-        problems += _check_shard(folder, manifest["format"], dtype, shard)
+        with fetched([f["path"] for f in shard["files"]]):
+            problems += _check_shard(folder, manifest["format"], dtype, shard)
     total = sum(s["tokens"] for s in manifest["shards"])
     if total != manifest["tokens"]:
         problems.append(f"shards hold {total} tokens, the manifest's total is {manifest['tokens']}")
-    return problems + _check_trainer(folder, manifest) + _unnamed_files(folder, manifest)
+    return problems + _check_trainer(folder, manifest) + _unnamed_files(found, manifest)
 
 
-def _unnamed_files(folder: Path, manifest: dict) -> list[str]:
+def _unnamed_files(found: list[str], manifest: dict) -> list[str]:
     """Files the manifest does not name: a loader that globs the folder (`*.parquet`, `*.bin`)
     would train on them too (a shard left from another export, say)."""
-    named = {e["path"] for s in manifest["shards"] for e in s["files"]} | {e["path"] for e in manifest.get("index_files", [])}
-    named |= {"manifest.json", "README.md", "mixture.png"}
-    try:  # _check_trainer reports fragments that are not the shards' own; here they only name files
-        named |= {f"trainer/{name}" for name in trainer_files(manifest)}
-    except (KeyError, TypeError, AttributeError):
-        pass
-    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    named = named_files(manifest)
     return [f"{rel}: a file the manifest does not name (a loader that globs the folder would read it); remove it or "
             "export again" for rel in found if rel not in named]
 

@@ -36,18 +36,30 @@ from mixforge.pipelines.export.formats import (FORMATS, TOKEN_FORMATS, write_mds
 from mixforge.pipelines.tokens import token_dtype
 from mixforge.pipelines.export.manifest import trainer_files, trainer_fragments, validate_manifest
 from mixforge.pipelines.export.verify import verify_export
+from mixforge.urls import is_url
 from mixforge.workspace import Workspace, atomic_write_json, atomic_write_text
 
 
-def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: str, tokens: int | None = None,
+def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path | str, fmt: str, tokens: int | None = None,
                mode: str = "materialised", shard_tokens: int = 50_000_000, overwrite: bool = False,
                max_epochs: float = 15, provenance: dict | None = None, force_replace: bool = False) -> dict:
     """Write the export; returns its manifest. One export per folder at a time (a lock file); it
-    is written beside `out` and put in place whole (see export_folder for every kill point)."""
+    is written beside `out` and put in place whole (see export.folder for every kill point). `out`
+    may be an fsspec URL (s3://bucket/mixes/web-v3): see export.remote for how it is uploaded."""
     if fmt not in FORMATS:
         raise MixforgeError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if mode not in ("materialised", "reference"):
         raise MixforgeError(f"unknown mode {mode!r}: materialised or reference")
+
+    def write(folder: Path, prefix: str = "") -> dict:
+        manifest = _write_export(cfg, weights, folder, fmt, tokens, mode, shard_tokens, max_epochs, provenance, prefix)
+        _check_before_publishing(folder)
+        return manifest
+
+    if is_url(str(out)):
+        from mixforge.pipelines.export.remote import export_to_url
+
+        return export_to_url(str(out), Workspace(cfg.workspace_dir), write, overwrite, force_replace)
     out = Path(out)
     with export_lock(out):
         recover(out)  # before the exists check: a killed --overwrite put back its old export
@@ -58,8 +70,7 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
         tmp = partial_dir(out)
         tmp.mkdir()
         try:
-            manifest = _write_export(cfg, weights, tmp, fmt, tokens, mode, shard_tokens, max_epochs, provenance)
-            _check_before_publishing(tmp)
+            manifest = write(tmp)
             put_in_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -68,9 +79,10 @@ def run_export(cfg: MixforgeConfig, weights: dict[str, float], out: Path, fmt: s
 
 
 def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt: str, tokens: int | None, mode: str,
-                  shard_tokens: int, max_epochs: float, provenance: dict | None) -> dict:
+                  shard_tokens: int, max_epochs: float, provenance: dict | None, prefix: str = "") -> dict:
     """Every file of the export, written into `tmp` one shard at a time; returns the manifest.
-    Scratch files (re-tokenized documents, spilled texts) live in `tmp/_work` until the shards are done."""
+    Scratch files (re-tokenized documents, spilled texts) live in `tmp/_work` until the shards are done.
+    `prefix`: a folder (`g3/`) the shards go in, as an export to a URL puts them (export.remote)."""
     ws = Workspace(cfg.workspace_dir)
     _check_inputs(cfg, ws)
     work = tmp / "_work"
@@ -80,7 +92,7 @@ def _write_export(cfg: MixforgeConfig, weights: dict[str, float], tmp: Path, fmt
     dtype = token_dtype(tokenizer["vocab_size"], fmt)
     order, cuts, parts = _shard_layout(table.lengths, chosen, mode, shard_tokens, cfg.seed)
     texts = ShardTexts(ws, table, order, cuts, work / "spill") if fmt not in TOKEN_FORMATS else None
-    shards = _write_shard_files(tmp, fmt, table, texts, order, cuts, parts, dtype)
+    shards = _write_shard_files(tmp, fmt, table, texts, order, cuts, parts, dtype, prefix)
     licences = {(s.label or Path(s.path).name.split(".")[0]): s.license for s in cfg.sources}
     sources = source_stats(table, chosen, licences)
     builds = build_stats(ws, table, chosen)
@@ -117,7 +129,7 @@ def _shard_layout(lengths: np.ndarray, chosen: dict[str, np.ndarray], mode: str,
 
 
 def _write_shard_files(tmp: Path, fmt: str, table, texts: ShardTexts | None, order: np.ndarray, cuts: list[tuple[int, int]],
-                  parts: list[str | None], dtype: np.dtype) -> list[dict]:
+                       parts: list[str | None], dtype: np.dtype, prefix: str = "") -> list[dict]:
     """Each shard's files under `tmp`, one shard at a time with a progress bar; the shards' manifest entries."""
     tokenizer, lengths = table.tokenizer, table.lengths
     shards = []
@@ -125,7 +137,7 @@ def _write_shard_files(tmp: Path, fmt: str, table, texts: ShardTexts | None, ord
         task = bar.add_task(f"export {fmt}", total=len(order), rate="")
         t0, done = time.perf_counter(), 0
         for j, ((a, b), comp) in enumerate(zip(cuts, parts)):
-            rel = f"{comp}/shard-{j:05d}" if comp else f"shard-{j:05d}"
+            rel = prefix + (f"{comp}/shard-{j:05d}" if comp else f"shard-{j:05d}")
             batch = table.documents(order[a:b], texts.texts(j) if texts else None)
             files = write_shard(fmt, tmp / rel, batch, tokenizer["eos_id"], dtype, tokenizer["name"])
             size = int(lengths[order[a:b]].sum())
