@@ -1,7 +1,8 @@
 """Proxy sweeps as a Prefect flow: one task per proxy run. Finished run ids are skipped (the
 runs table is the cache), so a rerun after an interruption trains only what is missing. With
 `proxy.processes` > 1 the tasks run concurrently, each training its proxy in a worker process.
-With `proxy.batched` (auto: on CUDA) one task trains a group of runs together (`train_many`)."""
+With `proxy.batched` (auto: on CUDA) one task trains a group of runs together (`train_many`).
+With `executor: ray` the runs go to the Ray cluster's workers (proxy_training/on_ray.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from prefect.futures import as_completed
 from mixforge.config import MixforgeConfig, load_config
 from mixforge.mixers.sampling import random_mixtures
 from mixforge.progress import progress_bar
+from mixforge.pipelines.run.shards import uses_ray
+from mixforge.proxy_training.on_ray import train_on_ray
 from mixforge.proxy_training.parallel import ProxyPool
 from mixforge.proxy_training.proxy import batch_group, batched_proxies, ready_base, run_proxies, run_proxy, tokens_summary
 from mixforge.workspace import Workspace
@@ -41,6 +44,8 @@ def train_mixtures(config_path: str, mixtures: list, seeds: list[int], label: st
     `overrides`: config keys replaced for these runs (a verification at another proxy preset)."""
     cfg = load_config(config_path, overrides=overrides)
     ready_base(cfg)  # trained once here, not by each worker
+    if uses_ray(cfg):  # the runs go to the cluster's workers; this process writes their rows
+        return train_on_ray(cfg, config_path, mixtures, seeds, checkpoints, overrides, label)
     if batched_proxies(cfg):  # one task per group of runs trained together
         size, rows = batch_group(cfg, tokens_summary(Workspace(cfg.workspace_dir))["tokenizer"]["vocab_size"]), []
         with progress_bar() as bar:

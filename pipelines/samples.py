@@ -44,6 +44,10 @@ class BottomK:
             keys, order, pool = keys[keep], order[keep], [pool[i] for i in keep]
         self._keys, self._order, self._items = keys, order, pool
 
+    def merge(self, other: "BottomK") -> None:
+        """Offer what `other` kept, in its order: as if everything offered to it had been offered here."""
+        self.offer(other._keys, other._items)
+
     def items(self) -> list:
         return list(self._items)
 

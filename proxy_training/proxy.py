@@ -200,8 +200,9 @@ def _prepare(cfg: MixforgeConfig, ws: Workspace, summary: dict, shards: dict, da
 
 
 def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model, result, train_s: float,
-            trained_by: str | None = None) -> dict:
-    """Evaluate a trained proxy and append its row; wall_s is `train_s` plus the evaluation."""
+            trained_by: str | None = None, record: bool = True) -> dict:
+    """Evaluate a trained proxy and append its row (unless not `record`: a Ray task's row, which
+    the driver appends); wall_s is `train_s` plus the evaluation."""
     p, folder, t0 = cfg.proxy, tokens_dir(ws), time.perf_counter()
     row: dict = {"run_id": run.run_id}
     row.update({f"w_{c}": float(w) for c, w in sorted(run.sampler.weights.items())})
@@ -227,13 +228,14 @@ def _record(cfg: MixforgeConfig, ws: Workspace, summary: dict, run: _Run, model,
         "tokens_per_s": result.tokens_per_s, "device": result.device, "mixforge_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": run.data, "content": run.content,
     })
-    RunsTable(ws).append(row)
+    if record:
+        RunsTable(ws).append(row)
     return row
 
 
 def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, float]], seed: int | None = None,
               run_id: str | None = None, progress=None, checkpoints: int = 0, phase_ends: list[float] | None = None,
-              base: Base | None = None) -> dict:
+              base: Base | None = None, record: bool = True) -> dict:
     """Train one proxy on `weights` (over the components; a list is a multi-phase schedule, one
     mixture per phase, the phases ending at `phase_ends` of training (default: search.phase_ends,
     else equal phases), recorded in the row's `phases` (and `phase_ends` when unequal) with its
@@ -241,7 +243,8 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     A run id already in the table is not retrained: its row is returned. `checkpoints` > 0 saves
     that many evenly spaced checkpoints (the last at the end) under runs/checkpoints/<run_id>/;
     a finished run that lacks them is trained again to make them. `base`: where it starts, when not
-    the config's `starting_point` (the merge's kept base)."""
+    the config's `starting_point` (the merge's kept base). `record=False`: the row is returned, not
+    written (a Ray worker's: the driver writes the table)."""
     ws = Workspace(cfg.workspace_dir)
     summary = checked_tokens_summary(ws)
     shards = load_shards(tokens_dir(ws) / "train")
@@ -258,7 +261,7 @@ def run_proxy(cfg: MixforgeConfig, weights: dict[str, float] | list[dict[str, fl
     model, result = train(run.model_cfg, run.train_cfg, run.sampler.batches(cfg.proxy.batch_size), run.steps, progress,
                           checkpoint_dir=ckpt_dir if run.train_cfg.checkpoint_every or run.train_cfg.checkpoint_at else None,
                           init_state=init_state)
-    return _record(cfg, ws, summary, run, model, result, time.perf_counter() - t0)
+    return _record(cfg, ws, summary, run, model, result, time.perf_counter() - t0, record=record)
 
 
 def remeasured(cfg: MixforgeConfig, weights: dict[str, float], base: Base, trained_by: str) -> dict:
@@ -312,12 +315,13 @@ def batch_group(cfg: MixforgeConfig, vocab_size: int) -> int:
     return group_size(preset(p.preset, vocab_size=vocab_size, block_size=p.seq_len), p.batch_size, torch.cuda.mem_get_info()[0])
 
 
-def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int], checkpoints: int = 0, base: Base | None = None) -> list[dict]:
+def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int], checkpoints: int = 0, base: Base | None = None,
+                record: bool = True) -> list[dict]:
     """`run_proxy` for many runs, trained together in groups of at most `proxy.batched_group` with
     `train_many` (same seeds, batches, rows and checkpoints as one by one, up to float rounding;
     `batch_group`). Runs already in the table are not retrained, and each group's rows are written
     as soon as it is trained, so an interrupted call loses at most the group in training. Returns
-    the rows in the order of `mixtures`. `checkpoints` and `base` as in `run_proxy`."""
+    the rows in the order of `mixtures`. `checkpoints`, `base` and `record` as in `run_proxy`."""
     ws = Workspace(cfg.workspace_dir)
     summary = checked_tokens_summary(ws)
     shards = load_shards(tokens_dir(ws) / "train")
@@ -342,5 +346,5 @@ def run_proxies(cfg: MixforgeConfig, mixtures: list, seeds: list[int], checkpoin
                                  checkpoint_dirs=[checkpoint_dir(ws, r.run_id) for r in chunk] if saves else None)
             share = (time.perf_counter() - t0) / len(chunk)  # each run's share of the group's training time
             for r, (model, result) in zip(chunk, trained):
-                rows[r.run_id] = _record(cfg, ws, summary, r, model, result, share)
+                rows[r.run_id] = _record(cfg, ws, summary, r, model, result, share, record=record)
     return [rows[r.run_id] for r in runs]

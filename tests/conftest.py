@@ -161,6 +161,13 @@ def mixforge_cmd() -> list[str]:
     return [sys.executable, "-m", "mixforge.cli"]
 
 
+def ephemeral_env() -> dict:
+    """This environment without PREFECT_API_URL: a command run in it starts Prefect's temporary
+    server in its own process group, as `make demo` and a user's terminal do (the other tests'
+    commands use this process's server: pytest_configure)."""
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+
+
 def slice_token_streams(folder: Path, labels=("bible", "code"), vocab_size: int = 1024):
     """Slice documents of `labels` tokenized with a small BPE trained on them: (tokenizer,
     {label: int64 token stream}). Shared by the proxy-training tests."""
@@ -275,3 +282,54 @@ def s3_store():
             else:
                 os.environ[k] = v
         stop_group(proc)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Two Ray nodes of one CPU each on 127.0.0.1, dashboard and usage stats off, connected to.
+    One per test process, started for the first test that asks and stopped at the session's end:
+    a second cluster started in a process after the first was shut down left datatrove's Ray
+    tasks waiting forever. Modules that use it put their tests in xdist_group("ray"), so one
+    pytest-xdist worker runs them all."""
+    from mixforge.pipelines.run.shards import LOOPBACK_ENV
+
+    saved = {k: os.environ.get(k) for k in LOOPBACK_ENV}
+    os.environ.update(LOOPBACK_ENV)
+    import ray
+    from ray.cluster_utils import Cluster
+
+    # one declared GPU per node (Ray takes the count on trust): GPU stages' actors get scheduled,
+    # while torch still finds no CUDA and runs on the CPU
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "object_store_memory": 80 << 20,
+                                                             "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=80 << 20)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def kill_first_task(name: str, killed: list, stop) -> None:
+    """SIGKILL the first Ray worker process seen running task `name` (Ray titles it ray::<name>);
+    its pid goes in `killed`. Run it in a thread; it stops when `stop` (a threading.Event) is set."""
+    import signal
+    import time
+
+    while not stop.is_set() and not killed:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith(f"ray::{name}"):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+                return
+        time.sleep(0.05)

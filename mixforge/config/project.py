@@ -23,6 +23,8 @@ class RayConfig(Section):
     gpus_per_embed_task: float = Field(0, ge=0, description="GPUs reserved per embedding task (1: one task per GPU).")
     memory_per_task_gb: float = Field(1.0, gt=0, description="Memory reserved per task (Ray waits for a node that has it).")
     max_retries: int = Field(3, ge=0, description="Times a task whose worker died is rerun.")
+    gpus_per_proxy: float = Field(0, ge=0, description="GPUs reserved per proxy task of a sweep or search (0: CPU nodes; "
+                                  "0.25: four proxies share a GPU; with proxy.batched, per group of runs trained together).")
 
 
 

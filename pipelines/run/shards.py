@@ -91,9 +91,11 @@ def _check_loopback(ray) -> None:
 
 
 def map_shards(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], description: str,
-               sizes: Sequence[int] | None = None, gpus: float = 0, unit: str = "docs") -> list:
+               sizes: Sequence[int] | None = None, gpus: float = 0, unit: str = "docs",
+               on_result: Callable[[int, object], None] | None = None) -> list:
     """`fn(*args)` for every args tuple in `calls`, results in the same order, with a progress
-    bar (`sizes`: work per call). Ray tasks when `executor: ray`, else one after another here."""
+    bar (`sizes`: work per call). Ray tasks when `executor: ray`, else one after another here.
+    `on_result(i, result)` is called in this process as each call's result comes back."""
     sizes = list(sizes or [1] * len(calls))
     results: list = [None] * len(calls)
     t0 = time.perf_counter()
@@ -103,6 +105,8 @@ def map_shards(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], descri
 
         def advance(i: int) -> None:
             nonlocal done_work
+            if on_result is not None:
+                on_result(i, results[i])
             done_work += sizes[i]
             progress.update(bar, advance=1, rate=f"{done_work / max(time.perf_counter() - t0, 1e-9):,.0f} {unit}/s")
 
@@ -148,8 +152,8 @@ def _on_actors(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], gpus: 
 
     slots = int(ray.cluster_resources().get("GPU", 0) // gpus)
     if slots < 1:
-        raise ConfigError(f"ray.gpus_per_embed_task: {gpus} GPUs per task, but the Ray cluster has "
-                          f"{ray.cluster_resources().get('GPU', 0):g}; set it to 0 for CPU nodes")
+        raise ConfigError(f"{description}: {gpus} GPUs per task (ray.gpus_per_embed_task, ray.gpus_per_proxy), but the "
+                          f"Ray cluster has {ray.cluster_resources().get('GPU', 0):g}; set it to 0 for CPU nodes")
     options = dict(num_cpus=cfg.ray.cpus_per_task, num_gpus=gpus, memory=int(cfg.ray.memory_per_task_gb * 2**30),
                    max_restarts=cfg.ray.max_retries, max_task_retries=cfg.ray.max_retries)
     actors = [ShardWorker.options(**options).remote() for _ in range(min(slots, len(calls)))]

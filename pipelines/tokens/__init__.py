@@ -3,7 +3,8 @@
 # what the other packages use (they import it from here); the rest is internal
 
 from mixforge.pipelines.tokens.eval_tasks import load_task
-from mixforge.pipelines.tokens.stage import run_tokens, text_hash, tokens_fingerprint
+from mixforge.pipelines.tokens.documents import text_hash
+from mixforge.pipelines.tokens.stage import run_tokens, tokens_fingerprint
 from mixforge.pipelines.tokens.tokenizer import (
     eos_id,
     load_tokenizer,

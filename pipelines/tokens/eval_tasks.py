@@ -41,6 +41,12 @@ class NextLinePool:
         if kept:
             self.by_comp.setdefault(comp, BottomK(self.per_component)).offer(np.array([k for k, _ in kept], np.uint64), [ls for _, ls in kept])
 
+    def merge(self, other: "NextLinePool") -> None:
+        """Offer `other`'s sample after what this pool was offered: the pool of the documents of
+        both, in that order (the smallest keys of all are among each part's smallest)."""
+        for comp, sample in other.by_comp.items():
+            self.by_comp.setdefault(comp, BottomK(self.per_component)).merge(sample)
+
     def items(self, n_items: int = 200, n_choices: int = 4, seed: int = 0) -> list[dict]:
         """Deterministic for a seed; linear in the pool (distractor documents are drawn by index
         from the pool without the item's own component, never by building that list)."""

@@ -6,6 +6,7 @@ each component's documents (chosen by a hash of the id, so independent of order)
 `heldout/` for evaluation; the rest to `train/`. A next-line multiple-choice task is built from
 the held-out documents (`tasks/next_line.jsonl`). The user's `proxy.eval_texts` files are
 tokenized into `eval/<name>.bin` for loss and bits per byte. Output under `tokens/extra/`.
+With `executor: ray` the prune shards are tokenized by Ray tasks and joined here (shard_tasks.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import json
 import os
 import shutil
 import time
-import zlib
 from pathlib import Path
 
-import polars as pl
 
 from mixforge.config import MixforgeConfig, section_hash
 from mixforge.digests import shard_digests
@@ -27,6 +26,7 @@ from mixforge.pipelines.outputs import load_components
 from mixforge.pipelines.quality import read_reference
 from mixforge.pipelines.samples import BottomK, id_keys
 from mixforge.pipelines.tokens.eval_tasks import NextLinePool
+from mixforge.pipelines.tokens.documents import TOKENIZER_IN_WORKSPACE, DocumentIndex, tokenize_frame
 from mixforge.pipelines.tokens.tokenizer import (
     TokenShardWriter,
     load_tokenizer,
@@ -36,15 +36,10 @@ from mixforge.pipelines.tokens.tokenizer import (
     workspace_frames,
 )
 from mixforge.pipelines.run import LayerPlan, StageInputs, StageOptions, StageResult, plan_stage, run_side_stage
+from mixforge.pipelines.run.shards import uses_ray
 from mixforge.workspace import Workspace, atomic_write_text
 
 TOKENIZER_SAMPLE_DOCS = 20_000
-TOKENIZER_IN_WORKSPACE = "tokens/extra/tokenizer.json"  # the path shard metadata names (the same on every machine)
-
-
-def is_heldout(doc_id: str, seed: int, fraction: float) -> bool:
-    """By the document's id, so a change elsewhere in the corpus never redraws a document's split."""
-    return zlib.crc32(f"{seed}:{doc_id}".encode()) % 10_000 < fraction * 10_000
 
 
 def file_identity(path: Path | None) -> tuple | str:
@@ -81,55 +76,6 @@ def eval_texts(cfg: MixforgeConfig, components: set[str]) -> list[tuple[str, str
         names.add(name)
         out.extend((name, t) for t in texts)
     return out
-
-
-def text_hash(text: str) -> int:
-    """What export checks a document's text against before it reuses the document's tokens."""
-    import xxhash
-
-    return xxhash.xxh3_64_intdigest(text.encode("utf-8"))
-
-
-class DocumentIndex:
-    """`documents.parquet`, streamed: where each kept document's tokens are (split, component,
-    start and length in tokens, EOS included) and a hash of its text, so that export slices the
-    tokens instead of tokenizing again. Rows go to a temp file, renamed into place by `close()`.
-    `append_from`: an index whose rows come first, and whose offsets new rows continue."""
-
-    def __init__(self, path: Path, append_from: Path | None = None):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        self.path = path
-        self.schema = pa.schema([("id", pa.string()), ("component", pa.string()), ("split", pa.string()),
-                                 ("start", pa.int64()), ("length", pa.int64()), ("text_hash", pa.uint64())])
-        self.tmp = path.with_name(f".{path.name}.tmp")
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
-        self.offsets: dict[tuple[str, str], int] = {}
-        if append_from:
-            for batch in pq.ParquetFile(append_from).iter_batches():
-                self.writer.write_batch(batch.cast(self.schema))
-            ends = pl.read_parquet(append_from, columns=["split", "component", "start", "length"]).group_by("split", "component").agg(
-                (pl.col("start") + pl.col("length")).max().alias("end"))
-            self.offsets = {(split, comp): int(end) for split, comp, end in ends.iter_rows()}
-
-    def add(self, ids: list[str], components: list[str], split: str, lengths: list[int], texts: list[str]) -> None:
-        import pyarrow as pa
-
-        starts = []
-        for comp, n in zip(components, lengths):
-            start = self.offsets.get((split, comp), 0)
-            starts.append(start)
-            self.offsets[(split, comp)] = start + n
-        self.writer.write_table(pa.table({"id": ids, "component": components, "split": [split] * len(ids), "start": starts,
-                                          "length": lengths, "text_hash": [text_hash(t) for t in texts]}, schema=self.schema))
-
-    def close(self) -> None:
-        self.writer.close()
-        os.replace(self.tmp, self.path)
-
-
-BATCH_DOCS = 1024
 
 
 def tokenizer_sample(ws: Workspace, seed: int, size: int = TOKENIZER_SAMPLE_DOCS) -> list[str]:
@@ -222,15 +168,14 @@ def _write_shards(cfg: MixforgeConfig, ws: Workspace, inputs: list[str], out: Pa
     pool = NextLinePool()
     held_bytes = {c: m["heldout_bytes"] for c, m in earlier["components"].items()} if earlier else {}
     try:
-        for frame in workspace_frames(ws, inputs):
-            frame = frame.with_columns(pl.Series("split", ["heldout" if is_heldout(i, cfg.seed, cfg.proxy.heldout_fraction) else "train"
-                                                           for i in frame["id"]]))
-            _add_documents(frame, writers, index)
-            held = frame.filter(pl.col("split") == "heldout")
-            for (comp,), part in held.group_by("component", maintain_order=True):
-                held_bytes[comp] = held_bytes.get(comp, 0) + int(part["text"].str.len_bytes().sum())
-                if earlier is None:
-                    pool.add(comp, id_keys(part["id"], cfg.seed), part["text"].to_list())
+        if uses_ray(cfg):  # one Ray task per prune shard, joined here in shard order
+            from mixforge.pipelines.tokens.shard_tasks import tokenize_on_ray
+
+            tokenize_on_ray(cfg, ws, inputs, out, tok_path, writers, index, held_bytes, pool if earlier is None else None)
+        else:
+            for frame in workspace_frames(ws, inputs):
+                tokenize_frame(frame, cfg.seed, cfg.proxy.heldout_fraction, writers, index, held_bytes,
+                               pool if earlier is None else None)
         train, held = (writers[split].close() for split in ("train", "heldout"))
         index.close()
     except BaseException:
@@ -238,17 +183,6 @@ def _write_shards(cfg: MixforgeConfig, ws: Workspace, inputs: list[str], out: Pa
             writer.abort()
         raise
     return train, held, held_bytes, pool
-
-
-def _add_documents(frame: pl.DataFrame, writers: dict[str, TokenShardWriter], index: DocumentIndex) -> None:
-    """One shard's documents (with their `split`) into the split's token shards and the index,
-    BATCH_DOCS at a time."""
-    for start in range(0, frame.height, BATCH_DOCS):
-        batch = frame.slice(start, BATCH_DOCS)
-        for (split,), part in batch.group_by("split", maintain_order=True):
-            comps, texts = part["component"].to_list(), part["text"].to_list()
-            lengths = writers[split].add(list(zip(comps, texts)))
-            index.add(part["id"].to_list(), comps, split, lengths, texts)
 
 
 def _write_task_and_evals(cfg: MixforgeConfig, out: Path, tok_path: Path, pool: NextLinePool,

@@ -144,19 +144,26 @@ class TokenShardWriter:
         self.files[comp] = (paths, handles)
         self.stats[comp] = {"documents": 0, "tokens": 0}
         if self.append_from and (self.append_from / f"{comp}.bin").exists():
-            meta = self._existing(comp)
-            with open(self.append_from / f"{comp}.bin", "rb") as src:
-                shutil.copyfileobj(src, handles[0], 1 << 22)
-            handles[1].write(np.load(self.append_from / f"{comp}.lengths.npy").astype(np.uint32).tobytes())
-            self.stats[comp] = {"documents": meta["documents"], "tokens": meta["tokens"]}
+            self._append(self.append_from, comp)
 
-    def _existing(self, comp: str) -> dict:
-        """The metadata of a shard being appended to; its tokenizer must be this one."""
-        meta = json.loads((self.append_from / f"{comp}.json").read_text())
+    def _existing(self, comp: str, folder: Path | None = None) -> dict:
+        """The metadata of a shard in `folder` (default: the one appended to); its tokenizer must be this one."""
+        folder = folder or self.append_from
+        meta = json.loads((folder / f"{comp}.json").read_text())
         if meta["tokenizer_sha256"] != self.identity["sha256"]:
-            raise LedgerError(f"{self.append_from / comp}.bin was written with another tokenizer ({meta['tokenizer_sha256'][:12]}, "
+            raise LedgerError(f"{folder / comp}.bin was written with another tokenizer ({meta['tokenizer_sha256'][:12]}, "
                               f"now {self.identity['sha256'][:12]}): rerun the build with --force")
         return meta
+
+    def _append(self, folder: Path, comp: str) -> None:
+        """A closed shard's tokens and lengths in `folder` appended to component `comp`'s open files."""
+        meta = self._existing(comp, folder)
+        tokens_file, lengths_file = self.files[comp][1]
+        with open(folder / f"{comp}.bin", "rb") as src:
+            shutil.copyfileobj(src, tokens_file, 1 << 22)
+        lengths_file.write(np.load(folder / f"{comp}.lengths.npy").astype(np.uint32).tobytes())
+        self.stats[comp]["documents"] += meta["documents"]
+        self.stats[comp]["tokens"] += meta["tokens"]
 
     def add(self, batch: list[tuple[str, str]]) -> list[int]:
         """Encode and append a batch; returns each document's length in tokens (EOS included).
@@ -194,6 +201,15 @@ class TokenShardWriter:
             self.stats[comp]["documents"] += len(lengths)
             self.stats[comp]["tokens"] += len(ids)
         return sizes
+
+    def append_shards(self, folder: Path) -> None:
+        """Append the shards another writer closed in `folder` (one prune shard's, tokenized by a
+        Ray task with the same tokenizer), as if their documents had been added here."""
+        for meta_path in sorted(folder.glob("*.json")):
+            comp = meta_path.stem
+            if comp not in self.files:
+                self._open(comp)
+            self._append(folder, comp)
 
     def close(self) -> dict:
         """Publish every component's files; returns {component: metadata}."""

@@ -1,6 +1,7 @@
 """No orphaned workers: `mixforge build` stops its children (datatrove's pool, manager and
 forkserver, Prefect's temporary server) on SIGTERM, and a rerun after a SIGKILL of the main
-process alone (which no handler sees) finds the leftovers and stops them before it builds."""
+process alone (which no handler sees) finds the leftovers and stops them before it builds.
+Its commands run with Prefect's temporary server in their process group, as in a terminal."""
 
 import json
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mixforge_cmd, wait_until, workspace_with_tokens
+from conftest import ephemeral_env, mixforge_cmd, wait_until, workspace_with_tokens
 from mixforge.processes import alive
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
@@ -33,7 +34,7 @@ def _group(pgid: int) -> set[tuple[int, int]]:
 
 def _start_build(config: Path, *extra: str) -> subprocess.Popen:
     # SIGINT as in a terminal: a background job (CI's shell) starts with it ignored, inherited across exec
-    return subprocess.Popen(mixforge_cmd() + ["build", str(config), *extra], start_new_session=True,
+    return subprocess.Popen(mixforge_cmd() + ["build", str(config), *extra], start_new_session=True, env=ephemeral_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
@@ -103,7 +104,7 @@ def test_rerun_after_sigkill_stops_the_leftovers(slice_config, group_reaper):
 def test_a_sweep_after_a_killed_sweep_stops_its_leftovers(tmp_path, group_reaper):
     """Sweeps may run side by side (one record each); a dead one's Prefect server is stopped."""
     config = workspace_with_tokens(tmp_path)
-    proc = subprocess.Popen(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "200"], cwd=tmp_path,
+    proc = subprocess.Popen(mixforge_cmd() + ["proxy", "sweep", str(config), "--runs", "200"], cwd=tmp_path, env=ephemeral_env(),
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     group_reaper(proc.pid)
     record = tmp_path / "ws" / ".runs" / f"sweep-{proc.pid}.json"

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import SLICE, mixforge_cmd
+from conftest import SLICE, ephemeral_env, mixforge_cmd
 from prefect_server import start_server, stop_group
 
 
@@ -45,9 +45,7 @@ def test_init_build_status_end_to_end(tmp_path):
     cfg["sources"][3]["kind"] = "code"
     config.write_text(yaml.safe_dump(cfg))
 
-    # Prefect's temporary server, as `make demo` runs it (the other tests have one running: conftest)
-    ephemeral = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    run = _cli("build", str(config), env=ephemeral)
+    run = _cli("build", str(config), env=ephemeral_env())  # Prefect's temporary server, as `make demo` runs it
     assert "kept" in run.stdout and "ledger" in run.stdout and str(tmp_path / "work") in run.stdout
 
     ws = tmp_path / "work"

@@ -17,7 +17,7 @@ from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.build import build
 from mixforge.pipelines.outputs import component_file
-from mixforge.pipelines.tokens.stage import is_heldout
+from mixforge.pipelines.tokens.documents import is_heldout
 from mixforge.proxy_training.evaluate import heldout_loss
 from mixforge.proxy_training.model import GPT, preset
 from mixforge.proxy_training.proxy import data_fingerprint, run_proxy

@@ -1,50 +1,24 @@
 """The build on a real 2-node Ray cluster (loopback only) gives the local executor's outputs,
-even when a worker process is killed in the middle of a stage."""
+even when a worker process is killed in the middle of a stage (embed, and tokens: one task per
+prune shard)."""
 
 import json
 import os
-import signal
 import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SLICE, slice_config_over
+from conftest import SLICE, kill_first_task, slice_config_over
 from mixforge.config import load_config
 from mixforge.pipelines.build import build
 from mixforge.pipelines.embed.stage import embed_shard
-from mixforge.pipelines.run.shards import LOOPBACK_ENV, map_shards
+from mixforge.pipelines.run.shards import map_shards
 from mixforge.workspace import Workspace
 
 # one Ray cluster at a time under pytest-xdist: the Ray tests share one worker
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("ray")]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """Two Ray nodes of one CPU each on 127.0.0.1, dashboard and usage stats off."""
-    saved = {k: os.environ.get(k) for k in LOOPBACK_ENV}
-    os.environ.update(LOOPBACK_ENV)
-    import ray
-    from ray.cluster_utils import Cluster
-
-    # one declared GPU per node (Ray takes the count on trust): GPU stages' actors get scheduled,
-    # while torch still finds no CUDA and runs on the CPU
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "object_store_memory": 80 << 20,
-                                                             "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=80 << 20)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False)
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def outputs(ws: Workspace) -> dict:
@@ -55,25 +29,9 @@ def outputs(ws: Workspace) -> dict:
         "ledger": json.loads(ws.ledger_path.read_text()),
         "components": pl.read_parquet(sorted((ws.stage_dir("components") / "extra" / "components").glob("*.parquet"))).sort("id"),
         "tokens": {str(p.relative_to(extra)): p.read_bytes() for p in sorted(extra.glob("*/*.bin"))},
-        "index": pl.read_parquet(extra / "documents.parquet").sort("id"),
+        "index": (extra / "documents.parquet").read_bytes(),
+        "lengths": {str(p.relative_to(extra)): p.read_bytes() for p in sorted(extra.glob("*/*.lengths.npy"))},
     }
-
-
-def kill_first_task(name: str, killed: list, stop: threading.Event) -> None:
-    """SIGKILL the first Ray worker process seen running task `name` (Ray titles it ray::<name>)."""
-    while not stop.is_set() and not killed:
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith(f"ray::{name}"):
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-                return
-        time.sleep(0.05)
 
 
 def test_ray_build_equals_local_even_with_a_worker_killed(slice_built, tmp_path, ray_cluster):
@@ -82,20 +40,23 @@ def test_ray_build_equals_local_even_with_a_worker_killed(slice_built, tmp_path,
     assert on_ray.executor == "local"  # the config the local build ran
     on_ray.executor = "ray"
     on_ray.ray.memory_per_task_gb = 0.25  # the test nodes are small; Ray waits forever for more than a node has
-    killed: list[int] = []
+    killed: dict[str, list[int]] = {"embed_shard": [], "tokenize_shard": []}
     stop = threading.Event()
-    killer = threading.Thread(target=kill_first_task, args=("embed_shard", killed, stop), daemon=True)
-    killer.start()
+    killers = [threading.Thread(target=kill_first_task, args=(name, pids, stop), daemon=True) for name, pids in killed.items()]
+    for killer in killers:
+        killer.start()
     try:
         build(on_ray)
     finally:
         stop.set()
-        killer.join(timeout=5)
-    assert killed, "no embed task was seen running on the Ray workers"
+        for killer in killers:
+            killer.join(timeout=5)
+    assert all(killed.values()), f"a task was never seen running on the Ray workers: {killed}"
     a, b = outputs(Workspace(local_ws)), outputs(Workspace(on_ray.workspace_dir))
     assert a["ledger"] == b["ledger"]
-    assert a["kept"].equals(b["kept"]) and a["components"].equals(b["components"]) and a["index"].equals(b["index"])
-    assert a["tokens"] == b["tokens"] and a["tokens"]
+    assert a["kept"].equals(b["kept"]) and a["components"].equals(b["components"])
+    assert a["tokens"] == b["tokens"] and a["tokens"] and a["lengths"] == b["lengths"]
+    assert a["index"] == b["index"]  # documents.parquet, byte for byte
     ledger = b["ledger"]
     for stage in ledger.values():  # the invariant held through the kill
         assert stage["docs_in"] == stage["docs_out"] + stage["docs_removed"]
