@@ -25,7 +25,7 @@ from datatrove.pipeline.readers import HuggingFaceDatasetReader
 
 from mixforge import __version__
 from mixforge.config import MixforgeConfig, SourceConfig, section_hash
-from mixforge.errors import ConfigError, InputError
+from mixforge.errors import ConfigError, InputError, MixforgeError
 from mixforge.ledger import parquet_files
 from mixforge.pipelines.run import (BUILDS, LayerPlan, StageInputs, StageOptions, StageResult, current_build,
                                     default_workers, note_sources, resumed_plan, run_pipeline, run_stage, stat_total)
@@ -122,7 +122,12 @@ def _remote_items(i: int, source: SourceConfig) -> list[WorkItem]:
     if source.format == "hf_disk" or source.split is not None:
         raise ConfigError(f"sources[{i}].path: {url}: a dataset saved with save_to_disk is read from a local folder; "
                           "for a dataset in a store, name its Parquet or JSONL files")
-    files = remote_files(url, source.format)
+    try:
+        files = remote_files(url, source.format)
+    except MixforgeError:
+        raise
+    except Exception as e:  # each store raises its own types: no such bucket, no access, no endpoint
+        raise ConfigError(f"sources[{i}].path: cannot list {url}: {type(e).__name__}: {e}") from None
     if not files:
         raise ConfigError(f"sources[{i}].path: no object found at {url}")
     if all(fmt is None for _, fmt, _, _ in files):

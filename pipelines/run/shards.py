@@ -108,7 +108,8 @@ def map_shards(cfg: MixforgeConfig, fn: Callable, calls: Sequence[tuple], descri
             if on_result is not None:
                 on_result(i, results[i])
             done_work += sizes[i]
-            progress.update(bar, advance=1, rate=f"{done_work / max(time.perf_counter() - t0, 1e-9):,.0f} {unit}/s")
+            rate = done_work / max(time.perf_counter() - t0, 1e-9)
+            progress.update(bar, advance=1, rate=f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2f} {unit}/s")
 
         if not uses_ray(cfg) or not calls:
             for i, args in enumerate(calls):
