@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BENCH_DIR, OUT_DIR, report, timed, timed_pair  # noqa: E402
+from harness import BENCH_DIR, OUT_DIR, demo_workspace, report, timed, timed_pair  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 
@@ -28,9 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    workspace = OUT_DIR / "demo"
-    subprocess.run([sys.executable, "-m", "mixforge.cli", "build", "--demo", "--workspace", str(workspace)],
-                   check=True, stdout=subprocess.DEVNULL)
+    workspace = demo_workspace()
 
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.readers import ParquetReader

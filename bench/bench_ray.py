@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import OUT_DIR, report  # noqa: E402
+from harness import demo_workspace, report  # noqa: E402
 
 
 def _config(workspace: Path, executor: str, workers: int) -> Path:
@@ -63,9 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=6)
     args = parser.parse_args()
-    workspace = OUT_DIR / "demo"
-    subprocess.run([sys.executable, "-m", "mixforge.cli", "build", "--demo", "--workspace", str(workspace)],
-                   check=True, stdout=subprocess.DEVNULL)
+    workspace = demo_workspace()
     sides = {"local": _config(workspace, "local", 0), "ray-1": _config(workspace, "ray", 1), "ray-2": _config(workspace, "ray", 2)}
     try:
         tokens = {name: _tokens(config) for name, config in sides.items()}

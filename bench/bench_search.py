@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import OUT_DIR, report, timed_pair  # noqa: E402
+from harness import OUT_DIR, demo_workspace, report, timed_pair  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "tests" / "fixtures" / "demo_runs.parquet"
@@ -157,7 +157,6 @@ def learning_curve() -> dict:
 
 
 def strategies(budget: int, names: list[str], phases: int) -> dict:
-    import subprocess
 
     import polars as pl
 
@@ -167,9 +166,7 @@ def strategies(budget: int, names: list[str], phases: int) -> dict:
     from mixforge.proxy_training.runs_table import RunsTable
     from mixforge.workspace import Workspace, read_json
 
-    workspace = OUT_DIR / "demo"
-    subprocess.run([sys.executable, "-m", "mixforge.cli", "build", "--demo", "--workspace", str(workspace)],
-                   check=True, stdout=subprocess.DEVNULL)
+    workspace = demo_workspace()
     config = workspace / "demo.yaml"
     cfg = load_config(config)
     cfg.search.runs = budget

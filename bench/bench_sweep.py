@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import OUT_DIR, report, timed_pair  # noqa: E402
+from harness import demo_workspace, report, timed_pair  # noqa: E402
 
 
 def main() -> None:
@@ -28,9 +27,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
 
-    workspace = OUT_DIR / "demo"
-    subprocess.run([sys.executable, "-m", "mixforge.cli", "build", "--demo", "--workspace", str(workspace)],
-                   check=True, stdout=subprocess.DEVNULL)
+    workspace = demo_workspace()
     from mixforge.config import load_config
     from mixforge.mixers.sampling import random_mixtures
     from mixforge.proxy_training.parallel import ProxyPool

@@ -64,6 +64,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def demo_workspace() -> Path:
+    """bench/out/demo, built by `mixforge build --demo` (each stage reused while unchanged): the
+    workspace the demo-based benchmarks share."""
+    import sys
+
+    workspace = OUT_DIR / "demo"
+    subprocess.run([sys.executable, "-m", "mixforge.cli", "build", "--demo", "--workspace", str(workspace)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return workspace
+
+
 def timed(fn: Callable[[], object], repeat: int = 1) -> dict:
     """Run `fn` `repeat` times: best and median wall seconds, every time, and the result of the
     best run (so a breakdown it returns belongs to the headline time)."""
