@@ -11,6 +11,7 @@ from typing import Callable
 from mixforge.config import MixforgeConfig
 from mixforge.errors import MixforgeError
 from mixforge.pipelines.run import StageOptions, StageResult, finish_build, open_build, ray_session
+from mixforge.pipelines.run.build_records import clear_killed_writes
 from mixforge.pipelines.stages import DOCUMENT_STAGES, STAGE_BY_NAME, STAGE_NAMES, stage_fingerprints, write_ledger
 from mixforge.stage_files import check_stage, damage_report
 from mixforge.workspace import Workspace
@@ -37,6 +38,7 @@ def build(
     ws = Workspace(cfg.workspace_dir)
     stages = STAGE_NAMES[: STAGE_NAMES.index(check_until(until)) + 1]
     damaged = None if force else first_damaged(ws, stages, cfg.check_outputs)
+    clear_killed_writes(ws)
     build_id = open_build(ws)["id"]
     with ray_session(cfg):  # executor: ray connects (or starts a local Ray) once for the build
         for stage in stages:

@@ -26,6 +26,15 @@ def list_builds(ws: Workspace) -> list[dict]:
     return [r for r in records if r]
 
 
+def clear_killed_writes(ws: Workspace) -> None:
+    """Delete the temp files that a killed build's atomic writes left in builds/ and at the
+    workspace's top (ledger.json's). Call as a build starts, holding the workspace's lock: no
+    other build is writing them."""
+    for stale in [*(ws.root / BUILDS).glob(".*.tmp"), *ws.root.glob(".*.tmp")]:
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
 def open_build(ws: Workspace) -> dict:
     """The unfinished build (an interrupted one is resumed), or a new one."""
     builds = list_builds(ws)

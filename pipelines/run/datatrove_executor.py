@@ -111,6 +111,8 @@ def run_pipeline(
         )
     else:
         workers = min(default_workers(workers), tasks) if _workers_can_start() else 1
+        if workers > 1:
+            forkserver_with_this_environment()
         executor = QuietExecutor(
             pipeline=pipeline,
             tasks=tasks,
@@ -124,6 +126,23 @@ def run_pipeline(
     if incomplete:  # RayPipelineExecutor returns normally when tasks fail
         raise MixforgeError(f"{description}: {len(incomplete)} of {tasks} tasks did not complete (ranks {incomplete[:10]}); "
                             f"their logs are under {logging_dir}/logs. Rerun the build: finished tasks are kept.")
+
+
+_FORKSERVER_ENV: dict[str, str] | None = None  # os.environ when this process's forkserver was last used
+
+
+def forkserver_with_this_environment() -> None:
+    """multiprocess forks every pool worker from one server process, started at its first use
+    with the environment of that moment: credentials set since (AWS_ACCESS_KEY_ID for an s3://
+    source, set in a notebook between two builds) would never reach the workers. Restart it when
+    the environment has changed since it was last used."""
+    global _FORKSERVER_ENV
+    from multiprocess import forkserver
+
+    env = dict(os.environ)
+    if env != _FORKSERVER_ENV:  # (or one started before this process tracked it)
+        forkserver._forkserver._stop()  # no-op when none runs; the next pool starts one with this environment
+    _FORKSERVER_ENV = env
 
 
 def _workers_can_start() -> bool:

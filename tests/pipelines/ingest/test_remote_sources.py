@@ -82,6 +82,27 @@ def test_a_changed_object_is_caught_by_the_incremental_build_and_an_added_one_is
     assert ids.str.starts_with("mixed/code.jsonl:").sum() == len(lines) - 1
 
 
+def test_credentials_set_after_a_first_build_reach_the_workers_of_the_next(s3_store, tmp_path, monkeypatch):
+    """Worker processes fork from one server process that keeps the environment it started with:
+    a notebook that sets its credentials after a first build must still reach the store."""
+    from multiprocess import forkserver
+
+    upload(SLICE / "bible.jsonl", "s3://late/bible.jsonl")
+    forkserver._forkserver._stop()  # so that the first build below starts it, without credentials
+    for name in s3_store:
+        monkeypatch.delenv(name)
+    (tmp_path / "local").mkdir()
+    for label in ("code", "legal"):  # two files: two tasks, so a pool of 2 workers (forked from the server)
+        (tmp_path / "local" / f"{label}.jsonl").write_text((SLICE / f"{label}.jsonl").read_text())
+    build(load_config(write_config(tmp_path / "local", [{"path": f"{label}.jsonl"} for label in ("code", "legal")])), until="ingest")
+    for name, value in s3_store.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "remote").mkdir()
+    config = write_config(tmp_path / "remote", [{"path": "s3://late/", "label": "bible"}, {"path": str(SLICE / "quotes.jsonl")}])
+    build(load_config(config), until="ingest")  # 2 workers: the pool's
+    assert json.loads((tmp_path / "remote" / "ws" / "ledger.json").read_text())["ingest"]["docs_in"] == 32
+
+
 def test_a_missing_bucket_or_object_is_a_clear_error(s3_store, tmp_path):
     upload(SLICE / "bible.jsonl", "s3://present/bible.jsonl")
     for path in ("s3://no-such-bucket-here/data/", "s3://present/none.jsonl", "s3://present/none/*.jsonl"):
