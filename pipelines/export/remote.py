@@ -50,7 +50,7 @@ def export_to_url(url: str, ws: Workspace, write: Callable[[Path, str], dict], o
         staging.mkdir(parents=True)
         try:
             manifest = write(staging, f"{generation}/")
-            _upload(fs, root, staging, generation, old)
+            _upload(fs, root, staging, generation)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return manifest
@@ -129,7 +129,7 @@ def _check_replaceable(fs, root: str, url: str, old: dict | None, overwrite: boo
                             "--force-replace to delete them with the old export")
 
 
-def _upload(fs, root: str, staging: Path, generation: str, old: dict | None) -> None:
+def _upload(fs, root: str, staging: Path, generation: str) -> None:
     """Data files, then the manifest, then what derives from it; then the old export goes."""
     fs.pipe_file(f"{root}/{MARKER}{generation}", b"")
     _put(fs, staging / generation, f"{root}/{generation}")
