@@ -25,6 +25,10 @@ from conftest import SLICE, mixforge_cmd, write_config
 from prefect_server import PREFECT, free_port, start_server, stop_group
 
 DEPLOYMENT = "mixforge-scheduled-build/nightly"
+# The served deployment's daily hour: 12 hours from now, so that no scheduled run fires during the
+# test (at a fixed 03:00 a suite running then saw the scheduled build run beside its own).
+HOUR = (datetime.now(timezone.utc).hour + 12) % 24
+CRON = f"0 {HOUR} * * *"
 def _post(api: str, path: str, body: dict) -> list | dict:
     req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -58,12 +62,12 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(server, tmp_path_factory):
-    """`mixforge deploy CONFIG --name nightly --cron "0 3 * * *" --serve`, running: (config, log)."""
+    """`mixforge deploy CONFIG --name nightly --cron CRON --serve`, running: (config, log)."""
     _, env = server
     config = _config(tmp_path_factory.mktemp("deploy"))
     log_path = config.parent / "serve.log"
     log = open(log_path, "wb")
-    proc = subprocess.Popen(mixforge_cmd() + ["deploy", str(config), "--name", "nightly", "--cron", "0 3 * * *", "--serve"],
+    proc = subprocess.Popen(mixforge_cmd() + ["deploy", str(config), "--name", "nightly", "--cron", CRON, "--serve"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield config, log_path, proc
@@ -92,14 +96,14 @@ def test_served_deployment_schedules_runs_builds_lists_and_deletes(server, serve
         time.sleep(1)
     assert runs, f"no scheduled runs after 120 s; serve log:\n{log.read_text()[-3000:]}"
     (deployment,) = deployments
-    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * *"]
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [CRON]
     assert deployment["parameters"]["config_path"] == str(config.resolve())
     assert deployment["parameters"]["workspace"] == str(config.parent / "ws")
     now = datetime.now(timezone.utc)
     starts = [datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")) for r in runs]
-    assert all(t > now and (t.hour, t.minute) == (3, 0) for t in starts), starts
+    assert all(t > now and (t.hour, t.minute) == (HOUR, 0) for t in starts), starts
     out = log.read_text()
-    assert DEPLOYMENT in out and '"0 3 * * *"' in out and "Ctrl-C" in out
+    assert DEPLOYMENT in out and f'"{CRON}"' in out and "Ctrl-C" in out
 
     # (b) a run of the deployment (up to dedup: the cheap stages) builds into the workspace
     from prefect.deployments import run_deployment
@@ -125,7 +129,7 @@ def test_served_deployment_schedules_runs_builds_lists_and_deletes(server, serve
     listing = _cli(env, "deploy", "--list")
     assert listing.returncode == 0, listing.stderr
     row = next(line for line in listing.stdout.splitlines() if "nightly" in line)
-    assert '"0 3 * * *"' in row and "Completed" in row and str(config.resolve()) in row, listing.stdout
+    assert f'"{CRON}"' in row and "Completed" in row and str(config.resolve()) in row, listing.stdout
 
     # (d) --delete: gone from the server; deleting it again names it
     gone = _cli(env, "deploy", "--delete", "nightly")
