@@ -18,9 +18,9 @@ from mixforge.proxy_training.runs_table import RunsTable
 from mixforge.workspace import Workspace
 
 
-def _train_run(config_path: str, overrides: dict | None, weights, seed: int, checkpoints: int) -> dict:
-    """A Ray task: one run trained and measured; its row, not written."""
-    return run_proxy(load_config(config_path, overrides=overrides), weights, seed=seed, checkpoints=checkpoints, record=False)
+def _train_run(config_path: str, overrides: dict | None, weights, seed: int, checkpoints: int) -> list[dict]:
+    """A Ray task: one run trained and measured; its row (in a list, as a group's), not written."""
+    return [run_proxy(load_config(config_path, overrides=overrides), weights, seed=seed, checkpoints=checkpoints, record=False)]
 
 
 def _train_group(config_path: str, overrides: dict | None, mixtures: list, seeds: list[int], checkpoints: int) -> list[dict]:
@@ -34,8 +34,8 @@ def train_on_ray(cfg: MixforgeConfig, config_path: str, mixtures: list, seeds: l
     config loaded from `config_path` with `overrides`."""
     table = RunsTable(Workspace(cfg.workspace_dir))
 
-    def write(_: int, rows) -> None:
-        for row in rows if isinstance(rows, list) else [rows]:
+    def write(_: int, rows: list[dict]) -> None:
+        for row in rows:
             if not table.has(row["run_id"]):  # a run already in the table came back as it is
                 table.append(row)
 
@@ -48,4 +48,4 @@ def train_on_ray(cfg: MixforgeConfig, config_path: str, mixtures: list, seeds: l
     with ray_session(cfg):
         results = map_shards(cfg, fn, calls, label, [len(c[2]) if fn is _train_group else 1 for c in calls],
                              gpus=cfg.ray.gpus_per_proxy, unit="runs", on_result=write)
-    return [row for rows in results for row in (rows if isinstance(rows, list) else [rows])]
+    return [row for rows in results for row in rows]
